@@ -1,0 +1,886 @@
+//! Convolutions on the CPU through im2col/col2im + GEMM: conv2d and conv_transpose2d, forward
+//! and backward, with groups, stride, padding and dilation, and a frozen-weights conv2d.
+//!
+//! Both convolutions share one geometry: a *big* image (the input of a conv2d, the output of a
+//! transposed conv) and a *small* one, related by a kernel `[small_c, big_c / groups, kh, kw]`.
+//! conv2d's forward and conv_transpose2d's input gradient are the same kernel (im2col, GEMM),
+//! as are conv2d's input gradient and conv_transpose2d's forward (GEMM, col2im).
+
+use candle::backend::BackendStorage;
+use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::check::{at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, Real};
+use crate::error::{invalid, Result};
+use crate::gemm::{matmul, parallelism, Mat};
+
+/// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dConfig {
+    /// Step of the kernel over the input, (rows, columns); at least 1.
+    pub stride: (usize, usize),
+    /// Zeros added on each side of the input, (rows, columns).
+    pub padding: (usize, usize),
+    /// Spacing between kernel taps, (rows, columns); at least 1.
+    pub dilation: (usize, usize),
+    /// Channel groups: input and output channels are split into this many independent convs.
+    pub groups: usize,
+}
+
+impl Default for Conv2dConfig {
+    fn default() -> Self {
+        Self { stride: (1, 1), padding: (0, 0), dilation: (1, 1), groups: 1 }
+    }
+}
+
+impl Conv2dConfig {
+    /// Square stride and padding, no dilation, one group: `Conv2dConfig::new(4, 2)` is AlexNet's
+    /// conv1.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self { stride: (stride, stride), padding: (padding, padding), ..Self::default() }
+    }
+
+    /// The same configuration with `groups` channel groups (CaffeNet's conv2, conv4, conv5: 2).
+    pub fn with_groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    /// The same configuration with square dilation.
+    pub fn with_dilation(self, dilation: usize) -> Self {
+        Self { dilation: (dilation, dilation), ..self }
+    }
+}
+
+/// Hyper-parameters of [`conv_transpose2d`], as in PyTorch's `nn.ConvTranspose2d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2dConfig {
+    /// Up-sampling factor, (rows, columns); at least 1.
+    pub stride: (usize, usize),
+    /// Rows and columns removed from each side of the full output.
+    pub padding: (usize, usize),
+    /// Extra rows and columns added at the bottom and right of the output; each smaller than
+    /// the stride or the dilation.
+    pub output_padding: (usize, usize),
+    /// Spacing between kernel taps, (rows, columns); at least 1.
+    pub dilation: (usize, usize),
+    /// Channel groups.
+    pub groups: usize,
+}
+
+impl Default for ConvTranspose2dConfig {
+    fn default() -> Self {
+        Self {
+            stride: (1, 1),
+            padding: (0, 0),
+            output_padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl ConvTranspose2dConfig {
+    /// Square stride and padding: `ConvTranspose2dConfig::new(2, 1)` with a 4×4 kernel is the
+    /// DeePSiM generator's up-convolution, doubling height and width.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self { stride: (stride, stride), padding: (padding, padding), ..Self::default() }
+    }
+
+    /// The same configuration with `groups` channel groups.
+    pub fn with_groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    /// The same configuration with the given output padding.
+    pub fn with_output_padding(self, output_padding: (usize, usize)) -> Self {
+        Self { output_padding, ..self }
+    }
+
+    fn conv(&self) -> Conv2dConfig {
+        Conv2dConfig {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        }
+    }
+}
+
+/// The shared geometry: batch, big image, small image, kernel and hyper-parameters.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    n: usize,
+    big: [usize; 3],
+    small: [usize; 3],
+    kernel: (usize, usize),
+    cfg: Conv2dConfig,
+}
+
+impl Geom {
+    fn groups(&self) -> usize {
+        self.cfg.groups
+    }
+    fn big_cg(&self) -> usize {
+        self.big[0] / self.cfg.groups
+    }
+    fn small_cg(&self) -> usize {
+        self.small[0] / self.cfg.groups
+    }
+    fn big_hw(&self) -> usize {
+        self.big[1] * self.big[2]
+    }
+    fn small_hw(&self) -> usize {
+        self.small[1] * self.small[2]
+    }
+    /// Rows of the im2col matrix: one per (input channel of a group, ky, kx).
+    fn k_len(&self) -> usize {
+        self.big_cg() * self.kernel.0 * self.kernel.1
+    }
+    fn weight_len(&self) -> usize {
+        self.small[0] * self.k_len()
+    }
+    /// A 1×1, stride-1, unpadded kernel: the big image already is the im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel == (1, 1) && self.cfg.stride == (1, 1) && self.cfg.padding == (0, 0)
+    }
+    fn weight_dims(&self) -> [usize; 4] {
+        [self.small[0], self.big_cg(), self.kernel.0, self.kernel.1]
+    }
+}
+
+/// Output length of a convolution along one axis, `None` when the kernel does not fit.
+fn conv_out(len: usize, k: usize, stride: usize, pad: usize, dil: usize) -> Option<usize> {
+    let span = dil * (k - 1) + 1;
+    (len + 2 * pad).checked_sub(span).map(|free| free / stride + 1)
+}
+
+/// Checks a convolution's input, weight and bias; returns the geometry with `big = input`.
+fn conv2d_geom(
+    op: &'static str,
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+) -> Result<Geom> {
+    let [n, c, h, w] = nchw(op, "input", input)?;
+    let [oc, icg, kh, kw] = nchw(op, "weight", weight)?;
+    same_dtype_device(op, "weight", weight, input)?;
+    at_least(op, "config.stride", cfg.stride, 1)?;
+    at_least(op, "config.dilation", cfg.dilation, 1)?;
+    let g = cfg.groups;
+    if g == 0 || c % g != 0 || oc % g != 0 {
+        return Err(invalid(
+            op,
+            "config.groups",
+            &[],
+            format!("{g} groups must divide input channels {c} and output channels {oc}"),
+        ));
+    }
+    if icg * g != c {
+        return Err(invalid(
+            op,
+            "weight",
+            weight.dims(),
+            format!("expects {} input channels ({icg} per group × {g} groups), input has {c}", icg * g),
+        ));
+    }
+    if let Some(b) = bias {
+        same_dtype_device(op, "bias", b, input)?;
+        if b.dims() != [oc] {
+            return Err(invalid(op, "bias", b.dims(), format!("expected shape [{oc}]")));
+        }
+    }
+    let (oh, ow) = match (
+        conv_out(h, kh, cfg.stride.0, cfg.padding.0, cfg.dilation.0),
+        conv_out(w, kw, cfg.stride.1, cfg.padding.1, cfg.dilation.1),
+    ) {
+        (Some(oh), Some(ow)) => (oh, ow),
+        _ => {
+            return Err(invalid(
+                op,
+                "input",
+                input.dims(),
+                format!(
+                    "kernel {kh}×{kw} (dilation {:?}) is larger than the padded input {}×{}",
+                    cfg.dilation,
+                    h + 2 * cfg.padding.0,
+                    w + 2 * cfg.padding.1
+                ),
+            ))
+        }
+    };
+    Ok(Geom { n, big: [c, h, w], small: [oc, oh, ow], kernel: (kh, kw), cfg: *cfg })
+}
+
+/// Checks a transposed convolution's arguments; returns the geometry with `small = input`.
+fn conv_transpose2d_geom(
+    op: &'static str,
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &ConvTranspose2dConfig,
+) -> Result<Geom> {
+    let [n, c, h, w] = nchw(op, "input", input)?;
+    let [ic, ocg, kh, kw] = nchw(op, "weight", weight)?;
+    same_dtype_device(op, "weight", weight, input)?;
+    at_least(op, "config.stride", cfg.stride, 1)?;
+    at_least(op, "config.dilation", cfg.dilation, 1)?;
+    let g = cfg.groups;
+    if g == 0 || c % g != 0 {
+        return Err(invalid(op, "config.groups", &[], format!("{g} groups must divide {c} channels")));
+    }
+    if ic != c {
+        return Err(invalid(
+            op,
+            "weight",
+            weight.dims(),
+            format!("expects {ic} input channels (dim 0), input has {c}"),
+        ));
+    }
+    let (oph, opw) = cfg.output_padding;
+    if (oph >= cfg.stride.0 && oph >= cfg.dilation.0) || (opw >= cfg.stride.1 && opw >= cfg.dilation.1)
+    {
+        return Err(invalid(
+            op,
+            "config.output_padding",
+            &[],
+            format!("{:?} must be smaller than the stride or the dilation", cfg.output_padding),
+        ));
+    }
+    let oc = ocg * g;
+    if let Some(b) = bias {
+        same_dtype_device(op, "bias", b, input)?;
+        if b.dims() != [oc] {
+            return Err(invalid(op, "bias", b.dims(), format!("expected shape [{oc}]")));
+        }
+    }
+    let full = |len: usize, k: usize, s: usize, d: usize, op_: usize| (len - 1) * s + d * (k - 1) + 1 + op_;
+    let (fh, fw) = (full(h, kh, cfg.stride.0, cfg.dilation.0, oph), full(w, kw, cfg.stride.1, cfg.dilation.1, opw));
+    if fh <= 2 * cfg.padding.0 || fw <= 2 * cfg.padding.1 {
+        return Err(invalid(
+            op,
+            "config.padding",
+            &[],
+            format!("{:?} removes the whole {fh}×{fw} output", cfg.padding),
+        ));
+    }
+    let big = [oc, fh - 2 * cfg.padding.0, fw - 2 * cfg.padding.1];
+    Ok(Geom { n, big, small: [c, h, w], kernel: (kh, kw), cfg: cfg.conv() })
+}
+
+// ----------------------------------------------------------------------------- CPU kernels
+
+/// Fills `cols` (`k_len × small_hw`, row-major) with the patches of one group of one image.
+fn im2col<T: Real>(g: &Geom, src: &[T], cols: &mut [T]) {
+    let (kh, kw) = g.kernel;
+    let [_, h, w] = g.big;
+    let [_, oh, ow] = g.small;
+    let (sh, sw) = g.cfg.stride;
+    let (ph, pw) = g.cfg.padding;
+    let (dh, dw) = g.cfg.dilation;
+    let mut rows = cols.chunks_exact_mut(oh * ow);
+    for c in 0..g.big_cg() {
+        let plane = &src[c * h * w..(c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = rows.next().expect("im2col: cols sized k_len × small_hw");
+                let off_x = (kx * dw) as isize - pw as isize;
+                let (x0, x1) = valid_range(off_x, sw, w, ow);
+                for oy in 0..oh {
+                    let out = &mut row[oy * ow..(oy + 1) * ow];
+                    let iy = (oy * sh + ky * dh) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize || x0 >= x1 {
+                        out.fill(T::zero());
+                        continue;
+                    }
+                    let line = &plane[iy as usize * w..(iy as usize + 1) * w];
+                    out[..x0].fill(T::zero());
+                    out[x1..].fill(T::zero());
+                    let start = (x0 * sw) as isize + off_x;
+                    if sw == 1 {
+                        out[x0..x1].copy_from_slice(&line[start as usize..start as usize + x1 - x0]);
+                    } else {
+                        for (o, ox) in out[x0..x1].iter_mut().zip(0..) {
+                            *o = line[start as usize + ox * sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the patches in `cols` back onto one group of one image (the adjoint of [`im2col`]).
+fn col2im<T: Real>(g: &Geom, cols: &[T], dst: &mut [T]) {
+    let (kh, kw) = g.kernel;
+    let [_, h, w] = g.big;
+    let [_, oh, ow] = g.small;
+    let (sh, sw) = g.cfg.stride;
+    let (ph, pw) = g.cfg.padding;
+    let (dh, dw) = g.cfg.dilation;
+    let mut rows = cols.chunks_exact(oh * ow);
+    for c in 0..g.big_cg() {
+        let plane = &mut dst[c * h * w..(c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let row = rows.next().expect("col2im: cols sized k_len × small_hw");
+                let off_x = (kx * dw) as isize - pw as isize;
+                let (x0, x1) = valid_range(off_x, sw, w, ow);
+                if x0 >= x1 {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let iy = (oy * sh + ky * dh) as isize - ph as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let line = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                    let src = &row[oy * ow + x0..oy * ow + x1];
+                    let start = ((x0 * sw) as isize + off_x) as usize;
+                    if sw == 1 {
+                        for (d, &s) in line[start..start + src.len()].iter_mut().zip(src) {
+                            *d += s;
+                        }
+                    } else {
+                        for (i, &s) in src.iter().enumerate() {
+                            line[start + i * sw] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output columns `ox` in `[x0, x1)` whose input column `ox * stride + off` lies in `[0, w)`.
+fn valid_range(off: isize, stride: usize, w: usize, ow: usize) -> (usize, usize) {
+    let s = stride as isize;
+    let x0 = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize };
+    let last = w as isize - 1 - off;
+    let x1 = if last < 0 { 0 } else { (last / s + 1) as usize };
+    (x0.min(ow), x1.min(ow))
+}
+
+/// Runs `f(image, out_chunk, scratch)` over the batch: in parallel over images when there are
+/// enough of them (each GEMM then runs on one thread), else image by image with threaded GEMMs.
+fn for_each_image<T: Real>(
+    n: usize,
+    out: &mut [T],
+    scratch_len: usize,
+    f: impl Fn(usize, &mut [T], &mut Vec<T>, gemm::Parallelism) + Sync,
+) {
+    let per = out.len() / n;
+    if n >= rayon::current_num_threads() && n > 1 {
+        out.par_chunks_mut(per).enumerate().for_each_init(
+            || vec![T::zero(); scratch_len],
+            |scratch, (i, chunk)| f(i, chunk, scratch, parallelism(true)),
+        );
+    } else {
+        let mut scratch = vec![T::zero(); scratch_len];
+        for (i, chunk) in out.chunks_mut(per).enumerate() {
+            f(i, chunk, &mut scratch, parallelism(false));
+        }
+    }
+}
+
+/// Big → small: conv2d's forward, conv_transpose2d's input gradient. `bias` is per small channel.
+fn big_to_small<T: Real>(g: &Geom, big: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
+    let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
+    let mut out = vec![T::zero(); g.n * g.small[0] * p_len];
+    let scratch = if g.is_pointwise() { 0 } else { k_len * p_len };
+    for_each_image(g.n, &mut out, scratch, |img, out, cols, par| {
+        for gi in 0..g.groups() {
+            let src_start = (img * g.big[0] + gi * big_cg) * big_len;
+            let src = &big[src_start..src_start + big_cg * big_len];
+            let cols: &[T] = if g.is_pointwise() {
+                src
+            } else {
+                im2col(g, src, cols);
+                cols
+            };
+            let dst = &mut out[gi * small_cg * p_len..(gi + 1) * small_cg * p_len];
+            if let Some(b) = bias {
+                for (row, &bv) in dst.chunks_exact_mut(p_len).zip(&b[gi * small_cg..]) {
+                    row.fill(bv);
+                }
+            }
+            let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len);
+            matmul(dst, w, Mat::row_major(cols, k_len, p_len), bias.is_some(), par);
+        }
+    });
+    out
+}
+
+/// Small → big: conv2d's input gradient, conv_transpose2d's forward. `bias` is per big channel.
+fn small_to_big<T: Real>(g: &Geom, small: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
+    let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
+    let mut out = vec![T::zero(); g.n * g.big[0] * big_len];
+    let pointwise = g.is_pointwise();
+    let scratch = if pointwise { 0 } else { k_len * p_len };
+    for_each_image(g.n, &mut out, scratch, |img, out, cols, par| {
+        for gi in 0..g.groups() {
+            let dst = &mut out[gi * big_cg * big_len..(gi + 1) * big_cg * big_len];
+            if let Some(b) = bias {
+                for (plane, &bv) in dst.chunks_exact_mut(big_len).zip(&b[gi * big_cg..]) {
+                    plane.fill(bv);
+                }
+            }
+            let src_start = (img * g.small[0] + gi * small_cg) * p_len;
+            let src = Mat::row_major(&small[src_start..src_start + small_cg * p_len], small_cg, p_len);
+            let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len).t();
+            if pointwise {
+                matmul(dst, w, src, true, par);
+            } else {
+                matmul(cols, w, src, false, par);
+                col2im(g, cols, dst);
+            }
+        }
+    });
+    out
+}
+
+/// The weight gradient `[small_c, big_c / groups, kh, kw]` from the big and small images.
+fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
+    let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
+    let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
+    let parts = rayon::current_num_threads().min(g.n).max(1);
+    let per_part = g.n.div_ceil(parts);
+    let serial = parts > 1;
+    let partial: Vec<Vec<T>> = (0..parts)
+        .into_par_iter()
+        .map(|part| {
+            let mut acc = vec![T::zero(); g.weight_len()];
+            let mut cols = vec![T::zero(); if g.is_pointwise() { 0 } else { k_len * p_len }];
+            for img in part * per_part..((part + 1) * per_part).min(g.n) {
+                for gi in 0..g.groups() {
+                    let src_start = (img * g.big[0] + gi * big_cg) * big_len;
+                    let src = &big[src_start..src_start + big_cg * big_len];
+                    let cols: &[T] = if g.is_pointwise() {
+                        src
+                    } else {
+                        im2col(g, src, &mut cols);
+                        &cols
+                    };
+                    let gs = (img * g.small[0] + gi * small_cg) * p_len;
+                    let grad = Mat::row_major(&small[gs..gs + small_cg * p_len], small_cg, p_len);
+                    let dst = &mut acc[gi * small_cg * k_len..(gi + 1) * small_cg * k_len];
+                    let cols = Mat::row_major(cols, k_len, p_len).t();
+                    matmul(dst, grad, cols, true, parallelism(serial));
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut parts = partial.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![T::zero(); g.weight_len()]);
+    for p in parts {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+// ----------------------------------------------------------------------------- custom ops
+
+type Arg<'a> = (&'a CpuStorage, &'a Layout);
+
+fn run_big_to_small<T: Real>(
+    g: &Geom,
+    x: Arg<'_>,
+    w: Arg<'_>,
+    b: Option<Arg<'_>>,
+) -> candle::Result<CpuStorage> {
+    let b = match b {
+        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
+        None => None,
+    };
+    let (x, w) = (contiguous(x.0.as_slice::<T>()?, x.1), contiguous(w.0.as_slice::<T>()?, w.1));
+    Ok(T::to_cpu_storage_owned(big_to_small(g, &x, &w, b.as_deref())))
+}
+
+fn run_small_to_big<T: Real>(g: &Geom, x: Arg<'_>, w: Arg<'_>) -> candle::Result<CpuStorage> {
+    let (x, w) = (contiguous(x.0.as_slice::<T>()?, x.1), contiguous(w.0.as_slice::<T>()?, w.1));
+    Ok(T::to_cpu_storage_owned(small_to_big(g, &x, &w, None)))
+}
+
+fn run_weight_grad<T: Real>(g: &Geom, big: Arg<'_>, small: Arg<'_>) -> candle::Result<CpuStorage> {
+    let big = contiguous(big.0.as_slice::<T>()?, big.1);
+    let small = contiguous(small.0.as_slice::<T>()?, small.1);
+    Ok(T::to_cpu_storage_owned(weight_grad(g, &big, &small)))
+}
+
+/// Geometry of a custom op's call from the argument layouts: `big` or `small` comes from the
+/// layout, the other side from `other` dims.
+fn geom_from(op: &'static str, base: &Geom, arg: &Layout, arg_is_big: bool) -> Result<Geom> {
+    let [n, c, h, w] = dims4(op, "input", arg)?;
+    let side = if arg_is_big { base.big } else { base.small };
+    if [c, h, w] != side {
+        return Err(invalid(op, "input", arg.dims(), format!("expected [N, {c}, {h}, {w}]")));
+    }
+    Ok(Geom { n, ..*base })
+}
+
+/// conv2d (input, weight) → output, with a backward that skips the weight gradient when the
+/// weight is not tracked.
+struct Conv2dOp(Geom);
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "deepsim-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = geom_from("conv2d", &self.0, xl, true)?;
+        let out = by_float_dtype!("conv2d", x.dtype(), run_big_to_small(&g, (x, xl), (w, wl), None))?;
+        Ok((out, Shape::from((g.n, g.small[0], g.small[1], g.small[2]))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geom { n: x.dim(0)?, ..self.0 };
+        let dx = if x.track_op() { Some(conv2d_input_grad(grad, w, &g)?) } else { None };
+        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(grad, &WeightGradOp(g))?) } else { None };
+        Ok((dx, dw))
+    }
+}
+
+/// conv_transpose2d (input, weight) → output.
+struct ConvTranspose2dOp(Geom);
+
+impl CustomOp2 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "deepsim-conv-transpose2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = geom_from("conv_transpose2d", &self.0, xl, false)?;
+        let out =
+            by_float_dtype!("conv_transpose2d", x.dtype(), run_small_to_big(&g, (x, xl), (w, wl)))?;
+        Ok((out, Shape::from((g.n, g.big[0], g.big[1], g.big[2]))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geom { n: x.dim(0)?, ..self.0 };
+        let dx = if x.track_op() { Some(grad.apply_op2(w, Conv2dOp(g))?) } else { None };
+        let dw = if w.track_op() { Some(grad.apply_op2_no_bwd(x, &WeightGradOp(g))?) } else { None };
+        Ok((dx, dw))
+    }
+}
+
+/// (big, small) → weight gradient. Used only inside backward passes.
+struct WeightGradOp(Geom);
+
+impl CustomOp2 for WeightGradOp {
+    fn name(&self) -> &'static str {
+        "deepsim-conv-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        big: &CpuStorage,
+        bl: &Layout,
+        small: &CpuStorage,
+        sl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let g = geom_from("conv weight gradient", &self.0, bl, true)?;
+        geom_from("conv weight gradient", &g, sl, false)?;
+        let out = by_float_dtype!(
+            "conv weight gradient",
+            big.dtype(),
+            run_weight_grad(&g, (big, bl), (small, sl))
+        )?;
+        Ok((out, Shape::from(&g.weight_dims()[..])))
+    }
+}
+
+/// conv2d's input gradient: the transposed convolution of `grad` (small) back to the big size.
+fn conv2d_input_grad(grad: &Tensor, w: &Tensor, g: &Geom) -> candle::Result<Tensor> {
+    if grad.device().is_cpu() {
+        return grad.apply_op2(w, ConvTranspose2dOp(*g));
+    }
+    let cfg = ConvTranspose2dConfig {
+        stride: g.cfg.stride,
+        padding: g.cfg.padding,
+        output_padding: output_padding(g),
+        dilation: g.cfg.dilation,
+        groups: g.cfg.groups,
+    };
+    Ok(composite::conv_transpose2d(grad, w, None, &cfg)?)
+}
+
+/// Rows and columns of the big image that a conv with this geometry never reads (bottom, right).
+fn output_padding(g: &Geom) -> (usize, usize) {
+    let used = |small: usize, k: usize, s: usize, p: usize, d: usize| (small - 1) * s + d * (k - 1) + 1 - 2 * p;
+    (
+        g.big[1] - used(g.small[1], g.kernel.0, g.cfg.stride.0, g.cfg.padding.0, g.cfg.dilation.0),
+        g.big[2] - used(g.small[2], g.kernel.1, g.cfg.stride.1, g.cfg.padding.1, g.cfg.dilation.1),
+    )
+}
+
+fn add_bias(t: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match bias {
+        Some(b) => t.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
+        None => t,
+    })
+}
+
+/// 2-D convolution (cross-correlation, as in PyTorch and Caffe), differentiable w.r.t. input,
+/// weight and bias.
+///
+/// On the CPU: im2col + GEMM forward; the input gradient by GEMM + col2im; the weight gradient
+/// by im2col + GEMM, computed only when the weight is a variable or depends on one.
+///
+/// # Shapes
+/// `input` `[N, C, H, W]`, `weight` `[O, C / groups, kh, kw]`, `bias` `[O]` → `[N, O, H', W']`
+/// with `H' = (H + 2·pad − dil·(kh − 1) − 1) / stride + 1` (floor), likewise `W'`.
+///
+/// # Errors
+/// Rank other than 4, a zero-sized dimension, dtype other than f32/f64 or differing between the
+/// arguments, channels not matching the weight or not divisible by `groups`, a bias of the wrong
+/// length, stride or dilation 0, a kernel larger than the padded input.
+pub fn conv2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &Conv2dConfig,
+) -> Result<Tensor> {
+    let g = conv2d_geom("conv2d", input, weight, bias, cfg)?;
+    if !input.device().is_cpu() {
+        return composite::conv2d(input, weight, bias, cfg);
+    }
+    add_bias(input.apply_op2(weight, Conv2dOp(g))?, bias)
+}
+
+/// 2-D transposed convolution (PyTorch's `conv_transpose2d`), differentiable w.r.t. input,
+/// weight and bias; the adjoint of [`conv2d`] with the same hyper-parameters.
+///
+/// # Shapes
+/// `input` `[N, C, H, W]`, `weight` `[C, O / groups, kh, kw]`, `bias` `[O]` → `[N, O, H', W']`
+/// with `H' = (H − 1)·stride − 2·pad + dil·(kh − 1) + output_pad + 1`, likewise `W'`.
+///
+/// # Errors
+/// As [`conv2d`], and an output padding not smaller than both stride and dilation, or a padding
+/// that removes the whole output.
+pub fn conv_transpose2d(
+    input: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    cfg: &ConvTranspose2dConfig,
+) -> Result<Tensor> {
+    let g = conv_transpose2d_geom("conv_transpose2d", input, weight, bias, cfg)?;
+    if !input.device().is_cpu() {
+        return composite::conv_transpose2d(input, weight, bias, cfg);
+    }
+    add_bias(input.apply_op2(weight, ConvTranspose2dOp(g))?, bias)
+}
+
+/// A convolution with frozen weights (a comparator's layer): its backward computes only the
+/// input gradient, never weight or bias gradients — the cost of a perceptual loss per step.
+///
+/// The weight and bias are detached when the layer is built, so they never receive gradients
+/// even if they came from a `Var`.
+#[derive(Clone, Debug)]
+pub struct FrozenConv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    cfg: Conv2dConfig,
+}
+
+impl FrozenConv2d {
+    /// Builds the layer from a weight `[O, C / groups, kh, kw]` and an optional bias `[O]`.
+    ///
+    /// # Errors
+    /// The weight is not rank 4 f32/f64 with non-zero dims, the bias differs in dtype, device or
+    /// length, the stride or dilation is 0, or `groups` does not divide the output channels.
+    pub fn new(weight: Tensor, bias: Option<Tensor>, cfg: Conv2dConfig) -> Result<Self> {
+        const OP: &str = "FrozenConv2d::new";
+        let [oc, _, _, _] = nchw(OP, "weight", &weight)?;
+        at_least(OP, "config.stride", cfg.stride, 1)?;
+        at_least(OP, "config.dilation", cfg.dilation, 1)?;
+        if cfg.groups == 0 || oc % cfg.groups != 0 {
+            return Err(invalid(
+                OP,
+                "config.groups",
+                &[],
+                format!("{} groups must divide the {oc} output channels", cfg.groups),
+            ));
+        }
+        if let Some(b) = &bias {
+            same_dtype_device(OP, "bias", b, &weight)?;
+            if b.dims() != [oc] {
+                return Err(invalid(OP, "bias", b.dims(), format!("expected shape [{oc}]")));
+            }
+        }
+        Ok(Self { weight: weight.detach(), bias: bias.map(|b| b.detach()), cfg })
+    }
+
+    /// The weight, `[O, C / groups, kh, kw]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[O]`.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &Conv2dConfig {
+        &self.cfg
+    }
+
+    /// Applies the convolution; see [`conv2d`] for shapes and errors.
+    pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
+        let g = conv2d_geom("FrozenConv2d", input, &self.weight, self.bias.as_ref(), &self.cfg)?;
+        if !input.device().is_cpu() {
+            return composite::conv2d(input, &self.weight, self.bias.as_ref(), &self.cfg);
+        }
+        Ok(input.apply_op1(FrozenConvOp { g, weight: self.weight.clone(), bias: self.bias.clone() })?)
+    }
+}
+
+impl Module for FrozenConv2d {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        Ok(FrozenConv2d::forward(self, xs)?)
+    }
+}
+
+/// The frozen conv as a one-argument op: weight and bias live in the op, outside the graph.
+struct FrozenConvOp {
+    g: Geom,
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl CustomOp1 for FrozenConvOp {
+    fn name(&self) -> &'static str {
+        "deepsim-frozen-conv2d"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let g = geom_from("FrozenConv2d", &self.g, xl, true)?;
+        let (w, wl) = self.weight.storage_and_layout();
+        let candle::Storage::Cpu(w) = &*w else {
+            return Err(candle::Error::Msg("FrozenConv2d: the weight is not on the CPU".into()));
+        };
+        let bias = self.bias.as_ref().map(|b| b.storage_and_layout());
+        let b = match &bias {
+            Some((b, bl)) => match &**b {
+                candle::Storage::Cpu(b) => Some((b, *bl)),
+                _ => return Err(candle::Error::Msg("FrozenConv2d: the bias is not on the CPU".into())),
+            },
+            None => None,
+        };
+        let out =
+            by_float_dtype!("FrozenConv2d", x.dtype(), run_big_to_small(&g, (x, xl), (w, wl), b))?;
+        Ok((out, Shape::from((g.n, g.small[0], g.small[1], g.small[2]))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+        let g = Geom { n: x.dim(0)?, ..self.g };
+        Ok(Some(conv2d_input_grad(grad, &self.weight, &g)?))
+    }
+}
+
+/// The convolutions from candle's built-ins, for devices without kernels here.
+pub(crate) mod composite {
+    use candle::{Tensor, D};
+
+    use super::{add_bias, conv2d_geom, conv_transpose2d_geom, Conv2dConfig, ConvTranspose2dConfig};
+    use crate::error::Result;
+    use crate::strided::{dilate, strided_slice};
+
+    /// [`super::conv2d`] from candle's `conv2d`: padding applied explicitly, unequal strides by
+    /// subsampling a stride-1 result, unequal dilations by dilating the kernel.
+    pub fn conv2d(
+        input: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        cfg: &Conv2dConfig,
+    ) -> Result<Tensor> {
+        let g = conv2d_geom("conv2d", input, weight, bias, cfg)?;
+        let x = input.pad_with_zeros(2, cfg.padding.0, cfg.padding.0)?;
+        let x = x.pad_with_zeros(3, cfg.padding.1, cfg.padding.1)?;
+        let (w, dil) = if cfg.dilation.0 == cfg.dilation.1 {
+            (weight.clone(), cfg.dilation.0)
+        } else {
+            (dilate(&dilate(weight, 2, cfg.dilation.0)?, 3, cfg.dilation.1)?, 1)
+        };
+        let y = if cfg.stride.0 == cfg.stride.1 {
+            x.conv2d(&w, 0, cfg.stride.0, dil, cfg.groups)?
+        } else {
+            let y = x.conv2d(&w, 0, 1, dil, cfg.groups)?;
+            let y = strided_slice(&y, 2, 0, g.small[1], cfg.stride.0)?;
+            strided_slice(&y, 3, 0, g.small[2], cfg.stride.1)?
+        };
+        add_bias(y, bias)
+    }
+
+    /// [`super::conv_transpose2d`] as a stride-1 convolution of the zero-upsampled input with
+    /// the flipped kernel.
+    pub fn conv_transpose2d(
+        input: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        cfg: &ConvTranspose2dConfig,
+    ) -> Result<Tensor> {
+        let g = conv_transpose2d_geom("conv_transpose2d", input, weight, bias, cfg)?;
+        let up = dilate(&dilate(input, 2, cfg.stride.0)?, 3, cfg.stride.1)?;
+        // Pad by the kernel span less the padding; a negative amount crops instead.
+        let mut x = up;
+        for (dim, k, d, p, op) in [
+            (2, g.kernel.0, cfg.dilation.0, cfg.padding.0, cfg.output_padding.0),
+            (3, g.kernel.1, cfg.dilation.1, cfg.padding.1, cfg.output_padding.1),
+        ] {
+            let span = (d * (k - 1)) as isize;
+            let (before, after) = (span - p as isize, span - p as isize + op as isize);
+            x = x.pad_with_zeros(dim, before.max(0) as usize, after.max(0) as usize)?;
+            let len = x.dim(dim)? - (-before).max(0) as usize - (-after).max(0) as usize;
+            x = x.narrow(dim, (-before).max(0) as usize, len)?;
+        }
+        // [C, O/g, kh, kw] → per group swap in/out channels → [O, C/g, kh, kw], spatially flipped.
+        let (c, ocg, kh, kw) = weight.dims4()?;
+        let groups = cfg.groups;
+        let w = weight
+            .reshape((groups, c / groups, ocg, kh, kw))?
+            .transpose(1, 2)?
+            .reshape((groups * ocg, c / groups, kh, kw))?;
+        let w = flip(&flip(&w, 2)?, D::Minus1)?;
+        let conv = Conv2dConfig { stride: (1, 1), padding: (0, 0), dilation: cfg.dilation, groups };
+        conv2d(&x, &w, bias, &conv)
+    }
+
+    fn flip<D: candle::shape::Dim>(t: &Tensor, dim: D) -> Result<Tensor> {
+        let dim = dim.to_index(t.shape(), "flip")?;
+        let len = t.dim(dim)?;
+        let idx: Vec<u32> = (0..len as u32).rev().collect();
+        let idx = Tensor::new(idx.as_slice(), t.device())?;
+        Ok(t.index_select(&idx, dim)?)
+    }
+}

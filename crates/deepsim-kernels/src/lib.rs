@@ -1,0 +1,53 @@
+//! Tensor kernels for deepsim that candle 0.11 lacks or runs slowly on the CPU.
+//!
+//! | op | why it is here |
+//! |---|---|
+//! | [`max_pool2d`] | candle's max-pool backward fails when kernel ≠ stride (AlexNet's 3×3/2); no padding, no ceil mode |
+//! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
+//! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
+//! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
+//!
+//! Every op is a candle custom op on the CPU (the CPU kernel is the reference) with a backward
+//! pass, so it composes with candle's autograd. On CUDA and Metal the same functions run a
+//! composite of candle built-ins with the same semantics, until device kernels arrive.
+//!
+//! All ops take NCHW tensors of dtype f32 or f64 and check their arguments up front: a bad rank,
+//! a zero-sized dimension, a kernel larger than the padded input or another dtype is an
+//! [`Error::InvalidArgument`] naming the op, the argument and the shape, never a panic.
+//!
+//! ```
+//! use candle::{Device, Tensor};
+//! use deepsim_kernels::{max_pool2d, MaxPool2dConfig};
+//!
+//! # fn main() -> deepsim_kernels::Result<()> {
+//! let x = Tensor::randn(0f32, 1., (2, 64, 55, 55), &Device::Cpu)?;
+//! // AlexNet's overlapping pool: 3×3 windows, stride 2.
+//! let y = max_pool2d(&x, &MaxPool2dConfig::square(3, 2))?;
+//! assert_eq!(y.dims(), &[2, 64, 27, 27]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod check;
+mod conv;
+mod error;
+mod gemm;
+mod lrn;
+mod pool;
+mod strided;
+
+pub use conv::{
+    conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig, FrozenConv2d,
+};
+pub use error::{Error, Result};
+pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
+pub use pool::{max_pool2d, MaxPool2dConfig, PoolRounding};
+
+/// Implementations built only from candle's built-in tensor ops, with the same semantics as the
+/// CPU kernels. They are what non-CPU devices run today, and they are public so that tests can
+/// hold them against the kernels on any device.
+pub mod composite {
+    pub use crate::conv::composite::{conv2d, conv_transpose2d};
+    pub use crate::lrn::composite::local_response_norm;
+    pub use crate::pool::composite::max_pool2d;
+}

@@ -1,0 +1,297 @@
+//! 2-D max-pooling with any kernel and stride (overlapping windows such as AlexNet's 3×3/2),
+//! padding and Caffe's ceil-mode output size; backward routes each gradient to its window's
+//! first maximal element.
+
+use candle::backend::BackendStorage;
+use candle::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::check::{at_least, by_float_dtype, contiguous, dims4, nchw, Real};
+use crate::error::{invalid, Result};
+
+/// How the output size is rounded when the windows do not tile the padded input exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolRounding {
+    /// `⌊(L + 2p − k) / s⌋ + 1`: PyTorch's default, torchvision's AlexNet.
+    #[default]
+    Floor,
+    /// `⌈(L + 2p − k) / s⌉ + 1`, less one when the last window would start past the input and
+    /// its left padding: Caffe's pooling (CaffeNet's 227 → 55 → 27 → 13 → 6) and PyTorch's
+    /// `ceil_mode=True`, which agree whenever padding < kernel.
+    Ceil,
+}
+
+/// Hyper-parameters of [`max_pool2d`], height first in every pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaxPool2dConfig {
+    /// Window size (rows, columns); at least 1.
+    pub kernel: (usize, usize),
+    /// Window step (rows, columns); at least 1, may differ from the kernel.
+    pub stride: (usize, usize),
+    /// Implicit −∞ padding on each side (rows, columns); at most half the kernel.
+    pub padding: (usize, usize),
+    /// Output size rounding.
+    pub rounding: PoolRounding,
+}
+
+impl MaxPool2dConfig {
+    /// Square window and stride, no padding, floor rounding: `square(3, 2)` is torchvision
+    /// AlexNet's pool.
+    pub fn square(kernel: usize, stride: usize) -> Self {
+        Self {
+            kernel: (kernel, kernel),
+            stride: (stride, stride),
+            padding: (0, 0),
+            rounding: PoolRounding::Floor,
+        }
+    }
+
+    /// Square window and stride with Caffe's ceil rounding: `caffe(3, 2)` is CaffeNet's pool.
+    pub fn caffe(kernel: usize, stride: usize) -> Self {
+        Self { rounding: PoolRounding::Ceil, ..Self::square(kernel, stride) }
+    }
+
+    /// The same configuration with square padding.
+    pub fn with_padding(self, padding: usize) -> Self {
+        Self { padding: (padding, padding), ..self }
+    }
+
+    /// Output size along one axis of length `len`, `None` when the window does not fit.
+    fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
+        let pick = |p: (usize, usize)| if axis == 0 { p.0 } else { p.1 };
+        let (k, s, p) = (pick(self.kernel), pick(self.stride), pick(self.padding));
+        let free = (len + 2 * p).checked_sub(k)?;
+        Some(match self.rounding {
+            PoolRounding::Floor => free / s + 1,
+            PoolRounding::Ceil => {
+                let out = free.div_ceil(s) + 1;
+                if (out - 1) * s >= len + p {
+                    out - 1
+                } else {
+                    out
+                }
+            }
+        })
+    }
+}
+
+/// Validated sizes of one pooling call.
+#[derive(Clone, Copy, Debug)]
+struct PoolGeom {
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    cfg: MaxPool2dConfig,
+}
+
+fn pool_geom(op: &'static str, x: &Tensor, cfg: &MaxPool2dConfig) -> Result<PoolGeom> {
+    let [n, c, h, w] = nchw(op, "input", x)?;
+    at_least(op, "config.kernel", cfg.kernel, 1)?;
+    at_least(op, "config.stride", cfg.stride, 1)?;
+    if cfg.padding.0 * 2 > cfg.kernel.0 || cfg.padding.1 * 2 > cfg.kernel.1 {
+        return Err(invalid(
+            op,
+            "config.padding",
+            &[],
+            format!("{:?} exceeds half the kernel {:?}", cfg.padding, cfg.kernel),
+        ));
+    }
+    match (cfg.out_len(0, h), cfg.out_len(1, w)) {
+        (Some(oh), Some(ow)) => Ok(PoolGeom { planes: n * c, h, w, oh, ow, cfg: *cfg }),
+        _ => Err(invalid(
+            op,
+            "input",
+            x.dims(),
+            format!(
+                "kernel {:?} is larger than the padded input {}×{}",
+                cfg.kernel,
+                h + 2 * cfg.padding.0,
+                w + 2 * cfg.padding.1
+            ),
+        )),
+    }
+}
+
+impl PoolGeom {
+    /// Calls `f(out_index, in_index)` with the plane-local index of each output's first maximum.
+    fn argmax_plane<T: Real>(&self, plane: &[T], mut f: impl FnMut(usize, usize)) {
+        let (kh, kw) = self.cfg.kernel;
+        let (sh, sw) = self.cfg.stride;
+        let (ph, pw) = self.cfg.padding;
+        for oy in 0..self.oh {
+            let y0 = (oy * sh) as isize - ph as isize;
+            let (ya, yb) = (y0.max(0) as usize, ((y0 + kh as isize) as usize).min(self.h));
+            for ox in 0..self.ow {
+                let x0 = (ox * sw) as isize - pw as isize;
+                let (xa, xb) = (x0.max(0) as usize, ((x0 + kw as isize) as usize).min(self.w));
+                // As PyTorch's CPU kernel: strictly greater wins, so ties keep the first index
+                // in row-major window order; a NaN always wins (it propagates).
+                let mut best = T::neg_infinity();
+                let mut arg = ya * self.w + xa;
+                for y in ya..yb {
+                    for x in xa..xb {
+                        let v = plane[y * self.w + x];
+                        if v > best || v.is_nan() {
+                            best = v;
+                            arg = y * self.w + x;
+                        }
+                    }
+                }
+                f(oy * self.ow + ox, arg);
+            }
+        }
+    }
+
+    fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let mut out = vec![T::zero(); self.planes * self.oh * self.ow];
+        out.par_chunks_mut(self.oh * self.ow).zip(x.par_chunks(self.h * self.w)).for_each(
+            |(out, plane)| self.argmax_plane(plane, |o, i| out[o] = plane[i]),
+        );
+        out
+    }
+
+    fn backward<T: Real>(&self, x: &[T], grad: &[T]) -> Vec<T> {
+        let mut dx = vec![T::zero(); self.planes * self.h * self.w];
+        dx.par_chunks_mut(self.h * self.w)
+            .zip(x.par_chunks(self.h * self.w))
+            .zip(grad.par_chunks(self.oh * self.ow))
+            .for_each(|((dx, plane), grad)| self.argmax_plane(plane, |o, i| dx[i] += grad[o]));
+        dx
+    }
+
+    /// Re-derives the batch from a custom op's argument layout.
+    fn at(&self, op: &'static str, layout: &Layout, h: usize, w: usize) -> Result<Self> {
+        let [n, c, lh, lw] = dims4(op, "input", layout)?;
+        if (lh, lw) != (h, w) {
+            return Err(invalid(op, "input", layout.dims(), format!("expected [N, C, {h}, {w}]")));
+        }
+        Ok(Self { planes: n * c, ..*self })
+    }
+}
+
+fn run_forward<T: Real>(g: &PoolGeom, x: &CpuStorage, l: &Layout) -> candle::Result<CpuStorage> {
+    Ok(T::to_cpu_storage_owned(g.forward(&contiguous(x.as_slice::<T>()?, l))))
+}
+
+fn run_backward<T: Real>(
+    g: &PoolGeom,
+    x: (&CpuStorage, &Layout),
+    grad: (&CpuStorage, &Layout),
+) -> candle::Result<CpuStorage> {
+    let xs = contiguous(x.0.as_slice::<T>()?, x.1);
+    Ok(T::to_cpu_storage_owned(g.backward(&xs, &contiguous(grad.0.as_slice::<T>()?, grad.1))))
+}
+
+struct MaxPoolOp(PoolGeom);
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "deepsim-max-pool2d"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let g = self.0.at("max_pool2d", l, self.0.h, self.0.w)?;
+        let out = by_float_dtype!("max_pool2d", x.dtype(), run_forward(&g, x, l))?;
+        let [n, c, _, _] = dims4("max_pool2d", "input", l)?;
+        Ok((out, Shape::from((n, c, g.oh, g.ow))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(grad, &MaxPoolBackwardOp(self.0))?))
+    }
+}
+
+/// (input, output gradient) → input gradient.
+struct MaxPoolBackwardOp(PoolGeom);
+
+impl CustomOp2 for MaxPoolBackwardOp {
+    fn name(&self) -> &'static str {
+        "deepsim-max-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        xl: &Layout,
+        grad: &CpuStorage,
+        gl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        const OP: &str = "max_pool2d backward";
+        let g = self.0.at(OP, xl, self.0.h, self.0.w)?;
+        g.at(OP, gl, g.oh, g.ow)?;
+        let out = by_float_dtype!(OP, x.dtype(), run_backward(&g, (x, xl), (grad, gl)))?;
+        Ok((out, xl.shape().clone()))
+    }
+}
+
+/// 2-D max-pooling over NCHW windows, differentiable.
+///
+/// Padding is −∞ (it never wins); with [`PoolRounding::Ceil`] the last window may hang over the
+/// bottom and right edge, and only its part inside the input counts, as in Caffe. The backward
+/// pass sends each output's gradient to the first maximal element of its window in row-major
+/// order, as PyTorch's CPU kernel does; NaN inputs propagate to the output.
+///
+/// # Shapes
+/// `input` `[N, C, H, W]` → `[N, C, H', W']`, `H'` by [`PoolRounding`] from `H + 2·pad − kernel`.
+///
+/// # Errors
+/// Rank other than 4, a zero-sized dimension, dtype other than f32/f64, kernel or stride 0,
+/// padding above half the kernel, a kernel larger than the padded input.
+pub fn max_pool2d(input: &Tensor, cfg: &MaxPool2dConfig) -> Result<Tensor> {
+    let g = pool_geom("max_pool2d", input, cfg)?;
+    if !input.device().is_cpu() {
+        return composite::max_pool2d(input, cfg);
+    }
+    Ok(input.apply_op1(MaxPoolOp(g))?)
+}
+
+/// Max-pooling from candle's built-ins, for devices without a kernel here.
+pub(crate) mod composite {
+    use candle::Tensor;
+
+    use super::{pool_geom, MaxPool2dConfig, DType};
+    use crate::error::Result;
+    use crate::strided::strided_slice;
+
+    /// [`super::max_pool2d`] as a sum over window offsets of one-hot "first maximum" masks times
+    /// shifted strided views of the input: the forward value is the window maximum, and candle's
+    /// own autograd routes the gradient to the first maximum. Unlike the CPU kernel, a NaN in a
+    /// window yields 0 rather than NaN.
+    pub fn max_pool2d(input: &Tensor, cfg: &MaxPool2dConfig) -> Result<Tensor> {
+        let g = pool_geom("max_pool2d", input, cfg)?;
+        let (kh, kw) = cfg.kernel;
+        let (sh, sw) = cfg.stride;
+        let (ph, pw) = cfg.padding;
+        let below = ((g.oh - 1) * sh + kh).saturating_sub(g.h + ph);
+        let right = ((g.ow - 1) * sw + kw).saturating_sub(g.w + pw);
+        let pad = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.pad_with_zeros(2, ph, below)?.pad_with_zeros(3, pw, right)?)
+        };
+        let window = |t: &Tensor, ky: usize, kx: usize| -> Result<Tensor> {
+            strided_slice(&strided_slice(t, 2, ky, g.oh, sh)?, 3, kx, g.ow, sw)
+        };
+        let valid = pad(&input.ones_like()?)?;
+        let neg_inf = Tensor::full(f32::NEG_INFINITY, valid.shape(), input.device())?
+            .to_dtype(input.dtype())?;
+        let scan = valid.to_dtype(DType::U8)?.where_cond(&pad(&input.detach())?, &neg_inf)?;
+        let zero_padded = pad(input)?;
+
+        let offsets: Vec<(usize, usize)> =
+            (0..kh).flat_map(|ky| (0..kw).map(move |kx| (ky, kx))).collect();
+        let mut best = window(&scan, 0, 0)?;
+        for &(ky, kx) in &offsets[1..] {
+            best = best.maximum(&window(&scan, ky, kx)?)?;
+        }
+        let mut taken = best.zeros_like()?;
+        let mut out = best.zeros_like()?;
+        for &(ky, kx) in &offsets {
+            let is_max = window(&scan, ky, kx)?.eq(&best)?.to_dtype(input.dtype())?;
+            let first = (is_max * window(&valid, ky, kx)?)?.mul(&(1.0 - &taken)?)?;
+            taken = (&taken + &first)?;
+            out = (out + first.mul(&window(&zero_padded, ky, kx)?)?)?;
+        }
+        Ok(out)
+    }
+}
