@@ -9,16 +9,12 @@ use crate::error::{invalid, Result};
 /// The element types the CPU kernels run on: f32 for work, f64 for gradient checks.
 pub(crate) trait Real: WithDType + PartialOrd {
     fn powf(self, e: Self) -> Self;
-    fn neg_infinity() -> Self;
     fn is_nan(self) -> bool;
 }
 
 impl Real for f32 {
     fn powf(self, e: Self) -> Self {
         f32::powf(self, e)
-    }
-    fn neg_infinity() -> Self {
-        f32::NEG_INFINITY
     }
     fn is_nan(self) -> bool {
         f32::is_nan(self)
@@ -28,9 +24,6 @@ impl Real for f32 {
 impl Real for f64 {
     fn powf(self, e: Self) -> Self {
         f64::powf(self, e)
-    }
-    fn neg_infinity() -> Self {
-        f64::NEG_INFINITY
     }
     fn is_nan(self) -> bool {
         f64::is_nan(self)

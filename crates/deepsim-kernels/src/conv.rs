@@ -7,7 +7,7 @@
 //! as are conv2d's input gradient and conv_transpose2d's forward (GEMM, col2im).
 
 use candle::backend::BackendStorage;
-use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Shape, Tensor};
+use candle::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::check::{at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, Real};
@@ -181,7 +181,10 @@ fn conv2d_geom(
             op,
             "weight",
             weight.dims(),
-            format!("expects {} input channels ({icg} per group × {g} groups), input has {c}", icg * g),
+            format!(
+                "expects {} input channels ({icg} per group × {g} groups), input has {c}",
+                icg * g
+            ),
         ));
     }
     if let Some(b) = bias {
@@ -227,7 +230,12 @@ fn conv_transpose2d_geom(
     at_least(op, "config.dilation", cfg.dilation, 1)?;
     let g = cfg.groups;
     if g == 0 || c % g != 0 {
-        return Err(invalid(op, "config.groups", &[], format!("{g} groups must divide {c} channels")));
+        return Err(invalid(
+            op,
+            "config.groups",
+            &[],
+            format!("{g} groups must divide {c} channels"),
+        ));
     }
     if ic != c {
         return Err(invalid(
@@ -238,7 +246,8 @@ fn conv_transpose2d_geom(
         ));
     }
     let (oph, opw) = cfg.output_padding;
-    if (oph >= cfg.stride.0 && oph >= cfg.dilation.0) || (opw >= cfg.stride.1 && opw >= cfg.dilation.1)
+    if (oph >= cfg.stride.0 && oph >= cfg.dilation.0)
+        || (opw >= cfg.stride.1 && opw >= cfg.dilation.1)
     {
         return Err(invalid(
             op,
@@ -254,8 +263,13 @@ fn conv_transpose2d_geom(
             return Err(invalid(op, "bias", b.dims(), format!("expected shape [{oc}]")));
         }
     }
-    let full = |len: usize, k: usize, s: usize, d: usize, op_: usize| (len - 1) * s + d * (k - 1) + 1 + op_;
-    let (fh, fw) = (full(h, kh, cfg.stride.0, cfg.dilation.0, oph), full(w, kw, cfg.stride.1, cfg.dilation.1, opw));
+    let full = |len: usize, k: usize, s: usize, d: usize, op_: usize| {
+        (len - 1) * s + d * (k - 1) + 1 + op_
+    };
+    let (fh, fw) = (
+        full(h, kh, cfg.stride.0, cfg.dilation.0, oph),
+        full(w, kw, cfg.stride.1, cfg.dilation.1, opw),
+    );
     if fh <= 2 * cfg.padding.0 || fw <= 2 * cfg.padding.1 {
         return Err(invalid(
             op,
@@ -298,7 +312,8 @@ fn im2col<T: Real>(g: &Geom, src: &[T], cols: &mut [T]) {
                     out[x1..].fill(T::zero());
                     let start = (x0 * sw) as isize + off_x;
                     if sw == 1 {
-                        out[x0..x1].copy_from_slice(&line[start as usize..start as usize + x1 - x0]);
+                        out[x0..x1]
+                            .copy_from_slice(&line[start as usize..start as usize + x1 - x0]);
                     } else {
                         for (o, ox) in out[x0..x1].iter_mut().zip(0..) {
                             *o = line[start as usize + ox * sw];
@@ -384,7 +399,13 @@ fn for_each_image<T: Real>(
 }
 
 /// Big → small: conv2d's forward, conv_transpose2d's input gradient. `bias` is per small channel.
-fn big_to_small<T: Real>(g: &Geom, big: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
+fn big_to_small<T: Real>(
+    g: &Geom,
+    big: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    act: Activation,
+) -> Vec<T> {
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
     let mut out = vec![T::zero(); g.n * g.small[0] * p_len];
@@ -407,19 +428,35 @@ fn big_to_small<T: Real>(g: &Geom, big: &[T], weight: &[T], bias: Option<&[T]>) 
             }
             let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len);
             matmul(dst, w, Mat::row_major(cols, k_len, p_len), bias.is_some(), par);
+            if act == Activation::Relu {
+                for v in dst.iter_mut() {
+                    *v = if *v > T::zero() { *v } else { T::zero() };
+                }
+            }
         }
     });
     out
 }
 
 /// Small → big: conv2d's input gradient, conv_transpose2d's forward. `bias` is per big channel.
-fn small_to_big<T: Real>(g: &Geom, small: &[T], weight: &[T], bias: Option<&[T]>) -> Vec<T> {
+///
+/// With `relu_out` (the forward output of a fused conv + ReLU), `small` is first masked where
+/// that output is not positive: the ReLU's backward, fused.
+fn small_to_big<T: Real>(
+    g: &Geom,
+    small: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    relu_out: Option<&[T]>,
+) -> Vec<T> {
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
     let mut out = vec![T::zero(); g.n * g.big[0] * big_len];
     let pointwise = g.is_pointwise();
-    let scratch = if pointwise { 0 } else { k_len * p_len };
-    for_each_image(g.n, &mut out, scratch, |img, out, cols, par| {
+    let masked_len = if relu_out.is_some() { small_cg * p_len } else { 0 };
+    let scratch = masked_len + if pointwise { 0 } else { k_len * p_len };
+    for_each_image(g.n, &mut out, scratch, |img, out, scratch, par| {
+        let (masked, cols) = scratch.split_at_mut(masked_len);
         for gi in 0..g.groups() {
             let dst = &mut out[gi * big_cg * big_len..(gi + 1) * big_cg * big_len];
             if let Some(b) = bias {
@@ -427,8 +464,15 @@ fn small_to_big<T: Real>(g: &Geom, small: &[T], weight: &[T], bias: Option<&[T]>
                     plane.fill(bv);
                 }
             }
-            let src_start = (img * g.small[0] + gi * small_cg) * p_len;
-            let src = Mat::row_major(&small[src_start..src_start + small_cg * p_len], small_cg, p_len);
+            let src_range = (img * g.small[0] + gi * small_cg) * p_len..;
+            let mut src = &small[src_range.start..src_range.start + small_cg * p_len];
+            if let Some(y) = relu_out {
+                for ((m, &gv), &yv) in masked.iter_mut().zip(src).zip(&y[src_range]) {
+                    *m = if yv > T::zero() { gv } else { T::zero() };
+                }
+                src = masked;
+            }
+            let src = Mat::row_major(src, small_cg, p_len);
             let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len).t();
             if pointwise {
                 matmul(dst, w, src, true, par);
@@ -492,18 +536,28 @@ fn run_big_to_small<T: Real>(
     x: Arg<'_>,
     w: Arg<'_>,
     b: Option<Arg<'_>>,
+    act: Activation,
 ) -> candle::Result<CpuStorage> {
     let b = match b {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
         None => None,
     };
     let (x, w) = (contiguous(x.0.as_slice::<T>()?, x.1), contiguous(w.0.as_slice::<T>()?, w.1));
-    Ok(T::to_cpu_storage_owned(big_to_small(g, &x, &w, b.as_deref())))
+    Ok(T::to_cpu_storage_owned(big_to_small(g, &x, &w, b.as_deref(), act)))
 }
 
-fn run_small_to_big<T: Real>(g: &Geom, x: Arg<'_>, w: Arg<'_>) -> candle::Result<CpuStorage> {
+fn run_small_to_big<T: Real>(
+    g: &Geom,
+    x: Arg<'_>,
+    w: Arg<'_>,
+    relu_out: Option<Arg<'_>>,
+) -> candle::Result<CpuStorage> {
+    let y = match relu_out {
+        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
+        None => None,
+    };
     let (x, w) = (contiguous(x.0.as_slice::<T>()?, x.1), contiguous(w.0.as_slice::<T>()?, w.1));
-    Ok(T::to_cpu_storage_owned(small_to_big(g, &x, &w, None)))
+    Ok(T::to_cpu_storage_owned(small_to_big(g, &x, &w, None, y.as_deref())))
 }
 
 fn run_weight_grad<T: Real>(g: &Geom, big: Arg<'_>, small: Arg<'_>) -> candle::Result<CpuStorage> {
@@ -540,7 +594,11 @@ impl CustomOp2 for Conv2dOp {
         wl: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         let g = geom_from("conv2d", &self.0, xl, true)?;
-        let out = by_float_dtype!("conv2d", x.dtype(), run_big_to_small(&g, (x, xl), (w, wl), None))?;
+        let out = by_float_dtype!(
+            "conv2d",
+            x.dtype(),
+            run_big_to_small(&g, (x, xl), (w, wl), None, Activation::Identity)
+        )?;
         Ok((out, Shape::from((g.n, g.small[0], g.small[1], g.small[2]))))
     }
 
@@ -553,7 +611,8 @@ impl CustomOp2 for Conv2dOp {
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom { n: x.dim(0)?, ..self.0 };
         let dx = if x.track_op() { Some(conv2d_input_grad(grad, w, &g)?) } else { None };
-        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(grad, &WeightGradOp(g))?) } else { None };
+        let dw =
+            if w.track_op() { Some(x.apply_op2_no_bwd(grad, &WeightGradOp(g))?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -574,8 +633,11 @@ impl CustomOp2 for ConvTranspose2dOp {
         wl: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         let g = geom_from("conv_transpose2d", &self.0, xl, false)?;
-        let out =
-            by_float_dtype!("conv_transpose2d", x.dtype(), run_small_to_big(&g, (x, xl), (w, wl)))?;
+        let out = by_float_dtype!(
+            "conv_transpose2d",
+            x.dtype(),
+            run_small_to_big(&g, (x, xl), (w, wl), None)
+        )?;
         Ok((out, Shape::from((g.n, g.big[0], g.big[1], g.big[2]))))
     }
 
@@ -588,7 +650,8 @@ impl CustomOp2 for ConvTranspose2dOp {
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom { n: x.dim(0)?, ..self.0 };
         let dx = if x.track_op() { Some(grad.apply_op2(w, Conv2dOp(g))?) } else { None };
-        let dw = if w.track_op() { Some(grad.apply_op2_no_bwd(x, &WeightGradOp(g))?) } else { None };
+        let dw =
+            if w.track_op() { Some(grad.apply_op2_no_bwd(x, &WeightGradOp(g))?) } else { None };
         Ok((dx, dw))
     }
 }
@@ -636,7 +699,9 @@ fn conv2d_input_grad(grad: &Tensor, w: &Tensor, g: &Geom) -> candle::Result<Tens
 
 /// Rows and columns of the big image that a conv with this geometry never reads (bottom, right).
 fn output_padding(g: &Geom) -> (usize, usize) {
-    let used = |small: usize, k: usize, s: usize, p: usize, d: usize| (small - 1) * s + d * (k - 1) + 1 - 2 * p;
+    let used = |small: usize, k: usize, s: usize, p: usize, d: usize| {
+        (small - 1) * s + d * (k - 1) + 1 - 2 * p
+    };
     (
         g.big[1] - used(g.small[1], g.kernel.0, g.cfg.stride.0, g.cfg.padding.0, g.cfg.dilation.0),
         g.big[2] - used(g.small[2], g.kernel.1, g.cfg.stride.1, g.cfg.padding.1, g.cfg.dilation.1),
@@ -700,16 +765,29 @@ pub fn conv_transpose2d(
     add_bias(input.apply_op2(weight, ConvTranspose2dOp(g))?, bias)
 }
 
+/// The activation fused into a [`FrozenConv2d`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    /// The convolution's output as it is.
+    #[default]
+    Identity,
+    /// `max(0, ·)` applied to the output, and its mask applied to the gradient, in the same
+    /// passes over memory as the convolution.
+    Relu,
+}
+
 /// A convolution with frozen weights (a comparator's layer): its backward computes only the
 /// input gradient, never weight or bias gradients — the cost of a perceptual loss per step.
 ///
 /// The weight and bias are detached when the layer is built, so they never receive gradients
-/// even if they came from a `Var`.
+/// even if they came from a `Var`. With [`Activation::Identity`] the backward pass is itself
+/// differentiable (double backward); with [`Activation::Relu`] it is first-order only.
 #[derive(Clone, Debug)]
 pub struct FrozenConv2d {
     weight: Tensor,
     bias: Option<Tensor>,
     cfg: Conv2dConfig,
+    act: Activation,
 }
 
 impl FrozenConv2d {
@@ -737,7 +815,18 @@ impl FrozenConv2d {
                 return Err(invalid(OP, "bias", b.dims(), format!("expected shape [{oc}]")));
             }
         }
-        Ok(Self { weight: weight.detach(), bias: bias.map(|b| b.detach()), cfg })
+        let (weight, bias) = (weight.detach(), bias.map(|b| b.detach()));
+        Ok(Self { weight, bias, cfg, act: Activation::Identity })
+    }
+
+    /// The same layer with `act` fused into it.
+    pub fn with_activation(self, act: Activation) -> Self {
+        Self { act, ..self }
+    }
+
+    /// The fused activation.
+    pub fn activation(&self) -> Activation {
+        self.act
     }
 
     /// The weight, `[O, C / groups, kh, kw]`.
@@ -759,9 +848,15 @@ impl FrozenConv2d {
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
         let g = conv2d_geom("FrozenConv2d", input, &self.weight, self.bias.as_ref(), &self.cfg)?;
         if !input.device().is_cpu() {
-            return composite::conv2d(input, &self.weight, self.bias.as_ref(), &self.cfg);
+            let y = composite::conv2d(input, &self.weight, self.bias.as_ref(), &self.cfg)?;
+            return Ok(match self.act {
+                Activation::Identity => y,
+                Activation::Relu => y.relu()?,
+            });
         }
-        Ok(input.apply_op1(FrozenConvOp { g, weight: self.weight.clone(), bias: self.bias.clone() })?)
+        let op =
+            FrozenConvOp { g, weight: self.weight.clone(), bias: self.bias.clone(), act: self.act };
+        Ok(input.apply_op1(op)?)
     }
 }
 
@@ -776,6 +871,7 @@ struct FrozenConvOp {
     g: Geom,
     weight: Tensor,
     bias: Option<Tensor>,
+    act: Activation,
 }
 
 impl CustomOp1 for FrozenConvOp {
@@ -793,18 +889,57 @@ impl CustomOp1 for FrozenConvOp {
         let b = match &bias {
             Some((b, bl)) => match &**b {
                 candle::Storage::Cpu(b) => Some((b, *bl)),
-                _ => return Err(candle::Error::Msg("FrozenConv2d: the bias is not on the CPU".into())),
+                _ => {
+                    return Err(candle::Error::Msg(
+                        "FrozenConv2d: the bias is not on the CPU".into(),
+                    ))
+                }
             },
             None => None,
         };
-        let out =
-            by_float_dtype!("FrozenConv2d", x.dtype(), run_big_to_small(&g, (x, xl), (w, wl), b))?;
+        let out = by_float_dtype!(
+            "FrozenConv2d",
+            x.dtype(),
+            run_big_to_small(&g, (x, xl), (w, wl), b, self.act)
+        )?;
         Ok((out, Shape::from((g.n, g.small[0], g.small[1], g.small[2]))))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
         let g = Geom { n: x.dim(0)?, ..self.g };
-        Ok(Some(conv2d_input_grad(grad, &self.weight, &g)?))
+        Ok(Some(match self.act {
+            Activation::Identity => conv2d_input_grad(grad, &self.weight, &g)?,
+            Activation::Relu => grad.apply_op3_no_bwd(&self.weight, res, &ReluInputGradOp(g))?,
+        }))
+    }
+}
+
+/// (output gradient, weight, ReLU output) → input gradient of a frozen conv + ReLU.
+struct ReluInputGradOp(Geom);
+
+impl CustomOp3 for ReluInputGradOp {
+    fn name(&self) -> &'static str {
+        "deepsim-frozen-conv2d-relu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        grad: &CpuStorage,
+        gl: &Layout,
+        w: &CpuStorage,
+        wl: &Layout,
+        y: &CpuStorage,
+        yl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        const OP: &str = "FrozenConv2d backward";
+        let g = geom_from(OP, &self.0, gl, false)?;
+        geom_from(OP, &g, yl, false)?;
+        let out = by_float_dtype!(
+            OP,
+            grad.dtype(),
+            run_small_to_big(&g, (grad, gl), (w, wl), Some((y, yl)))
+        )?;
+        Ok((out, Shape::from((g.n, g.big[0], g.big[1], g.big[2]))))
     }
 }
 
@@ -812,7 +947,9 @@ impl CustomOp1 for FrozenConvOp {
 pub(crate) mod composite {
     use candle::{Tensor, D};
 
-    use super::{add_bias, conv2d_geom, conv_transpose2d_geom, Conv2dConfig, ConvTranspose2dConfig};
+    use super::{
+        add_bias, conv2d_geom, conv_transpose2d_geom, Conv2dConfig, ConvTranspose2dConfig,
+    };
     use crate::error::Result;
     use crate::strided::{dilate, strided_slice};
 
@@ -867,10 +1004,12 @@ pub(crate) mod composite {
         // [C, O/g, kh, kw] → per group swap in/out channels → [O, C/g, kh, kw], spatially flipped.
         let (c, ocg, kh, kw) = weight.dims4()?;
         let groups = cfg.groups;
-        let w = weight
-            .reshape((groups, c / groups, ocg, kh, kw))?
-            .transpose(1, 2)?
-            .reshape((groups * ocg, c / groups, kh, kw))?;
+        let w = weight.reshape((groups, c / groups, ocg, kh, kw))?.transpose(1, 2)?.reshape((
+            groups * ocg,
+            c / groups,
+            kh,
+            kw,
+        ))?;
         let w = flip(&flip(&w, 2)?, D::Minus1)?;
         let conv = Conv2dConfig { stride: (1, 1), padding: (0, 0), dilation: cfg.dilation, groups };
         conv2d(&x, &w, bias, &conv)

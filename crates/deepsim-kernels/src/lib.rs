@@ -37,7 +37,7 @@ mod pool;
 mod strided;
 
 pub use conv::{
-    conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig, FrozenConv2d,
+    conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvTranspose2dConfig, FrozenConv2d,
 };
 pub use error::{Error, Result};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};

@@ -62,8 +62,7 @@ impl LrnConfig {
         if self.size == 0 {
             return Err(invalid(op, "config.size", &[], "must be at least 1"));
         }
-        if !(self.k > 0.0 && self.alpha >= 0.0 && self.alpha.is_finite() && self.beta.is_finite())
-        {
+        if !(self.k > 0.0 && self.alpha >= 0.0 && self.alpha.is_finite() && self.beta.is_finite()) {
             return Err(invalid(
                 op,
                 "config",
@@ -90,7 +89,12 @@ impl LrnGeom {
     fn at(&self, op: &'static str, layout: &Layout) -> Result<Self> {
         let [_, c, h, w] = dims4(op, "input", layout)?;
         if c != self.c {
-            return Err(invalid(op, "input", layout.dims(), format!("expected {} channels", self.c)));
+            return Err(invalid(
+                op,
+                "input",
+                layout.dims(),
+                format!("expected {} channels", self.c),
+            ));
         }
         Ok(Self { hw: h * w, ..*self })
     }

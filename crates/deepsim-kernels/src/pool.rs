@@ -3,7 +3,7 @@
 //! first maximal element.
 
 use candle::backend::BackendStorage;
-use candle::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::check::{at_least, by_float_dtype, contiguous, dims4, nchw, Real};
@@ -115,49 +115,69 @@ fn pool_geom(op: &'static str, x: &Tensor, cfg: &MaxPool2dConfig) -> Result<Pool
 }
 
 impl PoolGeom {
-    /// Calls `f(out_index, in_index)` with the plane-local index of each output's first maximum.
-    fn argmax_plane<T: Real>(&self, plane: &[T], mut f: impl FnMut(usize, usize)) {
+    /// The window of output `(oy, ox)`: rows `ya..yb`, columns `xa..xb`, clipped to the input.
+    fn window(&self, oy: usize, ox: usize) -> (usize, usize, usize, usize) {
         let (kh, kw) = self.cfg.kernel;
-        let (sh, sw) = self.cfg.stride;
-        let (ph, pw) = self.cfg.padding;
+        let y0 = (oy * self.cfg.stride.0) as isize - self.cfg.padding.0 as isize;
+        let x0 = (ox * self.cfg.stride.1) as isize - self.cfg.padding.1 as isize;
+        let (ya, yb) = (y0.max(0) as usize, ((y0 + kh as isize) as usize).min(self.h));
+        let (xa, xb) = (x0.max(0) as usize, ((x0 + kw as isize) as usize).min(self.w));
+        (ya, yb, xa, xb)
+    }
+
+    /// Adds each output's gradient to the first element of its window (row-major order) that
+    /// equals the output — its first maximum; for a NaN output, the window's first NaN.
+    fn backward_plane<T: Real>(&self, plane: &[T], out: &[T], grad: &[T], dx: &mut [T]) {
         for oy in 0..self.oh {
-            let y0 = (oy * sh) as isize - ph as isize;
-            let (ya, yb) = (y0.max(0) as usize, ((y0 + kh as isize) as usize).min(self.h));
             for ox in 0..self.ow {
-                let x0 = (ox * sw) as isize - pw as isize;
-                let (xa, xb) = (x0.max(0) as usize, ((x0 + kw as isize) as usize).min(self.w));
-                // As PyTorch's CPU kernel: strictly greater wins, so ties keep the first index
-                // in row-major window order; a NaN always wins (it propagates).
-                let mut best = T::neg_infinity();
-                let mut arg = ya * self.w + xa;
-                for y in ya..yb {
-                    for x in xa..xb {
-                        let v = plane[y * self.w + x];
-                        if v > best || v.is_nan() {
-                            best = v;
-                            arg = y * self.w + x;
-                        }
-                    }
+                let o = oy * self.ow + ox;
+                let (ya, yb, xa, xb) = self.window(oy, ox);
+                let target = out[o];
+                let hit = |v: T| v == target || (v.is_nan() && target.is_nan());
+                let arg = (ya..yb)
+                    .flat_map(|y| (xa..xb).map(move |x| y * self.w + x))
+                    .find(|&i| hit(plane[i]))
+                    .unwrap_or(ya * self.w + xa);
+                dx[arg] += grad[o];
+            }
+        }
+    }
+
+    /// Window maxima of one plane: the max over the window's rows first (a vectorizable pass
+    /// over whole rows), then over its columns.
+    fn forward_plane<T: Real>(&self, plane: &[T], out: &mut [T], rows: &mut [T]) {
+        let w = self.w;
+        for (oy, out) in out.chunks_exact_mut(self.ow).enumerate() {
+            let (ya, yb, _, _) = self.window(oy, 0);
+            rows.copy_from_slice(&plane[ya * w..(ya + 1) * w]);
+            for y in ya + 1..yb {
+                for (m, &v) in rows.iter_mut().zip(&plane[y * w..(y + 1) * w]) {
+                    *m = nan_max(*m, v);
                 }
-                f(oy * self.ow + ox, arg);
+            }
+            for (ox, o) in out.iter_mut().enumerate() {
+                let (_, _, xa, xb) = self.window(oy, ox);
+                *o = rows[xa + 1..xb].iter().fold(rows[xa], |m, &v| nan_max(m, v));
             }
         }
     }
 
     fn forward<T: Real>(&self, x: &[T]) -> Vec<T> {
         let mut out = vec![T::zero(); self.planes * self.oh * self.ow];
-        out.par_chunks_mut(self.oh * self.ow).zip(x.par_chunks(self.h * self.w)).for_each(
-            |(out, plane)| self.argmax_plane(plane, |o, i| out[o] = plane[i]),
+        out.par_chunks_mut(self.oh * self.ow).zip(x.par_chunks(self.h * self.w)).for_each_init(
+            || vec![T::zero(); self.w],
+            |rows, (out, plane)| self.forward_plane(plane, out, rows),
         );
         out
     }
 
-    fn backward<T: Real>(&self, x: &[T], grad: &[T]) -> Vec<T> {
-        let mut dx = vec![T::zero(); self.planes * self.h * self.w];
-        dx.par_chunks_mut(self.h * self.w)
-            .zip(x.par_chunks(self.h * self.w))
-            .zip(grad.par_chunks(self.oh * self.ow))
-            .for_each(|((dx, plane), grad)| self.argmax_plane(plane, |o, i| dx[i] += grad[o]));
+    fn backward<T: Real>(&self, x: &[T], out: &[T], grad: &[T]) -> Vec<T> {
+        let (in_len, out_len) = (self.h * self.w, self.oh * self.ow);
+        let mut dx = vec![T::zero(); self.planes * in_len];
+        dx.par_chunks_mut(in_len)
+            .zip(x.par_chunks(in_len))
+            .zip(out.par_chunks(out_len).zip(grad.par_chunks(out_len)))
+            .for_each(|((dx, plane), (out, grad))| self.backward_plane(plane, out, grad, dx));
         dx
     }
 
@@ -171,6 +191,15 @@ impl PoolGeom {
     }
 }
 
+/// The larger of two values, NaN if either is NaN (as the kernel's argmax rule yields).
+fn nan_max<T: Real>(m: T, v: T) -> T {
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
+}
+
 fn run_forward<T: Real>(g: &PoolGeom, x: &CpuStorage, l: &Layout) -> candle::Result<CpuStorage> {
     Ok(T::to_cpu_storage_owned(g.forward(&contiguous(x.as_slice::<T>()?, l))))
 }
@@ -178,10 +207,12 @@ fn run_forward<T: Real>(g: &PoolGeom, x: &CpuStorage, l: &Layout) -> candle::Res
 fn run_backward<T: Real>(
     g: &PoolGeom,
     x: (&CpuStorage, &Layout),
+    out: (&CpuStorage, &Layout),
     grad: (&CpuStorage, &Layout),
 ) -> candle::Result<CpuStorage> {
     let xs = contiguous(x.0.as_slice::<T>()?, x.1);
-    Ok(T::to_cpu_storage_owned(g.backward(&xs, &contiguous(grad.0.as_slice::<T>()?, grad.1))))
+    let out = contiguous(out.0.as_slice::<T>()?, out.1);
+    Ok(T::to_cpu_storage_owned(g.backward(&xs, &out, &contiguous(grad.0.as_slice::<T>()?, grad.1))))
 }
 
 struct MaxPoolOp(PoolGeom);
@@ -198,15 +229,15 @@ impl CustomOp1 for MaxPoolOp {
         Ok((out, Shape::from((n, c, g.oh, g.ow))))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(grad, &MaxPoolBackwardOp(self.0))?))
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+        Ok(Some(x.apply_op3_no_bwd(res, grad, &MaxPoolBackwardOp(self.0))?))
     }
 }
 
-/// (input, output gradient) → input gradient.
+/// (input, output, output gradient) → input gradient.
 struct MaxPoolBackwardOp(PoolGeom);
 
-impl CustomOp2 for MaxPoolBackwardOp {
+impl CustomOp3 for MaxPoolBackwardOp {
     fn name(&self) -> &'static str {
         "deepsim-max-pool2d-backward"
     }
@@ -215,13 +246,16 @@ impl CustomOp2 for MaxPoolBackwardOp {
         &self,
         x: &CpuStorage,
         xl: &Layout,
+        out: &CpuStorage,
+        ol: &Layout,
         grad: &CpuStorage,
         gl: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         const OP: &str = "max_pool2d backward";
         let g = self.0.at(OP, xl, self.0.h, self.0.w)?;
+        g.at(OP, ol, g.oh, g.ow)?;
         g.at(OP, gl, g.oh, g.ow)?;
-        let out = by_float_dtype!(OP, x.dtype(), run_backward(&g, (x, xl), (grad, gl)))?;
+        let out = by_float_dtype!(OP, x.dtype(), run_backward(&g, (x, xl), (out, ol), (grad, gl)))?;
         Ok((out, xl.shape().clone()))
     }
 }
@@ -251,7 +285,7 @@ pub fn max_pool2d(input: &Tensor, cfg: &MaxPool2dConfig) -> Result<Tensor> {
 pub(crate) mod composite {
     use candle::Tensor;
 
-    use super::{pool_geom, MaxPool2dConfig, DType};
+    use super::{pool_geom, DType, MaxPool2dConfig};
     use crate::error::Result;
     use crate::strided::strided_slice;
 
