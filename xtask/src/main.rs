@@ -1,1 +1,34 @@
-fn main() {}
+//! deepsim's developer tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
+//!
+//! Tasks:
+//! - `bench-vs-torch`: runs one deepsim criterion benchmark and its PyTorch twin from
+//!   `../shared/bench/bench_torch.py` alternately, several rounds, and prints both medians.
+
+mod bench_vs_torch;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <task> [options]
+
+tasks:
+  bench-vs-torch   alternate a deepsim benchmark and its PyTorch twin; print medians
+                   (cargo xtask bench-vs-torch --help for options)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("bench-vs-torch") => bench_vs_torch::run(&args[1..]),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
