@@ -964,6 +964,11 @@ pub(crate) mod composite {
         let g = conv2d_geom("conv2d", input, weight, bias, cfg)?;
         let x = input.pad_with_zeros(2, cfg.padding.0, cfg.padding.0)?;
         let x = x.pad_with_zeros(3, cfg.padding.1, cfg.padding.1)?;
+        // Drop the rows and columns no window reaches: candle's conv2d backward returns a
+        // gradient without them, which would not match the input's shape.
+        let used = |out: usize, k: usize, s: usize, d: usize| (out - 1) * s + d * (k - 1) + 1;
+        let x = x.narrow(2, 0, used(g.small[1], g.kernel.0, cfg.stride.0, cfg.dilation.0))?;
+        let x = x.narrow(3, 0, used(g.small[2], g.kernel.1, cfg.stride.1, cfg.dilation.1))?;
         let (w, dil) = if cfg.dilation.0 == cfg.dilation.1 {
             (weight.clone(), cfg.dilation.0)
         } else {
