@@ -1,0 +1,67 @@
+//! Forward results (and conv2d's input gradient) equal candle's built-in ops where one exists.
+
+mod common;
+
+use candle::{DType, Var};
+use common::{assert_close, rand};
+use deepsim_kernels::{
+    conv2d, conv_transpose2d, max_pool2d, Conv2dConfig, ConvTranspose2dConfig, FrozenConv2d,
+    MaxPool2dConfig,
+};
+
+const F32: DType = DType::F32;
+
+#[test]
+fn conv2d_matches_candle() {
+    // (input, weight, stride, padding, dilation, groups): AlexNet conv1 geometry among them.
+    let cases = [
+        ([2, 3, 67, 67], [8, 3, 11, 11], 4, 2, 1, 1),
+        ([2, 16, 13, 13], [24, 16, 3, 3], 1, 1, 1, 1),
+        ([1, 8, 12, 10], [6, 4, 5, 5], 1, 2, 1, 2),
+        ([1, 4, 15, 15], [4, 4, 3, 3], 2, 2, 2, 1),
+        ([3, 6, 9, 9], [5, 6, 1, 1], 1, 0, 1, 1),
+    ];
+    for (xs, ws, s, p, d, g) in cases {
+        let (x, w) = (rand(&xs, 1, F32), rand(&ws, 2, F32));
+        let cfg = Conv2dConfig { stride: (s, s), padding: (p, p), dilation: (d, d), groups: g };
+        let ours = conv2d(&x, &w, None, &cfg).unwrap();
+        let theirs = x.conv2d(&w, p, s, d, g).unwrap();
+        assert_close(&ours, &theirs, 1e-4, 1e-4, &format!("conv2d {xs:?} {ws:?}"));
+    }
+}
+
+#[test]
+fn conv2d_input_gradient_matches_candle() {
+    let x = Var::from_tensor(&rand(&[2, 3, 35, 35], 3, F32)).unwrap();
+    let w = rand(&[8, 3, 11, 11], 4, F32);
+    let cfg = Conv2dConfig::new(4, 2);
+    let ours = FrozenConv2d::new(w.clone(), None, cfg).unwrap().forward(x.as_tensor()).unwrap();
+    let theirs = x.as_tensor().conv2d(&w, 2, 4, 1, 1).unwrap();
+    let g_ours = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let g_theirs = theirs.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let (a, b) = (g_ours.get(x.as_tensor()).unwrap(), g_theirs.get(x.as_tensor()).unwrap());
+    assert_close(a, b, 1e-4, 1e-4, "conv2d input gradient");
+}
+
+#[test]
+fn conv_transpose2d_matches_candle() {
+    for (xs, ws, s, p, op) in
+        [([2, 8, 8, 8], [8, 4, 4, 4], 2, 1, 0), ([1, 3, 5, 7], [3, 2, 3, 3], 2, 1, 1)]
+    {
+        let (x, w) = (rand(&xs, 5, F32), rand(&ws, 6, F32));
+        let cfg = ConvTranspose2dConfig::new(s, p).with_output_padding((op, op));
+        let ours = conv_transpose2d(&x, &w, None, &cfg).unwrap();
+        let theirs = x.conv_transpose2d(&w, p, op, s, 1).unwrap();
+        assert_close(&ours, &theirs, 1e-4, 1e-4, &format!("conv_transpose2d {xs:?}"));
+    }
+}
+
+#[test]
+fn max_pool2d_matches_candle() {
+    for (xs, k, s) in [([2, 4, 55, 55], 3, 2), ([1, 3, 13, 13], 3, 2), ([2, 2, 8, 8], 2, 2)] {
+        let x = rand(&xs, 7, F32);
+        let ours = max_pool2d(&x, &MaxPool2dConfig::square(k, s)).unwrap();
+        let theirs = x.max_pool2d_with_stride(k, s).unwrap();
+        assert_close(&ours, &theirs, 0.0, 0.0, &format!("max_pool2d {xs:?} k{k} s{s}"));
+    }
+}
