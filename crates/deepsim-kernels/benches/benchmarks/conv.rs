@@ -9,8 +9,10 @@ use deepsim_kernels::{
 
 use super::rand;
 
-/// (name, batch, in channels, size, out channels, kernel, stride, padding) at batch 16.
-const CONVS: [(&str, usize, usize, usize, usize, usize, usize, usize); 4] = [
+/// (name, batch, in channels, size, out channels, kernel, stride, padding).
+type ConvCase = (&'static str, usize, usize, usize, usize, usize, usize, usize);
+
+const CONVS: [ConvCase; 4] = [
     ("alex_conv1_3x227_64k11s4", 16, 3, 227, 64, 11, 4, 2),
     ("alex_conv2_64x27_192k5", 16, 64, 27, 192, 5, 1, 2),
     ("alex_conv3_192x13_384k3", 16, 192, 13, 384, 3, 1, 1),
