@@ -284,20 +284,22 @@ fn conv_transpose2d_geom(
 
 // ----------------------------------------------------------------------------- CPU kernels
 
-/// Fills `cols` (`k_len × small_hw`, row-major) with the patches of one group of one image.
-fn im2col<T: Real>(g: &Geom, src: &[T], cols: &mut [T]) {
+/// Fills columns `off..off + small_hw` of `cols` (`k_len` rows, row stride `ld`) with the
+/// patches of one group of one image.
+fn im2col<T: Real>(g: &Geom, src: &[T], cols: &mut [T], ld: usize, off: usize) {
     let (kh, kw) = g.kernel;
     let [_, h, w] = g.big;
     let [_, oh, ow] = g.small;
     let (sh, sw) = g.cfg.stride;
     let (ph, pw) = g.cfg.padding;
     let (dh, dw) = g.cfg.dilation;
-    let mut rows = cols.chunks_exact_mut(oh * ow);
+    let mut r = 0;
     for c in 0..g.big_cg() {
         let plane = &src[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = rows.next().expect("im2col: cols sized k_len × small_hw");
+                let row = &mut cols[r * ld + off..r * ld + off + oh * ow];
+                r += 1;
                 let off_x = (kx * dw) as isize - pw as isize;
                 let (x0, x1) = valid_range(off_x, sw, w, ow);
                 for oy in 0..oh {
@@ -325,20 +327,22 @@ fn im2col<T: Real>(g: &Geom, src: &[T], cols: &mut [T]) {
     }
 }
 
-/// Adds the patches in `cols` back onto one group of one image (the adjoint of [`im2col`]).
-fn col2im<T: Real>(g: &Geom, cols: &[T], dst: &mut [T]) {
+/// Adds the patches in columns `off..off + small_hw` of `cols` (row stride `ld`) back onto one
+/// group of one image (the adjoint of [`im2col`]).
+fn col2im<T: Real>(g: &Geom, cols: &[T], dst: &mut [T], ld: usize, off: usize) {
     let (kh, kw) = g.kernel;
     let [_, h, w] = g.big;
     let [_, oh, ow] = g.small;
     let (sh, sw) = g.cfg.stride;
     let (ph, pw) = g.cfg.padding;
     let (dh, dw) = g.cfg.dilation;
-    let mut rows = cols.chunks_exact(oh * ow);
+    let mut r = 0;
     for c in 0..g.big_cg() {
         let plane = &mut dst[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = rows.next().expect("col2im: cols sized k_len × small_hw");
+                let row = &cols[r * ld + off..r * ld + off + oh * ow];
+                r += 1;
                 let off_x = (kx * dw) as isize - pw as isize;
                 let (x0, x1) = valid_range(off_x, sw, w, ow);
                 if x0 >= x1 {
@@ -376,25 +380,37 @@ fn valid_range(off: isize, stride: usize, w: usize, ow: usize) -> (usize, usize)
     (x0.min(ow), x1.min(ow))
 }
 
-/// Runs `f(image, out_chunk, scratch)` over the batch: in parallel over images when there are
-/// enough of them (each GEMM then runs on one thread), else image by image with threaded GEMMs.
-fn for_each_image<T: Real>(
+/// Images per GEMM: enough that the GEMM's `n` (images × output pixels) is at least ~2048,
+/// so small feature maps (AlexNet's 13×13) still fill the micro-kernel's tiles.
+fn images_per_gemm(pixels: usize, images: usize) -> usize {
+    2048usize.div_ceil(pixels).clamp(1, images.max(1))
+}
+
+/// Runs `f(first_image, out_chunk, scratch, parallelism)` over the batch in sub-batches of
+/// `per_call` images: in parallel over contiguous runs of images when there are enough of them
+/// (each GEMM then runs on one thread), else one sub-batch at a time with threaded GEMMs.
+fn for_each_sub_batch<T: Real>(
     n: usize,
+    per_call: usize,
     out: &mut [T],
     scratch_len: usize,
-    f: impl Fn(usize, &mut [T], &mut Vec<T>, gemm::Parallelism) + Sync,
+    f: impl Fn(usize, &mut [T], &mut [T], gemm::Parallelism) + Sync,
 ) {
-    let per = out.len() / n;
-    if n >= rayon::current_num_threads() && n > 1 {
-        out.par_chunks_mut(per).enumerate().for_each_init(
-            || vec![T::zero(); scratch_len],
-            |scratch, (i, chunk)| f(i, chunk, scratch, parallelism(true)),
-        );
-    } else {
+    let per_image = out.len() / n;
+    let threads = rayon::current_num_threads();
+    let run = |first: usize, out: &mut [T], par: gemm::Parallelism| {
         let mut scratch = vec![T::zero(); scratch_len];
-        for (i, chunk) in out.chunks_mut(per).enumerate() {
-            f(i, chunk, &mut scratch, parallelism(false));
+        for (i, chunk) in out.chunks_mut(per_call * per_image).enumerate() {
+            f(first + i * per_call, chunk, &mut scratch, par);
         }
+    };
+    if n >= threads && threads > 1 {
+        let per_thread = n.div_ceil(threads);
+        out.par_chunks_mut(per_thread * per_image)
+            .enumerate()
+            .for_each(|(t, chunk)| run(t * per_thread, chunk, parallelism(true)));
+    } else {
+        run(0, out, parallelism(false));
     }
 }
 
@@ -408,34 +424,72 @@ fn big_to_small<T: Real>(
 ) -> Vec<T> {
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
+    let per_thread = g.n.div_ceil(rayon::current_num_threads().min(g.n));
+    let nb = images_per_gemm(p_len, per_thread);
+    let ld = nb * p_len;
+    let direct = nb == 1 && g.is_pointwise();
+    // im2col columns for `nb` images side by side, then the GEMM result before scattering.
+    let scratch = if direct { 0 } else { k_len * ld + small_cg * ld };
     let mut out = vec![T::zero(); g.n * g.small[0] * p_len];
-    let scratch = if g.is_pointwise() { 0 } else { k_len * p_len };
-    for_each_image(g.n, &mut out, scratch, |img, out, cols, par| {
+    for_each_sub_batch(g.n, nb, &mut out, scratch, |first, out, scratch, par| {
+        let images = out.len() / (g.small[0] * p_len);
+        let ld = images * p_len;
+        let (cols, result) = scratch.split_at_mut(k_len * ld);
         for gi in 0..g.groups() {
-            let src_start = (img * g.big[0] + gi * big_cg) * big_len;
-            let src = &big[src_start..src_start + big_cg * big_len];
-            let cols: &[T] = if g.is_pointwise() {
-                src
-            } else {
-                im2col(g, src, cols);
-                cols
+            let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len);
+            let src_of = |b: usize| {
+                let start = ((first + b) * g.big[0] + gi * big_cg) * big_len;
+                &big[start..start + big_cg * big_len]
             };
-            let dst = &mut out[gi * small_cg * p_len..(gi + 1) * small_cg * p_len];
-            if let Some(b) = bias {
-                for (row, &bv) in dst.chunks_exact_mut(p_len).zip(&b[gi * small_cg..]) {
-                    row.fill(bv);
+            if direct {
+                let dst = &mut out[gi * small_cg * p_len..(gi + 1) * small_cg * p_len];
+                matmul(dst, w, Mat::row_major(src_of(0), k_len, p_len), false, par);
+            } else {
+                for b in 0..images {
+                    if g.is_pointwise() {
+                        for (r, row) in src_of(b).chunks_exact(p_len).enumerate() {
+                            cols[r * ld + b * p_len..r * ld + (b + 1) * p_len].copy_from_slice(row);
+                        }
+                    } else {
+                        im2col(g, src_of(b), cols, ld, b * p_len);
+                    }
+                }
+                let result = &mut result[..small_cg * ld];
+                matmul(result, w, Mat::row_major(cols, k_len, ld), false, par);
+                for b in 0..images {
+                    let image = &mut out[b * g.small[0] * p_len..(b + 1) * g.small[0] * p_len];
+                    for o in 0..small_cg {
+                        let dst = &mut image[(gi * small_cg + o) * p_len..][..p_len];
+                        dst.copy_from_slice(&result[o * ld + b * p_len..][..p_len]);
+                    }
                 }
             }
-            let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len);
-            matmul(dst, w, Mat::row_major(cols, k_len, p_len), bias.is_some(), par);
-            if act == Activation::Relu {
-                for v in dst.iter_mut() {
-                    *v = if *v > T::zero() { *v } else { T::zero() };
+            for b in 0..images {
+                let image = &mut out[b * g.small[0] * p_len..(b + 1) * g.small[0] * p_len];
+                for o in 0..small_cg {
+                    let c = gi * small_cg + o;
+                    let dst = &mut image[c * p_len..(c + 1) * p_len];
+                    finish_output(dst, bias.map(|b| b[c]), act);
                 }
             }
         }
     });
     out
+}
+
+/// Adds the bias and applies the activation to one output plane.
+fn finish_output<T: Real>(dst: &mut [T], bias: Option<T>, act: Activation) {
+    match (bias, act) {
+        (None, Activation::Identity) => {}
+        (Some(b), Activation::Identity) => dst.iter_mut().for_each(|v| *v += b),
+        (b, Activation::Relu) => {
+            let b = b.unwrap_or_else(T::zero);
+            for v in dst.iter_mut() {
+                let s = *v + b;
+                *v = if s > T::zero() { s } else { T::zero() };
+            }
+        }
+    }
 }
 
 /// Small → big: conv2d's input gradient, conv_transpose2d's forward. `bias` is per big channel.
@@ -451,34 +505,54 @@ fn small_to_big<T: Real>(
 ) -> Vec<T> {
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
+    let per_thread = g.n.div_ceil(rayon::current_num_threads().min(g.n));
+    let nb = images_per_gemm(p_len, per_thread);
+    let ld = nb * p_len;
+    // The gathered (and masked) gradient of `nb` images side by side, then the GEMM's columns.
+    let scratch = small_cg * ld + k_len * ld;
     let mut out = vec![T::zero(); g.n * g.big[0] * big_len];
-    let pointwise = g.is_pointwise();
-    let masked_len = if relu_out.is_some() { small_cg * p_len } else { 0 };
-    let scratch = masked_len + if pointwise { 0 } else { k_len * p_len };
-    for_each_image(g.n, &mut out, scratch, |img, out, scratch, par| {
-        let (masked, cols) = scratch.split_at_mut(masked_len);
+    for_each_sub_batch(g.n, nb, &mut out, scratch, |first, out, scratch, par| {
+        let images = out.len() / (g.big[0] * big_len);
+        let ld = images * p_len;
+        let (gathered, cols) = scratch.split_at_mut(small_cg * ld);
         for gi in 0..g.groups() {
-            let dst = &mut out[gi * big_cg * big_len..(gi + 1) * big_cg * big_len];
-            if let Some(b) = bias {
-                for (plane, &bv) in dst.chunks_exact_mut(big_len).zip(&b[gi * big_cg..]) {
-                    plane.fill(bv);
+            for b in 0..images {
+                let start = ((first + b) * g.small[0] + gi * small_cg) * p_len;
+                let src = &small[start..start + small_cg * p_len];
+                for (o, row) in src.chunks_exact(p_len).enumerate() {
+                    let dst = &mut gathered[o * ld + b * p_len..][..p_len];
+                    match relu_out {
+                        Some(y) => {
+                            let y = &y[start + o * p_len..][..p_len];
+                            for ((d, &gv), &yv) in dst.iter_mut().zip(row).zip(y) {
+                                *d = if yv > T::zero() { gv } else { T::zero() };
+                            }
+                        }
+                        None => dst.copy_from_slice(row),
+                    }
                 }
             }
-            let src_range = (img * g.small[0] + gi * small_cg) * p_len..;
-            let mut src = &small[src_range.start..src_range.start + small_cg * p_len];
-            if let Some(y) = relu_out {
-                for ((m, &gv), &yv) in masked.iter_mut().zip(src).zip(&y[src_range]) {
-                    *m = if yv > T::zero() { gv } else { T::zero() };
-                }
-                src = masked;
-            }
-            let src = Mat::row_major(src, small_cg, p_len);
+            let src = Mat::row_major(&gathered[..small_cg * ld], small_cg, ld);
             let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len).t();
-            if pointwise {
-                matmul(dst, w, src, true, par);
-            } else {
-                matmul(cols, w, src, false, par);
-                col2im(g, cols, dst);
+            let cols = &mut cols[..k_len * ld];
+            matmul(cols, w, src, false, par);
+            for b in 0..images {
+                let image = &mut out[b * g.big[0] * big_len..(b + 1) * g.big[0] * big_len];
+                let dst = &mut image[gi * big_cg * big_len..(gi + 1) * big_cg * big_len];
+                if let Some(bias) = bias {
+                    for (plane, &bv) in dst.chunks_exact_mut(big_len).zip(&bias[gi * big_cg..]) {
+                        plane.fill(bv);
+                    }
+                }
+                if g.is_pointwise() {
+                    for (r, plane) in dst.chunks_exact_mut(big_len).enumerate() {
+                        for (d, &v) in plane.iter_mut().zip(&cols[r * ld + b * p_len..]) {
+                            *d += v;
+                        }
+                    }
+                } else {
+                    col2im(g, cols, dst, ld, b * p_len);
+                }
             }
         }
     });
@@ -504,7 +578,7 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
                     let cols: &[T] = if g.is_pointwise() {
                         src
                     } else {
-                        im2col(g, src, &mut cols);
+                        im2col(g, src, &mut cols, p_len, 0);
                         &cols
                     };
                     let gs = (img * g.small[0] + gi * small_cg) * p_len;

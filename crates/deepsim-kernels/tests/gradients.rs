@@ -31,6 +31,8 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dConfig)> {
             Conv2dConfig { dilation: (2, 1), padding: (1, 0), ..c() },
         ),
         ("pointwise 1x1", [3, 4, 5, 5], [3, 4, 1, 1], c()),
+        // Batch 5: several images share one GEMM (the kernels batch small feature maps).
+        ("batch 5, groups 2", [5, 4, 5, 4], [4, 2, 3, 3], Conv2dConfig::new(1, 1).with_groups(2)),
         ("alexnet conv1-like k11 s4", [1, 3, 19, 18], [2, 3, 11, 11], Conv2dConfig::new(4, 2)),
     ]
 }
