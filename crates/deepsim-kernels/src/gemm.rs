@@ -53,12 +53,27 @@ pub(crate) fn matmul<T: Real>(
     accumulate: bool,
     par: Parallelism,
 ) {
+    matmul_into(dst, rhs.cols, lhs, rhs, accumulate, par)
+}
+
+/// [`matmul`] into a `dst` whose rows lie `ld` elements apart (`ld ≥ n`).
+pub(crate) fn matmul_into<T: Real>(
+    dst: &mut [T],
+    ld: usize,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "gemm: inner dimensions differ");
-    assert!(dst.len() >= m * n && lhs.fits() && rhs.fits(), "gemm: view out of bounds");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(
+        ld >= n && dst.len() >= (m - 1) * ld + n && lhs.fits() && rhs.fits(),
+        "gemm: view out of bounds"
+    );
     // SAFETY: the asserts above keep every index of all three views inside their slices, `dst`
     // is borrowed mutably (no aliasing), and T is f32 or f64 (the only implementors of Real).
     unsafe {
@@ -68,7 +83,7 @@ pub(crate) fn matmul<T: Real>(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            ld as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,

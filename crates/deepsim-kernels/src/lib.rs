@@ -35,9 +35,11 @@ mod gemm;
 mod lrn;
 mod pool;
 mod strided;
+mod winograd;
 
 pub use conv::{
-    conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvTranspose2dConfig, FrozenConv2d,
+    conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvAlgorithm, ConvTranspose2dConfig,
+    FrozenConv2d,
 };
 pub use error::{Error, Result};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};

@@ -4,7 +4,9 @@
 
 use candle::{Tensor, Var};
 use criterion::{black_box, Criterion};
-use deepsim_kernels::{max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig};
+use deepsim_kernels::{
+    max_pool2d, Activation, Conv2dConfig, ConvAlgorithm, FrozenConv2d, MaxPool2dConfig,
+};
 
 use super::{rand, slow};
 
@@ -25,6 +27,11 @@ pub struct Trunk {
 impl Trunk {
     /// Random weights scaled like Kaiming initialization (timing does not depend on values).
     pub fn new() -> Self {
+        Self::with_algorithm(ConvAlgorithm::Auto)
+    }
+
+    /// The same trunk with every convolution computed by `algorithm` where it applies.
+    pub fn with_algorithm(algorithm: ConvAlgorithm) -> Self {
         let convs = LAYERS
             .iter()
             .enumerate()
@@ -33,7 +40,12 @@ impl Trunk {
                 let w = (rand(&[o, c, k, k], i as u64) * (3.0 / fan_in).sqrt()).unwrap();
                 let b = (rand(&[o], 100 + i as u64) * 0.01).unwrap();
                 let conv = FrozenConv2d::new(w, Some(b), Conv2dConfig::new(s, p)).unwrap();
-                (conv.with_activation(Activation::Relu), pool)
+                let conv = conv.with_activation(Activation::Relu);
+                let conv = match (algorithm, k) {
+                    (ConvAlgorithm::Winograd, k) if k != 3 => conv,
+                    _ => conv.with_algorithm(algorithm).unwrap(),
+                };
+                (conv, pool)
             })
             .collect();
         Self { convs }
@@ -90,6 +102,13 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("cpu_alexnet_tv_pool5_b{n}_{hw}_fwdbwd_in"), |b| {
             b.iter(|| black_box(fwd_bwd(&trunk, &x, &target)))
         });
+        if n == 16 {
+            // The 3×3 layers by im2col instead of Winograd: what Winograd saves.
+            let im2col = Trunk::with_algorithm(ConvAlgorithm::Im2col);
+            c.bench_function(&format!("cpu_alexnet_tv_pool5_b{n}_{hw}_fwdbwd_in_im2col"), |b| {
+                b.iter(|| black_box(fwd_bwd(&im2col, &x, &target)))
+            });
+        }
         c.bench_function(&format!("cpu_alexnet_tv_pool5_b{n}_{hw}_fwd"), |b| {
             b.iter(|| black_box(trunk.forward(x.as_tensor())))
         });

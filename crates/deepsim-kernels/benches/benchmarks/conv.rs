@@ -4,7 +4,8 @@
 use candle::{Tensor, Var};
 use criterion::{black_box, Criterion};
 use deepsim_kernels::{
-    conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig, FrozenConv2d,
+    conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvAlgorithm, ConvTranspose2dConfig,
+    FrozenConv2d,
 };
 
 use super::rand;
@@ -39,6 +40,25 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("cpu_conv2d_{name}_fwdbwd_in_deepsim_frozen"), |b| {
             b.iter(|| black_box(sum_grad(&frozen.forward(xt).unwrap().sum_all().unwrap(), &x)))
         });
+        if k == 3 {
+            // A comparator's layer (ReLU fused) by each CPU algorithm.
+            for algo in [ConvAlgorithm::Im2col, ConvAlgorithm::Winograd] {
+                let layer = FrozenConv2d::new(w.clone(), None, cfg)
+                    .unwrap()
+                    .with_activation(Activation::Relu)
+                    .with_algorithm(algo)
+                    .unwrap();
+                let algo = format!("{algo:?}").to_lowercase();
+                c.bench_function(&format!("cpu_conv2d_{name}_relu_fwd_frozen_{algo}"), |b| {
+                    b.iter(|| black_box(layer.forward(xt).unwrap()))
+                });
+                c.bench_function(&format!("cpu_conv2d_{name}_relu_fwdbwd_in_frozen_{algo}"), |b| {
+                    b.iter(|| {
+                        black_box(sum_grad(&layer.forward(xt).unwrap().sum_all().unwrap(), &x))
+                    })
+                });
+            }
+        }
         c.bench_function(&format!("cpu_conv2d_{name}_fwdbwd_in_candle"), |b| {
             b.iter(|| {
                 black_box(sum_grad(&xt.conv2d(&w, p, s, 1, 1).unwrap().sum_all().unwrap(), &x))

@@ -1,0 +1,465 @@
+//! Winograd F(4×4, 3×3) convolution on the CPU for 3×3, stride-1, undilated kernels: the
+//! forward pass and the input gradient of a frozen convolution with 2.25× fewer multiplies
+//! than im2col + GEMM at best (36 products per 4×4 output tile instead of 144).
+//!
+//! The algorithm is Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks* (CVPR
+//! 2016), with the interpolation points 0, ±1, ±2 and ∞. Each 6×6 input tile `d` and each 3×3
+//! kernel `g` are transformed, `V = Bᵀ d B` and `U = G g Gᵀ`; the 36 transformed points are
+//! independent channel reductions, `M[ξ] = U[ξ] · V[ξ]` (36 GEMMs over channels × tiles); the
+//! 4×4 output tile is `Aᵀ M A`. Tiles are transformed 16 at a time, one per SIMD lane.
+//!
+//! The transforms multiply by up to 8 and divide by 24, so rounding grows: in f32, at a 64 → 48
+//! channel layer on 13×13, the largest error is about 5e-6 of the largest output (im2col's is
+//! 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
+
+use crate::check::Real;
+use crate::gemm::{matmul_into, Mat};
+
+/// Rows and columns of an output tile.
+const TILE: usize = 4;
+/// Rows and columns of an input tile: `TILE + 3 − 1`.
+const ALPHA: usize = 6;
+/// Transformed points per tile: `ALPHA²`.
+const POINTS: usize = ALPHA * ALPHA;
+/// Tiles transformed together, one per SIMD lane.
+const LANES: usize = 16;
+/// Elements of transformed inputs and products that one block of tiles may hold (per thread).
+const BLOCK_BUDGET: usize = 4 << 20;
+
+type Lanes<T> = [T; LANES];
+
+/// The 3×3 kernels of a convolution, transformed for F(4×4, 3×3).
+///
+/// Layout `[ξ][out][in / groups]`: for each of the 36 points ξ, the `out × in_g` matrix of
+/// one group starts at `ξ·out·in_g + group·out_g·in_g`, row-major.
+pub(crate) struct TransformedKernels<T> {
+    data: Vec<T>,
+    out: usize,
+    in_g: usize,
+    groups: usize,
+}
+
+impl<T: Real> TransformedKernels<T> {
+    /// Transforms the kernels `weight` `[out, in / groups, 3, 3]` (row-major) of a conv2d.
+    pub fn forward(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+        Self::build(out, in_g, groups, |o, i, ky, kx| weight[((o * in_g + i) * 3 + ky) * 3 + kx])
+    }
+
+    /// The kernels of the same conv2d's input gradient: the conv from the `out` channels of the
+    /// output gradient back to the `in` channels, with kernels transposed per group (`in ↔ out`)
+    /// and rotated by 180°.
+    pub fn input_grad(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+        let out_g = out / groups;
+        Self::build(in_g * groups, out_g, groups, |c, k, ky, kx| {
+            let (group, ci) = (c / in_g, c % in_g);
+            let o = group * out_g + k;
+            weight[((o * in_g + ci) * 3 + 2 - ky) * 3 + 2 - kx]
+        })
+    }
+
+    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for the kernel `g[ky][kx] = kernel(o, i, ky, kx)`.
+    fn build(
+        out: usize,
+        in_g: usize,
+        groups: usize,
+        kernel: impl Fn(usize, usize, usize, usize) -> T,
+    ) -> Self {
+        let mut data = vec![T::zero(); POINTS * out * in_g];
+        for o in 0..out {
+            for i in 0..in_g {
+                let g: [[f64; 3]; 3] = std::array::from_fn(|ky| {
+                    std::array::from_fn(|kx| kernel(o, i, ky, kx).to_f64())
+                });
+                // G g: transform each column, then each row of the 6×3 result.
+                let cols: [[f64; ALPHA]; 3] =
+                    std::array::from_fn(|kx| kernel_1d([g[0][kx], g[1][kx], g[2][kx]]));
+                for r in 0..ALPHA {
+                    let row = kernel_1d([cols[0][r], cols[1][r], cols[2][r]]);
+                    for (s, &v) in row.iter().enumerate() {
+                        data[((r * ALPHA + s) * out + o) * in_g + i] = T::from_f64(v);
+                    }
+                }
+            }
+        }
+        Self { data, out, in_g, groups }
+    }
+
+    /// Output channels of the transformed convolution.
+    pub fn out_channels(&self) -> usize {
+        self.out
+    }
+
+    /// Input channels of the transformed convolution.
+    pub fn in_channels(&self) -> usize {
+        self.in_g * self.groups
+    }
+}
+
+/// `G g` for one 3-tap kernel: the kernel's values at the points 0, 1, −1, 2, −2, ∞ scaled by
+/// the interpolation denominators.
+fn kernel_1d([g0, g1, g2]: [f64; 3]) -> [f64; ALPHA] {
+    [
+        g0 / 4.0,
+        -(g0 + g1 + g2) / 6.0,
+        -(g0 - g1 + g2) / 6.0,
+        g0 / 24.0 + g1 / 12.0 + g2 / 6.0,
+        g0 / 24.0 - g1 / 12.0 + g2 / 6.0,
+        g2,
+    ]
+}
+
+/// `Bᵀ d` for one 6-point input column, lane by lane.
+#[inline(always)]
+fn input_1d<T: Real>(d: [Lanes<T>; ALPHA]) -> [Lanes<T>; ALPHA] {
+    let (two, four, five) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(5.0));
+    let mut out = [[T::zero(); LANES]; ALPHA];
+    for l in 0..LANES {
+        let [d0, d1, d2, d3, d4, d5] = [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]];
+        out[0][l] = four * d0 - five * d2 + d4;
+        out[1][l] = d3 + d4 - four * (d1 + d2);
+        out[2][l] = d4 - d3 + four * (d1 - d2);
+        out[3][l] = d4 - d2 + two * (d3 - d1);
+        out[4][l] = d4 - d2 - two * (d3 - d1);
+        out[5][l] = four * d1 - five * d3 + d5;
+    }
+    out
+}
+
+/// `Aᵀ m` for one 6-point column of products, lane by lane.
+#[inline(always)]
+fn output_1d<T: Real>(m: [Lanes<T>; ALPHA]) -> [Lanes<T>; TILE] {
+    let (two, four, eight) = (T::from_f64(2.0), T::from_f64(4.0), T::from_f64(8.0));
+    let mut out = [[T::zero(); LANES]; TILE];
+    for l in 0..LANES {
+        let (sum12, diff12) = (m[1][l] + m[2][l], m[1][l] - m[2][l]);
+        let (sum34, diff34) = (m[3][l] + m[4][l], m[3][l] - m[4][l]);
+        out[0][l] = m[0][l] + sum12 + sum34;
+        out[1][l] = diff12 + two * diff34;
+        out[2][l] = sum12 + four * sum34;
+        out[3][l] = diff12 + eight * diff34 + m[5][l];
+    }
+    out
+}
+
+/// `Bᵀ d B` for 16 tiles `d[row][col]`.
+#[inline(always)]
+fn input_tile<T: Real>(d: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; ALPHA]; ALPHA] {
+    let cols: [[Lanes<T>; ALPHA]; ALPHA] =
+        std::array::from_fn(|c| input_1d(std::array::from_fn(|r| d[r][c])));
+    std::array::from_fn(|r| input_1d(std::array::from_fn(|c| cols[c][r])))
+}
+
+/// `Aᵀ m A` for 16 tiles of products `m[row][col]`.
+#[inline(always)]
+fn output_tile<T: Real>(m: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; TILE]; TILE] {
+    let cols: [[Lanes<T>; TILE]; ALPHA] =
+        std::array::from_fn(|c| output_1d(std::array::from_fn(|r| m[r][c])));
+    std::array::from_fn(|r| output_1d(std::array::from_fn(|c| cols[c][r])))
+}
+
+/// The geometry of one Winograd convolution: `out[b][o][y][x] = Σ_{c,ky,kx}
+/// in[b][c][y + ky − pad.0][x + kx − pad.1] · g[o][c][ky][kx]`, inputs outside the image zero.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    /// Images.
+    pub n: usize,
+    /// Input height and width.
+    pub input: (usize, usize),
+    /// Output height and width.
+    pub output: (usize, usize),
+    /// Offset of the kernel's top-left tap (negative: the output starts inside the input).
+    pub pad: (isize, isize),
+}
+
+impl Plan {
+    fn tiles(&self) -> (usize, usize) {
+        (self.output.0.div_ceil(TILE), self.output.1.div_ceil(TILE))
+    }
+
+    /// Multiplies of the Winograd GEMMs over those of im2col (per channel pair).
+    pub fn cost_ratio(&self) -> f64 {
+        let (th, tw) = self.tiles();
+        (POINTS * th * tw) as f64 / (9 * self.output.0 * self.output.1) as f64
+    }
+}
+
+/// The output (or input gradient) of a 3×3 convolution by F(4×4, 3×3), with `bias` added and
+/// `relu` applied; `mask` (shaped like `input`) zeroes the inputs where it is not positive
+/// (a ReLU's backward fused into the input gradient).
+///
+/// Runs on rayon's threads: images are split between threads when there are enough of them,
+/// otherwise the GEMMs are threaded.
+pub(crate) fn conv3x3<T: Real>(
+    plan: &Plan,
+    kernels: &TransformedKernels<T>,
+    input: &[T],
+    mask: Option<&[T]>,
+    bias: Option<&[T]>,
+    relu: bool,
+) -> Vec<T> {
+    conv3x3_in_blocks(plan, kernels, input, mask, bias, relu, BLOCK_BUDGET)
+}
+
+/// [`conv3x3`] with the tiles of each thread processed in blocks whose transformed inputs and
+/// products hold at most about `budget` elements (at least 16 tiles).
+fn conv3x3_in_blocks<T: Real>(
+    plan: &Plan,
+    kernels: &TransformedKernels<T>,
+    input: &[T],
+    mask: Option<&[T]>,
+    bias: Option<&[T]>,
+    relu: bool,
+    budget: usize,
+) -> Vec<T> {
+    let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
+    let (th, tw) = plan.tiles();
+    let tiles_per_image = th * tw;
+    let threads = rayon::current_num_threads().min(plan.n).max(1);
+    let per_thread = plan.n.div_ceil(threads);
+    let most_tiles = per_thread * tiles_per_image;
+    let block = (budget / (POINTS * (in_c + out_c))).max(LANES).min(most_tiles);
+    let block = block.next_multiple_of(LANES);
+    let scratch = POINTS * (in_c + out_c) * block;
+    let mut out = vec![T::zero(); plan.n * out_c * plan.output.0 * plan.output.1];
+    crate::conv::for_each_sub_batch(
+        plan.n,
+        per_thread,
+        &mut out,
+        scratch,
+        |first, out, scratch, par| {
+            let images = out.len() / (out_c * plan.output.0 * plan.output.1);
+            let (v, m) = scratch.split_at_mut(POINTS * in_c * block);
+            let tiles = Tiles { plan: *plan, tw, per_image: tiles_per_image, first };
+            let total = images * tiles_per_image;
+            for start in (0..total).step_by(block) {
+                let count = block.min(total - start);
+                transform_inputs(&tiles, start, count, input, mask, in_c, v, block);
+                for xi in 0..POINTS {
+                    for group in 0..kernels.groups {
+                        let (out_g, in_g) = (out_c / kernels.groups, kernels.in_g);
+                        let u = &kernels.data[(xi * out_c + group * out_g) * in_g..];
+                        let lhs = Mat::row_major(u, out_g, in_g);
+                        let rhs_start = (xi * in_c + group * in_g) * block;
+                        let rhs = Mat {
+                            data: &v[rhs_start..rhs_start + in_g * block],
+                            rows: in_g,
+                            cols: count,
+                            rs: block,
+                            cs: 1,
+                        };
+                        let dst_start = (xi * out_c + group * out_g) * block;
+                        let dst = &mut m[dst_start..dst_start + out_g * block];
+                        matmul_into(dst, block, lhs, rhs, false, par);
+                    }
+                }
+                transform_outputs(&tiles, start, count, m, out_c, block, out, bias, relu);
+            }
+        },
+    );
+    out
+}
+
+/// Where the tiles of one thread's images lie: tile `t` is tile `t % per_image` (row-major,
+/// `tw` per row) of image `first + t / per_image`.
+struct Tiles {
+    plan: Plan,
+    tw: usize,
+    per_image: usize,
+    first: usize,
+}
+
+impl Tiles {
+    /// (image relative to `first`, top row, left column) of tile `t`'s output.
+    fn locate(&self, t: usize) -> (usize, usize, usize) {
+        let (image, q) = (t / self.per_image, t % self.per_image);
+        (image, (q / self.tw) * TILE, (q % self.tw) * TILE)
+    }
+}
+
+/// Transforms input tiles `start..start + count` of every channel into `v[ξ][c][tile]` (row
+/// stride `block`); lanes past `count` are zero.
+fn transform_inputs<T: Real>(
+    tiles: &Tiles,
+    start: usize,
+    count: usize,
+    input: &[T],
+    mask: Option<&[T]>,
+    in_c: usize,
+    v: &mut [T],
+    block: usize,
+) {
+    let (h, w) = tiles.plan.input;
+    let (pad_y, pad_x) = tiles.plan.pad;
+    for c in 0..in_c {
+        for lane0 in (0..count).step_by(LANES) {
+            let mut d = [[[T::zero(); LANES]; ALPHA]; ALPHA];
+            for l in 0..LANES.min(count - lane0) {
+                let (image, y0, x0) = tiles.locate(start + lane0 + l);
+                let plane_start = ((tiles.first + image) * in_c + c) * h * w;
+                let plane = &input[plane_start..plane_start + h * w];
+                let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
+                let (top, left) = (y0 as isize - pad_y, x0 as isize - pad_x);
+                let (r0, r1) = inside(top, h);
+                let (c0, c1) = inside(left, w);
+                for r in r0..r1 {
+                    let row = (top + r as isize) as usize * w;
+                    let cols = (left + c0 as isize) as usize + row;
+                    let line = &plane[cols..cols + c1 - c0];
+                    match mask {
+                        None => {
+                            for (cc, &x) in (c0..c1).zip(line) {
+                                d[r][cc][l] = x;
+                            }
+                        }
+                        Some(mask) => {
+                            let keep = &mask[cols..cols + c1 - c0];
+                            for ((cc, &x), &y) in (c0..c1).zip(line).zip(keep) {
+                                d[r][cc][l] = if y > T::zero() { x } else { T::zero() };
+                            }
+                        }
+                    }
+                }
+            }
+            let t = input_tile(&d);
+            for (xi, lanes) in t.iter().flatten().enumerate() {
+                let at = (xi * in_c + c) * block + lane0;
+                v[at..at + LANES].copy_from_slice(lanes);
+            }
+        }
+    }
+}
+
+/// The rows `r` in `0..ALPHA` with `start + r` inside `0..len`.
+fn inside(start: isize, len: usize) -> (usize, usize) {
+    let lo = (-start).clamp(0, ALPHA as isize) as usize;
+    let hi = (len as isize - start).clamp(0, ALPHA as isize) as usize;
+    (lo, hi.max(lo))
+}
+
+/// Transforms the products `m[ξ][o][tile]` of tiles `start..start + count` back into output
+/// tiles, adds the bias, applies the ReLU and writes the parts inside the output.
+fn transform_outputs<T: Real>(
+    tiles: &Tiles,
+    start: usize,
+    count: usize,
+    m: &[T],
+    out_c: usize,
+    block: usize,
+    out: &mut [T],
+    bias: Option<&[T]>,
+    relu: bool,
+) {
+    let (oh, ow) = tiles.plan.output;
+    for o in 0..out_c {
+        let b = bias.map_or(T::zero(), |b| b[o]);
+        for lane0 in (0..count).step_by(LANES) {
+            let mut p = [[[T::zero(); LANES]; ALPHA]; ALPHA];
+            for (xi, lanes) in p.iter_mut().flatten().enumerate() {
+                let at = (xi * out_c + o) * block + lane0;
+                lanes.copy_from_slice(&m[at..at + LANES]);
+            }
+            let y = output_tile(&p);
+            for l in 0..LANES.min(count - lane0) {
+                let (image, y0, x0) = tiles.locate(start + lane0 + l);
+                let plane = &mut out[(image * out_c + o) * oh * ow..][..oh * ow];
+                for (r, row) in y.iter().enumerate().take(oh - y0) {
+                    let line = &mut plane[(y0 + r) * ow + x0..(y0 + r + 1) * ow];
+                    for (dst, src) in line.iter_mut().zip(row).take(TILE) {
+                        let s = src[l] + b;
+                        *dst = if !relu || s > T::zero() { s } else { T::zero() };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 3×3 correlation with the plan's offsets, in f64.
+    fn direct(plan: &Plan, c: usize, o: usize, x: &[f64], g: &[f64]) -> Vec<f64> {
+        let (h, w) = plan.input;
+        let (oh, ow) = plan.output;
+        let mut out = vec![0.0; plan.n * o * oh * ow];
+        for b in 0..plan.n {
+            for oc in 0..o {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut s = 0.0;
+                        for ic in 0..c {
+                            for ky in 0..3 {
+                                for kx in 0..3 {
+                                    let iy = y as isize + ky as isize - plan.pad.0;
+                                    let ix = xx as isize + kx as isize - plan.pad.1;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * c + ic) * h + iy as usize) * w + ix as usize;
+                                    s += x[xi] * g[((oc * c + ic) * 3 + ky) * 3 + kx];
+                                }
+                            }
+                        }
+                        out[((b * o + oc) * oh + y) * ow + xx] = s;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn seeded(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_dimensional_transforms_compute_a_correlation() {
+        // y[i] = Σ_k d[i + k] g[k] for i < 4 must equal Aᵀ[(G g) ⊙ (Bᵀ d)].
+        let d = seeded(6, 1);
+        let g = seeded(3, 2);
+        let u = kernel_1d([g[0], g[1], g[2]]);
+        let v = input_1d::<f64>(std::array::from_fn(|i| [d[i]; LANES]));
+        let prod: [Lanes<f64>; ALPHA] = std::array::from_fn(|i| [u[i] * v[i][0]; LANES]);
+        let y = output_1d(prod);
+        for i in 0..TILE {
+            let expected: f64 = (0..3).map(|k| d[i + k] * g[k]).sum();
+            assert!((y[i][0] - expected).abs() < 1e-14, "tap {i}: {} vs {expected}", y[i][0]);
+        }
+    }
+
+    #[test]
+    fn matches_direct_correlation_with_any_offset() {
+        let (c, o) = (3, 5);
+        for (input, output, pad) in [
+            ((7, 6), (7, 6), (1, 1)),
+            ((13, 13), (13, 13), (1, 1)),
+            ((5, 9), (3, 7), (0, 0)),
+            ((4, 4), (8, 6), (3, 2)),
+            ((9, 8), (5, 4), (-1, -2)),
+            ((1, 1), (1, 1), (1, 1)),
+            ((30, 19), (30, 19), (1, 1)),
+        ] {
+            let plan = Plan { n: 3, input, output, pad };
+            let x = seeded(plan.n * c * input.0 * input.1, 3);
+            let g = seeded(o * c * 9, 4);
+            let kernels = TransformedKernels::forward(&g, o, c, 1);
+            let want = direct(&plan, c, o, &x, &g);
+            // The default blocks, and blocks of 16 tiles (several per image, split images).
+            for budget in [BLOCK_BUDGET, 1] {
+                let got = conv3x3_in_blocks(&plan, &kernels, &x, None, None, false, budget);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() < 1e-12, "{plan:?}: element {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Winograd F(4×4, 3×3) frozen convolutions: against im2col in f64 and in f32 (forward and
+//! input gradient, with and without the fused ReLU), against central finite differences, and
+//! the automatic choice between the two algorithms.
+
+mod common;
+
+use candle::{DType, Tensor, Var};
+use common::{assert_close, check_grads, rand, values};
+use deepsim_kernels::{Activation, Conv2dConfig, ConvAlgorithm, FrozenConv2d};
+
+const F64: DType = DType::F64;
+const ACTS: [Activation; 2] = [Activation::Identity, Activation::Relu];
+
+/// (name, input, weight, config): every offset the input gradient meets (padding 0…3 gives
+/// offsets 2…−1), odd and tiny sizes, groups, batches.
+fn cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dConfig)> {
+    let c = Conv2dConfig::default;
+    vec![
+        ("pad 1, odd sizes", [2, 3, 7, 6], [4, 3, 3, 3], Conv2dConfig::new(1, 1)),
+        ("pad 0", [1, 2, 9, 5], [3, 2, 3, 3], Conv2dConfig::new(1, 0)),
+        ("pad 2", [2, 2, 4, 5], [3, 2, 3, 3], Conv2dConfig::new(1, 2)),
+        ("pad 3", [1, 2, 5, 4], [2, 2, 3, 3], Conv2dConfig::new(1, 3)),
+        ("pad (1, 0)", [1, 2, 6, 7], [2, 2, 3, 3], Conv2dConfig { padding: (1, 0), ..c() }),
+        ("groups 2", [2, 4, 6, 5], [6, 2, 3, 3], Conv2dConfig::new(1, 1).with_groups(2)),
+        ("1x1 image", [2, 3, 1, 1], [2, 3, 3, 3], Conv2dConfig::new(1, 1)),
+        ("13x13, batch 5", [5, 4, 13, 13], [5, 4, 3, 3], Conv2dConfig::new(1, 1)),
+    ]
+}
+
+fn layer(
+    w: &Tensor,
+    b: &Tensor,
+    cfg: Conv2dConfig,
+    act: Activation,
+    algo: ConvAlgorithm,
+) -> FrozenConv2d {
+    FrozenConv2d::new(w.clone(), Some(b.clone()), cfg)
+        .unwrap()
+        .with_activation(act)
+        .with_algorithm(algo)
+        .unwrap()
+}
+
+/// Output and input gradient of `L = Σ layer(x) ⊙ r`.
+fn output_and_grad(layer: &FrozenConv2d, x: &Tensor, r: &Tensor) -> (Tensor, Tensor) {
+    let x = Var::from_tensor(x).unwrap();
+    let y = layer.forward(x.as_tensor()).unwrap();
+    let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+    (y, grads.get(x.as_tensor()).expect("input gradient").clone())
+}
+
+#[test]
+fn winograd_equals_im2col_in_f64() {
+    for act in ACTS {
+        for (name, xs, ws, cfg) in cases() {
+            let (x, w, b) = (rand(&xs, 1, F64), rand(&ws, 2, F64), rand(&ws[..1], 3, F64));
+            let wino = layer(&w, &b, cfg, act, ConvAlgorithm::Winograd);
+            let direct = layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
+            let r = rand(wino.forward(&x).unwrap().dims(), 4, F64);
+            let (y1, g1) = output_and_grad(&wino, &x, &r);
+            let (y2, g2) = output_and_grad(&direct, &x, &r);
+            let what = format!("{name}, {act:?}");
+            assert_close(&y1, &y2, 1e-11, 1e-12, &format!("{what}: output"));
+            assert_close(&g1, &g2, 1e-11, 1e-12, &format!("{what}: input gradient"));
+        }
+    }
+}
+
+#[test]
+fn winograd_gradients_match_finite_differences() {
+    for act in ACTS {
+        for (name, xs, ws, cfg) in cases() {
+            let l = layer(
+                &rand(&ws, 5, F64),
+                &rand(&ws[..1], 6, F64),
+                cfg,
+                act,
+                ConvAlgorithm::Winograd,
+            );
+            check_grads(&[rand(&xs, 7, F64)], |a| l.forward(&a[0]).unwrap(), name);
+        }
+    }
+}
+
+#[test]
+fn winograd_reads_non_contiguous_input() {
+    let (w, b) = (rand(&[3, 2, 3, 3], 8, F64), rand(&[3], 9, F64));
+    let cfg = Conv2dConfig::new(1, 1);
+    let x = rand(&[2, 2, 6, 9], 10, F64).transpose(2, 3).unwrap();
+    assert!(!x.is_contiguous());
+    let r = rand(&[2, 3, 9, 6], 11, F64);
+    let wino = layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Winograd);
+    let direct = layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Im2col);
+    let (y1, g1) = output_and_grad(&wino, &x, &r);
+    let (y2, g2) = output_and_grad(&direct, &x.contiguous().unwrap(), &r);
+    assert_close(&y1, &y2, 1e-11, 1e-12, "transposed input: output");
+    assert_close(&g1, &g2, 1e-11, 1e-12, "transposed input: input gradient");
+}
+
+/// Largest |a − b| over the largest |b|.
+fn relative_max_error(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (values(a), values(b));
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+#[test]
+fn winograd_f32_error_is_small_at_alexnet_scale() {
+    // conv3-like layer at 13×13 with Kaiming-scaled weights, ReLU fused; the f64 im2col result
+    // is the reference for both the f32 Winograd and the f32 im2col results.
+    let (c, o) = (64, 48);
+    let x = rand(&[2, c, 13, 13], 12, F64).relu().unwrap();
+    let w = (rand(&[o, c, 3, 3], 13, F64) * (6.0 / (9 * c) as f64).sqrt()).unwrap();
+    let b = (rand(&[o], 14, F64) * 0.1).unwrap();
+    let r = rand(&[2, o, 13, 13], 15, F64);
+    let cfg = Conv2dConfig::new(1, 1);
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    let (y_ref, g_ref) =
+        output_and_grad(&layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Im2col), &x, &r);
+    for algo in [ConvAlgorithm::Winograd, ConvAlgorithm::Im2col] {
+        let l = layer(&f32(&w), &f32(&b), cfg, Activation::Relu, algo);
+        let (y, g) = output_and_grad(&l, &f32(&x), &f32(&r));
+        let (ey, eg) = (relative_max_error(&y, &y_ref), relative_max_error(&g, &g_ref));
+        // Measured (output, gradient): Winograd 5.4e-6 and 7.3e-6, im2col 5.1e-7 and 1.6e-7.
+        assert!(ey < 2e-5 && eg < 2e-5, "{algo:?}: output error {ey:e}, gradient error {eg:e}");
+    }
+}
+
+#[test]
+fn auto_picks_winograd_only_where_it_pays() {
+    let f32 = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+    let run = |xs: [usize; 4], ws: [usize; 4], stride: usize, algo: ConvAlgorithm| {
+        let (w, b) = (f32(rand(&ws, 16, F64)), f32(rand(&ws[..1], 17, F64)));
+        let l = FrozenConv2d::new(w, Some(b), Conv2dConfig::new(stride, 1)).unwrap();
+        let l = l.with_algorithm(algo).unwrap();
+        values(&l.forward(&f32(rand(&xs, 18, F64))).unwrap())
+    };
+    // f32 results of the two algorithms differ in the last bits, so equality names the one run.
+    let wide = ([2, 32, 13, 13], [32, 32, 3, 3]);
+    let auto = run(wide.0, wide.1, 1, ConvAlgorithm::Auto);
+    assert_ne!(auto, run(wide.0, wide.1, 1, ConvAlgorithm::Im2col), "results should differ");
+    assert_eq!(auto, run(wide.0, wide.1, 1, ConvAlgorithm::Winograd), "32 channels: Winograd");
+    for (why, xs, ws) in [
+        ("8 input channels", [2, 8, 13, 13], [32, 8, 3, 3]),
+        ("2x2 output", [2, 32, 2, 2], [32, 32, 3, 3]),
+    ] {
+        let auto = run(xs, ws, 1, ConvAlgorithm::Auto);
+        assert_eq!(auto, run(xs, ws, 1, ConvAlgorithm::Im2col), "{why}: im2col");
+    }
+}
+
+#[test]
+fn winograd_refuses_other_kernels() {
+    let w = rand(&[2, 2, 3, 3], 19, F64);
+    for (cfg, what) in [
+        (Conv2dConfig::new(2, 1), "stride 2"),
+        (Conv2dConfig::new(1, 1).with_dilation(2), "dilation 2"),
+    ] {
+        let err = FrozenConv2d::new(w.clone(), None, cfg)
+            .unwrap()
+            .with_algorithm(ConvAlgorithm::Winograd)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Winograd") && err.contains("3×3"), "{what}: {err}");
+    }
+    let w5 = rand(&[2, 2, 5, 5], 20, F64);
+    let err = FrozenConv2d::new(w5, None, Conv2dConfig::new(1, 2))
+        .unwrap()
+        .with_algorithm(ConvAlgorithm::Winograd)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[2, 2, 5, 5]"), "5x5 kernel: {err}");
+}
