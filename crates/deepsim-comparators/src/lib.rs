@@ -1,0 +1,27 @@
+//! Comparators for deepsim: the networks whose features a perceptual loss compares, and the
+//! weights they load.
+//!
+//! Today this crate holds the weights side ([`weights`]): readers for the files the networks'
+//! authors publish — PyTorch checkpoints in the zip and the legacy format (through a pickle
+//! reader that executes nothing and honours only an allow-list of globals), Caffe
+//! `.caffemodel` files (through prost), safetensors and Hub downloads — the conversion of each
+//! into our key names with verification, and the cache from which comparators resolve weights
+//! by name. `cargo xtask convert-weights` is its command-line front.
+//!
+//! ```no_run
+//! use deepsim_comparators::weights::{self, Arch};
+//!
+//! # fn main() -> deepsim_comparators::Result<()> {
+//! // Resolve converted LPIPS-alex heads from the cache, or learn the command that makes them.
+//! match weights::resolve(Arch::LpipsAlex, None) {
+//!     Ok(path) => println!("weights at {}", path.display()),
+//!     Err(e) => eprintln!("{e}"),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,395 @@
+//! The architectures whose published weights convert into our key names, with the exact set of
+//! tensors (names and shapes) that each conversion must produce.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::{RawTensor, TensorSet, CONVERTER_VERSION};
+use crate::error::{Error, Result};
+
+/// A weights layout that `cargo xtask convert-weights --arch NAME` produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Arch {
+    /// torchvision's AlexNet (`features.{0,3,6,8,10}`, `classifier.{1,4,6}`).
+    Alexnet,
+    /// CaffeNet, `bvlc_reference_caffenet.caffemodel`: `conv1`…`conv5` (grouped conv2, conv4,
+    /// conv5), `fc6`…`fc8`; BGR input, as published.
+    Caffenet,
+    /// The video-trained network of Wang & Gupta (2015): CaffeNet's `conv1`…`conv5` from its
+    /// caffemodel; its fully connected layers belong to the ranking task and are dropped.
+    Videonet,
+    /// VGG16, torchvision layout (timm's `pre_logits`/`head` layout is renamed to it).
+    Vgg16,
+    /// VGG19, torchvision layout (timm's layout is renamed to it).
+    Vgg19,
+    /// LPIPS linear heads over AlexNet: `lin0`…`lin4` (`[1, C, 1, 1]`), v0.0 or v0.1.
+    LpipsAlex,
+    /// LPIPS linear heads over VGG16: `lin0`…`lin4`.
+    LpipsVgg,
+    /// LPIPS linear heads over SqueezeNet 1.1: `lin0`…`lin6`.
+    LpipsSqueeze,
+    /// EfficientNet-Lite0 in the `EfficientNet-PyTorch` layout (`_conv_stem`, `_blocks.N`,
+    /// `_conv_head`, `_fc`), batch-norm counters dropped.
+    EfficientnetLite0,
+    /// Any checkpoint, every tensor kept under its own name and dtype.
+    Raw,
+}
+
+impl Arch {
+    /// Every architecture, in the order of the command's help.
+    pub const ALL: [Arch; 10] = [
+        Arch::Alexnet,
+        Arch::Caffenet,
+        Arch::Videonet,
+        Arch::Vgg16,
+        Arch::Vgg19,
+        Arch::LpipsAlex,
+        Arch::LpipsVgg,
+        Arch::LpipsSqueeze,
+        Arch::EfficientnetLite0,
+        Arch::Raw,
+    ];
+
+    /// The name used on the command line and for the cached file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Alexnet => "alexnet",
+            Arch::Caffenet => "caffenet",
+            Arch::Videonet => "videonet",
+            Arch::Vgg16 => "vgg16",
+            Arch::Vgg19 => "vgg19",
+            Arch::LpipsAlex => "lpips-alex",
+            Arch::LpipsVgg => "lpips-vgg",
+            Arch::LpipsSqueeze => "lpips-squeeze",
+            Arch::EfficientnetLite0 => "efficientnet-lite0",
+            Arch::Raw => "raw",
+        }
+    }
+
+    /// The architecture called `name`.
+    ///
+    /// # Errors
+    /// An unknown name; the message lists the known ones.
+    pub fn from_name(name: &str) -> Result<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == name).ok_or_else(|| Error::UnknownArch {
+            name: name.into(),
+            known: Arch::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The published file that converts to this architecture, for error messages.
+    pub fn source_hint(self) -> &'static str {
+        match self {
+            Arch::Alexnet => "alexnet-owt-7be5be79.pth",
+            Arch::Caffenet => "bvlc_reference_caffenet.caffemodel",
+            Arch::Videonet => "<Wang & Gupta's video_net>.caffemodel",
+            Arch::Vgg16 => "vgg16-397923af.pth",
+            Arch::Vgg19 => "vgg19-dcbb9e9d.pth",
+            Arch::LpipsAlex => "<lpips wheel>/lpips/weights/v0.1/alex.pth",
+            Arch::LpipsVgg => "<lpips wheel>/lpips/weights/v0.1/vgg.pth",
+            Arch::LpipsSqueeze => "<lpips wheel>/lpips/weights/v0.1/squeeze.pth",
+            Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
+            Arch::Raw => "<checkpoint>",
+        }
+    }
+
+    /// The tensors the conversion produces, all f32: names and shapes, in a fixed order.
+    /// Empty for [`Arch::Raw`], which keeps whatever the file holds.
+    pub fn expected(self) -> Vec<(String, Vec<usize>)> {
+        let mut out = Vec::new();
+        let mut conv = |name: String, o: usize, i: usize, k: usize, bias: bool| {
+            out.push((format!("{name}.weight"), vec![o, i, k, k]));
+            if bias {
+                out.push((format!("{name}.bias"), vec![o]));
+            }
+        };
+        match self {
+            Arch::Alexnet => {
+                for (idx, o, i, k) in [
+                    (0, 64, 3, 11),
+                    (3, 192, 64, 5),
+                    (6, 384, 192, 3),
+                    (8, 256, 384, 3),
+                    (10, 256, 256, 3),
+                ] {
+                    conv(format!("features.{idx}"), o, i, k, true);
+                }
+                linear(
+                    &mut out,
+                    &[
+                        ("classifier.1", 4096, 9216),
+                        ("classifier.4", 4096, 4096),
+                        ("classifier.6", 1000, 4096),
+                    ],
+                );
+            }
+            Arch::Caffenet | Arch::Videonet => {
+                for (name, o, i, k) in [
+                    ("conv1", 96, 3, 11),
+                    ("conv2", 256, 48, 5),
+                    ("conv3", 384, 256, 3),
+                    ("conv4", 384, 192, 3),
+                    ("conv5", 256, 192, 3),
+                ] {
+                    conv(name.into(), o, i, k, true);
+                }
+                if self == Arch::Caffenet {
+                    linear(
+                        &mut out,
+                        &[("fc6", 4096, 9216), ("fc7", 4096, 4096), ("fc8", 1000, 4096)],
+                    );
+                }
+            }
+            Arch::Vgg16 | Arch::Vgg19 => {
+                let per_stage: &[usize] =
+                    if self == Arch::Vgg16 { &[2, 2, 3, 3, 3] } else { &[2, 2, 4, 4, 4] };
+                let widths = [64, 128, 256, 512, 512];
+                let (mut idx, mut cin) = (0, 3);
+                for (&n, &w) in per_stage.iter().zip(&widths) {
+                    for _ in 0..n {
+                        conv(format!("features.{idx}"), w, cin, 3, true);
+                        cin = w;
+                        idx += 2;
+                    }
+                    idx += 1; // the stage's max-pool
+                }
+                linear(
+                    &mut out,
+                    &[
+                        ("classifier.0", 4096, 25088),
+                        ("classifier.3", 4096, 4096),
+                        ("classifier.6", 1000, 4096),
+                    ],
+                );
+            }
+            Arch::LpipsAlex | Arch::LpipsVgg | Arch::LpipsSqueeze => {
+                let widths: &[usize] = match self {
+                    Arch::LpipsAlex => &[64, 192, 384, 256, 256],
+                    Arch::LpipsVgg => &[64, 128, 256, 512, 512],
+                    _ => &[64, 128, 256, 384, 384, 512, 512],
+                };
+                for (i, &c) in widths.iter().enumerate() {
+                    out.push((format!("lin{i}.weight"), vec![1, c, 1, 1]));
+                }
+            }
+            Arch::EfficientnetLite0 => efficientnet_lite0(&mut out),
+            Arch::Raw => {}
+        }
+        out
+    }
+
+    /// Renames (and reshapes) the tensors read from a published file into this layout, converts
+    /// them to f32 and verifies the result: every expected tensor present with its shape,
+    /// nothing left over, every value finite. [`Arch::Raw`] keeps names and dtypes and checks
+    /// only that float values are finite.
+    ///
+    /// # Errors
+    /// The message names the missing, misshapen, unexpected or non-finite tensors.
+    pub fn convert(self, source: TensorSet) -> std::result::Result<TensorSet, String> {
+        let source = strip_wrappers(source);
+        if self == Arch::Raw {
+            for (name, t) in source.iter() {
+                if let Some(v) = t.to_f32() {
+                    check_finite(name, &v)?;
+                }
+            }
+            return Ok(source);
+        }
+        let renamed = self.rename(source)?;
+        let mut out = TensorSet::default();
+        let mut left = renamed;
+        let mut problems = Vec::new();
+        for (name, shape) in self.expected() {
+            let Some(t) = left.remove(&name) else {
+                problems.push(format!("`{name}` {shape:?} is missing"));
+                continue;
+            };
+            let numel: usize = shape.iter().product();
+            if t.shape != shape && !(self.reshapes(&name) && t.numel() == numel) {
+                problems.push(format!("`{name}` has shape {:?}, expected {shape:?}", t.shape));
+                continue;
+            }
+            let Some(values) = t.to_f32() else {
+                problems.push(format!("`{name}` has dtype {:?}, expected a float", t.dtype));
+                continue;
+            };
+            check_finite(&name, &values)?;
+            out.insert(name, RawTensor::from_f32(shape, &values))?;
+        }
+        if !left.is_empty() {
+            problems.push(format!("unexpected tensors: {}", left.names().join(", ")));
+        }
+        if !problems.is_empty() {
+            return Err(format!("not {} weights: {}", self.name(), problems.join("; ")));
+        }
+        Ok(out)
+    }
+
+    /// Whether a tensor may arrive in another shape with the same elements (Caffe's legacy
+    /// 4-D blobs, timm's convolutional classifier).
+    fn reshapes(self, _name: &str) -> bool {
+        matches!(self, Arch::Caffenet | Arch::Videonet | Arch::Vgg16 | Arch::Vgg19)
+    }
+
+    fn rename(self, source: TensorSet) -> std::result::Result<TensorSet, String> {
+        let mut out = TensorSet::default();
+        let timm = source.get("pre_logits.fc1.weight").is_some();
+        for (name, t) in source.iter() {
+            let new = match self {
+                Arch::LpipsAlex | Arch::LpipsVgg | Arch::LpipsSqueeze => {
+                    name.replace(".model.1.weight", ".weight")
+                }
+                Arch::EfficientnetLite0 if name.ends_with(".num_batches_tracked") => continue,
+                Arch::Videonet if name.starts_with("fc") => continue,
+                Arch::Vgg16 | Arch::Vgg19 if timm => match name {
+                    n if n.starts_with("pre_logits.fc1.") => {
+                        n.replace("pre_logits.fc1.", "classifier.0.")
+                    }
+                    n if n.starts_with("pre_logits.fc2.") => {
+                        n.replace("pre_logits.fc2.", "classifier.3.")
+                    }
+                    n if n.starts_with("head.fc.") => n.replace("head.fc.", "classifier.6."),
+                    n => n.to_owned(),
+                },
+                _ => name.to_owned(),
+            };
+            out.insert(new, t.clone())?;
+        }
+        Ok(out)
+    }
+
+    /// The metadata written beside converted tensors.
+    pub fn metadata(self, source: &Path, sha256: &str) -> HashMap<String, String> {
+        let file = source.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        HashMap::from([
+            ("arch".to_owned(), self.name().to_owned()),
+            ("source_file".to_owned(), file),
+            ("source_sha256".to_owned(), sha256.to_owned()),
+            ("converter".to_owned(), CONVERTER_VERSION.to_owned()),
+        ])
+    }
+}
+
+fn linear(out: &mut Vec<(String, Vec<usize>)>, layers: &[(&str, usize, usize)]) {
+    for &(name, o, i) in layers {
+        out.push((format!("{name}.weight"), vec![o, i]));
+        out.push((format!("{name}.bias"), vec![o]));
+    }
+}
+
+/// EfficientNet-Lite0: stem 32, seven stages (expand, kernel, stride, out, repeats), head 1280,
+/// no squeeze-excitation.
+fn efficientnet_lite0(out: &mut Vec<(String, Vec<usize>)>) {
+    let bn = |out: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            out.push((format!("{name}.{p}"), vec![c]));
+        }
+    };
+    out.push(("_conv_stem.weight".into(), vec![32, 3, 3, 3]));
+    bn(out, "_bn0", 32);
+    let stages = [
+        (1, 3, 16, 1),
+        (6, 3, 24, 2),
+        (6, 5, 40, 2),
+        (6, 3, 80, 3),
+        (6, 5, 112, 3),
+        (6, 5, 192, 4),
+        (6, 3, 320, 1),
+    ];
+    let (mut block, mut cin) = (0, 32);
+    for (expand, k, cout, repeats) in stages {
+        for _ in 0..repeats {
+            let hidden = cin * expand;
+            let p = format!("_blocks.{block}");
+            if expand != 1 {
+                out.push((format!("{p}._expand_conv.weight"), vec![hidden, cin, 1, 1]));
+                bn(out, &format!("{p}._bn0"), hidden);
+            }
+            out.push((format!("{p}._depthwise_conv.weight"), vec![hidden, 1, k, k]));
+            bn(out, &format!("{p}._bn1"), hidden);
+            out.push((format!("{p}._project_conv.weight"), vec![cout, hidden, 1, 1]));
+            bn(out, &format!("{p}._bn2"), cout);
+            cin = cout;
+            block += 1;
+        }
+    }
+    out.push(("_conv_head.weight".into(), vec![1280, 320, 1, 1]));
+    bn(out, "_bn1", 1280);
+    linear(out, &[("_fc", 1000, 1280)]);
+}
+
+/// Drops `module.` (DataParallel) from every name, and a `state_dict.`/`model.` wrapper that
+/// every name shares.
+fn strip_wrappers(source: TensorSet) -> TensorSet {
+    let names = source.names();
+    let wrapper = ["state_dict.", "model.", "net."]
+        .into_iter()
+        .find(|w| !names.is_empty() && names.iter().all(|n| n.starts_with(w)));
+    let mut out = TensorSet::default();
+    for (name, t) in source.iter() {
+        let mut n = name;
+        if let Some(w) = wrapper {
+            n = &n[w.len()..];
+        }
+        let n = n.strip_prefix("module.").unwrap_or(n);
+        // Names were unique before, and stripping a shared prefix keeps them unique; if two
+        // collide after dropping `module.`, keep the first.
+        let _ = out.insert(n.to_owned(), t.clone());
+    }
+    out
+}
+
+fn check_finite(name: &str, values: &[f32]) -> std::result::Result<(), String> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(format!("`{name}` holds {} at element {i}", values[i])),
+        None => Ok(()),
+    }
+}
+
+/// Reads `input` (any supported format), converts it to `arch` and writes `output`
+/// atomically with provenance metadata; returns the converted tensors.
+///
+/// # Errors
+/// Reading or parsing fails ([`Error::BadFile`], [`Error::Io`]), the tensors are not this
+/// architecture's ([`Error::Verify`]), or the output cannot be written.
+pub fn convert_file(arch: Arch, input: &Path, output: &Path) -> Result<TensorSet> {
+    let source = super::read_any(input)?;
+    let sha = super::sha256_file(input)?;
+    let out = arch.convert(source).map_err(|reason| Error::Verify {
+        arch: arch.name().into(),
+        path: input.to_owned(),
+        reason,
+    })?;
+    super::write_safetensors_atomic(output, &out, arch.metadata(input, &sha))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for a in Arch::ALL {
+            assert_eq!(Arch::from_name(a.name()).unwrap(), a);
+        }
+        let err = Arch::from_name("alexnet2").unwrap_err().to_string();
+        assert!(err.contains("alexnet2") && err.contains("lpips-squeeze"), "{err}");
+    }
+
+    #[test]
+    fn expected_sets_have_published_sizes() {
+        // Parameter counts published for these networks: torchvision's model docs (AlexNet
+        // 61,100,840, VGG16 138,357,544, VGG19 143,667,240) and CaffeNet's 60,965,224 (the
+        // bvlc_reference_caffenet model card); EfficientNet-Lite0's reference state dict holds
+        // 296 tensors, 49 of them batch-norm counters.
+        let count =
+            |a: Arch| a.expected().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>();
+        assert_eq!(count(Arch::Alexnet), 61_100_840);
+        assert_eq!(count(Arch::Vgg16), 138_357_544);
+        assert_eq!(count(Arch::Vgg19), 143_667_240);
+        assert_eq!(count(Arch::Caffenet), 60_965_224);
+        assert_eq!(Arch::EfficientnetLite0.expected().len(), 296 - 49);
+        assert_eq!(Arch::Raw.expected().len(), 0);
+    }
+}

