@@ -377,6 +377,56 @@ mod tests {
         assert!(err.contains("alexnet2") && err.contains("lpips-squeeze"), "{err}");
     }
 
+    fn zeros(shape: &[usize]) -> RawTensor {
+        RawTensor::from_f32(shape.to_vec(), &vec![0.0; shape.iter().product()])
+    }
+
+    #[test]
+    fn timm_vgg_names_map_to_torchvision() {
+        let mut timm = TensorSet::default();
+        for (name, shape) in [
+            ("pre_logits.fc1.weight", vec![2, 3, 7, 7]),
+            ("pre_logits.fc1.bias", vec![2]),
+            ("pre_logits.fc2.weight", vec![2, 2, 1, 1]),
+            ("head.fc.weight", vec![5, 2]),
+            ("features.0.weight", vec![4, 3, 3, 3]),
+        ] {
+            timm.insert(name.into(), zeros(&shape)).unwrap();
+        }
+        let renamed = Arch::Vgg16.rename(timm).unwrap();
+        assert_eq!(
+            renamed.names(),
+            [
+                "classifier.0.weight",
+                "classifier.0.bias",
+                "classifier.3.weight",
+                "classifier.6.weight",
+                "features.0.weight"
+            ]
+        );
+    }
+
+    #[test]
+    fn caffe_legacy_blobs_reshape_and_video_fc_layers_drop() {
+        // A V1 caffemodel's blobs: 4-D weights, biases as [1, 1, 1, n], fc as [1, 1, out, in].
+        let mut set = TensorSet::default();
+        for (name, shape) in Arch::Videonet.expected() {
+            let legacy = if shape.len() == 1 { vec![1, 1, 1, shape[0]] } else { shape };
+            set.insert(name, zeros(&legacy)).unwrap();
+        }
+        set.insert("fc6.weight".into(), zeros(&[1, 1, 2, 3])).unwrap();
+        let out = Arch::Videonet.convert(set.clone()).unwrap();
+        assert_eq!(out.get("conv2.bias").unwrap().shape, [256]);
+        assert!(out.get("fc6.weight").is_none());
+        // CaffeNet keeps its fc layers: without them the file is not CaffeNet's.
+        let err = Arch::Caffenet.convert(set).unwrap_err();
+        assert!(
+            err.contains("`fc6.weight` has shape [1, 1, 2, 3], expected [4096, 9216]"),
+            "{err}"
+        );
+        assert!(err.contains("`fc7.weight` [4096, 4096] is missing"), "{err}");
+    }
+
     #[test]
     fn expected_sets_have_published_sizes() {
         // Parameter counts published for these networks: torchvision's model docs (AlexNet
