@@ -60,6 +60,29 @@ pub enum Error {
         /// Why, and what to do.
         reason: String,
     },
+    /// An input that breaks a comparator's contract (NCHW f32 RGB in [0, 1], large enough).
+    #[error("{comparator}: input of shape {shape:?}: {reason}")]
+    Input {
+        /// The comparator.
+        comparator: String,
+        /// The input's shape.
+        shape: Vec<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tap the comparator does not offer.
+    #[error("{comparator} has no tap `{tap}` (offers: {offered})")]
+    UnknownTap {
+        /// The comparator.
+        comparator: String,
+        /// The tap asked for.
+        tap: String,
+        /// The taps it offers.
+        offered: String,
+    },
+    /// An error raised by the kernels.
+    #[error(transparent)]
+    Kernels(#[from] deepsim_kernels::Error),
     /// An error raised by candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),

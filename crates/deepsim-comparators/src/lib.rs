@@ -21,7 +21,16 @@
 //! # }
 //! ```
 
+mod alexnet;
+mod comparator;
 mod error;
+mod lpips;
+pub mod seeded;
+mod tap;
 pub mod weights;
 
+pub use alexnet::{AlexNet, AlexNetLayout};
+pub use comparator::{check_input, Comparator};
 pub use error::{Error, Result};
+pub use lpips::{Lpips, LpipsOutput};
+pub use tap::Tap;

@@ -1,0 +1,75 @@
+//! The `Comparator` trait: a frozen network whose named feature taps a perceptual loss compares,
+//! and the input contract every comparator enforces.
+
+use candle::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::tap::Tap;
+
+/// A frozen feature extractor ("comparator" C in DeePSiM, Dosovitskiy & Brox 2016, §3).
+///
+/// # Input contract
+/// NCHW f32 RGB in [0, 1], any batch, any height and width at or above
+/// [`Comparator::min_size`]. Each comparator applies its own preprocessing (mean/std, BGR,
+/// 0–255, [−1, 1]) and documents it. Weights are frozen (backward computes only the input
+/// gradient); features are differentiable with respect to the input.
+pub trait Comparator {
+    /// The comparator's name, e.g. `alexnet` or `caffenet`.
+    fn name(&self) -> &str;
+
+    /// The taps this comparator offers, shallow to deep.
+    fn taps(&self) -> &[Tap];
+
+    /// The smallest input (height, width) for which every tap exists.
+    fn min_size(&self) -> (usize, usize);
+
+    /// The activations at `taps`, in the order asked, computing no deeper than the deepest.
+    ///
+    /// # Errors
+    /// The input breaks the contract (rank, channels, dtype, size, range), or a tap is not
+    /// offered by this comparator.
+    fn features(&self, x: &Tensor, taps: &[Tap]) -> Result<Vec<Tensor>>;
+}
+
+/// Checks the input contract: rank 4, 3 channels, f32, at least `min` in height and width,
+/// values in [0, 1] (NaN is out of range). Returns (N, H, W).
+pub fn check_input(who: &str, x: &Tensor, min: (usize, usize)) -> Result<(usize, usize, usize)> {
+    let bad = |reason: String| Error::Input {
+        comparator: who.to_owned(),
+        shape: x.dims().to_vec(),
+        reason,
+    };
+    let &[n, c, h, w] = x.dims() else {
+        return Err(bad(format!("rank {}, expected 4 (NCHW)", x.rank())));
+    };
+    if x.dtype() != DType::F32 {
+        return Err(bad(format!("dtype {:?}, expected f32", x.dtype())));
+    }
+    if c != 3 {
+        return Err(bad(format!("{c} channels, expected 3 (RGB)")));
+    }
+    if n == 0 {
+        return Err(bad("empty batch".into()));
+    }
+    if h < min.0 || w < min.1 {
+        return Err(bad(format!("{h}×{w} is smaller than the minimum {}×{}", min.0, min.1)));
+    }
+    let lo = x.flatten_all()?.min(0)?.to_scalar::<f32>()?;
+    let hi = x.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    if !(lo >= 0.0 && hi <= 1.0) {
+        return Err(bad(format!("values span [{lo}, {hi}], expected [0, 1] (RGB scaled to 0–1)")));
+    }
+    Ok((n, h, w))
+}
+
+/// Checks that every tap in `asked` is offered.
+pub(crate) fn check_taps(who: &str, offered: &[Tap], asked: &[Tap]) -> Result<()> {
+    match asked.iter().find(|t| !offered.contains(t)) {
+        Some(t) => Err(Error::UnknownTap {
+            comparator: who.to_owned(),
+            tap: t.name().to_owned(),
+            offered: offered.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,139 @@
+//! LPIPS (Zhang et al., *The Unreasonable Effectiveness of Deep Features as a Perceptual
+//! Metric*, CVPR 2018) over AlexNet, as the `lpips` package computes it (v0.1): unit-normalized
+//! activations at relu1…relu5, squared differences weighted per channel by the linear heads,
+//! averaged over space, summed over layers.
+
+use std::path::Path;
+
+use candle::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::alexnet::{AlexNet, AlexNetLayout};
+use crate::comparator::check_input;
+use crate::error::{Error, Result};
+use crate::tap::Tap;
+use crate::weights::{self, Arch};
+
+const TAPS: [Tap; 5] = [Tap::Relu1, Tap::Relu2, Tap::Relu3, Tap::Relu4, Tap::Relu5];
+const WIDTHS: [usize; 5] = [64, 192, 384, 256, 256];
+
+/// LPIPS distances of a batch of pairs.
+#[derive(Clone, Debug)]
+pub struct LpipsOutput {
+    /// The distance of each pair, `[N]`.
+    pub distance: Tensor,
+    /// Each layer's share of it, `[N]` per layer (relu1 … relu5); they sum to `distance`.
+    pub per_layer: Vec<Tensor>,
+}
+
+/// LPIPS-alex: a frozen torchvision AlexNet trunk and five non-negative linear heads.
+///
+/// Inputs follow the comparator contract (NCHW f32 RGB in [0, 1], at least 63×63); they are
+/// mapped to [−1, 1] and scaled by LPIPS' own constants (shift −0.030, −0.088, −0.188; scale
+/// 0.458, 0.448, 0.450) rather than ImageNet's mean and std.
+///
+/// One deliberate difference from the reference: the channel norm is `√(Σ f² + 1e-20)`
+/// instead of `√(Σ f²)`, so that a pixel whose activations are all zero gets a finite gradient
+/// (the reference's is NaN there); values differ by less than 1e-9 relative.
+pub struct Lpips {
+    trunk: AlexNet,
+    lins: Vec<Tensor>,
+}
+
+impl Lpips {
+    /// LPIPS over `trunk` (torchvision layout) with heads `lin0.weight` … `lin4.weight`
+    /// (`[1, C, 1, 1]`) from `heads`.
+    ///
+    /// # Errors
+    /// The trunk is not torchvision-layout AlexNet, or a head is missing or misshapen.
+    pub fn alex(trunk: AlexNet, heads: VarBuilder) -> Result<Self> {
+        if trunk.layout() != AlexNetLayout::Torchvision {
+            return Err(Error::UnknownArch {
+                name: "LPIPS trunk in the Caffe layout".into(),
+                known: "torchvision AlexNet".into(),
+            });
+        }
+        let lins = WIDTHS
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| Ok(heads.pp(format!("lin{i}")).get((1, c, 1, 1), "weight")?.detach()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { trunk, lins })
+    }
+
+    /// LPIPS-alex from converted weights: the trunk (`alexnet`) and the heads (`lpips-alex`),
+    /// each from the given path or the weights cache.
+    ///
+    /// # Errors
+    /// Either file is missing (with the convert command) or malformed.
+    pub fn pretrained_alex(
+        trunk: Option<&Path>,
+        heads: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let trunk = AlexNet::pretrained(Arch::Alexnet, trunk, device)?;
+        let path = weights::resolve(Arch::LpipsAlex, heads)?;
+        let tensors = candle::safetensors::load(&path, device)
+            .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
+        Self::alex(trunk, VarBuilder::from_tensors(tensors, DType::F32, device))
+    }
+
+    fn scale(x: &Tensor) -> Result<Tensor> {
+        let dev = x.device();
+        let shift = Tensor::new(&[-0.030f32, -0.088, -0.188], dev)?.reshape((1, 3, 1, 1))?;
+        let scale = Tensor::new(&[0.458f32, 0.448, 0.450], dev)?.reshape((1, 3, 1, 1))?;
+        Ok(((x * 2.0)? - 1.0)?.broadcast_sub(&shift)?.broadcast_div(&scale)?)
+    }
+
+    /// The per-pixel map of each layer, `[N, 1, h, w]` at the layer's resolution, before the
+    /// spatial average.
+    ///
+    /// # Errors
+    /// Inputs that break the contract or differ in shape.
+    pub fn layer_maps(&self, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
+        let min = (63, 63);
+        check_input("lpips-alex", a, min)?;
+        check_input("lpips-alex", b, min)?;
+        if a.dims() != b.dims() {
+            return Err(Error::Input {
+                comparator: "lpips-alex".into(),
+                shape: b.dims().to_vec(),
+                reason: format!("the second image's shape differs from the first's {:?}", a.dims()),
+            });
+        }
+        let n = a.dim(0)?;
+        // Both images through the trunk in one batch.
+        let both = Tensor::cat(&[a, b], 0)?;
+        let feats = self.trunk.run(Self::scale(&both)?, &TAPS)?;
+        feats
+            .iter()
+            .zip(&self.lins)
+            .map(|(f, lin)| {
+                let norm = (f.sqr()?.sum_keepdim(1)? + 1e-20)?.sqrt()?;
+                let unit = f.broadcast_div(&(norm + 1e-10)?)?;
+                let diff = (unit.narrow(0, 0, n)? - unit.narrow(0, n, n)?)?.sqr()?;
+                Ok(diff.broadcast_mul(lin)?.sum_keepdim(1)?)
+            })
+            .collect()
+    }
+
+    /// The LPIPS distance of each pair (`a[i]`, `b[i]`), with each layer's share.
+    ///
+    /// # Shapes
+    /// `a`, `b`: `[N, 3, H, W]`, H and W at least 63 → `[N]`.
+    ///
+    /// # Errors
+    /// Inputs that break the contract or differ in shape.
+    pub fn forward(&self, a: &Tensor, b: &Tensor) -> Result<LpipsOutput> {
+        let per_layer = self
+            .layer_maps(a, b)?
+            .into_iter()
+            .map(|m| Ok(m.mean((1, 2, 3))?))
+            .collect::<Result<Vec<_>>>()?;
+        let mut distance = per_layer[0].clone();
+        for l in &per_layer[1..] {
+            distance = (distance + l)?;
+        }
+        Ok(LpipsOutput { distance, per_layer })
+    }
+}

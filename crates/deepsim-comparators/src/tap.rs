@@ -1,0 +1,105 @@
+//! Named feature taps: the layers of a comparator whose activations a loss may compare.
+
+/// A layer output of a comparator. AlexNet-family networks (torchvision AlexNet, CaffeNet,
+/// VideoNet, random AlexNet) offer every tap below except `Norm1`/`Norm2`, which only the Caffe
+/// layout has (its LRN layers follow the pools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tap {
+    /// conv1, before its ReLU.
+    Conv1,
+    /// conv1 after ReLU.
+    Relu1,
+    /// pool1 (3×3, stride 2).
+    Pool1,
+    /// norm1 (LRN after pool1; Caffe layout only).
+    Norm1,
+    /// conv2, before its ReLU.
+    Conv2,
+    /// conv2 after ReLU.
+    Relu2,
+    /// pool2.
+    Pool2,
+    /// norm2 (LRN after pool2; Caffe layout only).
+    Norm2,
+    /// conv3, before its ReLU.
+    Conv3,
+    /// conv3 after ReLU.
+    Relu3,
+    /// conv4, before its ReLU.
+    Conv4,
+    /// conv4 after ReLU.
+    Relu4,
+    /// conv5, before its ReLU.
+    Conv5,
+    /// conv5 after ReLU.
+    Relu5,
+    /// pool5: conv5 after pooling, the DeePSiM paper's default comparator layer.
+    Pool5,
+    /// fc6, before its ReLU.
+    Fc6,
+    /// fc6 after ReLU.
+    Relu6,
+    /// fc7, before its ReLU.
+    Fc7,
+    /// fc7 after ReLU.
+    Relu7,
+    /// fc8: the 1000 ImageNet logits.
+    Fc8,
+}
+
+impl Tap {
+    /// The tap's name as the command line and error messages spell it (`conv5`, `pool5`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tap::Conv1 => "conv1",
+            Tap::Relu1 => "relu1",
+            Tap::Pool1 => "pool1",
+            Tap::Norm1 => "norm1",
+            Tap::Conv2 => "conv2",
+            Tap::Relu2 => "relu2",
+            Tap::Pool2 => "pool2",
+            Tap::Norm2 => "norm2",
+            Tap::Conv3 => "conv3",
+            Tap::Relu3 => "relu3",
+            Tap::Conv4 => "conv4",
+            Tap::Relu4 => "relu4",
+            Tap::Conv5 => "conv5",
+            Tap::Relu5 => "relu5",
+            Tap::Pool5 => "pool5",
+            Tap::Fc6 => "fc6",
+            Tap::Relu6 => "relu6",
+            Tap::Fc7 => "fc7",
+            Tap::Relu7 => "relu7",
+            Tap::Fc8 => "fc8",
+        }
+    }
+
+    /// Every tap, shallow to deep.
+    pub const ALL: [Tap; 20] = [
+        Tap::Conv1,
+        Tap::Relu1,
+        Tap::Pool1,
+        Tap::Norm1,
+        Tap::Conv2,
+        Tap::Relu2,
+        Tap::Pool2,
+        Tap::Norm2,
+        Tap::Conv3,
+        Tap::Relu3,
+        Tap::Conv4,
+        Tap::Relu4,
+        Tap::Conv5,
+        Tap::Relu5,
+        Tap::Pool5,
+        Tap::Fc6,
+        Tap::Relu6,
+        Tap::Fc7,
+        Tap::Relu7,
+        Tap::Fc8,
+    ];
+
+    /// The tap called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Tap> {
+        Tap::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
