@@ -438,7 +438,8 @@ fn big_to_small<T: Real>(
     for_each_sub_batch(g.n, nb, &mut out, scratch, |first, out, scratch, par| {
         let images = out.len() / (g.small[0] * p_len);
         let ld = images * p_len;
-        let (cols, result) = scratch.split_at_mut(k_len * ld);
+        // Without scratch (a pointwise conv writing straight into the output) both are empty.
+        let (cols, result) = scratch.split_at_mut((k_len * ld).min(scratch.len()));
         for gi in 0..g.groups() {
             let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len);
             let src_of = |b: usize| {

@@ -21,6 +21,11 @@ fn conv2d_matches_candle() {
         ([1, 8, 12, 10], [6, 4, 5, 5], 1, 2, 1, 2),
         ([1, 4, 15, 15], [4, 4, 3, 3], 2, 2, 2, 1),
         ([3, 6, 9, 9], [5, 6, 1, 1], 1, 0, 1, 1),
+        // Pointwise on a map of over 2048 pixels, one image: the GEMM writes the output
+        // directly, with no scratch (this once panicked).
+        ([1, 6, 48, 50], [5, 6, 1, 1], 1, 0, 1, 1),
+        // Depthwise (EfficientNet's blocks).
+        ([2, 6, 11, 9], [6, 1, 5, 5], 2, 2, 1, 6),
     ];
     for (xs, ws, s, p, d, g) in cases {
         let (x, w) = (rand(&xs, 1, F32), rand(&ws, 2, F32));
