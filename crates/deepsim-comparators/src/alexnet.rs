@@ -133,7 +133,7 @@ impl AlexNet {
                 fcs.push((w, b));
             }
         }
-        let taps = Tap::ALL
+        let taps = Tap::ALEXNET
             .into_iter()
             .filter(|t| layout == AlexNetLayout::Caffe || !matches!(t, Tap::Norm1 | Tap::Norm2))
             .filter(|t| with_fc || *t <= Tap::Pool5)

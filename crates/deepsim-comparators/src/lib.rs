@@ -23,6 +23,7 @@
 
 mod alexnet;
 mod comparator;
+mod efficientnet;
 mod error;
 mod lpips;
 pub mod seeded;
@@ -31,6 +32,7 @@ pub mod weights;
 
 pub use alexnet::{AlexNet, AlexNetLayout};
 pub use comparator::{check_input, Comparator};
+pub use efficientnet::EfficientNetLite0;
 pub use error::{Error, Result};
 pub use lpips::{Lpips, LpipsOutput};
 pub use tap::Tap;

@@ -45,12 +45,31 @@ pub enum Tap {
     Relu7,
     /// fc8: the 1000 ImageNet logits.
     Fc8,
+    /// EfficientNet: the stem (3×3 stride-2 conv, batch norm, ReLU6).
+    Stem,
+    /// EfficientNet: the output of MBConv block `i` (0-based; EfficientNet-Lite0 has 16).
+    Block(u8),
+    /// EfficientNet: the head (1×1 conv to 1280 channels, batch norm, ReLU6).
+    Head,
+    /// A classifier's ImageNet logits (EfficientNet's `_fc`).
+    Logits,
 }
 
 impl Tap {
-    /// The tap's name as the command line and error messages spell it (`conv5`, `pool5`).
+    /// The tap's name as the command line and error messages spell it (`conv5`, `pool5`,
+    /// `block3`).
     pub fn name(self) -> &'static str {
+        const BLOCKS: [&str; 32] = [
+            "block0", "block1", "block2", "block3", "block4", "block5", "block6", "block7",
+            "block8", "block9", "block10", "block11", "block12", "block13", "block14", "block15",
+            "block16", "block17", "block18", "block19", "block20", "block21", "block22", "block23",
+            "block24", "block25", "block26", "block27", "block28", "block29", "block30", "block31",
+        ];
         match self {
+            Tap::Stem => "stem",
+            Tap::Block(i) => BLOCKS.get(i as usize).copied().unwrap_or("block?"),
+            Tap::Head => "head",
+            Tap::Logits => "logits",
             Tap::Conv1 => "conv1",
             Tap::Relu1 => "relu1",
             Tap::Pool1 => "pool1",
@@ -74,8 +93,8 @@ impl Tap {
         }
     }
 
-    /// Every tap, shallow to deep.
-    pub const ALL: [Tap; 20] = [
+    /// The taps of the AlexNet family, shallow to deep.
+    pub const ALEXNET: [Tap; 20] = [
         Tap::Conv1,
         Tap::Relu1,
         Tap::Pool1,
@@ -100,6 +119,12 @@ impl Tap {
 
     /// The tap called `name`, if any.
     pub fn from_name(name: &str) -> Option<Tap> {
-        Tap::ALL.into_iter().find(|t| t.name() == name)
+        if let Some(i) = name.strip_prefix("block").and_then(|i| i.parse::<u8>().ok()) {
+            return (i < 32).then_some(Tap::Block(i));
+        }
+        Tap::ALEXNET
+            .into_iter()
+            .chain([Tap::Stem, Tap::Head, Tap::Logits])
+            .find(|t| t.name() == name)
     }
 }

@@ -1,0 +1,225 @@
+//! EfficientNet-Lite0 (Tan & Le, 2019; the Lite variant without squeeze-excitation, with ReLU6)
+//! as a comparator and an ImageNet classifier, in the `EfficientNet-PyTorch` key layout of the
+//! published `efficientnet-lite0-57934424.pth`.
+
+use std::path::Path;
+
+use candle::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use deepsim_kernels::{Conv2dConfig, FrozenConv2d};
+
+use crate::comparator::{check_input, check_taps, Comparator};
+use crate::error::{Error, Result};
+use crate::tap::Tap;
+use crate::weights::{self, Arch};
+
+/// Batch-norm epsilon of the TensorFlow reference.
+const BN_EPS: f64 = 1e-3;
+/// (expand ratio, kernel, stride of the first block, output channels, repeats) per stage.
+const STAGES: [(usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+];
+
+/// A convolution with its batch norm folded in (frozen), and TensorFlow's "SAME" padding.
+struct ConvBn {
+    conv: FrozenConv2d,
+    kernel: usize,
+    stride: usize,
+}
+
+impl ConvBn {
+    /// `conv` weight `[o, i, k, k]` (no bias) and batch norm `bn` folded:
+    /// `w' = w·γ/√(σ² + ε)`, `b' = β − μ·γ/√(σ² + ε)`, computed in f64.
+    fn new(
+        vb: &VarBuilder,
+        conv: &str,
+        bn: &str,
+        shape: (usize, usize, usize),
+        groups: usize,
+        stride: usize,
+    ) -> Result<Self> {
+        let (o, i, k) = shape;
+        let w = vb.pp(conv).get((o, i, k, k), "weight")?.to_dtype(DType::F64)?;
+        let bn = vb.pp(bn);
+        let get = |name: &str| -> Result<Tensor> { Ok(bn.get(o, name)?.to_dtype(DType::F64)?) };
+        let (gamma, beta, mean, var) =
+            (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
+        let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
+        let w = w.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?.to_dtype(DType::F32)?;
+        let b = (beta - (mean * &scale)?)?.to_dtype(DType::F32)?;
+        let cfg = Conv2dConfig::new(1, 0).with_groups(groups);
+        let cfg = Conv2dConfig { stride: (stride, stride), ..cfg };
+        Ok(Self { conv: FrozenConv2d::new(w, Some(b), cfg)?, kernel: k, stride })
+    }
+
+    /// TensorFlow "SAME": output `⌈L / s⌉`, the padding split with the odd pixel after.
+    fn forward(&self, x: &Tensor, relu6: bool) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let pad = |len: usize| {
+            let out = len.div_ceil(self.stride);
+            let total = ((out - 1) * self.stride + self.kernel).saturating_sub(len);
+            (total / 2, total - total / 2)
+        };
+        let ((t, b), (l, r)) = (pad(h), pad(w));
+        let x = x.pad_with_zeros(2, t, b)?.pad_with_zeros(3, l, r)?;
+        let y = self.conv.forward(&x)?;
+        Ok(if relu6 { y.clamp(0f32, 6f32)? } else { y })
+    }
+}
+
+/// One MBConv block: 1×1 expansion (except in the first stage), depthwise k×k, 1×1 projection,
+/// and the identity shortcut when the block keeps size and channels.
+struct Block {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+/// EfficientNet-Lite0 with frozen weights and folded batch norms.
+///
+/// Input: RGB [0, 1] mapped as TensorFlow's Lite models expect, `(255·x − 127) / 128`; any
+/// size at least 32×32 (trained at 224×224). Taps: [`Tap::Stem`], [`Tap::Block`]`(0..16)`,
+/// [`Tap::Head`], [`Tap::Logits`]. Padding is TensorFlow's "SAME", computed for the actual
+/// input (the PyTorch port fixes it for 224×224; the two agree at that size).
+pub struct EfficientNetLite0 {
+    stem: ConvBn,
+    blocks: Vec<Block>,
+    head: ConvBn,
+    fc: (Tensor, Tensor),
+    taps: Vec<Tap>,
+}
+
+impl EfficientNetLite0 {
+    /// Builds the network from weights in the `EfficientNet-PyTorch` layout (`_conv_stem`,
+    /// `_bn0`, `_blocks.N._expand_conv` …, `_conv_head`, `_bn1`, `_fc`).
+    ///
+    /// # Errors
+    /// A tensor is missing or misshapen (the error names its key).
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let stem = ConvBn::new(&vb, "_conv_stem", "_bn0", (32, 3, 3), 1, 2)?;
+        let mut blocks = Vec::new();
+        let mut cin = 32;
+        for (expand, k, stride, cout, repeats) in STAGES {
+            for r in 0..repeats {
+                let p = vb.pp(format!("_blocks.{}", blocks.len()));
+                let stride = if r == 0 { stride } else { 1 };
+                let hidden = cin * expand;
+                let expand = if expand == 1 {
+                    None
+                } else {
+                    Some(ConvBn::new(&p, "_expand_conv", "_bn0", (hidden, cin, 1), 1, 1)?)
+                };
+                let depthwise =
+                    ConvBn::new(&p, "_depthwise_conv", "_bn1", (hidden, 1, k), hidden, stride)?;
+                let project = ConvBn::new(&p, "_project_conv", "_bn2", (cout, hidden, 1), 1, 1)?;
+                blocks.push(Block {
+                    expand,
+                    depthwise,
+                    project,
+                    residual: stride == 1 && cin == cout,
+                });
+                cin = cout;
+            }
+        }
+        let head = ConvBn::new(&vb, "_conv_head", "_bn1", (1280, 320, 1), 1, 1)?;
+        let fc = (
+            vb.pp("_fc").get((1000, 1280), "weight")?.detach(),
+            vb.pp("_fc").get(1000, "bias")?.detach(),
+        );
+        let taps = [Tap::Stem]
+            .into_iter()
+            .chain((0..blocks.len() as u8).map(Tap::Block))
+            .chain([Tap::Head, Tap::Logits])
+            .collect();
+        Ok(Self { stem, blocks, head, fc, taps })
+    }
+
+    /// Loads converted weights (`efficientnet-lite0`) from `path` or the weights cache.
+    ///
+    /// # Errors
+    /// [`Error::MissingWeights`] with the convert command; a malformed file or missing tensor.
+    pub fn pretrained(path: Option<&Path>, device: &Device) -> Result<Self> {
+        let path = weights::resolve(Arch::EfficientnetLite0, path)?;
+        let tensors = candle::safetensors::load(&path, device)
+            .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
+        Self::new(VarBuilder::from_tensors(tensors, DType::F32, device))
+            .map_err(|e| Error::BadFile { path, reason: e.to_string() })
+    }
+
+    /// ImageNet logits `[N, 1000]`.
+    ///
+    /// # Errors
+    /// As [`Comparator::features`].
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.features(x, &[Tap::Logits])?.remove(0))
+    }
+}
+
+impl Comparator for EfficientNetLite0 {
+    fn name(&self) -> &str {
+        "efficientnet-lite0"
+    }
+
+    fn taps(&self) -> &[Tap] {
+        &self.taps
+    }
+
+    fn min_size(&self) -> (usize, usize) {
+        (32, 32)
+    }
+
+    fn features(&self, x: &Tensor, taps: &[Tap]) -> Result<Vec<Tensor>> {
+        check_input(self.name(), x, self.min_size())?;
+        check_taps(self.name(), &self.taps, taps)?;
+        let mut got: Vec<(Tap, Tensor)> = Vec::new();
+        let mut keep = |tap: Tap, t: &Tensor| {
+            if taps.contains(&tap) {
+                got.push((tap, t.clone()));
+            }
+            taps.iter().all(|t| got.iter().any(|(g, _)| g == t))
+        };
+        let x = ((x * (255.0 / 128.0))? - 127.0 / 128.0)?;
+        let mut h = self.stem.forward(&x, true)?;
+        let mut done = keep(Tap::Stem, &h);
+        for (i, block) in self.blocks.iter().enumerate() {
+            if done {
+                break;
+            }
+            let input = h.clone();
+            if let Some(e) = &block.expand {
+                h = e.forward(&h, true)?;
+            }
+            h = block.depthwise.forward(&h, true)?;
+            h = block.project.forward(&h, false)?;
+            if block.residual {
+                h = (h + input)?;
+            }
+            done = keep(Tap::Block(i as u8), &h);
+        }
+        if !done {
+            h = self.head.forward(&h, true)?;
+            done = keep(Tap::Head, &h);
+        }
+        if !done {
+            let pooled = h.mean((2, 3))?;
+            let logits = pooled.matmul(&self.fc.0.t()?)?.broadcast_add(&self.fc.1)?;
+            keep(Tap::Logits, &logits);
+        }
+        Ok(taps
+            .iter()
+            .map(|t| {
+                got.iter()
+                    .find(|(g, _)| g == t)
+                    .map(|(_, v)| v.clone())
+                    .expect("every tap computed")
+            })
+            .collect())
+    }
+}

