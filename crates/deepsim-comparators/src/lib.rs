@@ -27,7 +27,9 @@ mod efficientnet;
 mod error;
 mod lpips;
 pub mod seeded;
+mod squeezenet;
 mod tap;
+mod vgg;
 pub mod weights;
 
 pub use alexnet::{AlexNet, AlexNetLayout};
@@ -35,4 +37,6 @@ pub use comparator::{check_input, Comparator};
 pub use efficientnet::EfficientNetLite0;
 pub use error::{Error, Result};
 pub use lpips::{Lpips, LpipsOutput};
+pub use squeezenet::SqueezeNet;
 pub use tap::Tap;
+pub use vgg::{Vgg, VggDepth};

@@ -1,7 +1,7 @@
 //! LPIPS (Zhang et al., *The Unreasonable Effectiveness of Deep Features as a Perceptual
-//! Metric*, CVPR 2018) over AlexNet, as the `lpips` package computes it (v0.1): unit-normalized
-//! activations at relu1…relu5, squared differences weighted per channel by the linear heads,
-//! averaged over space, summed over layers.
+//! Metric*, CVPR 2018) over AlexNet, VGG16 or SqueezeNet 1.1, as the `lpips` package computes it
+//! (v0.1): unit-normalized activations at the trunk's taps, squared differences weighted per
+//! channel by the linear heads, averaged over space, summed over layers.
 
 use std::path::Path;
 
@@ -11,11 +11,55 @@ use candle_nn::VarBuilder;
 use crate::alexnet::{AlexNet, AlexNetLayout};
 use crate::comparator::check_input;
 use crate::error::{Error, Result};
+use crate::squeezenet::SqueezeNet;
 use crate::tap::Tap;
+use crate::vgg::{Vgg, VggDepth};
 use crate::weights::{self, Arch};
 
-const TAPS: [Tap; 5] = [Tap::Relu1, Tap::Relu2, Tap::Relu3, Tap::Relu4, Tap::Relu5];
-const WIDTHS: [usize; 5] = [64, 192, 384, 256, 256];
+/// The network under the heads.
+enum Trunk {
+    Alex(AlexNet),
+    Vgg(Vgg),
+    Squeeze(SqueezeNet),
+}
+
+impl Trunk {
+    fn taps(&self) -> Vec<Tap> {
+        match self {
+            Trunk::Alex(_) => vec![Tap::Relu1, Tap::Relu2, Tap::Relu3, Tap::Relu4, Tap::Relu5],
+            Trunk::Vgg(_) => {
+                vec![Tap::Vgg(1, 2), Tap::Vgg(2, 2), Tap::Vgg(3, 3), Tap::Vgg(4, 3), Tap::Vgg(5, 3)]
+            }
+            Trunk::Squeeze(_) => {
+                [Tap::Relu1].into_iter().chain([3, 5, 6, 7, 8, 9].map(Tap::Fire)).collect()
+            }
+        }
+    }
+
+    fn widths(&self) -> &'static [usize] {
+        match self {
+            Trunk::Alex(_) => &[64, 192, 384, 256, 256],
+            Trunk::Vgg(_) => &[64, 128, 256, 512, 512],
+            Trunk::Squeeze(_) => &[64, 128, 256, 384, 384, 512, 512],
+        }
+    }
+
+    fn min_size(&self) -> usize {
+        match self {
+            Trunk::Alex(_) => 63,
+            Trunk::Vgg(_) => 16,
+            Trunk::Squeeze(_) => 32,
+        }
+    }
+
+    fn run(&self, x: Tensor, taps: &[Tap]) -> Result<Vec<Tensor>> {
+        match self {
+            Trunk::Alex(n) => n.run(x, taps),
+            Trunk::Vgg(n) => n.run(x, taps),
+            Trunk::Squeeze(n) => n.run(x, taps),
+        }
+    }
+}
 
 /// LPIPS distances of a batch of pairs.
 #[derive(Clone, Debug)]
@@ -26,9 +70,11 @@ pub struct LpipsOutput {
     pub per_layer: Vec<Tensor>,
 }
 
-/// LPIPS-alex: a frozen torchvision AlexNet trunk and five non-negative linear heads.
+/// LPIPS: a frozen trunk (torchvision AlexNet, VGG16 or SqueezeNet 1.1) and one non-negative
+/// linear head per tap.
 ///
-/// Inputs follow the comparator contract (NCHW f32 RGB in [0, 1], at least 63×63); they are
+/// Inputs follow the comparator contract (NCHW f32 RGB in [0, 1], at least 63×63 for alex,
+/// 16×16 for vgg, 32×32 for squeeze); they are
 /// mapped to [−1, 1] and scaled by LPIPS' own constants (shift −0.030, −0.088, −0.188; scale
 /// 0.458, 0.448, 0.450) rather than ImageNet's mean and std.
 ///
@@ -36,7 +82,8 @@ pub struct LpipsOutput {
 /// instead of `√(Σ f²)`, so that a pixel whose activations are all zero gets a finite gradient
 /// (the reference's is NaN there); values differ by less than 1e-9 relative.
 pub struct Lpips {
-    trunk: AlexNet,
+    name: &'static str,
+    trunk: Trunk,
     lins: Vec<Tensor>,
 }
 
@@ -53,12 +100,47 @@ impl Lpips {
                 known: "torchvision AlexNet".into(),
             });
         }
-        let lins = WIDTHS
+        Self::with_trunk("lpips-alex", Trunk::Alex(trunk), heads)
+    }
+
+    /// LPIPS-vgg over a VGG16 trunk, heads `lin0` … `lin4`.
+    ///
+    /// # Errors
+    /// A head is missing or misshapen.
+    pub fn vgg(trunk: Vgg, heads: VarBuilder) -> Result<Self> {
+        Self::with_trunk("lpips-vgg", Trunk::Vgg(trunk), heads)
+    }
+
+    /// LPIPS-squeeze over a SqueezeNet 1.1 trunk, heads `lin0` … `lin6`.
+    ///
+    /// # Errors
+    /// A head is missing or misshapen.
+    pub fn squeeze(trunk: SqueezeNet, heads: VarBuilder) -> Result<Self> {
+        Self::with_trunk("lpips-squeeze", Trunk::Squeeze(trunk), heads)
+    }
+
+    fn with_trunk(name: &'static str, trunk: Trunk, heads: VarBuilder) -> Result<Self> {
+        let lins = trunk
+            .widths()
             .iter()
             .enumerate()
             .map(|(i, &c)| Ok(heads.pp(format!("lin{i}")).get((1, c, 1, 1), "weight")?.detach()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { trunk, lins })
+        Ok(Self { name, trunk, lins })
+    }
+
+    /// LPIPS-vgg from converted weights (`vgg16` and `lpips-vgg`), each from the given path or
+    /// the weights cache.
+    ///
+    /// # Errors
+    /// Either file is missing (with the convert command) or malformed.
+    pub fn pretrained_vgg(
+        trunk: Option<&Path>,
+        heads: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let trunk = Vgg::pretrained(VggDepth::Vgg16, trunk, device)?;
+        Self::vgg(trunk, load_heads(Arch::LpipsVgg, heads, device)?)
     }
 
     /// LPIPS-alex from converted weights: the trunk (`alexnet`) and the heads (`lpips-alex`),
@@ -72,10 +154,12 @@ impl Lpips {
         device: &Device,
     ) -> Result<Self> {
         let trunk = AlexNet::pretrained(Arch::Alexnet, trunk, device)?;
-        let path = weights::resolve(Arch::LpipsAlex, heads)?;
-        let tensors = candle::safetensors::load(&path, device)
-            .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
-        Self::alex(trunk, VarBuilder::from_tensors(tensors, DType::F32, device))
+        Self::alex(trunk, load_heads(Arch::LpipsAlex, heads, device)?)
+    }
+
+    /// The metric's name: `lpips-alex`, `lpips-vgg` or `lpips-squeeze`.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     fn scale(x: &Tensor) -> Result<Tensor> {
@@ -91,12 +175,12 @@ impl Lpips {
     /// # Errors
     /// Inputs that break the contract or differ in shape.
     pub fn layer_maps(&self, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
-        let min = (63, 63);
-        check_input("lpips-alex", a, min)?;
-        check_input("lpips-alex", b, min)?;
+        let min = (self.trunk.min_size(), self.trunk.min_size());
+        check_input(self.name, a, min)?;
+        check_input(self.name, b, min)?;
         if a.dims() != b.dims() {
             return Err(Error::Input {
-                comparator: "lpips-alex".into(),
+                comparator: self.name.into(),
                 shape: b.dims().to_vec(),
                 reason: format!("the second image's shape differs from the first's {:?}", a.dims()),
             });
@@ -104,7 +188,7 @@ impl Lpips {
         let n = a.dim(0)?;
         // Both images through the trunk in one batch.
         let both = Tensor::cat(&[a, b], 0)?;
-        let feats = self.trunk.run(Self::scale(&both)?, &TAPS)?;
+        let feats = self.trunk.run(Self::scale(&both)?, &self.trunk.taps())?;
         feats
             .iter()
             .zip(&self.lins)
@@ -120,7 +204,7 @@ impl Lpips {
     /// The LPIPS distance of each pair (`a[i]`, `b[i]`), with each layer's share.
     ///
     /// # Shapes
-    /// `a`, `b`: `[N, 3, H, W]`, H and W at least 63 → `[N]`.
+    /// `a`, `b`: `[N, 3, H, W]`, H and W at least the trunk's minimum → `[N]`.
     ///
     /// # Errors
     /// Inputs that break the contract or differ in shape.
@@ -136,4 +220,12 @@ impl Lpips {
         }
         Ok(LpipsOutput { distance, per_layer })
     }
+}
+
+/// The heads of `arch` from `path` or the cache.
+fn load_heads(arch: Arch, path: Option<&Path>, device: &Device) -> Result<VarBuilder<'static>> {
+    let path = weights::resolve(arch, path)?;
+    let tensors = candle::safetensors::load(&path, device)
+        .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
 }

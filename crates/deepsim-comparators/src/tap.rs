@@ -53,6 +53,11 @@ pub enum Tap {
     Head,
     /// A classifier's ImageNet logits (EfficientNet's `_fc`).
     Logits,
+    /// VGG: `relu{stage}_{index}`, the ReLU after conv `index` (1-based) of stage `stage`
+    /// (1–5), e.g. `Vgg(5, 3)` = relu5_3.
+    Vgg(u8, u8),
+    /// SqueezeNet 1.1: the output of fire module `n` (2–9, the paper's numbering).
+    Fire(u8),
 }
 
 impl Tap {
@@ -65,7 +70,22 @@ impl Tap {
             "block16", "block17", "block18", "block19", "block20", "block21", "block22", "block23",
             "block24", "block25", "block26", "block27", "block28", "block29", "block30", "block31",
         ];
+        const VGG: [[&str; 4]; 5] = [
+            ["relu1_1", "relu1_2", "relu1_3", "relu1_4"],
+            ["relu2_1", "relu2_2", "relu2_3", "relu2_4"],
+            ["relu3_1", "relu3_2", "relu3_3", "relu3_4"],
+            ["relu4_1", "relu4_2", "relu4_3", "relu4_4"],
+            ["relu5_1", "relu5_2", "relu5_3", "relu5_4"],
+        ];
+        const FIRE: [&str; 8] =
+            ["fire2", "fire3", "fire4", "fire5", "fire6", "fire7", "fire8", "fire9"];
         match self {
+            Tap::Vgg(s, i) => VGG
+                .get((s as usize).wrapping_sub(1))
+                .and_then(|r| r.get((i as usize).wrapping_sub(1)))
+                .copied()
+                .unwrap_or("relu?_?"),
+            Tap::Fire(n) => FIRE.get((n as usize).wrapping_sub(2)).copied().unwrap_or("fire?"),
             Tap::Stem => "stem",
             Tap::Block(i) => BLOCKS.get(i as usize).copied().unwrap_or("block?"),
             Tap::Head => "head",
@@ -121,6 +141,13 @@ impl Tap {
     pub fn from_name(name: &str) -> Option<Tap> {
         if let Some(i) = name.strip_prefix("block").and_then(|i| i.parse::<u8>().ok()) {
             return (i < 32).then_some(Tap::Block(i));
+        }
+        if let Some(n) = name.strip_prefix("fire").and_then(|n| n.parse::<u8>().ok()) {
+            return (2..=9).contains(&n).then_some(Tap::Fire(n));
+        }
+        if let Some((s, i)) = name.strip_prefix("relu").and_then(|r| r.split_once('_')) {
+            let (s, i) = (s.parse::<u8>().ok()?, i.parse::<u8>().ok()?);
+            return ((1..=5).contains(&s) && (1..=4).contains(&i)).then_some(Tap::Vgg(s, i));
         }
         Tap::ALEXNET
             .into_iter()

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
-use deepsim_comparators::{seeded, AlexNet, AlexNetLayout, Comparator, Error, Lpips, Tap};
+use deepsim_comparators::{
+    seeded, AlexNet, AlexNetLayout, Comparator, Error, Lpips, SqueezeNet, Tap, Vgg, VggDepth,
+};
 
 fn reference() -> HashMap<String, Tensor> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/comparators.safetensors");
@@ -68,18 +70,62 @@ fn caffenet_matches_pytorch() {
     assert_matches(&got[1], &refs["caffe227.fc8"], "fc8");
 }
 
-fn seeded_lpips() -> Lpips {
-    let trunk = AlexNet::random(AlexNetLayout::Torchvision, 10, &Device::Cpu).unwrap();
-    let heads: HashMap<String, Tensor> = [64, 192, 384, 256, 256]
+/// Heads `|u|` of seeds `seed + i`, as the script draws them.
+fn seeded_heads(seed: u64, widths: &[usize]) -> VarBuilder<'static> {
+    let heads: HashMap<String, Tensor> = widths
         .iter()
         .enumerate()
         .map(|(i, &c)| {
             let v: Vec<f32> =
-                seeded::uniform(300 + i as u64, c).into_iter().map(f32::abs).collect();
+                seeded::uniform(seed + i as u64, c).into_iter().map(f32::abs).collect();
             (format!("lin{i}.weight"), Tensor::from_vec(v, (1, c, 1, 1), &Device::Cpu).unwrap())
         })
         .collect();
-    Lpips::alex(trunk, VarBuilder::from_tensors(heads, DType::F32, &Device::Cpu)).unwrap()
+    VarBuilder::from_tensors(heads, DType::F32, &Device::Cpu)
+}
+
+fn seeded_lpips() -> Lpips {
+    let trunk = AlexNet::random(AlexNetLayout::Torchvision, 10, &Device::Cpu).unwrap();
+    Lpips::alex(trunk, seeded_heads(300, &[64, 192, 384, 256, 256])).unwrap()
+}
+
+#[test]
+fn vgg16_and_squeezenet_match_pytorch() {
+    let refs = reference();
+    let vgg = Vgg::random(VggDepth::Vgg16, 30, &Device::Cpu).unwrap();
+    let taps = [Tap::Vgg(1, 2), Tap::Vgg(3, 3), Tap::Vgg(5, 3)];
+    let got = vgg.features(&image(1007, &[1, 3, 32, 32]), &taps).unwrap();
+    for (t, g) in taps.iter().zip(&got) {
+        assert_matches(g, &refs[&format!("vgg32.{}", t.name())], t.name());
+    }
+    let sq = SqueezeNet::random(40, &Device::Cpu).unwrap();
+    let taps = [Tap::Relu1, Tap::Fire(3), Tap::Fire(9)];
+    let got = sq.features(&image(1008, &[2, 3, 35, 35]), &taps).unwrap();
+    for (t, g) in taps.iter().zip(&got) {
+        assert_matches(g, &refs[&format!("sq35.{}", t.name())], t.name());
+    }
+}
+
+#[test]
+fn lpips_vgg_and_squeeze_match_the_lpips_package() {
+    let refs = reference();
+    let vgg = Lpips::vgg(
+        Vgg::random(VggDepth::Vgg16, 30, &Device::Cpu).unwrap(),
+        seeded_heads(310, &[64, 128, 256, 512, 512]),
+    )
+    .unwrap();
+    let squeeze = Lpips::squeeze(
+        SqueezeNet::random(40, &Device::Cpu).unwrap(),
+        seeded_heads(320, &[64, 128, 256, 384, 384, 512, 512]),
+    )
+    .unwrap();
+    for (lpips, key, size) in [(vgg, "lpips_vgg", 32), (squeeze, "lpips_squeeze", 40)] {
+        let (a, b) = (image(1009, &[2, 3, size, size]), image(1010, &[2, 3, size, size]));
+        let out = lpips.forward(&a, &b).unwrap();
+        assert_matches(&out.distance, &refs[&format!("{key}.distance")], key);
+        let per_layer = Tensor::stack(&out.per_layer, 0).unwrap();
+        assert_matches(&per_layer, &refs[&format!("{key}.per_layer")], key);
+    }
 }
 
 #[test]
