@@ -1,8 +1,13 @@
 //! Comparators for deepsim: the networks whose features a perceptual loss compares, and the
 //! weights they load.
 //!
-//! Today this crate holds the weights side ([`weights`]): readers for the files the networks'
-//! authors publish — PyTorch checkpoints in the zip and the legacy format (through a pickle
+//! Networks ([`Comparator`]s with named [`Tap`]s): torchvision AlexNet, CaffeNet, the video
+//! net of Wang & Gupta and AlexNet with seeded random weights ([`AlexNet`]), [`Vgg`] 16/19,
+//! [`SqueezeNet`] 1.1, [`EfficientNetLite0`] (also a classifier), and [`Lpips`] over alex, vgg
+//! and squeeze. All are frozen (backward computes only the input gradient, through
+//! deepsim-kernels) and take NCHW f32 RGB in [0, 1] of any batch and size above a minimum.
+//!
+//! The weights side ([`weights`]): readers for the files the networks' authors publish — PyTorch checkpoints in the zip and the legacy format (through a pickle
 //! reader that executes nothing and honours only an allow-list of globals), Caffe
 //! `.caffemodel` files (through prost), safetensors and Hub downloads — the conversion of each
 //! into our key names with verification, and the cache from which comparators resolve weights
@@ -26,6 +31,7 @@ mod comparator;
 mod efficientnet;
 mod error;
 mod lpips;
+mod registry;
 pub mod seeded;
 mod squeezenet;
 mod tap;
@@ -37,6 +43,7 @@ pub use comparator::{check_input, Comparator};
 pub use efficientnet::EfficientNetLite0;
 pub use error::{Error, Result};
 pub use lpips::{Lpips, LpipsOutput};
+pub use registry::{by_name, COMPARATORS};
 pub use squeezenet::SqueezeNet;
 pub use tap::Tap;
 pub use vgg::{Vgg, VggDepth};

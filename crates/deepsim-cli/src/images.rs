@@ -1,0 +1,61 @@
+//! Images in: PNG and JPEG (whatever the image crate reads) to NCHW f32 RGB in [0, 1];
+//! grayscale becomes three channels and alpha is dropped.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle::{Device, Tensor};
+use image::imageops::FilterType;
+
+/// The image at `path` as `[1, 3, H, W]`, optionally resized to `size` (width, height).
+pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Tensor> {
+    let img =
+        image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?;
+    let img = match size {
+        Some((w, h)) if (w, h) != (img.width(), img.height()) => {
+            img.resize_exact(w, h, FilterType::Triangle)
+        }
+        _ => img,
+    };
+    let rgb = img.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    let chw: Vec<f32> =
+        (0..3).flat_map(|c| rgb.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
+    Ok(Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &Device::Cpu)?)
+}
+
+/// The shorter side resized to `side` (bilinear), then the centre `side × side`: the usual
+/// ImageNet evaluation crop.
+pub fn load_center_crop(path: &Path, side: u32) -> Result<Tensor> {
+    let img =
+        image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?;
+    let (w, h) = (img.width(), img.height());
+    let scale = f64::from(side) / f64::from(w.min(h));
+    let (nw, nh) = (
+        ((f64::from(w) * scale).round() as u32).max(side),
+        ((f64::from(h) * scale).round() as u32).max(side),
+    );
+    let img = img.resize_exact(nw, nh, FilterType::Triangle);
+    let img = img.crop_imm((nw - side) / 2, (nh - side) / 2, side, side);
+    let rgb = img.to_rgb8();
+    let chw: Vec<f32> =
+        (0..3).flat_map(|c| rgb.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
+    Ok(Tensor::from_vec(chw, (1, 3, side as usize, side as usize), &Device::Cpu)?)
+}
+
+/// Two images of one size: an error naming both sizes unless `resize` (then `b` is resized to
+/// `a`'s size).
+pub fn load_pair(a: &Path, b: &Path, resize: bool) -> Result<(Tensor, Tensor)> {
+    let ta = load(a, None)?;
+    let (_, _, h, w) = ta.dims4()?;
+    let tb = load(b, resize.then_some((w as u32, h as u32)))?;
+    let (_, _, hb, wb) = tb.dims4()?;
+    if (hb, wb) != (h, w) {
+        bail!(
+            "{} is {w}×{h} but {} is {wb}×{hb}; give --resize to resize the second to the first",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok((ta, tb))
+}

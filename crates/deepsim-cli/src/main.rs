@@ -1,0 +1,257 @@
+//! `deepsim`: features, perceptual distances and ImageNet classes of images, from the
+//! comparators of `deepsim-comparators` with weights converted by `cargo xtask convert-weights`.
+
+mod images;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle::{Device, Tensor};
+use clap::{Parser, Subcommand};
+use deepsim_comparators::weights::{self, write_safetensors_atomic, RawTensor, TensorSet};
+use deepsim_comparators::{by_name, EfficientNetLite0, Lpips, Tap, COMPARATORS};
+
+/// Deep perceptual similarity: features, distances and classes of images.
+#[derive(Parser)]
+#[command(name = "deepsim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Activations of a comparator at one tap for each image, written as safetensors (one
+    /// tensor per image, named by its file stem).
+    Features {
+        /// Comparator: alexnet, caffenet, videonet, vgg16, vgg19, efficientnet-lite0,
+        /// alexnet-random, caffenet-random.
+        #[arg(long)]
+        comparator: String,
+        /// Converted weights (default: the weights cache).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Tap, e.g. pool5, relu5_3, block15.
+        #[arg(long)]
+        tap: String,
+        /// Output file (.safetensors), written atomically.
+        #[arg(long)]
+        out: PathBuf,
+        /// Images (PNG, JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// The perceptual distance between two images (one number), or between the files of two
+    /// folders matched by name (one CSV line each).
+    Compare {
+        /// lpips-alex, lpips-vgg, or feature:COMPARATOR:TAP (mean squared difference at the tap).
+        #[arg(long)]
+        metric: String,
+        /// Converted trunk weights (default: the weights cache).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Converted LPIPS heads (default: the weights cache).
+        #[arg(long)]
+        heads: Option<PathBuf>,
+        /// Print JSON with the per-layer values (LPIPS).
+        #[arg(long)]
+        json: bool,
+        /// Resize B to A's size instead of refusing different sizes.
+        #[arg(long)]
+        resize: bool,
+        /// First image or folder.
+        a: PathBuf,
+        /// Second image or folder.
+        b: PathBuf,
+    },
+    /// The five most likely ImageNet classes of each image (EfficientNet-Lite0; shorter side
+    /// resized to 224, centre crop).
+    Classify {
+        /// Converted weights (default: the weights cache).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// Class names, one per line in class order (without it, class indices are printed).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Images (PNG, JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Features { comparator, weights, tap, out, images } => {
+            features(&comparator, weights.as_deref(), &tap, &out, &images)
+        }
+        Command::Compare { metric, weights, heads, json, resize, a, b } => {
+            compare(&metric, weights.as_deref(), heads.as_deref(), json, resize, &a, &b)
+        }
+        Command::Classify { weights, labels, images } => {
+            classify(weights.as_deref(), labels.as_deref(), &images)
+        }
+    }
+}
+
+fn parse_tap(name: &str) -> Result<Tap> {
+    Tap::from_name(name).with_context(|| {
+        format!("unknown tap `{name}` (e.g. conv5, pool5, relu5_3, fire9, block15)")
+    })
+}
+
+fn features(
+    comparator: &str,
+    weights: Option<&Path>,
+    tap: &str,
+    out: &Path,
+    images: &[PathBuf],
+) -> Result<()> {
+    let net = by_name(comparator, weights, &Device::Cpu)?;
+    let tap = parse_tap(tap)?;
+    let mut set = TensorSet::default();
+    for path in images {
+        let x = images::load(path, None)?;
+        let f = net
+            .features(&x, &[tap])
+            .with_context(|| format!("{}", path.display()))?
+            .remove(0)
+            .squeeze(0)?;
+        let values: Vec<f32> = f.flatten_all()?.to_vec1()?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        set.insert(name, RawTensor::from_f32(f.dims().to_vec(), &values))
+            .map_err(anyhow::Error::msg)?;
+    }
+    let meta = HashMap::from([
+        ("comparator".to_owned(), comparator.to_owned()),
+        ("tap".to_owned(), tap.name().to_owned()),
+        ("writer".to_owned(), weights::CONVERTER_VERSION.to_owned()),
+    ]);
+    write_safetensors_atomic(out, &set, meta)?;
+    println!("{} images → {}", set.len(), out.display());
+    Ok(())
+}
+
+/// A perceptual distance of image pairs.
+enum Metric {
+    Lpips(Lpips),
+    Feature(Box<dyn deepsim_comparators::Comparator>, Tap),
+}
+
+impl Metric {
+    fn new(spec: &str, weights: Option<&Path>, heads: Option<&Path>) -> Result<Self> {
+        Ok(match spec {
+            "lpips-alex" => Metric::Lpips(Lpips::pretrained_alex(weights, heads, &Device::Cpu)?),
+            "lpips-vgg" => Metric::Lpips(Lpips::pretrained_vgg(weights, heads, &Device::Cpu)?),
+            "lpips-squeeze" => bail!("lpips-squeeze needs SqueezeNet 1.1 trunk weights, which convert-weights does not make yet"),
+            other => match other.split(':').collect::<Vec<_>>()[..] {
+                ["feature", comparator, tap] => Metric::Feature(by_name(comparator, weights, &Device::Cpu)?, parse_tap(tap)?),
+                _ => bail!("unknown metric `{other}`: lpips-alex, lpips-vgg, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
+            },
+        })
+    }
+
+    /// The distance, and per-layer values where the metric has them.
+    fn distance(&self, a: &Tensor, b: &Tensor) -> Result<(f32, Vec<f32>)> {
+        match self {
+            Metric::Lpips(l) => {
+                let out = l.forward(a, b)?;
+                let layers = out
+                    .per_layer
+                    .iter()
+                    .map(|t| t.squeeze(0)?.to_scalar::<f32>())
+                    .collect::<candle::Result<Vec<_>>>()?;
+                Ok((out.distance.squeeze(0)?.to_scalar::<f32>()?, layers))
+            }
+            Metric::Feature(c, tap) => {
+                let fa = c.features(a, &[*tap])?.remove(0);
+                let fb = c.features(b, &[*tap])?.remove(0);
+                Ok(((fa - fb)?.sqr()?.mean_all()?.to_scalar::<f32>()?, Vec::new()))
+            }
+        }
+    }
+}
+
+fn compare(
+    spec: &str,
+    weights: Option<&Path>,
+    heads: Option<&Path>,
+    json: bool,
+    resize: bool,
+    a: &Path,
+    b: &Path,
+) -> Result<()> {
+    let metric = Metric::new(spec, weights, heads)?;
+    let report = |name: Option<&str>, d: f32, layers: &[f32]| match (json, name) {
+        (true, n) => println!(
+            "{{\"metric\":\"{spec}\",{}\"distance\":{d},\"per_layer\":{layers:?}}}",
+            n.map(|n| format!("\"file\":\"{n}\",")).unwrap_or_default()
+        ),
+        (false, Some(n)) => println!("{n},{d}"),
+        (false, None) => println!("{d}"),
+    };
+    if a.is_dir() && b.is_dir() {
+        let mut names: Vec<String> = std::fs::read_dir(a)
+            .with_context(|| format!("{}", a.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        if !json {
+            println!("file,{spec}");
+        }
+        for name in names {
+            let other = b.join(&name);
+            if !other.is_file() {
+                eprintln!("warning: {} has no counterpart in {}; skipped", name, b.display());
+                continue;
+            }
+            let (x, y) = images::load_pair(&a.join(&name), &other, resize)?;
+            let (d, layers) = metric.distance(&x, &y).with_context(|| name.clone())?;
+            report(Some(&name), d, &layers);
+        }
+        return Ok(());
+    }
+    let (x, y) = images::load_pair(a, b, resize)?;
+    let (d, layers) = metric.distance(&x, &y)?;
+    report(None, d, &layers);
+    Ok(())
+}
+
+fn classify(weights: Option<&Path>, labels: Option<&Path>, images: &[PathBuf]) -> Result<()> {
+    let net = EfficientNetLite0::pretrained(weights, &Device::Cpu)?;
+    let labels: Option<Vec<String>> = match labels {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
+            let names: Vec<String> = text.lines().map(str::to_owned).collect();
+            if names.len() != 1000 {
+                bail!("{}: {} lines, expected the 1000 ImageNet classes", p.display(), names.len());
+            }
+            Some(names)
+        }
+        None => None,
+    };
+    for path in images {
+        let x = images::load_center_crop(path, 224)?;
+        let probs = candle_nn::ops::softmax(&net.logits(&x)?.squeeze(0)?, 0)?.to_vec1::<f32>()?;
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
+        println!("{}", path.display());
+        for &i in &order[..5] {
+            let name = labels.as_ref().map(|l| l[i].as_str()).unwrap_or("");
+            println!("  {:>6.2}%  class {i:>3}  {name}", probs[i] * 100.0);
+        }
+    }
+    Ok(())
+}

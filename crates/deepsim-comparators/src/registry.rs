@@ -1,0 +1,46 @@
+//! Comparators by name, as the command line and configuration files spell them.
+
+use std::path::Path;
+
+use candle::Device;
+
+use crate::alexnet::{AlexNet, AlexNetLayout};
+use crate::comparator::Comparator;
+use crate::efficientnet::EfficientNetLite0;
+use crate::error::{Error, Result};
+use crate::vgg::{Vgg, VggDepth};
+use crate::weights::Arch;
+
+/// The names [`by_name`] knows.
+pub const COMPARATORS: [&str; 8] = [
+    "alexnet",
+    "caffenet",
+    "videonet",
+    "vgg16",
+    "vgg19",
+    "efficientnet-lite0",
+    "alexnet-random",
+    "caffenet-random",
+];
+
+/// The comparator called `name`, with weights from `weights` or the cache (`*-random` take
+/// none: seeded with 0, the same everywhere).
+///
+/// # Errors
+/// An unknown name (listing the known ones); missing weights (with the convert command); a
+/// malformed weights file.
+pub fn by_name(name: &str, weights: Option<&Path>, device: &Device) -> Result<Box<dyn Comparator>> {
+    Ok(match name {
+        "alexnet" => Box::new(AlexNet::pretrained(Arch::Alexnet, weights, device)?),
+        "caffenet" => Box::new(AlexNet::pretrained(Arch::Caffenet, weights, device)?),
+        "videonet" => Box::new(AlexNet::pretrained(Arch::Videonet, weights, device)?),
+        "vgg16" => Box::new(Vgg::pretrained(VggDepth::Vgg16, weights, device)?),
+        "vgg19" => Box::new(Vgg::pretrained(VggDepth::Vgg19, weights, device)?),
+        "efficientnet-lite0" => Box::new(EfficientNetLite0::pretrained(weights, device)?),
+        "alexnet-random" => Box::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?),
+        "caffenet-random" => Box::new(AlexNet::random(AlexNetLayout::Caffe, 0, device)?),
+        other => {
+            return Err(Error::UnknownArch { name: other.into(), known: COMPARATORS.join(", ") })
+        }
+    })
+}
