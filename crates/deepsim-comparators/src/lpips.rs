@@ -185,17 +185,20 @@ impl Lpips {
                 reason: format!("the second image's shape differs from the first's {:?}", a.dims()),
             });
         }
-        let n = a.dim(0)?;
-        // Both images through the trunk in one batch.
-        let both = Tensor::cat(&[a, b], 0)?;
-        let feats = self.trunk.run(Self::scale(&both)?, &self.trunk.taps())?;
-        feats
-            .iter()
+        // Each image through the trunk on its own, so that a backward pass for `a` does not
+        // also run through `b`'s activations (as batching both would).
+        let taps = self.trunk.taps();
+        let fa = self.trunk.run(Self::scale(a)?, &taps)?;
+        let fb = self.trunk.run(Self::scale(b)?, &taps)?;
+        let unit = |f: &Tensor| -> Result<Tensor> {
+            let norm = (f.sqr()?.sum_keepdim(1)? + 1e-20)?.sqrt()?;
+            Ok(f.broadcast_div(&(norm + 1e-10)?)?)
+        };
+        fa.iter()
+            .zip(&fb)
             .zip(&self.lins)
-            .map(|(f, lin)| {
-                let norm = (f.sqr()?.sum_keepdim(1)? + 1e-20)?.sqrt()?;
-                let unit = f.broadcast_div(&(norm + 1e-10)?)?;
-                let diff = (unit.narrow(0, 0, n)? - unit.narrow(0, n, n)?)?.sqr()?;
+            .map(|((fa, fb), lin)| {
+                let diff = (unit(fa)? - unit(fb)?)?.sqr()?;
                 Ok(diff.broadcast_mul(lin)?.sum_keepdim(1)?)
             })
             .collect()

@@ -1,0 +1,87 @@
+//! Each comparator forward + backward w.r.t. the input (the cost of a perceptual loss per
+//! step, as `bench_torch.py` measures it: MSE to a fixed target, or the mean LPIPS distance),
+//! and LPIPS-alex on one 1080×800 pair.
+
+use candle::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use criterion::{black_box, Criterion};
+use deepsim_comparators::{
+    AlexNet, AlexNetLayout, Comparator, EfficientNetLite0, Lpips, Tap, Vgg, VggDepth,
+};
+
+use super::{image, slow};
+
+/// MSE between the tap of `x` and a fixed target, backward to `x`.
+fn feature_step(net: &dyn Comparator, tap: Tap, x: &Var, target: &Tensor) -> Tensor {
+    let f = net.features(x.as_tensor(), &[tap]).unwrap().remove(0);
+    let loss = (f - target).unwrap().sqr().unwrap().mean_all().unwrap();
+    loss.backward().unwrap().get(x.as_tensor()).unwrap().clone()
+}
+
+fn heads(widths: &[usize]) -> VarBuilder<'static> {
+    let t = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (format!("lin{i}.weight"), (image(&[1, c, 1, 1], 50 + i as u64))))
+        .collect();
+    VarBuilder::from_tensors(t, DType::F32, &Device::Cpu)
+}
+
+fn bench(c: &mut Criterion) {
+    let cpu = Device::Cpu;
+    let caffe = AlexNet::random(AlexNetLayout::Caffe, 1, &cpu).unwrap();
+    let vgg = Vgg::random(VggDepth::Vgg16, 2, &cpu).unwrap();
+    for (name, net, tap, n, hw) in [
+        ("caffenet_pool5_b16_227_fwdbwd_in", &caffe as &dyn Comparator, Tap::Pool5, 16, 227),
+        ("vgg16_relu5_3_b4_224_fwdbwd_in", &vgg, Tap::Vgg(5, 3), 4, 224),
+    ] {
+        let x = Var::from_tensor(&image(&[n, 3, hw, hw], 3)).unwrap();
+        let target = net.features(&image(&[n, 3, hw, hw], 4), &[tap]).unwrap().remove(0);
+        c.bench_function(&format!("cpu_{name}"), |b| {
+            b.iter(|| black_box(feature_step(net, tap, &x, &target)))
+        });
+    }
+
+    let lpips = Lpips::alex(
+        AlexNet::random(AlexNetLayout::Torchvision, 5, &cpu).unwrap(),
+        heads(&[64, 192, 384, 256, 256]),
+    )
+    .unwrap();
+    let x = Var::from_tensor(&image(&[16, 3, 227, 227], 6)).unwrap();
+    let y = image(&[16, 3, 227, 227], 7);
+    c.bench_function("cpu_lpips_alex_b16_227_fwdbwd_in", |b| {
+        b.iter(|| {
+            let d = lpips.forward(x.as_tensor(), &y).unwrap().distance.mean_all().unwrap();
+            black_box(d.backward().unwrap())
+        })
+    });
+    // pyiqa publishes 0.205 s per 1080×800 pair for LPIPS-alex on a CPU.
+    let (a, b) = (image(&[1, 3, 800, 1080], 8), image(&[1, 3, 800, 1080], 9));
+    c.bench_function("cpu_lpips_alex_1080x800_pair_fwd", |bch| {
+        bch.iter(|| black_box(lpips.forward(&a, &b).unwrap()))
+    });
+
+    let vb = {
+        let t = deepsim_comparators::weights::Arch::EfficientnetLite0
+            .expected()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, shape))| {
+                // Positive variances keep the folded batch norms finite.
+                (name, image(&shape, 100 + i as u64))
+            })
+            .collect();
+        VarBuilder::from_tensors(t, DType::F32, &cpu)
+    };
+    let eff = EfficientNetLite0::new(vb).unwrap();
+    let x = image(&[16, 3, 224, 224], 10);
+    c.bench_function("cpu_efficientnet_lite0_b16_224_fwd", |b| {
+        b.iter(|| black_box(eff.logits(&x).unwrap()))
+    });
+}
+
+criterion::criterion_group! {
+    name = benches;
+    config = slow();
+    targets = bench
+}
