@@ -190,17 +190,12 @@ impl Lpips {
         let taps = self.trunk.taps();
         let fa = self.trunk.run(Self::scale(a)?, &taps)?;
         let fb = self.trunk.run(Self::scale(b)?, &taps)?;
-        let unit = |f: &Tensor| -> Result<Tensor> {
-            let norm = (f.sqr()?.sum_keepdim(1)? + 1e-20)?.sqrt()?;
-            Ok(f.broadcast_div(&(norm + 1e-10)?)?)
-        };
+        // Per layer: unit-normalize across channels, weight the squared difference, sum over
+        // channels — one fused kernel (deepsim-kernels) with its backward.
         fa.iter()
             .zip(&fb)
             .zip(&self.lins)
-            .map(|((fa, fb), lin)| {
-                let diff = (unit(fa)? - unit(fb)?)?.sqr()?;
-                Ok(diff.broadcast_mul(lin)?.sum_keepdim(1)?)
-            })
+            .map(|((fa, fb), lin)| Ok(deepsim_kernels::unit_weighted_sq_distance(fa, fb, lin)?))
             .collect()
     }
 

@@ -6,6 +6,7 @@
 //! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
 //! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
+//! | [`unit_weighted_sq_distance`] | LPIPS' per-layer distance map in one pass, instead of a dozen elementwise ops |
 //!
 //! Every op is a candle custom op on the CPU (the CPU kernel is the reference) with a backward
 //! pass, so it composes with candle's autograd. On CUDA and Metal the same functions run a
@@ -35,6 +36,7 @@ mod gemm;
 mod lrn;
 mod pool;
 mod strided;
+mod unit_distance;
 mod winograd;
 
 pub use conv::{
@@ -44,6 +46,7 @@ pub use conv::{
 pub use error::{Error, Result};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
 pub use pool::{max_pool2d, MaxPool2dConfig, PoolRounding};
+pub use unit_distance::unit_weighted_sq_distance;
 
 /// Implementations built only from candle's built-in tensor ops, with the same semantics as the
 /// CPU kernels. They are what non-CPU devices run today, and they are public so that tests can

@@ -1,0 +1,229 @@
+//! The per-pixel distance of LPIPS (Zhang et al., 2018, eq. 1) in one pass over memory:
+//! activations unit-normalized across channels, squared differences weighted per channel and
+//! summed over channels — with its backward, instead of a dozen elementwise ops and their
+//! intermediate tensors.
+
+use candle::backend::BackendStorage;
+use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::check::{by_float_dtype, contiguous, nchw, same_dtype_device, Real};
+use crate::error::{invalid, Result};
+
+/// Added under the square root of the channel norm, so that an all-zero pixel has a finite
+/// gradient (the `lpips` package's norm has none there).
+const NORM_FLOOR: f64 = 1e-20;
+/// Added to the channel norm before dividing, as the `lpips` package does.
+const NORM_EPS: f64 = 1e-10;
+
+/// `d[n, 0, y, x] = Σ_c w_c (a_c / ‖a‖ − b_c / ‖b‖)²` with `‖a‖ = √(Σ_c a_c² + 1e-20) + 1e-10`
+/// at each pixel: LPIPS' distance map for one layer before the spatial average.
+/// Differentiable w.r.t. `a` and `b` (first order); `weights` are constants.
+///
+/// # Shapes
+/// `a`, `b` `[N, C, H, W]`, `weights` `[C]` (or `[1, C, 1, 1]`) → `[N, 1, H, W]`.
+///
+/// # Errors
+/// Rank, dtype (f32/f64) or device mismatches, `a` and `b` of different shapes, weights not
+/// of length C.
+pub fn unit_weighted_sq_distance(a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    const OP: &str = "unit_weighted_sq_distance";
+    let dims = nchw(OP, "a", a)?;
+    nchw(OP, "b", b)?;
+    same_dtype_device(OP, "b", b, a)?;
+    same_dtype_device(OP, "weights", weights, a)?;
+    if b.dims() != a.dims() {
+        return Err(invalid(OP, "b", b.dims(), format!("expected the shape of a, {:?}", a.dims())));
+    }
+    if weights.elem_count() != dims[1] {
+        return Err(invalid(OP, "weights", weights.dims(), format!("expected {} values", dims[1])));
+    }
+    if !a.device().is_cpu() {
+        return composite(a, b, weights);
+    }
+    let w: Vec<f64> = weights.flatten_all()?.to_dtype(candle::DType::F64)?.to_vec1()?;
+    Ok(a.apply_op2(b, UnitDistanceOp { w })?)
+}
+
+/// The same from candle's built-ins (other devices).
+fn composite(a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    let unit = |f: &Tensor| -> Result<Tensor> {
+        let norm = (f.sqr()?.sum_keepdim(1)? + NORM_FLOOR)?.sqrt()?;
+        Ok(f.broadcast_div(&(norm + NORM_EPS)?)?)
+    };
+    let w = weights.reshape((1, a.dim(1)?, 1, 1))?;
+    Ok((unit(a)? - unit(b)?)?.sqr()?.broadcast_mul(&w)?.sum_keepdim(1)?)
+}
+
+struct UnitDistanceOp {
+    w: Vec<f64>,
+}
+
+/// Per image: `1 / ‖a‖`, `√(Σ a² + floor)` at each pixel.
+fn norms<T: Real>(f: &[T], c: usize, hw: usize) -> (Vec<T>, Vec<T>) {
+    let mut sum = vec![T::zero(); hw];
+    for plane in f.chunks_exact(hw).take(c) {
+        for (s, &v) in sum.iter_mut().zip(plane) {
+            *s += v * v;
+        }
+    }
+    let root: Vec<T> = sum.iter().map(|&s| T::from_f64((s.to_f64() + NORM_FLOOR).sqrt())).collect();
+    let inv = root.iter().map(|&r| T::from_f64(1.0 / (r.to_f64() + NORM_EPS))).collect();
+    (inv, root)
+}
+
+fn forward<T: Real>(a: &[T], b: &[T], w: &[f64], dims: [usize; 4]) -> Vec<T> {
+    let [n, c, h, wd] = dims;
+    let hw = h * wd;
+    let mut out = vec![T::zero(); n * hw];
+    out.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
+        let (fa, fb) = (&a[i * c * hw..(i + 1) * c * hw], &b[i * c * hw..(i + 1) * c * hw]);
+        let ((ia, _), (ib, _)) = (norms(fa, c, hw), norms(fb, c, hw));
+        for ch in 0..c {
+            let wc = T::from_f64(w[ch]);
+            let (pa, pb) = (&fa[ch * hw..(ch + 1) * hw], &fb[ch * hw..(ch + 1) * hw]);
+            for p in 0..hw {
+                let r = pa[p] * ia[p] - pb[p] * ib[p];
+                d[p] += wc * r * r;
+            }
+        }
+    });
+    out
+}
+
+/// Gradients w.r.t. `a` and `b` given the output gradient `g` `[N, 1, H, W]`:
+/// `∂/∂a_k = g (2 w_k r_k / ‖a‖ − a_k T_a / (‖a‖² √(Σa²+floor)))`, `T_a = Σ_c 2 w_c r_c a_c`,
+/// with `r = a/‖a‖ − b/‖b‖`; for `b` the same with `−r`.
+fn backward<T: Real>(a: &[T], b: &[T], g: &[T], w: &[f64], dims: [usize; 4]) -> (Vec<T>, Vec<T>) {
+    let [_, c, h, wd] = dims;
+    let hw = h * wd;
+    let mut ga = vec![T::zero(); a.len()];
+    let mut gb = vec![T::zero(); b.len()];
+    ga.par_chunks_mut(c * hw).zip(gb.par_chunks_mut(c * hw)).enumerate().for_each(
+        |(i, (ga, gb))| {
+            let (fa, fb) = (&a[i * c * hw..(i + 1) * c * hw], &b[i * c * hw..(i + 1) * c * hw]);
+            let g = &g[i * hw..(i + 1) * hw];
+            let ((ia, ra), (ib, rb)) = (norms(fa, c, hw), norms(fb, c, hw));
+            let two = T::from_f64(2.0);
+            let (mut ta, mut tb) = (vec![T::zero(); hw], vec![T::zero(); hw]);
+            for ch in 0..c {
+                let wc = T::from_f64(w[ch]);
+                let (pa, pb) = (&fa[ch * hw..(ch + 1) * hw], &fb[ch * hw..(ch + 1) * hw]);
+                let (qa, qb) = (&mut ga[ch * hw..(ch + 1) * hw], &mut gb[ch * hw..(ch + 1) * hw]);
+                for p in 0..hw {
+                    let wr = two * wc * (pa[p] * ia[p] - pb[p] * ib[p]);
+                    ta[p] += wr * pa[p];
+                    tb[p] += wr * pb[p];
+                    qa[p] = wr * ia[p];
+                    qb[p] = T::zero() - wr * ib[p];
+                }
+            }
+            let ka: Vec<T> = (0..hw).map(|p| ta[p] * ia[p] * ia[p] / ra[p]).collect();
+            let kb: Vec<T> = (0..hw).map(|p| tb[p] * ib[p] * ib[p] / rb[p]).collect();
+            for ch in 0..c {
+                let (pa, pb) = (&fa[ch * hw..(ch + 1) * hw], &fb[ch * hw..(ch + 1) * hw]);
+                let (qa, qb) = (&mut ga[ch * hw..(ch + 1) * hw], &mut gb[ch * hw..(ch + 1) * hw]);
+                for p in 0..hw {
+                    qa[p] = g[p] * (qa[p] - pa[p] * ka[p]);
+                    qb[p] = g[p] * (qb[p] + pb[p] * kb[p]);
+                }
+            }
+        },
+    );
+    (ga, gb)
+}
+
+fn run_forward<T: Real>(
+    op: &UnitDistanceOp,
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+) -> candle::Result<CpuStorage> {
+    let dims: [usize; 4] =
+        a.1.dims()
+            .try_into()
+            .map_err(|_| candle::Error::Msg("unit_weighted_sq_distance: rank".into()))?;
+    let (fa, fb) = (contiguous(a.0.as_slice::<T>()?, a.1), contiguous(b.0.as_slice::<T>()?, b.1));
+    Ok(T::to_cpu_storage_owned(forward(&fa, &fb, &op.w, dims)))
+}
+
+impl CustomOp2 for UnitDistanceOp {
+    fn name(&self) -> &'static str {
+        "deepsim-unit-weighted-sq-distance"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let out = by_float_dtype!(
+            "unit_weighted_sq_distance",
+            a.dtype(),
+            run_forward(self, (a, al), (b, bl))
+        )?;
+        let d = al.dims();
+        Ok((out, Shape::from((d[0], 1, d[2], d[3]))))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_of = |want: usize| {
+            a.apply_op3_no_bwd(b, grad, &UnitDistanceGradOp { w: self.w.clone(), want })
+        };
+        let ga = if a.track_op() { Some(grad_of(0)?) } else { None };
+        let gb = if b.track_op() { Some(grad_of(1)?) } else { None };
+        Ok((ga, gb))
+    }
+}
+
+/// (a, b, output gradient) → the gradient w.r.t. `a` (`want` 0) or `b` (1).
+struct UnitDistanceGradOp {
+    w: Vec<f64>,
+    want: usize,
+}
+
+fn run_backward<T: Real>(
+    op: &UnitDistanceGradOp,
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+    g: (&CpuStorage, &Layout),
+) -> candle::Result<CpuStorage> {
+    let dims: [usize; 4] =
+        a.1.dims()
+            .try_into()
+            .map_err(|_| candle::Error::Msg("unit_weighted_sq_distance: rank".into()))?;
+    let (fa, fb) = (contiguous(a.0.as_slice::<T>()?, a.1), contiguous(b.0.as_slice::<T>()?, b.1));
+    let g = contiguous(g.0.as_slice::<T>()?, g.1);
+    let (ga, gb) = backward(&fa, &fb, &g, &op.w, dims);
+    Ok(T::to_cpu_storage_owned(if op.want == 0 { ga } else { gb }))
+}
+
+impl candle::CustomOp3 for UnitDistanceGradOp {
+    fn name(&self) -> &'static str {
+        "deepsim-unit-weighted-sq-distance-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let out = by_float_dtype!(
+            "unit_weighted_sq_distance backward",
+            a.dtype(),
+            run_backward(self, (a, al), (b, bl), (g, gl))
+        )?;
+        Ok((out, al.shape().clone()))
+    }
+}
