@@ -12,7 +12,7 @@ use deepsim_kernels::{
     MaxPool2dConfig, PoolRounding,
 };
 
-use crate::comparator::{check_input, check_taps, Comparator};
+use crate::comparator::{check_input, check_taps, imagenet_normalize, load_weights, Comparator};
 use crate::error::{Error, Result};
 use crate::seeded;
 use crate::tap::Tap;
@@ -160,9 +160,7 @@ impl AlexNet {
             }
         };
         let path = weights::resolve(arch, path)?;
-        let tensors = candle::safetensors::load(&path, device)
-            .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let vb = load_weights(&path, device)?;
         Self::new(arch.name(), layout, with_fc, vb)
             .map_err(|e| Error::BadFile { path, reason: e.to_string() })
     }
@@ -193,11 +191,7 @@ impl AlexNet {
     pub(crate) fn preprocess(&self, x: &Tensor) -> Result<Tensor> {
         let dev = x.device();
         Ok(match self.layout {
-            AlexNetLayout::Torchvision => {
-                let mean = Tensor::new(&[0.485f32, 0.456, 0.406], dev)?.reshape((1, 3, 1, 1))?;
-                let std = Tensor::new(&[0.229f32, 0.224, 0.225], dev)?.reshape((1, 3, 1, 1))?;
-                x.broadcast_sub(&mean)?.broadcast_div(&std)?
-            }
+            AlexNetLayout::Torchvision => imagenet_normalize(x)?,
             AlexNetLayout::Caffe => {
                 let bgr = x.index_select(&Tensor::new(&[2u32, 1, 0], dev)?, 1)?;
                 let mean = Tensor::new(&[104.006_99f32, 116.668_77, 122.678_91], dev)?

@@ -1,7 +1,10 @@
 //! The `Comparator` trait: a frozen network whose named feature taps a perceptual loss compares,
 //! and the input contract every comparator enforces.
 
-use candle::{DType, Tensor};
+use std::path::Path;
+
+use candle::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::tap::Tap;
@@ -72,4 +75,29 @@ pub(crate) fn check_taps(who: &str, offered: &[Tap], asked: &[Tap]) -> Result<()
         }),
         None => Ok(()),
     }
+}
+
+/// torchvision's input normalization: ImageNet's channel mean and standard deviation.
+pub(crate) fn imagenet_normalize(x: &Tensor) -> Result<Tensor> {
+    let dev = x.device();
+    let mean = Tensor::new(&[0.485f32, 0.456, 0.406], dev)?.reshape((1, 3, 1, 1))?;
+    let std = Tensor::new(&[0.229f32, 0.224, 0.225], dev)?.reshape((1, 3, 1, 1))?;
+    Ok(x.broadcast_sub(&mean)?.broadcast_div(&std)?)
+}
+
+/// The activations of `taps`, in order, from the (tap, activation) pairs a pass collected.
+pub(crate) fn in_order(taps: &[Tap], got: &[(Tap, Tensor)]) -> Vec<Tensor> {
+    taps.iter()
+        .map(|t| {
+            got.iter().find(|(g, _)| g == t).map(|(_, v)| v.clone()).expect("every tap computed")
+        })
+        .collect()
+}
+
+/// A `VarBuilder` over the tensors of a converted weights file; a malformed file is an error
+/// naming it.
+pub(crate) fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
+    let tensors = candle::safetensors::load(path, device)
+        .map_err(|e| Error::BadFile { path: path.to_owned(), reason: e.to_string() })?;
+    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
 }

@@ -8,7 +8,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{Conv2dConfig, FrozenConv2d};
 
-use crate::comparator::{check_input, check_taps, Comparator};
+use crate::comparator::{check_input, check_taps, in_order, load_weights, Comparator};
 use crate::error::{Error, Result};
 use crate::tap::Tap;
 use crate::weights::{self, Arch};
@@ -147,9 +147,7 @@ impl EfficientNetLite0 {
     /// [`Error::MissingWeights`] with the convert command; a malformed file or missing tensor.
     pub fn pretrained(path: Option<&Path>, device: &Device) -> Result<Self> {
         let path = weights::resolve(Arch::EfficientnetLite0, path)?;
-        let tensors = candle::safetensors::load(&path, device)
-            .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
-        Self::new(VarBuilder::from_tensors(tensors, DType::F32, device))
+        Self::new(load_weights(&path, device)?)
             .map_err(|e| Error::BadFile { path, reason: e.to_string() })
     }
 
@@ -212,14 +210,6 @@ impl Comparator for EfficientNetLite0 {
             let logits = pooled.matmul(&self.fc.0.t()?)?.broadcast_add(&self.fc.1)?;
             keep(Tap::Logits, &logits);
         }
-        Ok(taps
-            .iter()
-            .map(|t| {
-                got.iter()
-                    .find(|(g, _)| g == t)
-                    .map(|(_, v)| v.clone())
-                    .expect("every tap computed")
-            })
-            .collect())
+        Ok(in_order(taps, &got))
     }
 }

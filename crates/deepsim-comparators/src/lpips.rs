@@ -5,11 +5,11 @@
 
 use std::path::Path;
 
-use candle::{DType, Device, Tensor};
+use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::alexnet::{AlexNet, AlexNetLayout};
-use crate::comparator::check_input;
+use crate::comparator::{check_input, load_weights};
 use crate::error::{Error, Result};
 use crate::squeezenet::SqueezeNet;
 use crate::tap::Tap;
@@ -222,8 +222,5 @@ impl Lpips {
 
 /// The heads of `arch` from `path` or the cache.
 fn load_heads(arch: Arch, path: Option<&Path>, device: &Device) -> Result<VarBuilder<'static>> {
-    let path = weights::resolve(arch, path)?;
-    let tensors = candle::safetensors::load(&path, device)
-        .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
-    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
+    load_weights(&weights::resolve(arch, path)?, device)
 }

@@ -9,7 +9,7 @@ use deepsim_kernels::{
     max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig, PoolRounding,
 };
 
-use crate::comparator::{check_input, check_taps, Comparator};
+use crate::comparator::{check_input, check_taps, imagenet_normalize, in_order, Comparator};
 use crate::error::Result;
 use crate::seeded;
 use crate::tap::Tap;
@@ -132,12 +132,7 @@ impl SqueezeNet {
             h = Tensor::cat(&[fire.expand1.forward(&s)?, fire.expand3.forward(&s)?], 1)?;
             done = keep(Tap::Fire(n as u8 + 2), &h);
         }
-        Ok(taps
-            .iter()
-            .map(|t| {
-                got.iter().find(|(g, _)| g == t).map(|(_, v)| v.clone()).expect("tap computed")
-            })
-            .collect())
+        Ok(in_order(taps, &got))
     }
 }
 
@@ -156,9 +151,6 @@ impl Comparator for SqueezeNet {
 
     fn features(&self, x: &Tensor, taps: &[Tap]) -> Result<Vec<Tensor>> {
         check_input(self.name(), x, self.min_size())?;
-        let dev = x.device();
-        let mean = Tensor::new(&[0.485f32, 0.456, 0.406], dev)?.reshape((1, 3, 1, 1))?;
-        let std = Tensor::new(&[0.229f32, 0.224, 0.225], dev)?.reshape((1, 3, 1, 1))?;
-        self.run(x.broadcast_sub(&mean)?.broadcast_div(&std)?, taps)
+        self.run(imagenet_normalize(x)?, taps)
     }
 }

@@ -8,7 +8,9 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig};
 
-use crate::comparator::{check_input, check_taps, Comparator};
+use crate::comparator::{
+    check_input, check_taps, imagenet_normalize, in_order, load_weights, Comparator,
+};
 use crate::error::{Error, Result};
 use crate::seeded;
 use crate::tap::Tap;
@@ -96,9 +98,7 @@ impl Vgg {
             VggDepth::Vgg19 => Arch::Vgg19,
         };
         let path = weights::resolve(arch, path)?;
-        let tensors = candle::safetensors::load(&path, device)
-            .map_err(|e| Error::BadFile { path: path.clone(), reason: e.to_string() })?;
-        Self::new(depth, VarBuilder::from_tensors(tensors, DType::F32, device))
+        Self::new(depth, load_weights(&path, device)?)
             .map_err(|e| Error::BadFile { path, reason: e.to_string() })
     }
 
@@ -138,12 +138,7 @@ impl Vgg {
                 h = max_pool2d(&h, &pool)?;
             }
         }
-        Ok(taps
-            .iter()
-            .map(|t| {
-                got.iter().find(|(g, _)| g == t).map(|(_, v)| v.clone()).expect("tap computed")
-            })
-            .collect())
+        Ok(in_order(taps, &got))
     }
 }
 
@@ -162,9 +157,6 @@ impl Comparator for Vgg {
 
     fn features(&self, x: &Tensor, taps: &[Tap]) -> Result<Vec<Tensor>> {
         check_input(self.name, x, self.min_size())?;
-        let dev = x.device();
-        let mean = Tensor::new(&[0.485f32, 0.456, 0.406], dev)?.reshape((1, 3, 1, 1))?;
-        let std = Tensor::new(&[0.229f32, 0.224, 0.225], dev)?.reshape((1, 3, 1, 1))?;
-        self.run(x.broadcast_sub(&mean)?.broadcast_div(&std)?, taps)
+        self.run(imagenet_normalize(x)?, taps)
     }
 }
