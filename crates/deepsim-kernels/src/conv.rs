@@ -147,6 +147,19 @@ impl Geom {
     fn is_pointwise(&self) -> bool {
         self.kernel == (1, 1) && self.cfg.stride == (1, 1) && self.cfg.padding == (0, 0)
     }
+    /// One input and one output channel per group: a depthwise convolution.
+    fn depthwise(&self) -> Option<crate::depthwise::Depthwise> {
+        (self.big_cg() == 1 && self.small_cg() == 1).then_some(crate::depthwise::Depthwise {
+            planes: self.n * self.big[0],
+            channels: self.big[0],
+            big: (self.big[1], self.big[2]),
+            small: (self.small[1], self.small[2]),
+            kernel: self.kernel,
+            stride: self.cfg.stride,
+            padding: self.cfg.padding,
+            dilation: self.cfg.dilation,
+        })
+    }
     fn weight_dims(&self) -> [usize; 4] {
         [self.small[0], self.big_cg(), self.kernel.0, self.kernel.1]
     }
@@ -426,6 +439,9 @@ fn big_to_small<T: Real>(
     bias: Option<&[T]>,
     act: Activation,
 ) -> Vec<T> {
+    if let Some(d) = g.depthwise() {
+        return crate::depthwise::forward(&d, big, weight, bias, act == Activation::Relu);
+    }
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
     let per_thread = g.n.div_ceil(rayon::current_num_threads().min(g.n));
@@ -508,6 +524,9 @@ fn small_to_big<T: Real>(
     bias: Option<&[T]>,
     relu_out: Option<&[T]>,
 ) -> Vec<T> {
+    if let (Some(d), None) = (g.depthwise(), bias) {
+        return crate::depthwise::input_grad(&d, small, weight, relu_out);
+    }
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
     let per_thread = g.n.div_ceil(rayon::current_num_threads().min(g.n));

@@ -31,6 +31,7 @@
 
 mod check;
 mod conv;
+mod depthwise;
 mod error;
 mod gemm;
 mod lrn;

@@ -34,6 +34,14 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dConfig)> {
         // Batch 5: several images share one GEMM (the kernels batch small feature maps).
         ("batch 5, groups 2", [5, 4, 5, 4], [4, 2, 3, 3], Conv2dConfig::new(1, 1).with_groups(2)),
         ("alexnet conv1-like k11 s4", [1, 3, 19, 18], [2, 3, 11, 11], Conv2dConfig::new(4, 2)),
+        // Depthwise (one channel per group): direct loops instead of im2col.
+        ("depthwise 5x5 s2", [2, 3, 7, 6], [3, 1, 5, 5], Conv2dConfig::new(2, 2).with_groups(3)),
+        (
+            "depthwise 3x3 dilation 2",
+            [1, 4, 8, 7],
+            [4, 1, 3, 3],
+            Conv2dConfig::new(1, 2).with_dilation(2).with_groups(4),
+        ),
     ]
 }
 
@@ -79,6 +87,7 @@ fn conv_transpose2d_gradients() {
             ConvTranspose2dConfig::new(2, 1).with_output_padding((1, 1)),
         ),
         ("groups 2", [2, 4, 3, 3], [4, 3, 3, 3], ConvTranspose2dConfig::new(2, 0).with_groups(2)),
+        ("depthwise", [2, 3, 4, 3], [3, 1, 4, 4], ConvTranspose2dConfig::new(2, 1).with_groups(3)),
         (
             "dilation (2,1)",
             [1, 2, 4, 5],
