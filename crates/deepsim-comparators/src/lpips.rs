@@ -199,6 +199,29 @@ impl Lpips {
             .collect()
     }
 
+    /// The spatial map of LPIPS (the `lpips` package's `spatial=True`): each layer's map
+    /// upsampled bilinearly to the input's size (PyTorch's `align_corners=False`) and summed.
+    /// Not differentiable (candle has no backward for bilinear upsampling); use
+    /// [`Lpips::forward`] as a loss.
+    ///
+    /// # Shapes
+    /// `a`, `b`: `[N, 3, H, W]` → `[N, 1, H, W]`.
+    ///
+    /// # Errors
+    /// Inputs that break the contract or differ in shape.
+    pub fn spatial_map(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = a.dims4()?;
+        let mut total: Option<Tensor> = None;
+        for m in self.layer_maps(a, b)? {
+            let up = m.detach().upsample_bilinear2d(h, w, false)?;
+            total = Some(match total {
+                Some(t) => (t + up)?,
+                None => up,
+            });
+        }
+        Ok(total.expect("every trunk has taps"))
+    }
+
     /// The LPIPS distance of each pair (`a[i]`, `b[i]`), with each layer's share.
     ///
     /// # Shapes

@@ -137,6 +137,7 @@ fn lpips_matches_the_lpips_package() {
     assert_matches(&out.distance, &refs["lpips.distance"], "distance");
     let per_layer = Tensor::stack(&out.per_layer, 0).unwrap();
     assert_matches(&per_layer, &refs["lpips.per_layer"], "per layer");
+    assert_matches(&lpips.spatial_map(&a, &b).unwrap(), &refs["lpips.spatial"], "spatial map");
 
     // Properties: d(x, x) = 0, symmetry, finite input gradients.
     let same = lpips.forward(&a, &a).unwrap().distance.to_vec1::<f32>().unwrap();
