@@ -25,8 +25,8 @@ enum Command {
     /// Activations of a comparator at one tap for each image, written as safetensors (one
     /// tensor per image, named by its file stem).
     Features {
-        /// Comparator: alexnet, caffenet, videonet, vgg16, vgg19, efficientnet-lite0,
-        /// alexnet-random, caffenet-random.
+        /// Comparator: alexnet, caffenet, videonet, vgg16, vgg19, squeezenet1_1,
+        /// efficientnet-lite0, alexnet-random, caffenet-random.
         #[arg(long)]
         comparator: String,
         /// Converted weights (default: the weights cache).
@@ -45,7 +45,8 @@ enum Command {
     /// The perceptual distance between two images (one number), or between the files of two
     /// folders matched by name (one CSV line each).
     Compare {
-        /// lpips-alex, lpips-vgg, or feature:COMPARATOR:TAP (mean squared difference at the tap).
+        /// lpips-alex, lpips-vgg, lpips-squeeze, or feature:COMPARATOR:TAP (mean squared
+        /// difference at the tap).
         #[arg(long)]
         metric: String,
         /// Converted trunk weights (default: the weights cache).
@@ -153,10 +154,10 @@ impl Metric {
         Ok(match spec {
             "lpips-alex" => Metric::Lpips(Lpips::pretrained_alex(weights, heads, &Device::Cpu)?),
             "lpips-vgg" => Metric::Lpips(Lpips::pretrained_vgg(weights, heads, &Device::Cpu)?),
-            "lpips-squeeze" => bail!("lpips-squeeze needs SqueezeNet 1.1 trunk weights, which convert-weights does not make yet"),
+            "lpips-squeeze" => Metric::Lpips(Lpips::pretrained_squeeze(weights, heads, &Device::Cpu)?),
             other => match other.split(':').collect::<Vec<_>>()[..] {
                 ["feature", comparator, tap] => Metric::Feature(by_name(comparator, weights, &Device::Cpu)?, parse_tap(tap)?),
-                _ => bail!("unknown metric `{other}`: lpips-alex, lpips-vgg, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
+                _ => bail!("unknown metric `{other}`: lpips-alex, lpips-vgg, lpips-squeeze, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
             },
         })
     }

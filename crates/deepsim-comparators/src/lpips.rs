@@ -157,6 +157,20 @@ impl Lpips {
         Self::alex(trunk, load_heads(Arch::LpipsAlex, heads, device)?)
     }
 
+    /// LPIPS-squeeze from converted weights (`squeezenet1_1` and `lpips-squeeze`), each from
+    /// the given path or the weights cache.
+    ///
+    /// # Errors
+    /// Either file is missing (with the convert command) or malformed.
+    pub fn pretrained_squeeze(
+        trunk: Option<&Path>,
+        heads: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let trunk = SqueezeNet::pretrained(trunk, device)?;
+        Self::squeeze(trunk, load_heads(Arch::LpipsSqueeze, heads, device)?)
+    }
+
     /// The metric's name: `lpips-alex`, `lpips-vgg` or `lpips-squeeze`.
     pub fn name(&self) -> &'static str {
         self.name

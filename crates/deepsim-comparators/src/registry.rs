@@ -8,16 +8,18 @@ use crate::alexnet::{AlexNet, AlexNetLayout};
 use crate::comparator::Comparator;
 use crate::efficientnet::EfficientNetLite0;
 use crate::error::{Error, Result};
+use crate::squeezenet::SqueezeNet;
 use crate::vgg::{Vgg, VggDepth};
 use crate::weights::Arch;
 
 /// The names [`by_name`] knows.
-pub const COMPARATORS: [&str; 8] = [
+pub const COMPARATORS: [&str; 9] = [
     "alexnet",
     "caffenet",
     "videonet",
     "vgg16",
     "vgg19",
+    "squeezenet1_1",
     "efficientnet-lite0",
     "alexnet-random",
     "caffenet-random",
@@ -36,6 +38,7 @@ pub fn by_name(name: &str, weights: Option<&Path>, device: &Device) -> Result<Bo
         "videonet" => Box::new(AlexNet::pretrained(Arch::Videonet, weights, device)?),
         "vgg16" => Box::new(Vgg::pretrained(VggDepth::Vgg16, weights, device)?),
         "vgg19" => Box::new(Vgg::pretrained(VggDepth::Vgg19, weights, device)?),
+        "squeezenet1_1" => Box::new(SqueezeNet::pretrained(weights, device)?),
         "efficientnet-lite0" => Box::new(EfficientNetLite0::pretrained(weights, device)?),
         "alexnet-random" => Box::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?),
         "caffenet-random" => Box::new(AlexNet::random(AlexNetLayout::Caffe, 0, device)?),

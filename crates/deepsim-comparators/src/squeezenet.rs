@@ -2,6 +2,7 @@
 //! LPIPS-squeeze: taps `relu1` (after conv1) and `fire2` … `fire9`.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -9,10 +10,13 @@ use deepsim_kernels::{
     max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig, PoolRounding,
 };
 
-use crate::comparator::{check_input, check_taps, imagenet_normalize, in_order, Comparator};
+use crate::comparator::{
+    check_input, check_taps, imagenet_normalize, in_order, load_weights, Comparator,
+};
 use crate::error::Result;
 use crate::seeded;
 use crate::tap::Tap;
+use crate::weights::{self, Arch};
 
 /// (torchvision index, input, squeeze, expand) of the fire modules, fire2 … fire9; a ceil-mode
 /// 3×3/2 max-pool precedes fire2 (index 3), fire4 (6) and fire6 (9).
@@ -86,6 +90,17 @@ impl SqueezeNet {
             .collect::<Result<Vec<_>>>()?;
         let taps = [Tap::Relu1].into_iter().chain((2..=9).map(Tap::Fire)).collect();
         Ok(Self { conv1, fires, taps })
+    }
+
+    /// Loads converted weights (`squeezenet1_1`) from `path` or the cache; the classifier in
+    /// the file is not used.
+    ///
+    /// # Errors
+    /// Missing weights (with the convert command); a malformed file.
+    pub fn pretrained(path: Option<&Path>, device: &Device) -> Result<Self> {
+        let path = weights::resolve(Arch::Squeezenet, path)?;
+        Self::new(load_weights(&path, device)?)
+            .map_err(|e| crate::Error::BadFile { path, reason: e.to_string() })
     }
 
     /// Seeded random weights (PyTorch's default bounds), conv `i` in [`conv_specs`] order

@@ -136,3 +136,44 @@ fn unwritable_output_is_an_io_error() {
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.to_string().contains("file"), "{err}");
 }
+
+#[test]
+fn squeezenet_trunk_and_lpips_heads_load_from_converted_files() {
+    use candle::{DType, Device, Tensor};
+    use deepsim_comparators::{seeded, Lpips, SqueezeNet};
+
+    // A SqueezeNet 1.1 checkpoint with every tensor torchvision's has (seeded values), written
+    // as safetensors and converted like a published file.
+    let dir = common::temp_dir("squeeze");
+    let mut source = TensorSet::default();
+    for (i, (name, shape)) in Arch::Squeezenet.expected().into_iter().enumerate() {
+        let n = shape.iter().product();
+        source
+            .insert(name, RawTensor::from_f32(shape, &seeded::scaled(900 + i as u64, n, 0.1)))
+            .unwrap();
+    }
+    let raw = dir.join("squeezenet1_1.safetensors");
+    weights::write_safetensors_atomic(&raw, &source, Default::default()).unwrap();
+    let trunk_file = dir.join("trunk.safetensors");
+    convert_file(Arch::Squeezenet, &raw, &trunk_file).unwrap();
+    let heads_file = dir.join("heads.safetensors");
+    convert_file(Arch::LpipsSqueeze, &common::lpips("v0.1", "squeeze"), &heads_file).unwrap();
+
+    let lpips =
+        Lpips::pretrained_squeeze(Some(&trunk_file), Some(&heads_file), &Device::Cpu).unwrap();
+    let x = Tensor::rand(0f32, 1f32, (1, 3, 48, 40), &Device::Cpu).unwrap();
+    let y = Tensor::rand(0f32, 1f32, (1, 3, 48, 40), &Device::Cpu).unwrap();
+    let same = lpips.forward(&x, &x).unwrap().distance.to_vec1::<f32>().unwrap();
+    let apart = lpips.forward(&x, &y).unwrap();
+    assert_eq!(same, [0.0]);
+    assert_eq!(apart.per_layer.len(), 7);
+    // The same network built from the tensors in memory gives the same distance.
+    let vb = candle_nn::VarBuilder::from_tensors(
+        candle::safetensors::load(&heads_file, &Device::Cpu).unwrap(),
+        DType::F32,
+        &Device::Cpu,
+    );
+    let trunk = SqueezeNet::pretrained(Some(&trunk_file), &Device::Cpu).unwrap();
+    let again = Lpips::squeeze(trunk, vb).unwrap().forward(&x, &y).unwrap();
+    assert_eq!(again.distance.to_vec1::<f32>().unwrap(), apart.distance.to_vec1::<f32>().unwrap());
+}

@@ -22,6 +22,9 @@ pub enum Arch {
     Vgg16,
     /// VGG19, torchvision layout (timm's layout is renamed to it).
     Vgg19,
+    /// torchvision's SqueezeNet 1.1 (`features.0`, `features.N.{squeeze,expand1x1,expand3x3}`,
+    /// `classifier.1`): LPIPS-squeeze's trunk.
+    Squeezenet,
     /// LPIPS linear heads over AlexNet: `lin0`…`lin4` (`[1, C, 1, 1]`), v0.0 or v0.1.
     LpipsAlex,
     /// LPIPS linear heads over VGG16: `lin0`…`lin4`.
@@ -37,12 +40,13 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture, in the order of the command's help.
-    pub const ALL: [Arch; 10] = [
+    pub const ALL: [Arch; 11] = [
         Arch::Alexnet,
         Arch::Caffenet,
         Arch::Videonet,
         Arch::Vgg16,
         Arch::Vgg19,
+        Arch::Squeezenet,
         Arch::LpipsAlex,
         Arch::LpipsVgg,
         Arch::LpipsSqueeze,
@@ -58,6 +62,7 @@ impl Arch {
             Arch::Videonet => "videonet",
             Arch::Vgg16 => "vgg16",
             Arch::Vgg19 => "vgg19",
+            Arch::Squeezenet => "squeezenet1_1",
             Arch::LpipsAlex => "lpips-alex",
             Arch::LpipsVgg => "lpips-vgg",
             Arch::LpipsSqueeze => "lpips-squeeze",
@@ -85,6 +90,7 @@ impl Arch {
             Arch::Videonet => "<Wang & Gupta's video_net>.caffemodel",
             Arch::Vgg16 => "vgg16-397923af.pth",
             Arch::Vgg19 => "vgg19-dcbb9e9d.pth",
+            Arch::Squeezenet => "squeezenet1_1-b8a52dc0.pth",
             Arch::LpipsAlex => "<lpips wheel>/lpips/weights/v0.1/alex.pth",
             Arch::LpipsVgg => "<lpips wheel>/lpips/weights/v0.1/vgg.pth",
             Arch::LpipsSqueeze => "<lpips wheel>/lpips/weights/v0.1/squeeze.pth",
@@ -161,6 +167,24 @@ impl Arch {
                         ("classifier.6", 1000, 4096),
                     ],
                 );
+            }
+            Arch::Squeezenet => {
+                conv("features.0".into(), 64, 3, 3, true);
+                for (idx, c, s, e) in [
+                    (3, 64, 16, 64),
+                    (4, 128, 16, 64),
+                    (6, 128, 32, 128),
+                    (7, 256, 32, 128),
+                    (9, 256, 48, 192),
+                    (10, 384, 48, 192),
+                    (11, 384, 64, 256),
+                    (12, 512, 64, 256),
+                ] {
+                    conv(format!("features.{idx}.squeeze"), s, c, 1, true);
+                    conv(format!("features.{idx}.expand1x1"), e, s, 1, true);
+                    conv(format!("features.{idx}.expand3x3"), e, s, 3, true);
+                }
+                conv("classifier.1".into(), 1000, 512, 1, true);
             }
             Arch::LpipsAlex | Arch::LpipsVgg | Arch::LpipsSqueeze => {
                 let widths: &[usize] = match self {
@@ -439,6 +463,8 @@ mod tests {
         assert_eq!(count(Arch::Vgg16), 138_357_544);
         assert_eq!(count(Arch::Vgg19), 143_667_240);
         assert_eq!(count(Arch::Caffenet), 60_965_224);
+        // torchvision's model docs: SqueezeNet 1.1, 1,235,496.
+        assert_eq!(count(Arch::Squeezenet), 1_235_496);
         assert_eq!(Arch::EfficientnetLite0.expected().len(), 296 - 49);
         assert_eq!(Arch::Raw.expected().len(), 0);
     }
