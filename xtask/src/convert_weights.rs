@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use deepsim_comparators::weights::{self, hub::HubFile, Arch};
+use deepsim_comparators::weights::{self, arch::convert_bytes, hub::HubFile, Arch};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -50,20 +50,14 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let output = output.unwrap_or_else(|| weights::cached_path(arch));
     let bytes = read_with_progress(&input)?;
-    let source = weights::parse_bytes(&input, &bytes)?;
-    let sha = weights::sha256_bytes(&bytes);
-    let count = source.len();
-    let converted = arch.convert(source).map_err(|reason| deepsim_comparators::Error::Verify {
-        arch: arch.name().into(),
-        path: input.clone(),
-        reason,
-    })?;
-    weights::write_safetensors_atomic(&output, &converted, arch.metadata(&input, &sha))?;
-    let params: usize = converted.iter().map(|(_, t)| t.numel()).sum();
+    let done = convert_bytes(arch, &input, &bytes, &output)?;
+    let params: usize = done.tensors.iter().map(|(_, t)| t.numel()).sum();
     println!(
-        "{}: {count} tensors read, {} written ({params} values), sha256 {sha}\n→ {}",
+        "{}: {} tensors read, {} written ({params} values), sha256 {}\n→ {}",
         input.display(),
-        converted.len(),
+        done.read,
+        done.tensors.len(),
+        done.sha256,
         output.display()
     );
     Ok(())

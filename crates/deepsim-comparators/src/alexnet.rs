@@ -76,7 +76,20 @@ impl AlexNetLayout {
             Self::Caffe => 55,
         }
     }
+
+    /// `(key, weight shape)` of conv1…conv5 and, `with_fc`, fc6…fc8, in order.
+    pub(crate) fn weight_shapes(self, with_fc: bool) -> Vec<(String, Vec<usize>)> {
+        let convs = self.convs().into_iter().zip(self.conv_names());
+        let convs = convs.map(|((o, i, k, ..), key)| (key.to_owned(), vec![o, i, k, k]));
+        let fcs = FC_SHAPES.into_iter().zip(self.fc_names());
+        let fcs =
+            fcs.map(|((o, i), key)| (key.to_owned(), vec![o, i])).take(if with_fc { 3 } else { 0 });
+        convs.chain(fcs).collect()
+    }
 }
+
+/// (out, in) of fc6, fc7, fc8.
+const FC_SHAPES: [(usize, usize); 3] = [(4096, 9216), (4096, 4096), (1000, 4096)];
 
 const CONV_TAPS: [(Tap, Tap); 5] = [
     (Tap::Conv1, Tap::Relu1),
@@ -125,9 +138,7 @@ impl AlexNet {
         }
         let mut fcs = Vec::new();
         if with_fc {
-            for ((o, i), key) in
-                [(4096, 9216), (4096, 4096), (1000, 4096)].into_iter().zip(layout.fc_names())
-            {
+            for ((o, i), key) in FC_SHAPES.into_iter().zip(layout.fc_names()) {
                 let w = vb.pp(key).get((o, i), "weight")?.detach();
                 let b = vb.pp(key).get(o, "bias")?.detach();
                 fcs.push((w, b));
@@ -173,7 +184,7 @@ impl AlexNet {
     /// # Errors
     /// Only candle's, when allocating on `device`.
     pub fn random(layout: AlexNetLayout, seed: u64, device: &Device) -> Result<Self> {
-        let tensors = random_weights(layout, seed, device)?;
+        let tensors = seeded::layers(seed, &layout.weight_shapes(true), device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         let name = match layout {
             AlexNetLayout::Torchvision => "alexnet-random",
@@ -318,32 +329,4 @@ pub(crate) fn adaptive_avg_pool(x: &Tensor, oh: usize, ow: usize) -> Result<Tens
         rows.push(Tensor::cat(&cells, 3)?);
     }
     Ok(Tensor::cat(&rows, 2)?)
-}
-
-/// Seeded weights for every layer of `layout`, named as its checkpoint names them.
-pub(crate) fn random_weights(
-    layout: AlexNetLayout,
-    seed: u64,
-    device: &Device,
-) -> Result<HashMap<String, Tensor>> {
-    let mut layers: Vec<(String, Vec<usize>, usize)> = Vec::new();
-    for ((o, i, k, _, _, _), key) in layout.convs().into_iter().zip(layout.conv_names()) {
-        layers.push((key.to_owned(), vec![o, i, k, k], i * k * k));
-    }
-    for ((o, i), key) in
-        [(4096, 9216), (4096, 4096), (1000, 4096)].into_iter().zip(layout.fc_names())
-    {
-        layers.push((key.to_owned(), vec![o, i], i));
-    }
-    let mut out = HashMap::new();
-    for (l, (key, shape, fan_in)) in layers.into_iter().enumerate() {
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let seed_w = seed + 2 * l as u64;
-        let n: usize = shape.iter().product();
-        let w = Tensor::from_vec(seeded::scaled(seed_w, n, bound), shape.as_slice(), device)?;
-        let b = Tensor::from_vec(seeded::scaled(seed_w + 1, shape[0], bound), shape[0], device)?;
-        out.insert(format!("{key}.weight"), w);
-        out.insert(format!("{key}.bias"), b);
-    }
-    Ok(out)
 }

@@ -26,6 +26,41 @@ const STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (6, 3, 1, 320, 1),
 ];
 
+/// Every tensor of the published state dict but the batch-norm counters: `(name, shape)` in
+/// the order of the reference's `state_dict()`.
+pub(crate) fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    let bn = |out: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
+        for p in ["weight", "bias", "running_mean", "running_var"] {
+            out.push((format!("{name}.{p}"), vec![c]));
+        }
+    };
+    out.push(("_conv_stem.weight".into(), vec![32, 3, 3, 3]));
+    bn(&mut out, "_bn0", 32);
+    let (mut block, mut cin) = (0, 32);
+    for (expand, k, _, cout, repeats) in STAGES {
+        for _ in 0..repeats {
+            let hidden = cin * expand;
+            let p = format!("_blocks.{block}");
+            if expand != 1 {
+                out.push((format!("{p}._expand_conv.weight"), vec![hidden, cin, 1, 1]));
+                bn(&mut out, &format!("{p}._bn0"), hidden);
+            }
+            out.push((format!("{p}._depthwise_conv.weight"), vec![hidden, 1, k, k]));
+            bn(&mut out, &format!("{p}._bn1"), hidden);
+            out.push((format!("{p}._project_conv.weight"), vec![cout, hidden, 1, 1]));
+            bn(&mut out, &format!("{p}._bn2"), cout);
+            cin = cout;
+            block += 1;
+        }
+    }
+    out.push(("_conv_head.weight".into(), vec![1280, 320, 1, 1]));
+    bn(&mut out, "_bn1", 1280);
+    out.push(("_fc.weight".into(), vec![1000, 1280]));
+    out.push(("_fc.bias".into(), vec![1000]));
+    out
+}
+
 /// A convolution with its batch norm folded in (frozen), and TensorFlow's "SAME" padding.
 struct ConvBn {
     conv: FrozenConv2d,

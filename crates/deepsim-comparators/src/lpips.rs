@@ -16,6 +16,13 @@ use crate::tap::Tap;
 use crate::vgg::{Vgg, VggDepth};
 use crate::weights::{self, Arch};
 
+/// Channels of the tapped layers, one LPIPS head each.
+pub(crate) const ALEX_WIDTHS: [usize; 5] = [64, 192, 384, 256, 256];
+/// See [`ALEX_WIDTHS`].
+pub(crate) const VGG_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
+/// See [`ALEX_WIDTHS`].
+pub(crate) const SQUEEZE_WIDTHS: [usize; 7] = [64, 128, 256, 384, 384, 512, 512];
+
 /// The network under the heads.
 enum Trunk {
     Alex(AlexNet),
@@ -38,9 +45,9 @@ impl Trunk {
 
     fn widths(&self) -> &'static [usize] {
         match self {
-            Trunk::Alex(_) => &[64, 192, 384, 256, 256],
-            Trunk::Vgg(_) => &[64, 128, 256, 512, 512],
-            Trunk::Squeeze(_) => &[64, 128, 256, 384, 384, 512, 512],
+            Trunk::Alex(_) => &ALEX_WIDTHS,
+            Trunk::Vgg(_) => &VGG_WIDTHS,
+            Trunk::Squeeze(_) => &SQUEEZE_WIDTHS,
         }
     }
 

@@ -27,6 +27,42 @@ pub fn scaled(seed: u64, n: usize, bound: f64) -> Vec<f32> {
     uniform(seed, n).into_iter().map(|u| (f64::from(u) * bound) as f32).collect()
 }
 
+/// Seeded weights and biases for layers given as `(key, weight shape)`: layer `i` draws
+/// `{key}.weight` with seed `seed + 2i` and `{key}.bias` (`[shape[0]]`) with `seed + 2i + 1`,
+/// both scaled by PyTorch's default bound `1/√fan_in`, `fan_in = Π shape[1..]`.
+///
+/// # Errors
+/// Only candle's, when allocating on `device`.
+pub fn layers(
+    seed: u64,
+    layers: &[(String, Vec<usize>)],
+    device: &candle::Device,
+) -> candle::Result<std::collections::HashMap<String, candle::Tensor>> {
+    let mut out = std::collections::HashMap::new();
+    for (l, (key, shape)) in layers.iter().enumerate() {
+        let fan_in: usize = shape[1..].iter().product();
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let s = seed + 2 * l as u64;
+        let n = shape.iter().product();
+        let w = candle::Tensor::from_vec(scaled(s, n, bound), shape.as_slice(), device)?;
+        let b = candle::Tensor::from_vec(scaled(s + 1, shape[0], bound), shape[0], device)?;
+        out.insert(format!("{key}.weight"), w);
+        out.insert(format!("{key}.bias"), b);
+    }
+    Ok(out)
+}
+
+/// `(name, shape)` of each layer's `.weight` and `.bias` (`[shape[0]]`), in order.
+pub(crate) fn with_biases(layers: Vec<(String, Vec<usize>)>) -> Vec<(String, Vec<usize>)> {
+    layers
+        .into_iter()
+        .flat_map(|(key, shape)| {
+            let bias = (format!("{key}.bias"), vec![shape[0]]);
+            [(format!("{key}.weight"), shape), bias]
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,6 @@
 //! SqueezeNet 1.1 (Iandola et al., 2016; torchvision's `squeezenet1_1`), the trunk of
 //! LPIPS-squeeze: taps `relu1` (after conv1) and `fire2` … `fire9`.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle::{DType, Device, Tensor};
@@ -46,13 +45,13 @@ pub struct SqueezeNet {
     taps: Vec<Tap>,
 }
 
-/// (key, out, in, kernel, padding) of every convolution, torchvision's names.
-fn conv_specs() -> Vec<(String, usize, usize, usize, usize)> {
-    let mut out = vec![("features.0".to_owned(), 64, 3, 3, 0)];
+/// `(key, weight shape)` of every convolution of the trunk, in order (torchvision's names).
+pub(crate) fn weight_shapes() -> Vec<(String, Vec<usize>)> {
+    let mut out = vec![("features.0".to_owned(), vec![64, 3, 3, 3])];
     for (idx, c, s, e) in FIRES {
-        out.push((format!("features.{idx}.squeeze"), s, c, 1, 0));
-        out.push((format!("features.{idx}.expand1x1"), e, s, 1, 0));
-        out.push((format!("features.{idx}.expand3x3"), e, s, 3, 1));
+        out.push((format!("features.{idx}.squeeze"), vec![s, c, 1, 1]));
+        out.push((format!("features.{idx}.expand1x1"), vec![e, s, 1, 1]));
+        out.push((format!("features.{idx}.expand3x3"), vec![e, s, 3, 3]));
     }
     out
 }
@@ -109,16 +108,7 @@ impl SqueezeNet {
     /// # Errors
     /// Only candle's.
     pub fn random(seed: u64, device: &Device) -> Result<Self> {
-        let mut tensors = HashMap::new();
-        for (l, (key, o, c, k, _)) in conv_specs().into_iter().enumerate() {
-            let bound = 1.0 / ((c * k * k) as f64).sqrt();
-            let s = seed + 2 * l as u64;
-            let w =
-                Tensor::from_vec(seeded::scaled(s, o * c * k * k, bound), (o, c, k, k), device)?;
-            let b = Tensor::from_vec(seeded::scaled(s + 1, o, bound), o, device)?;
-            tensors.insert(format!("{key}.weight"), w);
-            tensors.insert(format!("{key}.bias"), b);
-        }
+        let tensors = seeded::layers(seed, &weight_shapes(), device)?;
         Self::new(VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 

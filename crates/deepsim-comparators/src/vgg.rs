@@ -1,7 +1,6 @@
 //! VGG16 and VGG19 (Simonyan & Zisserman, 2015) as comparators, torchvision layout: the
 //! convolutional trunk with taps at every ReLU (`relu1_1` … `relu5_3` / `relu5_4`).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle::{DType, Device, Tensor};
@@ -49,6 +48,11 @@ fn conv_specs(depth: VggDepth) -> Vec<(String, usize, usize, Tap)> {
         idx += 1;
     }
     out
+}
+
+/// `(key, weight shape)` of every convolution, in order.
+pub(crate) fn weight_shapes(depth: VggDepth) -> Vec<(String, Vec<usize>)> {
+    conv_specs(depth).into_iter().map(|(key, o, c, _)| (key, vec![o, c, 3, 3])).collect()
 }
 
 /// A VGG trunk with frozen weights. Input: RGB [0, 1] normalized by ImageNet's mean and
@@ -108,15 +112,7 @@ impl Vgg {
     /// # Errors
     /// Only candle's.
     pub fn random(depth: VggDepth, seed: u64, device: &Device) -> Result<Self> {
-        let mut tensors = HashMap::new();
-        for (l, (key, o, c, _)) in conv_specs(depth).into_iter().enumerate() {
-            let bound = 1.0 / ((c * 9) as f64).sqrt();
-            let s = seed + 2 * l as u64;
-            let w = Tensor::from_vec(seeded::scaled(s, o * c * 9, bound), (o, c, 3, 3), device)?;
-            let b = Tensor::from_vec(seeded::scaled(s + 1, o, bound), o, device)?;
-            tensors.insert(format!("{key}.weight"), w);
-            tensors.insert(format!("{key}.bias"), b);
-        }
+        let tensors = seeded::layers(seed, &weight_shapes(depth), device)?;
         Self::new(depth, VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 

@@ -35,6 +35,30 @@ impl Depthwise {
         let iy = (oy * self.stride.0 + ky * self.dilation.0) as isize - self.padding.0 as isize;
         (iy >= 0 && iy < self.big.0 as isize).then_some(iy as usize)
     }
+
+    /// Calls `f(tap weight, output row, input row, output columns, input column of output
+    /// column 0)` for every kernel tap of channel `c` and every output row it reaches: the
+    /// loop nest shared by the forward pass and the input gradient.
+    fn for_each_row<T: Real>(
+        &self,
+        weight: &[T],
+        c: usize,
+        mut f: impl FnMut(T, usize, usize, std::ops::Range<usize>, isize),
+    ) {
+        let (kh, kw) = self.kernel;
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let wv = weight[(c * kh + ky) * kw + kx];
+                let (x0, x1) = self.cols(kx);
+                let off = (kx * self.dilation.1) as isize - self.padding.1 as isize;
+                for oy in 0..self.small.0 {
+                    if let Some(iy) = self.row(oy, ky) {
+                        f(wv, oy, iy, x0..x1, off);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Output `[planes = N·C, oh, ow]` from input `[N·C, h, w]`, weight `[C, kh, kw]`, bias `[C]`.
@@ -47,29 +71,19 @@ pub(crate) fn forward<T: Real>(
 ) -> Vec<T> {
     let (h, w) = d.big;
     let (oh, ow) = d.small;
-    let (kh, kw) = d.kernel;
     let mut out = vec![T::zero(); d.planes * oh * ow];
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
         let c = p % d.channels;
         let src = &input[p * h * w..(p + 1) * h * w];
         let b = bias.map_or(T::zero(), |b| b[c]);
         dst.fill(b);
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let wv = weight[(c * kh + ky) * kw + kx];
-                let (x0, x1) = d.cols(kx);
-                let off = (kx * d.dilation.1) as isize - d.padding.1 as isize;
-                for oy in 0..oh {
-                    let Some(iy) = d.row(oy, ky) else { continue };
-                    let line = &src[iy * w..(iy + 1) * w];
-                    let out_row = &mut dst[oy * ow..(oy + 1) * ow];
-                    for ox in x0..x1 {
-                        let ix = (ox * d.stride.1) as isize + off;
-                        out_row[ox] += wv * line[ix as usize];
-                    }
-                }
+        d.for_each_row(weight, c, |wv, oy, iy, cols, off| {
+            let line = &src[iy * w..(iy + 1) * w];
+            let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+            for ox in cols {
+                out_row[ox] += wv * line[((ox * d.stride.1) as isize + off) as usize];
             }
-        }
+        });
         if relu {
             for v in dst.iter_mut() {
                 *v = if *v > T::zero() { *v } else { T::zero() };
@@ -89,7 +103,6 @@ pub(crate) fn input_grad<T: Real>(
 ) -> Vec<T> {
     let (h, w) = d.big;
     let (oh, ow) = d.small;
-    let (kh, kw) = d.kernel;
     let mut out = vec![T::zero(); d.planes * h * w];
     out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
         let c = p % d.channels;
@@ -107,22 +120,13 @@ pub(crate) fn input_grad<T: Real>(
             }
             None => g,
         };
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let wv = weight[(c * kh + ky) * kw + kx];
-                let (x0, x1) = d.cols(kx);
-                let off = (kx * d.dilation.1) as isize - d.padding.1 as isize;
-                for oy in 0..oh {
-                    let Some(iy) = d.row(oy, ky) else { continue };
-                    let line = &mut dst[iy * w..(iy + 1) * w];
-                    let g_row = &g[oy * ow..(oy + 1) * ow];
-                    for ox in x0..x1 {
-                        let ix = (ox * d.stride.1) as isize + off;
-                        line[ix as usize] += wv * g_row[ox];
-                    }
-                }
+        d.for_each_row(weight, c, |wv, oy, iy, cols, off| {
+            let line = &mut dst[iy * w..(iy + 1) * w];
+            let g_row = &g[oy * ow..(oy + 1) * ow];
+            for ox in cols {
+                line[((ox * d.stride.1) as isize + off) as usize] += wv * g_row[ox];
             }
-        }
+        });
     });
     out
 }

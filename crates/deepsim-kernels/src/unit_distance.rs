@@ -7,7 +7,7 @@ use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::check::{by_float_dtype, contiguous, nchw, same_dtype_device, Real};
+use crate::check::{by_float_dtype, contiguous, dims4, nchw, same_dtype_device, Real};
 use crate::error::{invalid, Result};
 
 /// Added under the square root of the channel norm, so that an all-zero pixel has a finite
@@ -91,46 +91,40 @@ fn forward<T: Real>(a: &[T], b: &[T], w: &[f64], dims: [usize; 4]) -> Vec<T> {
     out
 }
 
-/// Gradients w.r.t. `a` and `b` given the output gradient `g` `[N, 1, H, W]`:
-/// `∂/∂a_k = g (2 w_k r_k / ‖a‖ − a_k T_a / (‖a‖² √(Σa²+floor)))`, `T_a = Σ_c 2 w_c r_c a_c`,
-/// with `r = a/‖a‖ − b/‖b‖`; for `b` the same with `−r`.
-fn backward<T: Real>(a: &[T], b: &[T], g: &[T], w: &[f64], dims: [usize; 4]) -> (Vec<T>, Vec<T>) {
+/// The gradient w.r.t. `f` given the output gradient `g` `[N, 1, H, W]`, where the distance is
+/// symmetric in its two arguments (`other` is the one not differentiated):
+/// `∂/∂f_k = g (2 w_k r_k / ‖f‖ − f_k T / (‖f‖² √(Σf²+floor)))`, `T = Σ_c 2 w_c r_c f_c`,
+/// `r = f/‖f‖ − other/‖other‖`.
+fn backward<T: Real>(f: &[T], other: &[T], g: &[T], w: &[f64], dims: [usize; 4]) -> Vec<T> {
     let [_, c, h, wd] = dims;
     let hw = h * wd;
-    let mut ga = vec![T::zero(); a.len()];
-    let mut gb = vec![T::zero(); b.len()];
-    ga.par_chunks_mut(c * hw).zip(gb.par_chunks_mut(c * hw)).enumerate().for_each(
-        |(i, (ga, gb))| {
-            let (fa, fb) = (&a[i * c * hw..(i + 1) * c * hw], &b[i * c * hw..(i + 1) * c * hw]);
-            let g = &g[i * hw..(i + 1) * hw];
-            let ((ia, ra), (ib, rb)) = (norms(fa, c, hw), norms(fb, c, hw));
-            let two = T::from_f64(2.0);
-            let (mut ta, mut tb) = (vec![T::zero(); hw], vec![T::zero(); hw]);
-            for ch in 0..c {
-                let wc = T::from_f64(w[ch]);
-                let (pa, pb) = (&fa[ch * hw..(ch + 1) * hw], &fb[ch * hw..(ch + 1) * hw]);
-                let (qa, qb) = (&mut ga[ch * hw..(ch + 1) * hw], &mut gb[ch * hw..(ch + 1) * hw]);
-                for p in 0..hw {
-                    let wr = two * wc * (pa[p] * ia[p] - pb[p] * ib[p]);
-                    ta[p] += wr * pa[p];
-                    tb[p] += wr * pb[p];
-                    qa[p] = wr * ia[p];
-                    qb[p] = T::zero() - wr * ib[p];
-                }
+    let mut grad = vec![T::zero(); f.len()];
+    grad.par_chunks_mut(c * hw).enumerate().for_each(|(i, q)| {
+        let (ff, fo) = (&f[i * c * hw..(i + 1) * c * hw], &other[i * c * hw..(i + 1) * c * hw]);
+        let g = &g[i * hw..(i + 1) * hw];
+        let ((inv, root), (inv_o, _)) = (norms(ff, c, hw), norms(fo, c, hw));
+        let two = T::from_f64(2.0);
+        let mut t = vec![T::zero(); hw];
+        for ch in 0..c {
+            let wc = T::from_f64(w[ch]);
+            let (pf, po) = (&ff[ch * hw..(ch + 1) * hw], &fo[ch * hw..(ch + 1) * hw]);
+            let qc = &mut q[ch * hw..(ch + 1) * hw];
+            for p in 0..hw {
+                let wr = two * wc * (pf[p] * inv[p] - po[p] * inv_o[p]);
+                t[p] += wr * pf[p];
+                qc[p] = wr * inv[p];
             }
-            let ka: Vec<T> = (0..hw).map(|p| ta[p] * ia[p] * ia[p] / ra[p]).collect();
-            let kb: Vec<T> = (0..hw).map(|p| tb[p] * ib[p] * ib[p] / rb[p]).collect();
-            for ch in 0..c {
-                let (pa, pb) = (&fa[ch * hw..(ch + 1) * hw], &fb[ch * hw..(ch + 1) * hw]);
-                let (qa, qb) = (&mut ga[ch * hw..(ch + 1) * hw], &mut gb[ch * hw..(ch + 1) * hw]);
-                for p in 0..hw {
-                    qa[p] = g[p] * (qa[p] - pa[p] * ka[p]);
-                    qb[p] = g[p] * (qb[p] + pb[p] * kb[p]);
-                }
+        }
+        let k: Vec<T> = (0..hw).map(|p| t[p] * inv[p] * inv[p] / root[p]).collect();
+        for ch in 0..c {
+            let pf = &ff[ch * hw..(ch + 1) * hw];
+            let qc = &mut q[ch * hw..(ch + 1) * hw];
+            for p in 0..hw {
+                qc[p] = g[p] * (qc[p] - pf[p] * k[p]);
             }
-        },
-    );
-    (ga, gb)
+        }
+    });
+    grad
 }
 
 fn run_forward<T: Real>(
@@ -138,10 +132,7 @@ fn run_forward<T: Real>(
     a: (&CpuStorage, &Layout),
     b: (&CpuStorage, &Layout),
 ) -> candle::Result<CpuStorage> {
-    let dims: [usize; 4] =
-        a.1.dims()
-            .try_into()
-            .map_err(|_| candle::Error::Msg("unit_weighted_sq_distance: rank".into()))?;
+    let dims = dims4("unit_weighted_sq_distance", "a", a.1)?;
     let (fa, fb) = (contiguous(a.0.as_slice::<T>()?, a.1), contiguous(b.0.as_slice::<T>()?, b.1));
     Ok(T::to_cpu_storage_owned(forward(&fa, &fb, &op.w, dims)))
 }
@@ -195,14 +186,12 @@ fn run_backward<T: Real>(
     b: (&CpuStorage, &Layout),
     g: (&CpuStorage, &Layout),
 ) -> candle::Result<CpuStorage> {
-    let dims: [usize; 4] =
-        a.1.dims()
-            .try_into()
-            .map_err(|_| candle::Error::Msg("unit_weighted_sq_distance: rank".into()))?;
+    let dims = dims4("unit_weighted_sq_distance backward", "a", a.1)?;
     let (fa, fb) = (contiguous(a.0.as_slice::<T>()?, a.1), contiguous(b.0.as_slice::<T>()?, b.1));
     let g = contiguous(g.0.as_slice::<T>()?, g.1);
-    let (ga, gb) = backward(&fa, &fb, &g, &op.w, dims);
-    Ok(T::to_cpu_storage_owned(if op.want == 0 { ga } else { gb }))
+    // The distance is symmetric: the gradient w.r.t. `b` is the one w.r.t. `a` with roles swapped.
+    let (f, other) = if op.want == 0 { (&fa, &fb) } else { (&fb, &fa) };
+    Ok(T::to_cpu_storage_owned(backward(f, other, &g, &op.w, dims)))
 }
 
 impl candle::CustomOp3 for UnitDistanceGradOp {

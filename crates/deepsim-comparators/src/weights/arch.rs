@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::{RawTensor, TensorSet, CONVERTER_VERSION};
 use crate::error::{Error, Result};
+use crate::seeded::with_biases;
 
 /// A weights layout that `cargo xtask convert-weights --arch NAME` produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,104 +103,35 @@ impl Arch {
     /// The tensors the conversion produces, all f32: names and shapes, in a fixed order.
     /// Empty for [`Arch::Raw`], which keeps whatever the file holds.
     pub fn expected(self) -> Vec<(String, Vec<usize>)> {
-        let mut out = Vec::new();
-        let mut conv = |name: String, o: usize, i: usize, k: usize, bias: bool| {
-            out.push((format!("{name}.weight"), vec![o, i, k, k]));
-            if bias {
-                out.push((format!("{name}.bias"), vec![o]));
-            }
+        use crate::{alexnet::AlexNetLayout, efficientnet, lpips, squeezenet, vgg, vgg::VggDepth};
+        let classifier = |mut trunk: Vec<(String, Vec<usize>)>, layers: &[(&str, Vec<usize>)]| {
+            trunk.extend(layers.iter().map(|(k, shape)| (k.to_string(), shape.clone())));
+            with_biases(trunk)
         };
+        let heads = |widths: &[usize]| -> Vec<(String, Vec<usize>)> {
+            let heads = widths.iter().enumerate();
+            heads.map(|(i, &c)| (format!("lin{i}.weight"), vec![1, c, 1, 1])).collect()
+        };
+        let vgg_fc = [
+            ("classifier.0", vec![4096, 25088]),
+            ("classifier.3", vec![4096, 4096]),
+            ("classifier.6", vec![1000, 4096]),
+        ];
         match self {
-            Arch::Alexnet => {
-                for (idx, o, i, k) in [
-                    (0, 64, 3, 11),
-                    (3, 192, 64, 5),
-                    (6, 384, 192, 3),
-                    (8, 256, 384, 3),
-                    (10, 256, 256, 3),
-                ] {
-                    conv(format!("features.{idx}"), o, i, k, true);
-                }
-                linear(
-                    &mut out,
-                    &[
-                        ("classifier.1", 4096, 9216),
-                        ("classifier.4", 4096, 4096),
-                        ("classifier.6", 1000, 4096),
-                    ],
-                );
-            }
-            Arch::Caffenet | Arch::Videonet => {
-                for (name, o, i, k) in [
-                    ("conv1", 96, 3, 11),
-                    ("conv2", 256, 48, 5),
-                    ("conv3", 384, 256, 3),
-                    ("conv4", 384, 192, 3),
-                    ("conv5", 256, 192, 3),
-                ] {
-                    conv(name.into(), o, i, k, true);
-                }
-                if self == Arch::Caffenet {
-                    linear(
-                        &mut out,
-                        &[("fc6", 4096, 9216), ("fc7", 4096, 4096), ("fc8", 1000, 4096)],
-                    );
-                }
-            }
-            Arch::Vgg16 | Arch::Vgg19 => {
-                let per_stage: &[usize] =
-                    if self == Arch::Vgg16 { &[2, 2, 3, 3, 3] } else { &[2, 2, 4, 4, 4] };
-                let widths = [64, 128, 256, 512, 512];
-                let (mut idx, mut cin) = (0, 3);
-                for (&n, &w) in per_stage.iter().zip(&widths) {
-                    for _ in 0..n {
-                        conv(format!("features.{idx}"), w, cin, 3, true);
-                        cin = w;
-                        idx += 2;
-                    }
-                    idx += 1; // the stage's max-pool
-                }
-                linear(
-                    &mut out,
-                    &[
-                        ("classifier.0", 4096, 25088),
-                        ("classifier.3", 4096, 4096),
-                        ("classifier.6", 1000, 4096),
-                    ],
-                );
-            }
+            Arch::Alexnet => with_biases(AlexNetLayout::Torchvision.weight_shapes(true)),
+            Arch::Caffenet => with_biases(AlexNetLayout::Caffe.weight_shapes(true)),
+            Arch::Videonet => with_biases(AlexNetLayout::Caffe.weight_shapes(false)),
+            Arch::Vgg16 => classifier(vgg::weight_shapes(VggDepth::Vgg16), &vgg_fc),
+            Arch::Vgg19 => classifier(vgg::weight_shapes(VggDepth::Vgg19), &vgg_fc),
             Arch::Squeezenet => {
-                conv("features.0".into(), 64, 3, 3, true);
-                for (idx, c, s, e) in [
-                    (3, 64, 16, 64),
-                    (4, 128, 16, 64),
-                    (6, 128, 32, 128),
-                    (7, 256, 32, 128),
-                    (9, 256, 48, 192),
-                    (10, 384, 48, 192),
-                    (11, 384, 64, 256),
-                    (12, 512, 64, 256),
-                ] {
-                    conv(format!("features.{idx}.squeeze"), s, c, 1, true);
-                    conv(format!("features.{idx}.expand1x1"), e, s, 1, true);
-                    conv(format!("features.{idx}.expand3x3"), e, s, 3, true);
-                }
-                conv("classifier.1".into(), 1000, 512, 1, true);
+                classifier(squeezenet::weight_shapes(), &[("classifier.1", vec![1000, 512, 1, 1])])
             }
-            Arch::LpipsAlex | Arch::LpipsVgg | Arch::LpipsSqueeze => {
-                let widths: &[usize] = match self {
-                    Arch::LpipsAlex => &[64, 192, 384, 256, 256],
-                    Arch::LpipsVgg => &[64, 128, 256, 512, 512],
-                    _ => &[64, 128, 256, 384, 384, 512, 512],
-                };
-                for (i, &c) in widths.iter().enumerate() {
-                    out.push((format!("lin{i}.weight"), vec![1, c, 1, 1]));
-                }
-            }
-            Arch::EfficientnetLite0 => efficientnet_lite0(&mut out),
-            Arch::Raw => {}
+            Arch::LpipsAlex => heads(&lpips::ALEX_WIDTHS),
+            Arch::LpipsVgg => heads(&lpips::VGG_WIDTHS),
+            Arch::LpipsSqueeze => heads(&lpips::SQUEEZE_WIDTHS),
+            Arch::EfficientnetLite0 => efficientnet::tensor_shapes(),
+            Arch::Raw => Vec::new(),
         }
-        out
     }
 
     /// Renames (and reshapes) the tensors read from a published file into this layout, converts
@@ -294,54 +226,6 @@ impl Arch {
     }
 }
 
-fn linear(out: &mut Vec<(String, Vec<usize>)>, layers: &[(&str, usize, usize)]) {
-    for &(name, o, i) in layers {
-        out.push((format!("{name}.weight"), vec![o, i]));
-        out.push((format!("{name}.bias"), vec![o]));
-    }
-}
-
-/// EfficientNet-Lite0: stem 32, seven stages (expand, kernel, stride, out, repeats), head 1280,
-/// no squeeze-excitation.
-fn efficientnet_lite0(out: &mut Vec<(String, Vec<usize>)>) {
-    let bn = |out: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
-        for p in ["weight", "bias", "running_mean", "running_var"] {
-            out.push((format!("{name}.{p}"), vec![c]));
-        }
-    };
-    out.push(("_conv_stem.weight".into(), vec![32, 3, 3, 3]));
-    bn(out, "_bn0", 32);
-    let stages = [
-        (1, 3, 16, 1),
-        (6, 3, 24, 2),
-        (6, 5, 40, 2),
-        (6, 3, 80, 3),
-        (6, 5, 112, 3),
-        (6, 5, 192, 4),
-        (6, 3, 320, 1),
-    ];
-    let (mut block, mut cin) = (0, 32);
-    for (expand, k, cout, repeats) in stages {
-        for _ in 0..repeats {
-            let hidden = cin * expand;
-            let p = format!("_blocks.{block}");
-            if expand != 1 {
-                out.push((format!("{p}._expand_conv.weight"), vec![hidden, cin, 1, 1]));
-                bn(out, &format!("{p}._bn0"), hidden);
-            }
-            out.push((format!("{p}._depthwise_conv.weight"), vec![hidden, 1, k, k]));
-            bn(out, &format!("{p}._bn1"), hidden);
-            out.push((format!("{p}._project_conv.weight"), vec![cout, hidden, 1, 1]));
-            bn(out, &format!("{p}._bn2"), cout);
-            cin = cout;
-            block += 1;
-        }
-    }
-    out.push(("_conv_head.weight".into(), vec![1280, 320, 1, 1]));
-    bn(out, "_bn1", 1280);
-    linear(out, &[("_fc", 1000, 1280)]);
-}
-
 /// Drops `module.` (DataParallel) from every name, and a `state_dict.`/`model.` wrapper that
 /// every name shares.
 fn strip_wrappers(source: TensorSet) -> TensorSet {
@@ -377,15 +261,35 @@ fn check_finite(name: &str, values: &[f32]) -> std::result::Result<(), String> {
 /// Reading or parsing fails ([`Error::BadFile`], [`Error::Io`]), the tensors are not this
 /// architecture's ([`Error::Verify`]), or the output cannot be written.
 pub fn convert_file(arch: Arch, input: &Path, output: &Path) -> Result<TensorSet> {
-    let source = super::read_any(input)?;
-    let sha = super::sha256_file(input)?;
-    let out = arch.convert(source).map_err(|reason| Error::Verify {
+    Ok(convert_bytes(arch, input, &super::read_file(input)?, output)?.tensors)
+}
+
+/// What [`convert_bytes`] did: tensors read, tensors written, the source's SHA-256.
+#[derive(Debug)]
+pub struct Conversion {
+    /// Tensors in the source file.
+    pub read: usize,
+    /// The converted tensors, as written.
+    pub tensors: TensorSet,
+    /// Lowercase hex SHA-256 of the source.
+    pub sha256: String,
+}
+
+/// [`convert_file`] on the bytes of `input`, already in memory (read once: parsed and hashed).
+///
+/// # Errors
+/// As [`convert_file`].
+pub fn convert_bytes(arch: Arch, input: &Path, bytes: &[u8], output: &Path) -> Result<Conversion> {
+    let source = super::parse_bytes(input, bytes)?;
+    let sha256 = super::sha256_bytes(bytes);
+    let read = source.len();
+    let tensors = arch.convert(source).map_err(|reason| Error::Verify {
         arch: arch.name().into(),
         path: input.to_owned(),
         reason,
     })?;
-    super::write_safetensors_atomic(output, &out, arch.metadata(input, &sha))?;
-    Ok(out)
+    super::write_safetensors_atomic(output, &tensors, arch.metadata(input, &sha256))?;
+    Ok(Conversion { read, tensors, sha256 })
 }
 
 #[cfg(test)]
