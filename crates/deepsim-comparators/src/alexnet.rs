@@ -8,8 +8,8 @@ use std::path::Path;
 use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{
-    local_response_norm, max_pool2d, Activation, Conv2dConfig, FrozenConv2d, LrnConfig,
-    MaxPool2dConfig, PoolRounding,
+    local_response_norm, max_pool2d, Activation, ChannelAffine, Conv2dConfig, FrozenConv2d,
+    LrnConfig, MaxPool2dConfig, PoolRounding,
 };
 
 use crate::comparator::{check_input, check_taps, imagenet_normalize, load_weights, Comparator};
@@ -200,14 +200,13 @@ impl AlexNet {
 
     /// The layout's preprocessing of an RGB [0, 1] input.
     pub(crate) fn preprocess(&self, x: &Tensor) -> Result<Tensor> {
-        let dev = x.device();
         Ok(match self.layout {
             AlexNetLayout::Torchvision => imagenet_normalize(x)?,
+            // BGR, 0–255, minus the mean pixel (in BGR order), as one map.
             AlexNetLayout::Caffe => {
-                let bgr = x.index_select(&Tensor::new(&[2u32, 1, 0], dev)?, 1)?;
-                let mean = Tensor::new(&[104.006_99f32, 116.668_77, 122.678_91], dev)?
-                    .reshape((1, 3, 1, 1))?;
-                (bgr * 255.0)?.broadcast_sub(&mean)?
+                ChannelAffine::new(&[255.0; 3], &[-104.006_99, -116.668_77, -122.678_91])?
+                    .with_source(&[2, 1, 0])?
+                    .forward(x)?
             }
         })
     }

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use deepsim_kernels::ChannelAffine;
 
 use crate::error::{Error, Result};
 use crate::tap::Tap;
@@ -57,10 +58,14 @@ pub fn check_input(who: &str, x: &Tensor, min: (usize, usize)) -> Result<(usize,
     if h < min.0 || w < min.1 {
         return Err(bad(format!("{h}×{w} is smaller than the minimum {}×{}", min.0, min.1)));
     }
-    let lo = x.flatten_all()?.min(0)?.to_scalar::<f32>()?;
-    let hi = x.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-    if !(lo >= 0.0 && hi <= 1.0) {
-        return Err(bad(format!("values span [{lo}, {hi}], expected [0, 1] (RGB scaled to 0–1)")));
+    match deepsim_kernels::value_range(x)? {
+        Some((lo, hi)) if lo >= 0.0 && hi <= 1.0 => {}
+        Some((lo, hi)) => {
+            return Err(bad(format!(
+                "values span [{lo}, {hi}], expected [0, 1] (RGB scaled to 0–1)"
+            )))
+        }
+        None => return Err(bad("values include NaN, expected [0, 1]".into())),
     }
     Ok((n, h, w))
 }
@@ -77,12 +82,14 @@ pub(crate) fn check_taps(who: &str, offered: &[Tap], asked: &[Tap]) -> Result<()
     }
 }
 
-/// torchvision's input normalization: ImageNet's channel mean and standard deviation.
+/// torchvision's input normalization: ImageNet's channel mean and standard deviation,
+/// `(x − mean) / std`, as one per-channel affine map.
 pub(crate) fn imagenet_normalize(x: &Tensor) -> Result<Tensor> {
-    let dev = x.device();
-    let mean = Tensor::new(&[0.485f32, 0.456, 0.406], dev)?.reshape((1, 3, 1, 1))?;
-    let std = Tensor::new(&[0.229f32, 0.224, 0.225], dev)?.reshape((1, 3, 1, 1))?;
-    Ok(x.broadcast_sub(&mean)?.broadcast_div(&std)?)
+    const MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+    const STD: [f64; 3] = [0.229, 0.224, 0.225];
+    let scale = STD.map(|s| 1.0 / s);
+    let shift = [0, 1, 2].map(|c| -MEAN[c] / STD[c]);
+    Ok(ChannelAffine::new(&scale, &shift)?.forward(x)?)
 }
 
 /// The activations of `taps`, in order, from the (tap, activation) pairs a pass collected.

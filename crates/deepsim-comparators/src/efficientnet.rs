@@ -218,7 +218,7 @@ impl Comparator for EfficientNetLite0 {
             }
             taps.iter().all(|t| got.iter().any(|(g, _)| g == t))
         };
-        let x = ((x * (255.0 / 128.0))? - 127.0 / 128.0)?;
+        let x = x.affine(255.0 / 128.0, -127.0 / 128.0)?;
         let mut h = self.stem.forward(&x, true)?;
         let mut done = keep(Tap::Stem, &h);
         for (i, block) in self.blocks.iter().enumerate() {

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use candle::{Device, Tensor};
 use candle_nn::VarBuilder;
+use deepsim_kernels::ChannelAffine;
 
 use crate::alexnet::{AlexNet, AlexNetLayout};
 use crate::comparator::{check_input, load_weights};
@@ -183,11 +184,12 @@ impl Lpips {
         self.name
     }
 
+    /// LPIPS' input scaling of [0, 1] images, `(2x − 1 − shift) / scale`, as one map.
     fn scale(x: &Tensor) -> Result<Tensor> {
-        let dev = x.device();
-        let shift = Tensor::new(&[-0.030f32, -0.088, -0.188], dev)?.reshape((1, 3, 1, 1))?;
-        let scale = Tensor::new(&[0.458f32, 0.448, 0.450], dev)?.reshape((1, 3, 1, 1))?;
-        Ok(((x * 2.0)? - 1.0)?.broadcast_sub(&shift)?.broadcast_div(&scale)?)
+        const SHIFT: [f64; 3] = [-0.030, -0.088, -0.188];
+        const SCALE: [f64; 3] = [0.458, 0.448, 0.450];
+        let (mul, add) = (SCALE.map(|s| 2.0 / s), [0, 1, 2].map(|c| (-1.0 - SHIFT[c]) / SCALE[c]));
+        Ok(ChannelAffine::new(&mul, &add)?.forward(x)?)
     }
 
     /// The per-pixel map of each layer, `[N, 1, h, w]` at the layer's resolution, before the
@@ -206,11 +208,21 @@ impl Lpips {
                 reason: format!("the second image's shape differs from the first's {:?}", a.dims()),
             });
         }
-        // Each image through the trunk on its own, so that a backward pass for `a` does not
-        // also run through `b`'s activations (as batching both would).
         let taps = self.trunk.taps();
-        let fa = self.trunk.run(Self::scale(a)?, &taps)?;
-        let fb = self.trunk.run(Self::scale(b)?, &taps)?;
+        let (fa, fb) = if a.track_op() || b.track_op() {
+            // Each side through the trunk on its own, so that a backward pass for `a` does not
+            // also run through `b`'s activations (as batching both would).
+            (self.trunk.run(Self::scale(a)?, &taps)?, self.trunk.run(Self::scale(b)?, &taps)?)
+        } else {
+            // No gradient wanted: one pass over both, twice the batch for the threads to share
+            // (a single pair then keeps two threads busy from the first layer on).
+            let n = a.dim(0)?;
+            let both = self.trunk.run(Self::scale(&Tensor::cat(&[a, b], 0)?)?, &taps)?;
+            let half = |from| {
+                both.iter().map(|f| f.narrow(0, from, n)).collect::<candle::Result<Vec<_>>>()
+            };
+            (half(0)?, half(n)?)
+        };
         // Per layer: unit-normalize across channels, weight the squared difference, sum over
         // channels — one fused kernel (deepsim-kernels) with its backward.
         fa.iter()

@@ -8,6 +8,7 @@
 
 use candle::backend::BackendStorage;
 use std::any::Any;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Shape, Tensor};
@@ -15,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::check::{at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, Real};
 use crate::error::{invalid, Result};
-use crate::gemm::{matmul, parallelism, Mat};
+use crate::gemm::{matmul, parallelism, Mat, SharedSlice};
 use crate::winograd::{self, TransformedKernels};
 
 /// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
@@ -301,41 +302,56 @@ fn conv_transpose2d_geom(
 
 // ----------------------------------------------------------------------------- CPU kernels
 
-/// Fills columns `off..off + small_hw` of `cols` (`k_len` rows, row stride `ld`) with the
-/// patches of one group of one image.
-fn im2col<T: Real>(g: &Geom, src: &[T], cols: &mut [T], ld: usize, off: usize) {
+/// Fills columns `off..off + pixels.len()` of `cols` (`k_len` rows, row stride `ld`) with the
+/// patches of output pixels `pixels` (row-major over the output map) of one group of one image.
+fn im2col<T: Real>(
+    g: &Geom,
+    src: &[T],
+    cols: &mut [T],
+    ld: usize,
+    off: usize,
+    pixels: Range<usize>,
+) {
     let (kh, kw) = g.kernel;
     let [_, h, w] = g.big;
-    let [_, oh, ow] = g.small;
+    let [_, _, ow] = g.small;
     let (sh, sw) = g.cfg.stride;
     let (ph, pw) = g.cfg.padding;
     let (dh, dw) = g.cfg.dilation;
+    if pixels.is_empty() {
+        return;
+    }
+    let (p0, len) = (pixels.start, pixels.len());
     let mut r = 0;
     for c in 0..g.big_cg() {
         let plane = &src[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let row = &mut cols[r * ld + off..r * ld + off + oh * ow];
+                let row = &mut cols[r * ld + off..r * ld + off + len];
                 r += 1;
                 let off_x = (kx * dw) as isize - pw as isize;
                 let (x0, x1) = valid_range(off_x, sw, w, ow);
-                for oy in 0..oh {
-                    let out = &mut row[oy * ow..(oy + 1) * ow];
+                for oy in p0 / ow..=(pixels.end - 1) / ow {
+                    // This output row's part of the range: columns a..b.
+                    let first = oy * ow;
+                    let (a, b) = (p0.max(first) - first, pixels.end.min(first + ow) - first);
+                    let out = &mut row[first + a - p0..first + b - p0];
                     let iy = (oy * sh + ky * dh) as isize - ph as isize;
-                    if iy < 0 || iy >= h as isize || x0 >= x1 {
+                    let (v0, v1) = (x0.clamp(a, b), x1.clamp(a, b));
+                    if iy < 0 || iy >= h as isize || v0 >= v1 {
                         out.fill(T::zero());
                         continue;
                     }
                     let line = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    out[..x0].fill(T::zero());
-                    out[x1..].fill(T::zero());
-                    let start = (x0 * sw) as isize + off_x;
+                    out[..v0 - a].fill(T::zero());
+                    out[v1 - a..].fill(T::zero());
+                    let start = ((v0 * sw) as isize + off_x) as usize;
+                    let dst = &mut out[v0 - a..v1 - a];
                     if sw == 1 {
-                        out[x0..x1]
-                            .copy_from_slice(&line[start as usize..start as usize + x1 - x0]);
+                        dst.copy_from_slice(&line[start..start + v1 - v0]);
                     } else {
-                        for (o, ox) in out[x0..x1].iter_mut().zip(0..) {
-                            *o = line[start as usize + ox * sw];
+                        for (o, i) in dst.iter_mut().zip(0..) {
+                            *o = line[start + i * sw];
                         }
                     }
                 }
@@ -442,6 +458,9 @@ fn big_to_small<T: Real>(
     if let Some(d) = g.depthwise() {
         return crate::depthwise::forward(&d, big, weight, bias, act == Activation::Relu);
     }
+    if g.small_hw() >= CHUNKED_MIN_PIXELS && !g.is_pointwise() {
+        return big_to_small_chunked(g, big, weight, bias, act);
+    }
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
     let per_thread = g.n.div_ceil(rayon::current_num_threads().min(g.n));
@@ -472,7 +491,7 @@ fn big_to_small<T: Real>(
                             cols[r * ld + b * p_len..r * ld + (b + 1) * p_len].copy_from_slice(row);
                         }
                     } else {
-                        im2col(g, src_of(b), cols, ld, b * p_len);
+                        im2col(g, src_of(b), cols, ld, b * p_len, 0..p_len);
                     }
                 }
                 let result = &mut result[..small_cg * ld];
@@ -495,6 +514,66 @@ fn big_to_small<T: Real>(
             }
         }
     });
+    out
+}
+
+/// Output maps of at least this many pixels are split into pixel ranges (see
+/// [`big_to_small_chunked`]).
+const CHUNKED_MIN_PIXELS: usize = 4096;
+/// Elements of im2col columns per pixel range: 4 MB in f32, within a core's share of cache.
+const CHUNK_BUDGET: usize = 1 << 20;
+
+/// [`big_to_small`] for large output maps: the work is split into (image, group, pixel range)
+/// items whose im2col columns stay small, spread over rayon's threads, and each item's GEMM
+/// writes straight into its columns of the output. One large image thus keeps every thread
+/// busy (im2col included) without a scratch buffer the size of the whole im2col matrix.
+fn big_to_small_chunked<T: Real>(
+    g: &Geom,
+    big: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    act: Activation,
+) -> Vec<T> {
+    let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
+    let (small_cg, big_cg, groups) = (g.small_cg(), g.big_cg(), g.groups());
+    let threads = rayon::current_num_threads().max(1);
+    // As many ranges as the budget asks, and enough items for every thread.
+    let ranges = p_len
+        .div_ceil((CHUNK_BUDGET / k_len).max(256))
+        .max(threads.div_ceil(g.n * groups))
+        .min(p_len.div_ceil(256));
+    let chunk = p_len.div_ceil(ranges).next_multiple_of(16).min(p_len);
+    let ranges = p_len.div_ceil(chunk);
+    let items = g.n * groups * ranges;
+    let mut out = vec![T::zero(); g.n * g.small[0] * p_len];
+    let shared = SharedSlice::new(&mut out);
+    let serial_gemm = items >= threads;
+    let run = |cols: &mut Vec<T>, item: usize| {
+        let (image, gi, range) = (item / (groups * ranges), item / ranges % groups, item % ranges);
+        let pixels = range * chunk..((range + 1) * chunk).min(p_len);
+        let len = pixels.len();
+        let src_start = (image * g.big[0] + gi * big_cg) * big_len;
+        im2col(g, &big[src_start..src_start + big_cg * big_len], cols, len, 0, pixels.clone());
+        let w = Mat::row_major(&weight[gi * small_cg * k_len..], small_cg, k_len);
+        let first_channel = image * g.small[0] + gi * small_cg;
+        let start = first_channel * p_len + pixels.start;
+        let cols = Mat::row_major(&cols[..k_len * len], k_len, len);
+        // SAFETY: item (image, group, range) alone writes pixels `pixels` of its group's
+        // channels of its image; items partition the output.
+        unsafe { shared.matmul_into(start, p_len, w, cols, false, parallelism(serial_gemm)) };
+        for o in 0..small_cg {
+            let c = gi * small_cg + o;
+            // SAFETY: as above, and the GEMM into these elements has returned.
+            let row = unsafe { shared.range((first_channel + o) * p_len + pixels.start, len) };
+            finish_output(row, bias.map(|b| b[c]), act);
+        }
+    };
+    if serial_gemm && threads > 1 {
+        (0..items).into_par_iter().for_each_init(|| vec![T::zero(); k_len * chunk], run);
+    } else {
+        let mut cols = vec![T::zero(); k_len * chunk];
+        (0..items).for_each(|item| run(&mut cols, item));
+    }
     out
 }
 
@@ -602,7 +681,7 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
                     let cols: &[T] = if g.is_pointwise() {
                         src
                     } else {
-                        im2col(g, src, &mut cols, p_len, 0);
+                        im2col(g, src, &mut cols, p_len, 0, 0..p_len);
                         &cols
                     };
                     let gs = (img * g.small[0] + gi * small_cg) * p_len;

@@ -1,5 +1,7 @@
 //! A bounds-checked, safe front to the `gemm` crate's matrix multiply for f32 and f64.
 
+use std::marker::PhantomData;
+
 use gemm::Parallelism;
 
 use crate::check::Real;
@@ -65,23 +67,51 @@ pub(crate) fn matmul_into<T: Real>(
     accumulate: bool,
     par: Parallelism,
 ) {
+    check_views(dst.len(), ld, &lhs, &rhs);
+    // SAFETY: `check_views` keeps every index of all three views inside their slices, and
+    // `dst` is borrowed mutably (no aliasing).
+    unsafe { gemm_raw(dst.as_mut_ptr(), ld, lhs, rhs, accumulate, par) }
+}
+
+/// Asserts that the product of `lhs` and `rhs` fits a destination of `dst_len` elements with
+/// rows `ld` apart, and that both views lie inside their slices.
+///
+/// Callers derive all shapes from validated tensor shapes, so a failure here is a bug in this
+/// crate, not bad user input.
+fn check_views<T>(dst_len: usize, ld: usize, lhs: &Mat<'_, T>, rhs: &Mat<'_, T>) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "gemm: inner dimensions differ");
+    assert!(
+        m == 0 || n == 0 || (ld >= n && dst_len >= (m - 1) * ld + n && lhs.fits() && rhs.fits()),
+        "gemm: view out of bounds"
+    );
+}
+
+/// The `gemm` crate's call: `dst = lhs · rhs` (or `+=`), rows of `dst` `ld` apart.
+///
+/// # Safety
+/// `check_views` must hold for the `dst` that `dst` points into, and no other thread may touch
+/// the `m × n` elements written while the call runs. `T` is f32 or f64 (the only implementors
+/// of `Real`), which `gemm` supports.
+unsafe fn gemm_raw<T: Real>(
+    dst: *mut T,
+    ld: usize,
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        ld >= n && dst.len() >= (m - 1) * ld + n && lhs.fits() && rhs.fits(),
-        "gemm: view out of bounds"
-    );
-    // SAFETY: the asserts above keep every index of all three views inside their slices, `dst`
-    // is borrowed mutably (no aliasing), and T is f32 or f64 (the only implementors of Real).
+    // SAFETY: the caller's contract (above).
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             ld as isize,
             accumulate,
@@ -98,5 +128,58 @@ pub(crate) fn matmul_into<T: Real>(
             false,
             par,
         )
+    }
+}
+
+/// A mutable slice that several threads write at once, each at places no other thread touches
+/// (tiles, pixel ranges of one image): the work split guarantees the disjointness that Rust's
+/// borrows cannot express for interleaved regions such as one pixel range of every channel.
+pub(crate) struct SharedSlice<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: the slice is borrowed mutably for 'a, so only the threads sharing this handle reach
+// it, and every write goes through the unsafe methods whose contract forbids overlap.
+unsafe impl<T: Send> Send for SharedSlice<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedSlice<'_, T> {}
+
+impl<'a, T: Real> SharedSlice<'a, T> {
+    /// Shares `data` for the lifetime of the handle.
+    pub fn new(data: &'a mut [T]) -> Self {
+        Self { ptr: data.as_mut_ptr(), len: data.len(), _borrow: PhantomData }
+    }
+
+    /// The elements `start..start + len`.
+    ///
+    /// # Safety
+    /// No other thread may access these elements while the returned slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn range(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start <= self.len && len <= self.len - start, "shared slice: out of bounds");
+        // SAFETY: in bounds (asserted); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+    /// [`matmul_into`] into the matrix starting at element `start`, rows `ld` apart.
+    ///
+    /// # Safety
+    /// No other thread may access the written elements (rows `start + i·ld`, `n` long) while
+    /// the call runs.
+    pub unsafe fn matmul_into(
+        &self,
+        start: usize,
+        ld: usize,
+        lhs: Mat<'_, T>,
+        rhs: Mat<'_, T>,
+        accumulate: bool,
+        par: Parallelism,
+    ) {
+        assert!(start <= self.len, "shared slice: out of bounds");
+        check_views(self.len - start, ld, &lhs, &rhs);
+        // SAFETY: in bounds (checked); exclusive by the caller's contract.
+        unsafe { gemm_raw(self.ptr.add(start), ld, lhs, rhs, accumulate, par) }
     }
 }

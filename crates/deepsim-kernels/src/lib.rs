@@ -6,6 +6,7 @@
 //! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
 //! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
+//! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
 //! | [`unit_weighted_sq_distance`] | LPIPS' per-layer distance map in one pass, instead of a dozen elementwise ops |
 //!
 //! Every op is a candle custom op on the CPU (the CPU kernel is the reference) with a backward
@@ -29,6 +30,7 @@
 //! # }
 //! ```
 
+mod affine;
 mod check;
 mod conv;
 mod depthwise;
@@ -40,6 +42,7 @@ mod strided;
 mod unit_distance;
 mod winograd;
 
+pub use affine::{value_range, ChannelAffine};
 pub use conv::{
     conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvAlgorithm, ConvTranspose2dConfig,
     FrozenConv2d,

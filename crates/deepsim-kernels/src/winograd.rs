@@ -13,7 +13,9 @@
 //! 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
 
 use crate::check::Real;
-use crate::gemm::{matmul_into, Mat};
+use rayon::prelude::*;
+
+use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
 
 /// Rows and columns of an output tile.
 const TILE: usize = 4;
@@ -187,8 +189,9 @@ impl Plan {
 /// `relu` applied; `mask` (shaped like `input`) zeroes the inputs where it is not positive
 /// (a ReLU's backward fused into the input gradient).
 ///
-/// Runs on rayon's threads: images are split between threads when there are enough of them,
-/// otherwise the GEMMs are threaded.
+/// Runs on rayon's threads: the tiles of all images are cut into blocks, as many per thread,
+/// and the blocks are spread over the threads (one large image keeps them all busy); with
+/// fewer blocks than threads the GEMMs are threaded instead.
 pub(crate) fn conv3x3<T: Real>(
     plan: &Plan,
     kernels: &TransformedKernels<T>,
@@ -200,8 +203,8 @@ pub(crate) fn conv3x3<T: Real>(
     conv3x3_in_blocks(plan, kernels, input, mask, bias, relu, BLOCK_BUDGET)
 }
 
-/// [`conv3x3`] with the tiles of each thread processed in blocks whose transformed inputs and
-/// products hold at most about `budget` elements (at least 16 tiles).
+/// [`conv3x3`] with the tiles processed in blocks whose transformed inputs and products hold
+/// at most about `budget` elements (at least 16 tiles).
 fn conv3x3_in_blocks<T: Real>(
     plan: &Plan,
     kernels: &TransformedKernels<T>,
@@ -213,63 +216,70 @@ fn conv3x3_in_blocks<T: Real>(
 ) -> Vec<T> {
     let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
     let (th, tw) = plan.tiles();
-    let tiles_per_image = th * tw;
-    let threads = rayon::current_num_threads().min(plan.n).max(1);
-    let per_thread = plan.n.div_ceil(threads);
-    let most_tiles = per_thread * tiles_per_image;
-    let block = (budget / (POINTS * (in_c + out_c))).max(LANES).min(most_tiles);
-    let block = block.next_multiple_of(LANES);
-    let scratch = POINTS * (in_c + out_c) * block;
+    let tiles = Tiles { plan: *plan, tw, per_image: th * tw };
+    let total = plan.n * tiles.per_image;
     let mut out = vec![T::zero(); plan.n * out_c * plan.output.0 * plan.output.1];
-    crate::conv::for_each_sub_batch(
-        plan.n,
-        per_thread,
-        &mut out,
-        scratch,
-        |first, out, scratch, par| {
-            let images = out.len() / (out_c * plan.output.0 * plan.output.1);
-            let (v, m) = scratch.split_at_mut(POINTS * in_c * block);
-            let tiles = Tiles { plan: *plan, tw, per_image: tiles_per_image, first };
-            let total = images * tiles_per_image;
-            for start in (0..total).step_by(block) {
-                let count = block.min(total - start);
-                transform_inputs(&tiles, start, count, input, mask, in_c, v, block);
-                for xi in 0..POINTS {
-                    for group in 0..kernels.groups {
-                        let (out_g, in_g) = (out_c / kernels.groups, kernels.in_g);
-                        let u = &kernels.data[(xi * out_c + group * out_g) * in_g..];
-                        let lhs = Mat::row_major(u, out_g, in_g);
-                        let rhs_start = (xi * in_c + group * in_g) * block;
-                        let rhs = Mat {
-                            data: &v[rhs_start..rhs_start + in_g * block],
-                            rows: in_g,
-                            cols: count,
-                            rs: block,
-                            cs: 1,
-                        };
-                        let dst_start = (xi * out_c + group * out_g) * block;
-                        let dst = &mut m[dst_start..dst_start + out_g * block];
-                        matmul_into(dst, block, lhs, rhs, false, par);
-                    }
-                }
-                transform_outputs(&tiles, start, count, m, out_c, block, out, bias, relu);
+    if total == 0 {
+        return out;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Blocks within the budget, their number a multiple of the threads when there are enough
+    // tiles (so that no thread gets one more block than another), each a whole number of lanes.
+    let most = (budget / (POINTS * (in_c + out_c))).max(LANES);
+    let mut blocks = total.div_ceil(most);
+    if total >= threads * LANES {
+        blocks = blocks.next_multiple_of(threads);
+    }
+    let block = total.div_ceil(blocks).next_multiple_of(LANES);
+    let blocks = total.div_ceil(block);
+    let spread = blocks >= threads && threads > 1;
+    let par = parallelism(spread);
+    let shared = SharedSlice::new(&mut out);
+    let run = |scratch: &mut Vec<T>, index: usize| {
+        let start = index * block;
+        let count = block.min(total - start);
+        let (v, m) = scratch.split_at_mut(POINTS * in_c * block);
+        transform_inputs(&tiles, start, count, input, mask, in_c, v, block);
+        for xi in 0..POINTS {
+            for group in 0..kernels.groups {
+                let (out_g, in_g) = (out_c / kernels.groups, kernels.in_g);
+                let u = &kernels.data[(xi * out_c + group * out_g) * in_g..];
+                let lhs = Mat::row_major(u, out_g, in_g);
+                let rhs_start = (xi * in_c + group * in_g) * block;
+                let rhs = Mat {
+                    data: &v[rhs_start..rhs_start + in_g * block],
+                    rows: in_g,
+                    cols: count,
+                    rs: block,
+                    cs: 1,
+                };
+                let dst_start = (xi * out_c + group * out_g) * block;
+                let dst = &mut m[dst_start..dst_start + out_g * block];
+                matmul_into(dst, block, lhs, rhs, false, par);
             }
-        },
-    );
+        }
+        transform_outputs(&tiles, start, count, m, out_c, block, &shared, bias, relu);
+    };
+    let scratch = || vec![T::zero(); POINTS * (in_c + out_c) * block];
+    if spread {
+        (0..blocks).into_par_iter().for_each_init(scratch, run);
+    } else {
+        let mut s = scratch();
+        (0..blocks).for_each(|index| run(&mut s, index));
+    }
     out
 }
 
-/// Where the tiles of one thread's images lie: tile `t` is tile `t % per_image` (row-major,
-/// `tw` per row) of image `first + t / per_image`.
+/// Where the tiles lie: tile `t` is tile `t % per_image` (row-major, `tw` per row) of image
+/// `t / per_image`.
 struct Tiles {
     plan: Plan,
     tw: usize,
     per_image: usize,
-    first: usize,
 }
 
 impl Tiles {
-    /// (image relative to `first`, top row, left column) of tile `t`'s output.
+    /// (image, top row, left column) of tile `t`'s output.
     fn locate(&self, t: usize) -> (usize, usize, usize) {
         let (image, q) = (t / self.per_image, t % self.per_image);
         (image, (q / self.tw) * TILE, (q % self.tw) * TILE)
@@ -295,7 +305,7 @@ fn transform_inputs<T: Real>(
             let mut d = [[[T::zero(); LANES]; ALPHA]; ALPHA];
             for l in 0..LANES.min(count - lane0) {
                 let (image, y0, x0) = tiles.locate(start + lane0 + l);
-                let plane_start = ((tiles.first + image) * in_c + c) * h * w;
+                let plane_start = (image * in_c + c) * h * w;
                 let plane = &input[plane_start..plane_start + h * w];
                 let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
                 let (top, left) = (y0 as isize - pad_y, x0 as isize - pad_x);
@@ -345,7 +355,7 @@ fn transform_outputs<T: Real>(
     m: &[T],
     out_c: usize,
     block: usize,
-    out: &mut [T],
+    out: &SharedSlice<'_, T>,
     bias: Option<&[T]>,
     relu: bool,
 ) {
@@ -361,10 +371,13 @@ fn transform_outputs<T: Real>(
             let y = output_tile(&p);
             for l in 0..LANES.min(count - lane0) {
                 let (image, y0, x0) = tiles.locate(start + lane0 + l);
-                let plane = &mut out[(image * out_c + o) * oh * ow..][..oh * ow];
+                let plane = (image * out_c + o) * oh * ow;
                 for (r, row) in y.iter().enumerate().take(oh - y0) {
-                    let line = &mut plane[(y0 + r) * ow + x0..(y0 + r + 1) * ow];
-                    for (dst, src) in line.iter_mut().zip(row).take(TILE) {
+                    let at = plane + (y0 + r) * ow + x0;
+                    // SAFETY: tiles cover disjoint parts of the output, each tile belongs to
+                    // one block, and one thread runs a block.
+                    let line = unsafe { out.range(at, TILE.min(ow - x0)) };
+                    for (dst, src) in line.iter_mut().zip(row) {
                         let s = src[l] + b;
                         *dst = if !relu || s > T::zero() { s } else { T::zero() };
                     }

@@ -26,6 +26,11 @@ fn conv2d_matches_candle() {
         ([1, 6, 48, 50], [5, 6, 1, 1], 1, 0, 1, 1),
         // Depthwise (EfficientNet's blocks).
         ([2, 6, 11, 9], [6, 1, 5, 5], 2, 2, 1, 6),
+        // Output maps of 4096 pixels and more run in pixel ranges spread over the threads:
+        // ranges that end mid-row, strides, padding, groups, one image and several.
+        ([1, 3, 131, 127], [5, 3, 5, 5], 1, 2, 1, 1),
+        ([2, 4, 290, 263], [6, 2, 11, 11], 4, 2, 1, 2),
+        ([1, 2, 70, 70], [3, 2, 3, 3], 1, 3, 2, 1),
     ];
     for (xs, ws, s, p, d, g) in cases {
         let (x, w) = (rand(&xs, 1, F32), rand(&ws, 2, F32));

@@ -1,0 +1,88 @@
+//! `ChannelAffine` against the same map written with candle's built-ins, its gradients (first
+//! and second order) against finite differences (this file's only backward-running test sets
+//! `CANDLE_GRAD_DO_NOT_DETACH`, which candle reads once per thread), and `value_range` against candle's min/max.
+
+mod common;
+
+use candle::{DType, Device, Tensor, Var};
+use common::{assert_close, check_grads, rand};
+use deepsim_kernels::{value_range, ChannelAffine, Error};
+
+/// `scale[c] · x[:, source[c]] + shift[c]` from candle's ops, channel by channel.
+fn by_hand(x: &Tensor, source: &[usize], scale: &[f64], shift: &[f64]) -> Tensor {
+    let planes: Vec<Tensor> = (0..source.len())
+        .map(|c| x.narrow(1, source[c], 1).unwrap().affine(scale[c], shift[c]).unwrap())
+        .collect();
+    Tensor::cat(&planes, 1).unwrap()
+}
+
+#[test]
+fn equals_the_map_written_with_candle_ops() {
+    let (scale, shift) = ([255.0, 2.0 / 0.448, -0.5, 3.0], [-104.0, 0.2, 7.0, 0.0]);
+    for source in [[0, 1, 2, 3], [2, 1, 0, 3], [3, 0, 1, 2]] {
+        let op = ChannelAffine::new(&scale, &shift).unwrap().with_source(&source).unwrap();
+        for dtype in [DType::F32, DType::F64] {
+            let x = rand(&[3, 4, 5, 7], 1, dtype);
+            let want = by_hand(&x, &source, &scale, &shift);
+            assert_close(&op.forward(&x).unwrap(), &want, 1e-6, 1e-5, &format!("{source:?}"));
+            // A strided (transposed) input reads the same values.
+            let xt = x.transpose(2, 3).unwrap();
+            let want = by_hand(&xt, &source, &scale, &shift);
+            assert_close(&op.forward(&xt).unwrap(), &want, 1e-6, 1e-5, "strided input");
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
+    let op = ChannelAffine::new(&[1.5, -2.0, 0.25], &[0.1, 0.2, -0.3])
+        .unwrap()
+        .with_source(&[1, 2, 0])
+        .unwrap();
+    check_grads(&[rand(&[2, 3, 4, 5], 3, DType::F64)], |a| op.forward(&a[0]).unwrap(), "affine");
+    // The backward is itself the adjoint map, differentiable in turn: f(v) = Jᵀv, the input
+    // gradient of ⟨op(x), v⟩, checked against finite differences in v.
+    let x = rand(&[2, 3, 4, 5], 5, DType::F64);
+    let input_grad = |v: &[Tensor]| {
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = op.forward(xv.as_tensor()).unwrap();
+        let grads = (y * &v[0]).unwrap().sum_all().unwrap().backward().unwrap();
+        grads.get(xv.as_tensor()).unwrap().clone()
+    };
+    check_grads(&[rand(&[2, 3, 4, 5], 6, DType::F64)], input_grad, "affine's backward");
+}
+
+#[test]
+fn rejects_bad_maps_and_inputs() {
+    let msg = |r: deepsim_kernels::Result<ChannelAffine>| match r {
+        Err(e @ Error::InvalidArgument { .. }) => e.to_string(),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    assert!(msg(ChannelAffine::new(&[1.0, 2.0], &[0.0])).contains("one value per channel"));
+    assert!(msg(ChannelAffine::new(&[f64::NAN], &[0.0])).contains("NaN is not finite"));
+    let three = || ChannelAffine::new(&[1.0; 3], &[0.0; 3]).unwrap();
+    assert!(msg(three().with_source(&[0, 0, 1])).contains("not a permutation"));
+    assert!(msg(three().with_source(&[0, 1, 3])).contains("not a permutation"));
+    assert!(msg(three().with_source(&[0, 1])).contains("expected 3 channels"));
+    let four = rand(&[1, 4, 2, 2], 1, DType::F32);
+    let e = three().forward(&four).unwrap_err().to_string();
+    assert!(e.contains("[1, 4, 2, 2]") && e.contains("expected 3 channels"), "{e}");
+}
+
+#[test]
+fn value_range_finds_extremes_and_nan() {
+    let x = rand(&[3, 3, 50, 70], 7, DType::F32);
+    let lo = x.flatten_all().unwrap().min(0).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let hi = x.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() as f64;
+    assert_eq!(value_range(&x).unwrap(), Some((lo, hi)));
+    // One NaN in the last chunk makes the range unknown.
+    let mut v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let last = v.len() - 3;
+    v[last] = f32::NAN;
+    let with_nan = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
+    assert_eq!(value_range(&with_nan).unwrap(), None);
+    let empty = Tensor::zeros((0, 3), DType::F64, &Device::Cpu).unwrap();
+    assert_eq!(value_range(&empty).unwrap(), None);
+    assert!(value_range(&x.to_dtype(DType::U8).unwrap()).is_err());
+}
