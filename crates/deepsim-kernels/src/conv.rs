@@ -14,7 +14,9 @@ use std::sync::{Arc, OnceLock};
 use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Module, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::check::{at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, Real};
+use crate::check::{
+    at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, with_scratch, Real,
+};
 use crate::error::{invalid, Result};
 use crate::gemm::{matmul, parallelism, Mat, SharedSlice};
 use crate::winograd::{self, TransformedKernels};
@@ -422,7 +424,7 @@ fn images_per_gemm(pixels: usize, images: usize) -> usize {
 /// Runs `f(first_image, out_chunk, scratch, parallelism)` over the batch in sub-batches of
 /// `per_call` images: in parallel over contiguous runs of images when there are enough of them
 /// (each GEMM then runs on one thread), else one sub-batch at a time with threaded GEMMs.
-pub(crate) fn for_each_sub_batch<T: Real>(
+fn for_each_sub_batch<T: Real>(
     n: usize,
     per_call: usize,
     out: &mut [T],
@@ -432,10 +434,11 @@ pub(crate) fn for_each_sub_batch<T: Real>(
     let per_image = out.len() / n;
     let threads = rayon::current_num_threads();
     let run = |first: usize, out: &mut [T], par: gemm::Parallelism| {
-        let mut scratch = vec![T::zero(); scratch_len];
-        for (i, chunk) in out.chunks_mut(per_call * per_image).enumerate() {
-            f(first + i * per_call, chunk, &mut scratch, par);
-        }
+        with_scratch(scratch_len, |scratch| {
+            for (i, chunk) in out.chunks_mut(per_call * per_image).enumerate() {
+                f(first + i * per_call, chunk, scratch, par);
+            }
+        })
     };
     if n >= threads && threads > 1 {
         let per_thread = n.div_ceil(threads);
@@ -548,7 +551,7 @@ fn big_to_small_chunked<T: Real>(
     let mut out = vec![T::zero(); g.n * g.small[0] * p_len];
     let shared = SharedSlice::new(&mut out);
     let serial_gemm = items >= threads;
-    let run = |cols: &mut Vec<T>, item: usize| {
+    let run = |cols: &mut [T], item: usize| {
         let (image, gi, range) = (item / (groups * ranges), item / ranges % groups, item % ranges);
         let pixels = range * chunk..((range + 1) * chunk).min(p_len);
         let len = pixels.len();
@@ -568,11 +571,11 @@ fn big_to_small_chunked<T: Real>(
             finish_output(row, bias.map(|b| b[c]), act);
         }
     };
+    let run = |item: usize| with_scratch(k_len * chunk, |cols| run(cols, item));
     if serial_gemm && threads > 1 {
-        (0..items).into_par_iter().for_each_init(|| vec![T::zero(); k_len * chunk], run);
+        (0..items).into_par_iter().for_each(run);
     } else {
-        let mut cols = vec![T::zero(); k_len * chunk];
-        (0..items).for_each(|item| run(&mut cols, item));
+        (0..items).for_each(run);
     }
     out
 }

@@ -12,7 +12,7 @@
 //! channel layer on 13×13, the largest error is about 5e-6 of the largest output (im2col's is
 //! 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
 
-use crate::check::Real;
+use crate::check::{with_scratch, Real};
 use rayon::prelude::*;
 
 use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
@@ -235,7 +235,7 @@ fn conv3x3_in_blocks<T: Real>(
     let spread = blocks >= threads && threads > 1;
     let par = parallelism(spread);
     let shared = SharedSlice::new(&mut out);
-    let run = |scratch: &mut Vec<T>, index: usize| {
+    let run = |scratch: &mut [T], index: usize| {
         let start = index * block;
         let count = block.min(total - start);
         let (v, m) = scratch.split_at_mut(POINTS * in_c * block);
@@ -260,12 +260,11 @@ fn conv3x3_in_blocks<T: Real>(
         }
         transform_outputs(&tiles, start, count, m, out_c, block, &shared, bias, relu);
     };
-    let scratch = || vec![T::zero(); POINTS * (in_c + out_c) * block];
+    let run = |index: usize| with_scratch(POINTS * (in_c + out_c) * block, |s| run(s, index));
     if spread {
-        (0..blocks).into_par_iter().for_each_init(scratch, run);
+        (0..blocks).into_par_iter().for_each(run);
     } else {
-        let mut s = scratch();
-        (0..blocks).for_each(|index| run(&mut s, index));
+        (0..blocks).for_each(run);
     }
     out
 }
