@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use clap::{Parser, Subcommand};
 use deepsim_comparators::weights::{self, write_safetensors_atomic, RawTensor, TensorSet};
-use deepsim_comparators::{by_name, EfficientNetLite0, Lpips, Tap, COMPARATORS};
+use deepsim_comparators::{by_name, imagenet_classes, EfficientNetLite0, Lpips, Tap, COMPARATORS};
 
 /// Deep perceptual similarity: features, distances and classes of images.
 #[derive(Parser)]
@@ -72,7 +72,7 @@ enum Command {
         /// Converted weights (default: the weights cache).
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Class names, one per line in class order (without it, class indices are printed).
+        /// Class names, one per line in class order (default: the ImageNet-1k names).
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Images (PNG, JPEG).
@@ -232,16 +232,16 @@ fn compare(
 
 fn classify(weights: Option<&Path>, labels: Option<&Path>, images: &[PathBuf]) -> Result<()> {
     let net = EfficientNetLite0::pretrained(weights, &Device::Cpu)?;
-    let labels: Option<Vec<String>> = match labels {
+    let labels: Vec<String> = match labels {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
             let names: Vec<String> = text.lines().map(str::to_owned).collect();
             if names.len() != 1000 {
                 bail!("{}: {} lines, expected the 1000 ImageNet classes", p.display(), names.len());
             }
-            Some(names)
+            names
         }
-        None => None,
+        None => imagenet_classes().into_iter().map(str::to_owned).collect(),
     };
     for path in images {
         let x = images::load_center_crop(path, 224)?;
@@ -250,8 +250,7 @@ fn classify(weights: Option<&Path>, labels: Option<&Path>, images: &[PathBuf]) -
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
         println!("{}", path.display());
         for &i in &order[..5] {
-            let name = labels.as_ref().map(|l| l[i].as_str()).unwrap_or("");
-            println!("  {:>6.2}%  class {i:>3}  {name}", probs[i] * 100.0);
+            println!("  {:>6.2}%  class {i:>3}  {}", probs[i] * 100.0, labels[i]);
         }
     }
     Ok(())

@@ -50,8 +50,8 @@ fn classify_compare_and_features() {
     // ImageNet class 967 is espresso; 285, 282, 281 are Egyptian cat, tiger cat, tabby.
     let out = stdout(&deepsim(&home, &["classify", coffee_s, chelsea_s]));
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[1].contains("class 967"), "{out}");
-    assert!(lines[7].contains("class 285"), "{out}");
+    assert!(lines[1].contains("class 967") && lines[1].ends_with("espresso"), "{out}");
+    assert!(lines[7].contains("class 285") && lines[7].ends_with("Egyptian cat"), "{out}");
 
     let metric = "feature:efficientnet-lite0:block15";
     let same: f64 = stdout(&deepsim(&home, &["compare", "--metric", metric, coffee_s, coffee_s]))

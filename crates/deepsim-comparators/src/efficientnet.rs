@@ -248,3 +248,11 @@ impl Comparator for EfficientNetLite0 {
         Ok(in_order(taps, &got))
     }
 }
+
+/// The names of the 1000 ImageNet-1k classes in class-index order (the order of
+/// [`EfficientNetLite0::logits`] and of torchvision's classifiers), e.g. index 967 is
+/// `espresso`. The list is torchvision's (`torchvision.models._meta`, BSD-3-Clause; see
+/// `data/README.md`).
+pub fn imagenet_classes() -> Vec<&'static str> {
+    include_str!("imagenet_classes.txt").lines().collect()
+}

@@ -40,7 +40,7 @@ pub mod weights;
 
 pub use alexnet::{AlexNet, AlexNetLayout};
 pub use comparator::{check_input, Comparator};
-pub use efficientnet::EfficientNetLite0;
+pub use efficientnet::{imagenet_classes, EfficientNetLite0};
 pub use error::{Error, Result};
 pub use lpips::{Lpips, LpipsOutput};
 pub use registry::{by_name, COMPARATORS};
