@@ -12,6 +12,7 @@ use deepsim_kernels::{
     LrnConfig, MaxPool2dConfig, PoolRounding,
 };
 
+use crate::chain::Stage;
 use crate::comparator::{check_input, check_taps, imagenet_normalize, load_weights, Comparator};
 use crate::error::{Error, Result};
 use crate::seeded;
@@ -209,6 +210,23 @@ impl AlexNet {
                     .forward(x)?
             }
         })
+    }
+
+    /// The torchvision layout's trunk up to conv5 as a chain whose taps are relu1 … relu5
+    /// (LPIPS-alex's); `None` for the Caffe layout (its LRN layers are not chain stages).
+    pub(crate) fn relu_stages(&self) -> Option<Vec<Stage>> {
+        if self.layout != AlexNetLayout::Torchvision || self.convs.len() < 5 {
+            return None;
+        }
+        let pool = MaxPool2dConfig::square(3, 2);
+        let mut stages = Vec::new();
+        for (i, conv) in self.convs.iter().enumerate() {
+            stages.push(Stage::Conv { layer: conv.fused.clone(), tapped: true });
+            if i < 2 {
+                stages.push(Stage::Pool(pool));
+            }
+        }
+        Some(stages)
     }
 
     /// The taps of an already preprocessed input (LPIPS feeds its own scaling).

@@ -27,6 +27,7 @@
 //! ```
 
 mod alexnet;
+mod chain;
 mod comparator;
 mod efficientnet;
 mod error;

@@ -10,6 +10,7 @@ use candle_nn::VarBuilder;
 use deepsim_kernels::ChannelAffine;
 
 use crate::alexnet::{AlexNet, AlexNetLayout};
+use crate::chain::{self, TapHead};
 use crate::comparator::{check_input, load_weights};
 use crate::error::{Error, Result};
 use crate::squeezenet::SqueezeNet;
@@ -185,19 +186,19 @@ impl Lpips {
     }
 
     /// LPIPS' input scaling of [0, 1] images, `(2x − 1 − shift) / scale`, as one map.
-    fn scale(x: &Tensor) -> Result<Tensor> {
+    fn scaling() -> Result<ChannelAffine> {
         const SHIFT: [f64; 3] = [-0.030, -0.088, -0.188];
         const SCALE: [f64; 3] = [0.458, 0.448, 0.450];
         let (mul, add) = (SCALE.map(|s| 2.0 / s), [0, 1, 2].map(|c| (-1.0 - SHIFT[c]) / SCALE[c]));
-        Ok(ChannelAffine::new(&mul, &add)?.forward(x)?)
+        Ok(ChannelAffine::new(&mul, &add)?)
     }
 
-    /// The per-pixel map of each layer, `[N, 1, h, w]` at the layer's resolution, before the
-    /// spatial average.
-    ///
-    /// # Errors
-    /// Inputs that break the contract or differ in shape.
-    pub fn layer_maps(&self, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
+    fn scale(x: &Tensor) -> Result<Tensor> {
+        Ok(Self::scaling()?.forward(x)?)
+    }
+
+    /// Checks both inputs against the contract and each other.
+    fn check_pair(&self, a: &Tensor, b: &Tensor) -> Result<()> {
         let min = (self.trunk.min_size(), self.trunk.min_size());
         check_input(self.name, a, min)?;
         check_input(self.name, b, min)?;
@@ -208,6 +209,33 @@ impl Lpips {
                 reason: format!("the second image's shape differs from the first's {:?}", a.dims()),
             });
         }
+        Ok(())
+    }
+
+    /// The per-layer distances `[N, L]` as one autograd node (`chain`), when only `a` wants a
+    /// gradient and the trunk is a plain chain of convolutions and pools (alex, vgg) on the CPU.
+    fn fused(&self, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+        let stages = match &self.trunk {
+            Trunk::Alex(n) => n.relu_stages(),
+            Trunk::Vgg(n) => Some(n.stages(&self.trunk.taps())),
+            Trunk::Squeeze(_) => None,
+        };
+        let Some(stages) = stages else { return Ok(None) };
+        if !a.track_op() || b.track_op() || !a.device().is_cpu() {
+            return Ok(None);
+        }
+        let fb = self.trunk.run(Self::scale(b)?, &self.trunk.taps())?;
+        let head = LpipsHead { fb, lins: self.lins.clone() };
+        Ok(Some(chain::apply(a, Self::scaling()?, stages, head)?))
+    }
+
+    /// The per-pixel map of each layer, `[N, 1, h, w]` at the layer's resolution, before the
+    /// spatial average.
+    ///
+    /// # Errors
+    /// Inputs that break the contract or differ in shape.
+    pub fn layer_maps(&self, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
+        self.check_pair(a, b)?;
         let taps = self.trunk.taps();
         let (fa, fb) = if a.track_op() || b.track_op() {
             // Each side through the trunk on its own, so that a backward pass for `a` does not
@@ -263,6 +291,13 @@ impl Lpips {
     /// # Errors
     /// Inputs that break the contract or differ in shape.
     pub fn forward(&self, a: &Tensor, b: &Tensor) -> Result<LpipsOutput> {
+        self.check_pair(a, b)?;
+        if let Some(table) = self.fused(a, b)? {
+            let per_layer = (0..self.lins.len())
+                .map(|l| Ok(table.narrow(1, l, 1)?.squeeze(1)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(LpipsOutput { distance: table.sum(1)?, per_layer });
+        }
         let per_layer = self
             .layer_maps(a, b)?
             .into_iter()
@@ -273,6 +308,42 @@ impl Lpips {
             distance = (distance + l)?;
         }
         Ok(LpipsOutput { distance, per_layer })
+    }
+}
+
+/// LPIPS' head on the trunk's taps of `a`: each layer's spatially averaged distance to `b`'s
+/// taps, `[N, L]`.
+struct LpipsHead {
+    fb: Vec<Tensor>,
+    lins: Vec<Tensor>,
+}
+
+impl TapHead for LpipsHead {
+    fn forward(&self, taps: &[Tensor]) -> Result<Tensor> {
+        let layers = taps
+            .iter()
+            .zip(&self.fb)
+            .zip(&self.lins)
+            .map(|((fa, fb), lin)| {
+                Ok(deepsim_kernels::unit_weighted_sq_distance(fa, fb, lin)?.mean((1, 2, 3))?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&layers, 1)?)
+    }
+
+    fn backward(&self, taps: &[Tensor], grad: &Tensor) -> Result<Vec<Tensor>> {
+        taps.iter()
+            .zip(&self.fb)
+            .zip(&self.lins)
+            .enumerate()
+            .map(|(l, ((fa, fb), lin))| {
+                let (n, _, h, w) = fa.dims4()?;
+                // The mean over the map spreads each image's gradient evenly over its pixels.
+                let per_pixel = (grad.narrow(1, l, 1)? / (h * w) as f64)?.reshape((n, 1, 1, 1))?;
+                let map_grad = per_pixel.broadcast_as((n, 1, h, w))?.contiguous()?;
+                Ok(deepsim_kernels::unit_weighted_sq_distance_backward(fa, fb, lin, &map_grad)?)
+            })
+            .collect()
     }
 }
 

@@ -7,6 +7,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig};
 
+use crate::chain::Stage;
 use crate::comparator::{
     check_input, check_taps, imagenet_normalize, in_order, load_weights, Comparator,
 };
@@ -117,6 +118,24 @@ impl Vgg {
     }
 
     /// The taps of an already normalized input.
+    /// The trunk up to the deepest of `taps` as a chain (`taps` offered, in depth order).
+    pub(crate) fn stages(&self, taps: &[Tap]) -> Vec<Stage> {
+        let mut stages = Vec::new();
+        let mut left = taps.len();
+        for (conv, tap, pooled) in &self.convs {
+            let tapped = taps.contains(tap);
+            stages.push(Stage::Conv { layer: conv.clone(), tapped });
+            left -= usize::from(tapped);
+            if left == 0 {
+                break;
+            }
+            if *pooled {
+                stages.push(Stage::Pool(MaxPool2dConfig::square(2, 2)));
+            }
+        }
+        stages
+    }
+
     pub(crate) fn run(&self, x: Tensor, taps: &[Tap]) -> Result<Vec<Tensor>> {
         check_taps(self.name, &self.taps, taps)?;
         let pool = MaxPool2dConfig::square(2, 2);

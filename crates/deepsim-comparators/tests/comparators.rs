@@ -204,3 +204,47 @@ fn bad_inputs_are_errors_naming_the_problem() {
     let nan = ok.broadcast_mul(&Tensor::new(f32::NAN, &Device::Cpu).unwrap()).unwrap();
     assert!(msg(net.features(&nan, &[Tap::Pool5])).contains("expected [0, 1]"));
 }
+
+/// LPIPS as a loss of `a` alone runs as one fused autograd node (the trunk's and heads'
+/// backward inside it); with a gradient wanted for `b` too it runs through candle's graph of
+/// per-layer ops, each checked against finite differences in deepsim-kernels. Both give the
+/// same values and the same gradient w.r.t. `a`.
+#[test]
+fn fused_lpips_equals_the_graph_of_layers() {
+    let vgg = Lpips::vgg(
+        Vgg::random(VggDepth::Vgg16, 30, &Device::Cpu).unwrap(),
+        seeded_heads(310, &[64, 128, 256, 512, 512]),
+    )
+    .unwrap();
+    for (lpips, size) in [(seeded_lpips(), 71), (vgg, 20)] {
+        let (a, b) = (image(1011, &[3, 3, size, size + 5]), image(1012, &[3, 3, size, size + 5]));
+        let grad_and_values = |b: &Tensor| {
+            let av = Var::from_tensor(&a).unwrap();
+            let out = lpips.forward(av.as_tensor(), b).unwrap();
+            // Weights per image and per layer, so that every entry's gradient counts.
+            let w = image(1013, &[3]);
+            let loss = (out.distance.mul(&w).unwrap().sum_all().unwrap()
+                + out.per_layer[1].sum_all().unwrap())
+            .unwrap();
+            let g = loss.backward().unwrap().get(av.as_tensor()).unwrap().clone();
+            (g, out.distance, Tensor::stack(&out.per_layer, 0).unwrap())
+        };
+        let (g_fused, d_fused, l_fused) = grad_and_values(&b);
+        let bv = Var::from_tensor(&b).unwrap();
+        let (g_graph, d_graph, l_graph) = grad_and_values(bv.as_tensor());
+        let close = |x: &Tensor, y: &Tensor, what: &str| {
+            let (x, y): (Vec<f32>, Vec<f32>) = (
+                x.flatten_all().unwrap().to_vec1().unwrap(),
+                y.flatten_all().unwrap().to_vec1().unwrap(),
+            );
+            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(scale > 0.0, "{what}: all zero");
+            for (i, (p, q)) in x.iter().zip(&y).enumerate() {
+                assert!((p - q).abs() <= 1e-5 * scale, "{what}[{i}]: fused {p} vs graph {q}");
+            }
+        };
+        close(&d_fused, &d_graph, "distance");
+        close(&l_fused, &l_graph, "per layer");
+        close(&g_fused, &g_graph, "gradient w.r.t. a");
+    }
+}

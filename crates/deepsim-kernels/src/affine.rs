@@ -117,6 +117,16 @@ impl ChannelAffine {
         Ok(x.apply_op1(self.clone())?)
     }
 
+    /// The input gradient of [`ChannelAffine::forward`] given the gradient `grad` of its
+    /// output, outside candle's autograd (the adjoint map, for callers that run a chain's
+    /// backward themselves).
+    ///
+    /// # Errors
+    /// As [`ChannelAffine::forward`].
+    pub fn backward(&self, grad: &Tensor) -> Result<Tensor> {
+        self.adjoint().forward(grad)
+    }
+
     /// The adjoint map (the backward pass): `g_x[n, source[c]] = scale[c] · g_y[n, c]`.
     fn adjoint(&self) -> Self {
         let c = self.channels();

@@ -1117,6 +1117,41 @@ impl FrozenConv2d {
         };
         Ok(input.apply_op1(op)?)
     }
+
+    /// The input gradient of [`FrozenConv2d::forward`] at `input`, from its `output` (which
+    /// holds the ReLU's mask when the activation is fused) and the gradient `grad` w.r.t. that
+    /// output, outside candle's autograd: what `forward`'s backward pass computes, for callers
+    /// that run a chain of layers' backward themselves (a fused loss node). Only the shape of
+    /// `input` is read. Not differentiable.
+    ///
+    /// # Shapes
+    /// `input` `[N, in, H, W]`; `output`, `grad` `[N, out, H', W']` → `[N, in, H, W]`.
+    ///
+    /// # Errors
+    /// Shapes that do not fit the layer or each other, dtypes or devices that differ, tensors
+    /// not on the CPU.
+    pub fn backward(&self, input: &Tensor, output: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        const OP: &str = "FrozenConv2d::backward";
+        let g = conv2d_geom(OP, input, &self.weight, self.bias.as_ref(), &self.cfg)?;
+        same_dtype_device(OP, "grad", grad, input)?;
+        same_dtype_device(OP, "output", output, input)?;
+        let want = [g.n, g.small[0], g.small[1], g.small[2]];
+        for (arg, t) in [("grad", grad), ("output", output)] {
+            if t.dims() != want {
+                return Err(invalid(OP, arg, t.dims(), format!("expected {want:?}")));
+            }
+        }
+        if !input.device().is_cpu() {
+            return Err(invalid(OP, "input", input.dims(), "not on the CPU"));
+        }
+        let op = InputGradOp {
+            g,
+            weight: self.weight.clone(),
+            relu_out: (self.act == Activation::Relu).then(|| output.clone()),
+            winograd: self.runs_winograd(&g).then(|| self.winograd.clone()),
+        };
+        Ok(grad.apply_op1_no_bwd(&op)?)
+    }
 }
 
 impl Module for FrozenConv2d {

@@ -49,8 +49,8 @@ pub use conv::{
 };
 pub use error::{Error, Result};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
-pub use pool::{max_pool2d, MaxPool2dConfig, PoolRounding};
-pub use unit_distance::unit_weighted_sq_distance;
+pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};
+pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_backward};
 
 /// Implementations built only from candle's built-in tensor ops, with the same semantics as the
 /// CPU kernels. They are what non-CPU devices run today, and they are public so that tests can

@@ -281,6 +281,37 @@ pub fn max_pool2d(input: &Tensor, cfg: &MaxPool2dConfig) -> Result<Tensor> {
     Ok(input.apply_op1(MaxPoolOp(g))?)
 }
 
+/// The input gradient of [`max_pool2d`] from its `input`, `output` and the gradient `grad`
+/// w.r.t. the output, outside candle's autograd (what `max_pool2d`'s backward pass computes,
+/// for callers that run a chain of layers' backward themselves). Not differentiable.
+///
+/// # Shapes
+/// `input` `[N, C, H, W]`; `output`, `grad` `[N, C, H', W']` → `[N, C, H, W]`.
+///
+/// # Errors
+/// As [`max_pool2d`]; `output` or `grad` not of the pooled shape; tensors not on the CPU.
+pub fn max_pool2d_backward(
+    input: &Tensor,
+    output: &Tensor,
+    grad: &Tensor,
+    cfg: &MaxPool2dConfig,
+) -> Result<Tensor> {
+    const OP: &str = "max_pool2d_backward";
+    let g = pool_geom(OP, input, cfg)?;
+    let (n, c) = (input.dim(0)?, input.dim(1)?);
+    let want = [n, c, g.oh, g.ow];
+    for (arg, t) in [("output", output), ("grad", grad)] {
+        crate::check::same_dtype_device(OP, arg, t, input)?;
+        if t.dims() != want {
+            return Err(invalid(OP, arg, t.dims(), format!("expected {want:?}")));
+        }
+    }
+    if !input.device().is_cpu() {
+        return Err(invalid(OP, "input", input.dims(), "not on the CPU"));
+    }
+    Ok(input.apply_op3_no_bwd(output, grad, &MaxPoolBackwardOp(g))?)
+}
+
 /// Max-pooling from candle's built-ins, for devices without a kernel here.
 pub(crate) mod composite {
     use candle::Tensor;

@@ -45,6 +45,42 @@ pub fn unit_weighted_sq_distance(a: &Tensor, b: &Tensor, weights: &Tensor) -> Re
     Ok(a.apply_op2(b, UnitDistanceOp { w })?)
 }
 
+/// The gradient w.r.t. `a` of [`unit_weighted_sq_distance`] given the gradient `grad` of its
+/// map, outside candle's autograd (for callers that run a chain's backward themselves). Not
+/// differentiable.
+///
+/// # Shapes
+/// `a`, `b` `[N, C, H, W]`, `weights` `[C]`, `grad` `[N, 1, H, W]` → `[N, C, H, W]`.
+///
+/// # Errors
+/// As [`unit_weighted_sq_distance`]; `grad` not `[N, 1, H, W]`; tensors not on the CPU.
+pub fn unit_weighted_sq_distance_backward(
+    a: &Tensor,
+    b: &Tensor,
+    weights: &Tensor,
+    grad: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "unit_weighted_sq_distance_backward";
+    let [n, c, h, w] = nchw(OP, "a", a)?;
+    nchw(OP, "b", b)?;
+    same_dtype_device(OP, "b", b, a)?;
+    same_dtype_device(OP, "grad", grad, a)?;
+    if b.dims() != a.dims() {
+        return Err(invalid(OP, "b", b.dims(), format!("expected the shape of a, {:?}", a.dims())));
+    }
+    if grad.dims() != [n, 1, h, w] {
+        return Err(invalid(OP, "grad", grad.dims(), format!("expected [{n}, 1, {h}, {w}]")));
+    }
+    if weights.elem_count() != c {
+        return Err(invalid(OP, "weights", weights.dims(), format!("expected {c} values")));
+    }
+    if !a.device().is_cpu() {
+        return Err(invalid(OP, "a", a.dims(), "not on the CPU"));
+    }
+    let w: Vec<f64> = weights.flatten_all()?.to_dtype(candle::DType::F64)?.to_vec1()?;
+    Ok(a.apply_op3_no_bwd(b, grad, &UnitDistanceGradOp { w, want: 0 })?)
+}
+
 /// The same from candle's built-ins (other devices).
 fn composite(a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<Tensor> {
     let unit = |f: &Tensor| -> Result<Tensor> {
