@@ -1,0 +1,280 @@
+//! The DeePSiM objective (Dosovitskiy & Brox 2016, eq. 2 and §5):
+//! `L = λ_feat L_feat + λ_adv L_adv + λ_img L_img (+ λ_KL L_KL for the VAE)`, each term
+//! reported on its own; the discriminator's pause rule; and the adaptive adversarial weight of
+//! later work (Esser et al. 2021, taming transformers).
+
+use candle::{Tensor, Var};
+
+use crate::adversarial::{generator_loss, AdversarialKind};
+use crate::error::{Error, Result};
+use crate::feature::FeatureLoss;
+use crate::image::{image_loss, ImageDistance};
+use crate::kl::kl_divergence;
+use crate::reduction::Reduction;
+
+/// The weights λ of the DeePSiM objective. A weight of 0 switches its term off (it is not
+/// computed): the paper's ablations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeepSimWeights {
+    /// λ_feat, on the feature term.
+    pub feat: f64,
+    /// λ_adv, on the generator's adversarial term.
+    pub adv: f64,
+    /// λ_img, on the image term.
+    pub img: f64,
+    /// λ_KL, on the VAE's KL term.
+    pub kl: f64,
+    /// Pixel values are multiplied by this before the image term: the paper's λ_img assumes
+    /// Caffe's 0–255 pixels, ours are in [0, 1].
+    pub pixel_scale: f64,
+}
+
+impl DeepSimWeights {
+    /// The paper's weights for AlexNet conv5 as comparator (§5.1): λ_feat 0.01, λ_adv 100,
+    /// λ_img 2·10⁻⁶ on 0–255 pixels, and λ_KL 20 for the VAE (§5.3; 0 elsewhere).
+    pub fn paper_alexnet_conv5() -> Self {
+        Self { feat: 0.01, adv: 100.0, img: 2e-6, kl: 20.0, pixel_scale: 255.0 }
+    }
+
+    /// Only the image term (Dosovitskiy & Brox's earlier inverter; the paper's baseline), on
+    /// [0, 1] pixels.
+    pub fn image_only() -> Self {
+        Self { feat: 0.0, adv: 0.0, img: 1.0, kl: 0.0, pixel_scale: 1.0 }
+    }
+
+    fn check(&self) -> Result<()> {
+        for (name, v) in
+            [("feat", self.feat), ("adv", self.adv), ("img", self.img), ("kl", self.kl)]
+        {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Config {
+                    what: "DeepSimWeights",
+                    reason: format!("λ_{name} = {v}, expected a finite number ≥ 0"),
+                });
+            }
+        }
+        if !(self.pixel_scale.is_finite() && self.pixel_scale > 0.0) {
+            return Err(Error::Config {
+                what: "DeepSimWeights",
+                reason: format!("pixel_scale = {}, expected a finite number > 0", self.pixel_scale),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Each term of one generator step, unweighted, and the weighted total. A term that is
+/// switched off is `None`.
+#[derive(Clone, Debug)]
+pub struct DeepSimTerms {
+    /// L_feat.
+    pub feat: Option<Tensor>,
+    /// L_adv (the generator's).
+    pub adv: Option<Tensor>,
+    /// L_img.
+    pub img: Option<Tensor>,
+    /// L_KL.
+    pub kl: Option<Tensor>,
+    /// `Σ λ · term`, what the generator's optimizer minimizes.
+    pub total: Tensor,
+}
+
+/// The inputs of one generator step beside the images.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepInputs<'a> {
+    /// The discriminator's logits of the generated images (`[N]` or `[N, 1]`); needed when
+    /// λ_adv > 0.
+    pub fake_logits: Option<&'a Tensor>,
+    /// The encoder's (μ, log σ²) for the VAE; needed when λ_KL > 0.
+    pub posterior: Option<(&'a Tensor, &'a Tensor)>,
+    /// The target's precomputed comparator features (optional: computed from the target when
+    /// absent).
+    pub target_features: Option<&'a [Tensor]>,
+}
+
+/// The generator's DeePSiM objective.
+#[derive(Clone)]
+pub struct DeepSimLoss {
+    weights: DeepSimWeights,
+    feature: Option<FeatureLoss>,
+    adversarial: AdversarialKind,
+    image: ImageDistance,
+    reduction: Reduction,
+}
+
+impl DeepSimLoss {
+    /// The objective with `weights`; `feature` is required when λ_feat > 0.
+    ///
+    /// # Errors
+    /// A weight out of range, or λ_feat > 0 without a feature loss.
+    pub fn new(
+        weights: DeepSimWeights,
+        feature: Option<FeatureLoss>,
+        adversarial: AdversarialKind,
+        reduction: Reduction,
+    ) -> Result<Self> {
+        weights.check()?;
+        if weights.feat > 0.0 && feature.is_none() {
+            return Err(Error::Config {
+                what: "DeepSimLoss",
+                reason: "λ_feat > 0 needs a FeatureLoss (a comparator and taps)".into(),
+            });
+        }
+        Ok(Self { weights, feature, adversarial, image: ImageDistance::SquaredL2, reduction })
+    }
+
+    /// The weights.
+    pub fn weights(&self) -> &DeepSimWeights {
+        &self.weights
+    }
+
+    /// The terms of one generator step for `generated` = G(y) against `target` = x.
+    ///
+    /// # Errors
+    /// Shapes that differ, a term switched on without its input (`fake_logits`,
+    /// `posterior`), the comparator's input contract.
+    pub fn generator_terms(
+        &self,
+        generated: &Tensor,
+        target: &Tensor,
+        inputs: StepInputs<'_>,
+    ) -> Result<DeepSimTerms> {
+        let w = &self.weights;
+        let mut total: Option<Tensor> = None;
+        let mut add = |term: &Tensor, lambda: f64| -> Result<()> {
+            let weighted = (term * lambda)?;
+            total = Some(match total.take() {
+                Some(t) => (t + weighted)?,
+                None => weighted,
+            });
+            Ok(())
+        };
+        let feat = match (&self.feature, w.feat > 0.0) {
+            (Some(f), true) => Some(match inputs.target_features {
+                Some(want) => f.forward_to(generated, want)?.total,
+                None => f.forward(generated, target)?.total,
+            }),
+            _ => None,
+        };
+        if let Some(t) = &feat {
+            add(t, w.feat)?;
+        }
+        let adv = if w.adv > 0.0 {
+            let logits = inputs.fake_logits.ok_or_else(|| missing("fake_logits", "λ_adv"))?;
+            Some(generator_loss(logits, self.adversarial, self.reduction)?)
+        } else {
+            None
+        };
+        if let Some(t) = &adv {
+            add(t, w.adv)?;
+        }
+        let img = if w.img > 0.0 {
+            let (g, x) = ((generated * w.pixel_scale)?, (target * w.pixel_scale)?);
+            Some(image_loss(&g, &x, self.image, self.reduction)?)
+        } else {
+            None
+        };
+        if let Some(t) = &img {
+            add(t, w.img)?;
+        }
+        let kl = if w.kl > 0.0 {
+            let (mu, log_var) = inputs.posterior.ok_or_else(|| missing("posterior", "λ_KL"))?;
+            Some(kl_divergence(mu, log_var, self.reduction)?)
+        } else {
+            None
+        };
+        if let Some(t) = &kl {
+            add(t, w.kl)?;
+        }
+        let total = match total {
+            Some(t) => t,
+            None => {
+                return Err(Error::Config {
+                    what: "DeepSimLoss",
+                    reason: "every weight is 0: nothing to minimize".into(),
+                })
+            }
+        };
+        Ok(DeepSimTerms { feat, adv, img, kl, total })
+    }
+}
+
+fn missing(input: &str, lambda: &str) -> Error {
+    Error::Config { what: "DeepSimLoss", reason: format!("{lambda} > 0 needs `{input}`") }
+}
+
+/// The paper's rule for training the discriminator alongside the generator (§4): the
+/// discriminator is paused while it wins too clearly, `L_discr / L_adv < threshold` (0.1 by
+/// default), so that the generator can catch up.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DiscriminatorPause {
+    /// The ratio below which the discriminator skips its update.
+    pub threshold: f64,
+}
+
+impl Default for DiscriminatorPause {
+    fn default() -> Self {
+        Self { threshold: 0.1 }
+    }
+}
+
+impl DiscriminatorPause {
+    /// Whether the discriminator updates this step, from this step's `L_discr` and `L_adv`
+    /// (both ≥ 0). A non-finite loss pauses nothing: the trainer's NaN check reports it.
+    pub fn discriminator_updates(&self, l_discr: f64, l_adv: f64) -> bool {
+        if !(l_discr.is_finite() && l_adv.is_finite()) || l_adv <= 0.0 {
+            return true;
+        }
+        l_discr / l_adv >= self.threshold
+    }
+}
+
+/// The adaptive adversarial weight of Esser et al. (2021): `λ = ‖∇_w L_rec‖ / (‖∇_w L_adv‖ +
+/// 10⁻⁴)` at the generator's last layer `w`, clamped to `[0, max]`, and 0 before `start_step`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaptiveAdversarialWeight {
+    /// Steps before the adversarial term starts (the weight is 0 until then).
+    pub start_step: u64,
+    /// The largest weight.
+    pub max: f64,
+    /// Added to the adversarial gradient's norm.
+    pub eps: f64,
+}
+
+impl Default for AdaptiveAdversarialWeight {
+    fn default() -> Self {
+        Self { start_step: 0, max: 1e4, eps: 1e-4 }
+    }
+}
+
+impl AdaptiveAdversarialWeight {
+    /// The weight at `step` for the reconstruction loss `rec` and the adversarial loss `adv`
+    /// (scalars), through the generator's last layer `last` (a weight both depend on). Runs two
+    /// backward passes; the value is a constant (no graph).
+    ///
+    /// # Errors
+    /// `rec` or `adv` is not a scalar, or does not depend on `last`.
+    pub fn weight(&self, step: u64, rec: &Tensor, adv: &Tensor, last: &Var) -> Result<f64> {
+        if step < self.start_step {
+            return Ok(0.0);
+        }
+        let norm = |loss: &Tensor, what: &'static str| -> Result<f64> {
+            if loss.rank() != 0 {
+                return Err(Error::Shape {
+                    loss: "AdaptiveAdversarialWeight",
+                    arg: what,
+                    shape: loss.dims().to_vec(),
+                    reason: "expected a scalar loss".into(),
+                });
+            }
+            let grads = loss.backward()?;
+            let g = grads.get(last.as_tensor()).ok_or_else(|| Error::Config {
+                what: "AdaptiveAdversarialWeight",
+                reason: format!("`{what}` does not depend on the given last layer"),
+            })?;
+            Ok(g.sqr()?.sum_all()?.to_dtype(candle::DType::F64)?.to_scalar::<f64>()?.sqrt())
+        };
+        let (r, a) = (norm(rec, "rec")?, norm(adv, "adv")?);
+        Ok((r / (a + self.eps)).clamp(0.0, self.max))
+    }
+}

@@ -1,0 +1,58 @@
+//! The image-space term L_img of DeePSiM (Dosovitskiy & Brox 2016, eq. 4): the distance
+//! between the generated and the target image in pixel space.
+
+use candle::Tensor;
+
+use crate::error::{same_shape, Result};
+use crate::reduction::{per_sample_sum, Reduction};
+
+/// The pixel distance of [`image_loss`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageDistance {
+    /// `‖a − b‖²`, summed over each sample's elements: the paper's L_img.
+    #[default]
+    SquaredL2,
+    /// `‖a − b‖₁`, summed over each sample's elements.
+    L1,
+}
+
+/// The per-sample pixel distance between `a` and `b`, reduced over the batch.
+///
+/// # Shapes
+/// `a`, `b`: `[N, …]` (any rank ≥ 1) → `[N]` or a scalar by `reduction`.
+///
+/// # Errors
+/// `a` and `b` differ in shape, or `a` has no batch dimension.
+pub fn image_loss(
+    a: &Tensor,
+    b: &Tensor,
+    distance: ImageDistance,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    same_shape("image_loss", a, b)?;
+    let diff = (a - b)?;
+    let per_element = match distance {
+        ImageDistance::SquaredL2 => diff.sqr()?,
+        ImageDistance::L1 => diff.abs()?,
+    };
+    reduction.apply(&per_sample_sum(&per_element)?)
+}
+
+/// [`image_loss`] with its settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ImageLoss {
+    /// The pixel distance.
+    pub distance: ImageDistance,
+    /// The reduction over the batch.
+    pub reduction: Reduction,
+}
+
+impl ImageLoss {
+    /// The loss between `a` and `b`; see [`image_loss`].
+    ///
+    /// # Errors
+    /// As [`image_loss`].
+    pub fn forward(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        image_loss(a, b, self.distance, self.reduction)
+    }
+}
