@@ -1,4 +1,4 @@
-//! The adversarial terms of DeePSiM (Dosovitskiy & Brox 2016, eqs. 5–6): the discriminator's
+//! The adversarial terms of DeePSiM (Dosovitskiy & Brox 2016, eqs. 3–4): the discriminator's
 //! `L_discr = −Σ log D(x) + log(1 − D(G(y)))` and the generator's `L_adv = −Σ log D(G(y))`,
 //! computed from logits without ever forming a probability (finite at logits of ±100 and
 //! beyond), plus the hinge and least-squares variants of later GANs.

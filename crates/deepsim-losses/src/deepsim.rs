@@ -1,4 +1,4 @@
-//! The DeePSiM objective (Dosovitskiy & Brox 2016, eq. 2 and §5):
+//! The DeePSiM objective (Dosovitskiy & Brox 2016, eq. 1 and §3.2):
 //! `L = λ_feat L_feat + λ_adv L_adv + λ_img L_img (+ λ_KL L_KL for the VAE)`, each term
 //! reported on its own; the discriminator's pause rule; and the adaptive adversarial weight of
 //! later work (Esser et al. 2021, taming transformers).
@@ -30,8 +30,8 @@ pub struct DeepSimWeights {
 }
 
 impl DeepSimWeights {
-    /// The paper's weights for AlexNet conv5 as comparator (§5.1): λ_feat 0.01, λ_adv 100,
-    /// λ_img 2·10⁻⁶ on 0–255 pixels, and λ_KL 20 for the VAE (§5.3; 0 elsewhere).
+    /// The paper's weights for AlexNet conv5 as comparator (§3.2): λ_feat 0.01, λ_adv 100,
+    /// λ_img 2·10⁻⁶ on 0–255 pixels, and λ_KL 20 for the VAE (§4.2; 0 elsewhere).
     pub fn paper_alexnet_conv5() -> Self {
         Self { feat: 0.01, adv: 100.0, img: 2e-6, kl: 20.0, pixel_scale: 255.0 }
     }
@@ -203,7 +203,7 @@ fn missing(input: &str, lambda: &str) -> Error {
     Error::Config { what: "DeepSimLoss", reason: format!("{lambda} > 0 needs `{input}`") }
 }
 
-/// The paper's rule for training the discriminator alongside the generator (§4): the
+/// The paper's rule for training the discriminator alongside the generator (§3.2): the
 /// discriminator is paused while it wins too clearly, `L_discr / L_adv < threshold` (0.1 by
 /// default), so that the generator can catch up.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,4 +1,4 @@
-//! The feature-space term L_feat of DeePSiM (Dosovitskiy & Brox 2016, eq. 3): the squared
+//! The feature-space term L_feat of DeePSiM (Dosovitskiy & Brox 2016, eq. 2): the squared
 //! distance between a comparator's features of the generated image and of the target, at one
 //! or several taps.
 
@@ -152,4 +152,20 @@ impl FeatureLoss {
         }
         Ok(FeatureLossOutput { total: total.expect("at least one tap"), per_tap })
     }
+}
+
+/// L_feat between `generated` and `target` at weighted `taps` of `comparator`, in one call (the
+/// free-function form of [`FeatureLoss`]; build the struct to reuse it or cache targets).
+///
+/// # Errors
+/// As [`FeatureLoss::new`] and [`FeatureLoss::forward`].
+pub fn feature_loss(
+    comparator: Arc<dyn Comparator + Send + Sync>,
+    taps: &[(Tap, f64)],
+    generated: &Tensor,
+    target: &Tensor,
+    norm: FeatureNorm,
+    reduction: Reduction,
+) -> Result<FeatureLossOutput> {
+    FeatureLoss::new(comparator, taps, norm, reduction)?.forward(generated, target)
 }

@@ -1,4 +1,4 @@
-//! The image-space term L_img of DeePSiM (Dosovitskiy & Brox 2016, eq. 4): the distance
+//! The image-space term L_img of DeePSiM (Dosovitskiy & Brox 2016, eq. 5): the distance
 //! between the generated and the target image in pixel space.
 
 use candle::Tensor;

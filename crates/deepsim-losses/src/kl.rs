@@ -1,4 +1,4 @@
-//! The KL term of the variational autoencoder (Kingma & Welling 2014; DeePSiM §5.3):
+//! The KL term of the variational autoencoder (Kingma & Welling 2014; DeePSiM §4.2):
 //! `KL(N(μ, σ²) ‖ N(0, I)) = ½ Σ (μ² + σ² − log σ² − 1)` over the latent dimensions.
 
 use candle::Tensor;
@@ -20,4 +20,21 @@ pub fn kl_divergence(mu: &Tensor, log_var: &Tensor, reduction: Reduction) -> Res
     let per_sample =
         ((per_sample_sum(&terms)? - (terms.elem_count() / terms.dim(0)?) as f64)? * 0.5)?;
     reduction.apply(&per_sample)
+}
+
+/// [`kl_divergence`] with its reduction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KlLoss {
+    /// The reduction over the batch.
+    pub reduction: Reduction,
+}
+
+impl KlLoss {
+    /// See [`kl_divergence`].
+    ///
+    /// # Errors
+    /// As [`kl_divergence`].
+    pub fn forward(&self, mu: &Tensor, log_var: &Tensor) -> Result<Tensor> {
+        kl_divergence(mu, log_var, self.reduction)
+    }
 }

@@ -5,11 +5,11 @@
 //!
 //! | term | function | struct |
 //! |---|---|---|
-//! | L_feat, feature distance at comparator taps (eq. 3) | — | [`FeatureLoss`] |
-//! | L_img, squared Euclidean or L1 in pixels (eq. 4) | [`image_loss`] | [`ImageLoss`] |
-//! | L_discr and L_adv from logits, with hinge and least-squares variants (eqs. 5–6) | [`discriminator_loss`], [`generator_loss`] | [`AdversarialLoss`] |
-//! | the VAE's KL term (§5.3) | [`kl_divergence`] | — |
-//! | λ_feat L_feat + λ_adv L_adv + λ_img L_img (+ λ_KL L_KL) | — | [`DeepSimLoss`] |
+//! | L_feat, feature distance at comparator taps (eq. 2) | [`feature_loss`] | [`FeatureLoss`] |
+//! | L_img, squared Euclidean or L1 in pixels (eq. 5) | [`image_loss`] | [`ImageLoss`] |
+//! | L_discr and L_adv from logits, with hinge and least-squares variants (eqs. 3–4) | [`discriminator_loss`], [`generator_loss`] | [`AdversarialLoss`] |
+//! | the VAE's KL term (§4.2) | [`kl_divergence`] | [`KlLoss`] |
+//! | λ_feat L_feat + λ_adv L_adv + λ_img L_img (+ λ_KL L_KL) (eq. 1) | — | [`DeepSimLoss`] |
 //! | LPIPS as a loss | — | [`LpipsLoss`] |
 //!
 //! Plus the discriminator's pause rule ([`DiscriminatorPause`]) and the adaptive adversarial
@@ -47,8 +47,8 @@ pub use deepsim::{
     StepInputs,
 };
 pub use error::{Error, Result};
-pub use feature::{FeatureLoss, FeatureLossOutput, FeatureNorm};
+pub use feature::{feature_loss, FeatureLoss, FeatureLossOutput, FeatureNorm};
 pub use image::{image_loss, ImageDistance, ImageLoss};
-pub use kl::kl_divergence;
+pub use kl::{kl_divergence, KlLoss};
 pub use lpips::LpipsLoss;
 pub use reduction::Reduction;

@@ -361,3 +361,36 @@ fn real_comparators_as_losses() {
     let g = value.backward().unwrap();
     assert!(vals(g.get(av.as_tensor()).unwrap()).iter().all(|v| v.is_finite()));
 }
+
+/// Every loss that is a distance or a log-loss is ≥ 0 on arbitrary inputs (the hinge and
+/// least-squares generator losses are not log-losses; hinge's can be negative).
+#[test]
+fn losses_are_non_negative() {
+    let mut s = 7u64;
+    let mut next = || {
+        s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 40.0
+    };
+    for _ in 0..20 {
+        let v: Vec<f64> = (0..12).map(|_| next()).collect();
+        let (a, b) = (t(&v[..6], &[2, 3]), t(&v[6..], &[2, 3]));
+        let none = Reduction::None;
+        let mut all = vec![
+            image_loss(&a, &b, ImageDistance::SquaredL2, none).unwrap(),
+            image_loss(&a, &b, ImageDistance::L1, none).unwrap(),
+            kl_divergence(&a, &b, none).unwrap(),
+            softplus(&a).unwrap(),
+        ];
+        let (r, f) = (t(&v[..4], &[4]), t(&v[4..8], &[4]));
+        for kind in
+            [AdversarialKind::Logistic, AdversarialKind::Hinge, AdversarialKind::LeastSquares]
+        {
+            all.push(discriminator_loss(&r, &f, kind, none).unwrap());
+        }
+        all.push(generator_loss(&f, AdversarialKind::Logistic, none).unwrap());
+        all.push(generator_loss(&f, AdversarialKind::LeastSquares, none).unwrap());
+        for x in all {
+            assert!(vals(&x).iter().all(|&v| v >= 0.0 && v.is_finite()), "{x}");
+        }
+    }
+}
