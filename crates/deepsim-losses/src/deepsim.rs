@@ -75,6 +75,8 @@ pub struct DeepSimTerms {
     pub img: Option<Tensor>,
     /// L_KL.
     pub kl: Option<Tensor>,
+    /// The factor the adversarial term's λ was multiplied by (1 without an adaptive weight).
+    pub adv_factor: f64,
     /// `Σ λ · term`, what the generator's optimizer minimizes.
     pub total: Tensor,
 }
@@ -90,6 +92,9 @@ pub struct StepInputs<'a> {
     /// The target's precomputed comparator features (optional: computed from the target when
     /// absent).
     pub target_features: Option<&'a [Tensor]>,
+    /// The step and the generator's last layer, for the adaptive adversarial weight (needed
+    /// when the loss has one, [`DeepSimLoss::with_adaptive_weight`]).
+    pub adaptive: Option<(u64, &'a Var)>,
 }
 
 /// The generator's DeePSiM objective.
@@ -100,6 +105,7 @@ pub struct DeepSimLoss {
     adversarial: AdversarialKind,
     image: ImageDistance,
     reduction: Reduction,
+    adaptive: Option<AdaptiveAdversarialWeight>,
 }
 
 impl DeepSimLoss {
@@ -120,7 +126,21 @@ impl DeepSimLoss {
                 reason: "λ_feat > 0 needs a FeatureLoss (a comparator and taps)".into(),
             });
         }
-        Ok(Self { weights, feature, adversarial, image: ImageDistance::SquaredL2, reduction })
+        Ok(Self {
+            weights,
+            feature,
+            adversarial,
+            image: ImageDistance::SquaredL2,
+            reduction,
+            adaptive: None,
+        })
+    }
+
+    /// The same loss with λ_adv scaled each step by the adaptive weight of `rule`, computed
+    /// from the reconstruction terms (λ-weighted feature, image and KL terms) and the
+    /// adversarial term at the generator's last layer ([`StepInputs::adaptive`]).
+    pub fn with_adaptive_weight(self, rule: AdaptiveAdversarialWeight) -> Self {
+        Self { adaptive: Some(rule), ..self }
     }
 
     /// The weights.
@@ -141,14 +161,6 @@ impl DeepSimLoss {
     ) -> Result<DeepSimTerms> {
         let w = &self.weights;
         let mut total: Option<Tensor> = None;
-        let mut add = |term: &Tensor, lambda: f64| -> Result<()> {
-            let weighted = (term * lambda)?;
-            total = Some(match total.take() {
-                Some(t) => (t + weighted)?,
-                None => weighted,
-            });
-            Ok(())
-        };
         let feat = match (&self.feature, w.feat > 0.0) {
             (Some(f), true) => Some(match inputs.target_features {
                 Some(want) => f.forward_to(generated, want)?.total,
@@ -157,16 +169,7 @@ impl DeepSimLoss {
             _ => None,
         };
         if let Some(t) = &feat {
-            add(t, w.feat)?;
-        }
-        let adv = if w.adv > 0.0 {
-            let logits = inputs.fake_logits.ok_or_else(|| missing("fake_logits", "λ_adv"))?;
-            Some(generator_loss(logits, self.adversarial, self.reduction)?)
-        } else {
-            None
-        };
-        if let Some(t) = &adv {
-            add(t, w.adv)?;
+            accumulate(&mut total, t, w.feat)?;
         }
         let img = if w.img > 0.0 {
             let (g, x) = ((generated * w.pixel_scale)?, (target * w.pixel_scale)?);
@@ -175,7 +178,7 @@ impl DeepSimLoss {
             None
         };
         if let Some(t) = &img {
-            add(t, w.img)?;
+            accumulate(&mut total, t, w.img)?;
         }
         let kl = if w.kl > 0.0 {
             let (mu, log_var) = inputs.posterior.ok_or_else(|| missing("posterior", "λ_KL"))?;
@@ -184,7 +187,26 @@ impl DeepSimLoss {
             None
         };
         if let Some(t) = &kl {
-            add(t, w.kl)?;
+            accumulate(&mut total, t, w.kl)?;
+        }
+        let adv = if w.adv > 0.0 {
+            let logits = inputs.fake_logits.ok_or_else(|| missing("fake_logits", "λ_adv"))?;
+            Some(generator_loss(logits, self.adversarial, self.reduction)?)
+        } else {
+            None
+        };
+        let mut adv_factor = 1.0;
+        if let Some(t) = &adv {
+            if let Some(rule) = &self.adaptive {
+                let (step, last) =
+                    inputs.adaptive.ok_or_else(|| missing("adaptive", "an adaptive weight"))?;
+                let rec = total.as_ref().ok_or_else(|| Error::Config {
+                    what: "DeepSimLoss",
+                    reason: "the adaptive weight needs a reconstruction term (λ_feat, λ_img or λ_KL > 0)".into(),
+                })?;
+                adv_factor = rule.weight(step, rec, t, last)?;
+            }
+            accumulate(&mut total, t, w.adv * adv_factor)?;
         }
         let total = match total {
             Some(t) => t,
@@ -195,8 +217,18 @@ impl DeepSimLoss {
                 })
             }
         };
-        Ok(DeepSimTerms { feat, adv, img, kl, total })
+        Ok(DeepSimTerms { feat, adv, img, kl, adv_factor, total })
     }
+}
+
+/// `total += lambda · term`.
+fn accumulate(total: &mut Option<Tensor>, term: &Tensor, lambda: f64) -> Result<()> {
+    let weighted = (term * lambda)?;
+    *total = Some(match total.take() {
+        Some(t) => (t + weighted)?,
+        None => weighted,
+    });
+    Ok(())
 }
 
 fn missing(input: &str, lambda: &str) -> Error {
@@ -205,27 +237,57 @@ fn missing(input: &str, lambda: &str) -> Error {
 
 /// The paper's rule for training the discriminator alongside the generator (§3.2): the
 /// discriminator is paused while it wins too clearly, `L_discr / L_adv < threshold` (0.1 by
-/// default), so that the generator can catch up.
+/// default), so that the generator can catch up. Holds the threshold and how many steps were
+/// paused and updated (plain fields: a checkpoint saves and restores them).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DiscriminatorPause {
     /// The ratio below which the discriminator skips its update.
     pub threshold: f64,
+    /// Steps on which the discriminator was paused.
+    pub paused_steps: u64,
+    /// Steps on which it was updated.
+    pub updated_steps: u64,
 }
 
 impl Default for DiscriminatorPause {
     fn default() -> Self {
-        Self { threshold: 0.1 }
+        Self { threshold: 0.1, paused_steps: 0, updated_steps: 0 }
     }
 }
 
 impl DiscriminatorPause {
-    /// Whether the discriminator updates this step, from this step's `L_discr` and `L_adv`
-    /// (both ≥ 0). A non-finite loss pauses nothing: the trainer's NaN check reports it.
+    /// The rule with another threshold.
+    ///
+    /// # Errors
+    /// A threshold that is negative or not finite.
+    pub fn with_threshold(threshold: f64) -> Result<Self> {
+        if !(threshold.is_finite() && threshold >= 0.0) {
+            return Err(Error::Config {
+                what: "DiscriminatorPause",
+                reason: format!("threshold {threshold}, expected a finite number ≥ 0"),
+            });
+        }
+        Ok(Self { threshold, ..Self::default() })
+    }
+
+    /// Whether the discriminator updates, given this step's `L_discr` and `L_adv` (both ≥ 0).
+    /// A non-finite loss pauses nothing: the trainer's NaN check reports it.
     pub fn discriminator_updates(&self, l_discr: f64, l_adv: f64) -> bool {
         if !(l_discr.is_finite() && l_adv.is_finite()) || l_adv <= 0.0 {
             return true;
         }
         l_discr / l_adv >= self.threshold
+    }
+
+    /// [`DiscriminatorPause::discriminator_updates`], counting the step.
+    pub fn step(&mut self, l_discr: f64, l_adv: f64) -> bool {
+        let update = self.discriminator_updates(l_discr, l_adv);
+        if update {
+            self.updated_steps += 1;
+        } else {
+            self.paused_steps += 1;
+        }
+        update
     }
 }
 

@@ -275,7 +275,7 @@ fn deepsim_loss_weights_terms_and_switches_them_off() {
         DeepSimLoss::new(paper, Some(feature.clone()), AdversarialKind::Logistic, Reduction::Sum)
             .unwrap();
     let inputs =
-        StepInputs { fake_logits: Some(&fake), posterior: Some((&mu, &lv)), target_features: None };
+        StepInputs { fake_logits: Some(&fake), posterior: Some((&mu, &lv)), ..Default::default() };
     let terms = loss.generator_terms(&a, &b, inputs).unwrap();
     let v = |x: &Option<Tensor>| vals(x.as_ref().unwrap())[0];
     let feat = 4.0 * (0.21 + 2.0625);
@@ -301,11 +301,14 @@ fn deepsim_loss_weights_terms_and_switches_them_off() {
 
 #[test]
 fn pause_rule_and_adaptive_weight() {
-    let pause = DiscriminatorPause::default();
-    assert!(!pause.discriminator_updates(0.05, 1.0)); // ratio 0.05 < 0.1: paused
-    assert!(pause.discriminator_updates(0.1, 1.0));
-    assert!(pause.discriminator_updates(2.0, 0.5));
-    assert!(pause.discriminator_updates(f64::NAN, 1.0));
+    let mut pause = DiscriminatorPause::default();
+    assert!(!pause.step(0.05, 1.0)); // ratio 0.05 < 0.1: paused
+    assert!(pause.step(0.1, 1.0));
+    assert!(pause.step(2.0, 0.5));
+    assert!(pause.step(f64::NAN, 1.0));
+    assert_eq!((pause.paused_steps, pause.updated_steps), (1, 3));
+    assert!(!DiscriminatorPause::with_threshold(0.5).unwrap().discriminator_updates(0.4, 1.0));
+    assert!(DiscriminatorPause::with_threshold(-1.0).is_err());
     // rec = Σ w ⊙ c₁, adv = Σ w ⊙ c₂: the gradients are c₁ and c₂, so λ = ‖c₁‖ / (‖c₂‖ + 1e-4).
     let w = Var::from_tensor(&t(&[0.3, -0.7, 1.1], &[3])).unwrap();
     let (c1, c2) = (t(&[3.0, 0.0, 4.0], &[3]), t(&[0.0, 0.5, 0.0], &[3]));
@@ -393,4 +396,38 @@ fn losses_are_non_negative() {
             assert!(vals(&x).iter().all(|&v| v >= 0.0 && v.is_finite()), "{x}");
         }
     }
+}
+
+/// With an adaptive weight, λ_adv is scaled by ‖∇_w rec‖ / (‖∇_w adv‖ + 1e-4) at the last layer,
+/// where rec is the weighted reconstruction terms: here the image term of `w ⊙ c` against a
+/// target, whose gradients are known in closed form.
+#[test]
+fn deepsim_loss_with_adaptive_weight() {
+    let w = Var::from_tensor(&t(&[0.3, -0.7, 1.1, 0.2], &[1, 4])).unwrap();
+    let c = t(&[2.0, 1.0, -1.0, 0.5], &[1, 4]);
+    let target = t(&[0.1, 0.2, 0.3, 0.4], &[1, 4]);
+    let generated = (w.as_tensor() * &c).unwrap();
+    let fake = (generated.sum(1).unwrap() * 0.1).unwrap(); // the "discriminator": 0.1 Σ g
+    let weights = DeepSimWeights { adv: 2.0, ..DeepSimWeights::image_only() };
+    let rule = AdaptiveAdversarialWeight::default();
+    let loss = DeepSimLoss::new(weights, None, AdversarialKind::LeastSquares, Reduction::Sum)
+        .unwrap()
+        .with_adaptive_weight(rule);
+    let inputs =
+        StepInputs { fake_logits: Some(&fake), adaptive: Some((0, &w)), ..Default::default() };
+    let terms = loss.generator_terms(&generated, &target, inputs).unwrap();
+    // ∇_w img = 2 (w⊙c − x) ⊙ c; ∇_w adv = 2 (l − 1) · 0.1 c with l = 0.1 Σ w⊙c.
+    let (wv, cv, xv) = (vals(w.as_tensor()), vals(&c), vals(&target));
+    let g_rec: f64 =
+        (0..4).map(|i| (2.0 * (wv[i] * cv[i] - xv[i]) * cv[i]).powi(2)).sum::<f64>().sqrt();
+    let l: f64 = 0.1 * (0..4).map(|i| wv[i] * cv[i]).sum::<f64>();
+    let g_adv: f64 = (0..4).map(|i| (2.0 * (l - 1.0) * 0.1 * cv[i]).powi(2)).sum::<f64>().sqrt();
+    let want = g_rec / (g_adv + 1e-4);
+    assert!((terms.adv_factor - want).abs() < 1e-9 * want, "{} vs {want}", terms.adv_factor);
+    let expected =
+        vals(terms.img.as_ref().unwrap())[0] + 2.0 * want * vals(terms.adv.as_ref().unwrap())[0];
+    assert!((vals(&terms.total)[0] - expected).abs() < 1e-9 * expected);
+    // Without the last layer the adaptive loss refuses to guess.
+    let inputs = StepInputs { fake_logits: Some(&fake), ..Default::default() };
+    assert!(loss.generator_terms(&generated, &target, inputs).is_err());
 }
