@@ -1,0 +1,30 @@
+//! Perceptual measures beyond deep features, for candle: the structural similarity family
+//! ([`ssim`], [`ms_ssim`], [`psnr`]) and colour ([`srgb_to_lab`] and back, [`delta_e76`],
+//! [`delta_e2000`], the opponent colour space and [`opponent_loss`]). Each is differentiable
+//! where it serves as a loss, and checked against published values (the CIEDE2000 test data of
+//! Sharma, Wu & Dalal) and reference implementations (scikit-image, pytorch-msssim).
+//!
+//! ```
+//! use candle::{Device, Tensor};
+//! use deepsim_metrics::{delta_e2000, Ciede2000Weights};
+//!
+//! # fn main() -> deepsim_metrics::Result<()> {
+//! // Pair 1 of Sharma et al.'s test data: ΔE00 = 2.0425.
+//! let lab1 = Tensor::new(&[50.0f64, 2.6772, -79.7751], &Device::Cpu)?.reshape((1, 3, 1, 1))?;
+//! let lab2 = Tensor::new(&[50.0f64, 0.0, -82.7485], &Device::Cpu)?.reshape((1, 3, 1, 1))?;
+//! let d = delta_e2000(&lab1, &lab2, Ciede2000Weights::default())?;
+//! assert!((d.flatten_all()?.to_vec1::<f64>()?[0] - 2.0425).abs() < 1e-4);
+//! # Ok(())
+//! # }
+//! ```
+
+mod color;
+mod error;
+mod ssim;
+
+pub use color::{
+    delta_e2000, delta_e76, lab_to_srgb, linear_to_srgb, opponent_loss, spatial_mean, srgb_to_lab,
+    srgb_to_linear, srgb_to_opponent, Ciede2000Weights,
+};
+pub use error::{Error, Result};
+pub use ssim::{ms_ssim, psnr, ssim, SsimConfig, MS_SSIM_WEIGHTS};

@@ -1,0 +1,283 @@
+//! deepsim-metrics against published and reference values, with finite-difference gradients.
+//!
+//! Reference values: `fixtures/export_metric_values.py` (pytorch-msssim 1.0, scikit-image 0.26,
+//! torch 2.15) printed the constants below for the closed-form inputs of [`pattern`]. ΔE00:
+//! the 34 pairs of Sharma, Wu & Dalal (2005), Table 1.
+
+use candle::{DType, Device, Tensor, Var};
+use deepsim_metrics::{
+    delta_e2000, delta_e76, lab_to_srgb, ms_ssim, opponent_loss, psnr, srgb_to_lab, ssim,
+    Ciede2000Weights, Error, SsimConfig,
+};
+
+const SSIM_RGB: [f64; 2] = [0.5340211287658801, 0.5265074013184964];
+const SSIM_SKIMAGE_RGB0: [f64; 1] = [0.5340206946680252];
+const PSNR: [f64; 2] = [16.685444473470653, 16.682951274461246];
+const MS_SSIM_GRAY: [f64; 1] = [0.9364870125487874];
+const LAB: [f64; 18] = [
+    75.14801518486591,
+    86.63157442015272,
+    62.0066983143241,
+    85.10276755416814,
+    60.89020557626509,
+    74.27000495328525,
+    -41.558483884598154,
+    -35.156437084090605,
+    -24.72013758662156,
+    -38.07480912962413,
+    -30.69646927893771,
+    -27.39153601293598,
+    40.15543061285018,
+    48.172963963902625,
+    55.069425568654154,
+    43.669347733068605,
+    51.81766818010235,
+    46.77007835077025,
+];
+const DE76: [f64; 6] = [
+    19.78517384298034,
+    26.453859664260726,
+    15.212725301818454,
+    24.9667458056418,
+    16.11700533607851,
+    24.297959601447236,
+];
+
+/// L1 a1 b1, L2 a2 b2, ΔE00 of the CIEDE2000 test data (Sharma, Wu & Dalal, *The CIEDE2000
+/// Color-Difference Formula: Implementation Notes, Supplementary Test Data, and Mathematical
+/// Observations*, Color Research & Application 30(1), 2005, Table 1).
+const SHARMA: [[f64; 7]; 34] = [
+    [50.0000, 2.6772, -79.7751, 50.0000, 0.0000, -82.7485, 2.0425], // 1
+    [50.0000, 3.1571, -77.2803, 50.0000, 0.0000, -82.7485, 2.8615], // 2
+    [50.0000, 2.8361, -74.0200, 50.0000, 0.0000, -82.7485, 3.4412], // 3
+    [50.0000, -1.3802, -84.2814, 50.0000, 0.0000, -82.7485, 1.0000], // 4
+    [50.0000, -1.1848, -84.8006, 50.0000, 0.0000, -82.7485, 1.0000], // 5
+    [50.0000, -0.9009, -85.5211, 50.0000, 0.0000, -82.7485, 1.0000], // 6
+    [50.0000, 0.0000, 0.0000, 50.0000, -1.0000, 2.0000, 2.3669],    // 7
+    [50.0000, -1.0000, 2.0000, 50.0000, 0.0000, 0.0000, 2.3669],    // 8
+    [50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0009, 7.1792],   // 9
+    [50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0010, 7.1792],   // 10
+    [50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0011, 7.2195],   // 11
+    [50.0000, 2.4900, -0.0010, 50.0000, -2.4900, 0.0012, 7.2195],   // 12
+    [50.0000, -0.0010, 2.4900, 50.0000, 0.0009, -2.4900, 4.8045],   // 13
+    [50.0000, -0.0010, 2.4900, 50.0000, 0.0010, -2.4900, 4.8045],   // 14
+    [50.0000, -0.0010, 2.4900, 50.0000, 0.0011, -2.4900, 4.7461],   // 15
+    [50.0000, 2.5000, 0.0000, 50.0000, 0.0000, -2.5000, 4.3065],    // 16
+    [50.0000, 2.5000, 0.0000, 73.0000, 25.0000, -18.0000, 27.1492], // 17
+    [50.0000, 2.5000, 0.0000, 61.0000, -5.0000, 29.0000, 22.8977],  // 18
+    [50.0000, 2.5000, 0.0000, 56.0000, -27.0000, -3.0000, 31.9030], // 19
+    [50.0000, 2.5000, 0.0000, 58.0000, 24.0000, 15.0000, 19.4535],  // 20
+    [50.0000, 2.5000, 0.0000, 50.0000, 3.1736, 0.5854, 1.0000],     // 21
+    [50.0000, 2.5000, 0.0000, 50.0000, 3.2972, 0.0000, 1.0000],     // 22
+    [50.0000, 2.5000, 0.0000, 50.0000, 1.8634, 0.5757, 1.0000],     // 23
+    [50.0000, 2.5000, 0.0000, 50.0000, 3.2592, 0.3350, 1.0000],     // 24
+    [60.2574, -34.0099, 36.2677, 60.4626, -34.1751, 39.4387, 1.2644], // 25
+    [63.0109, -31.0961, -5.8663, 62.8187, -29.7946, -4.0864, 1.2630], // 26
+    [61.2901, 3.7196, -5.3901, 61.4292, 2.2480, -4.9620, 1.8731],   // 27
+    [35.0831, -44.1164, 3.7933, 35.0232, -40.0716, 1.5901, 1.8645], // 28
+    [22.7233, 20.0904, -46.6940, 23.0331, 14.9730, -42.5619, 2.0373], // 29
+    [36.4612, 47.8580, 18.3852, 36.2715, 50.5065, 21.2231, 1.4146], // 30
+    [90.8027, -2.0831, 1.4410, 91.1528, -1.6435, 0.0447, 1.4441],   // 31
+    [90.9257, -0.5406, -0.9208, 88.6381, -0.8985, -0.7239, 1.5381], // 32
+    [6.7747, -0.2908, -2.4247, 5.8714, -0.0985, -2.2286, 0.6377],   // 33
+    [2.0776, 0.0795, -1.1350, 0.9033, -0.0636, -0.5514, 0.9082],    // 34
+];
+
+/// The export script's `pattern`: a smooth image plus a fine texture, clipped to [0, 1].
+fn pattern(n: usize, c: usize, h: usize, w: usize, phase: f64) -> Tensor {
+    let mut v = Vec::with_capacity(n * c * h * w);
+    for ni in 0..n {
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let (ni, ci, y, x) = (ni as f64, ci as f64, y as f64, x as f64);
+                    let p = 0.5
+                        + 0.3 * (0.21 * x + 0.13 * y + 1.7 * ci + phase + 0.9 * ni).sin()
+                        + 0.15 * (1.9 * x * (1.0 + 0.1 * ci) + 2.3 * y + phase * 3.0).sin();
+                    v.push(p.clamp(0.0, 1.0));
+                }
+            }
+        }
+    }
+    Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()
+}
+
+fn vals(t: &Tensor) -> Vec<f64> {
+    t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn assert_close(got: &Tensor, want: &[f64], tol: f64, what: &str) {
+    let got = vals(got);
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w}");
+    }
+}
+
+/// Central finite differences of the scalar `f` at 12 spread elements of `x`.
+fn check_grad(x: &Tensor, f: impl Fn(&Tensor) -> Tensor, what: &str) {
+    let v = Var::from_tensor(x).unwrap();
+    let analytic = vals(f(v.as_tensor()).backward().unwrap().get(v.as_tensor()).unwrap());
+    let base = vals(x);
+    let eps = 1e-6;
+    for k in 0..12 {
+        let i = (k * 7919 + 13) % base.len();
+        let at = |d: f64| {
+            let mut y = base.clone();
+            y[i] += d;
+            vals(&f(&Tensor::from_vec(y, x.dims(), &Device::Cpu).unwrap()))[0]
+        };
+        let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+        assert!(
+            (numeric - analytic[i]).abs() <= 1e-6 + 1e-5 * numeric.abs(),
+            "{what}: d/dx[{i}] analytic {} vs numeric {numeric}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn ciede2000_matches_all_34_published_pairs() {
+    let lab = |cols: [usize; 3]| {
+        let v: Vec<f64> = SHARMA.iter().flat_map(|r| cols.map(|c| r[c])).collect();
+        // [34, 3] → [1, 3, 34, 1]
+        Tensor::from_vec(v, (34, 3), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap()
+            .reshape((1, 3, 34, 1))
+            .unwrap()
+    };
+    let (lab1, lab2) = (lab([0, 1, 2]), lab([3, 4, 5]));
+    let want: Vec<f64> = SHARMA.iter().map(|r| r[6]).collect();
+    let d = delta_e2000(&lab1, &lab2, Ciede2000Weights::default()).unwrap();
+    assert_close(&d, &want, 1e-4, "ΔE00");
+    // Symmetric, and zero for identical colours.
+    let back = delta_e2000(&lab2, &lab1, Ciede2000Weights::default()).unwrap();
+    assert_close(&back, &want, 1e-4, "ΔE00 reversed");
+    assert_close(
+        &delta_e2000(&lab1, &lab1, Ciede2000Weights::default()).unwrap(),
+        &[0.0; 34],
+        1e-12,
+        "ΔE00(x, x)",
+    );
+}
+
+#[test]
+fn ciede2000_gradient_matches_finite_differences() {
+    // Chromatic pairs away from the formula's kinks (rows 1–3, 17–20 of the test data).
+    let rows = [0usize, 1, 2, 16, 17, 18, 19];
+    let pick = |off: usize| {
+        let v: Vec<f64> = rows
+            .iter()
+            .flat_map(|&r| [SHARMA[r][off], SHARMA[r][off + 1], SHARMA[r][off + 2]])
+            .collect();
+        Tensor::from_vec(v, (rows.len(), 3), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap()
+            .reshape((1, 3, rows.len(), 1))
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let (lab1, lab2) = (pick(0), pick(3));
+    check_grad(
+        &lab1,
+        |x| delta_e2000(x, &lab2, Ciede2000Weights::default()).unwrap().sum_all().unwrap(),
+        "ΔE00",
+    );
+}
+
+#[test]
+fn lab_matches_scikit_image_and_round_trips() {
+    let a = pattern(1, 3, 24, 21, 0.0).narrow(2, 0, 2).unwrap().narrow(3, 0, 3).unwrap();
+    let b = pattern(1, 3, 24, 21, 0.4).narrow(2, 0, 2).unwrap().narrow(3, 0, 3).unwrap();
+    let lab = srgb_to_lab(&a).unwrap();
+    assert_close(&lab, &LAB, 1e-9, "rgb2lab");
+    assert_close(&delta_e76(&lab, &srgb_to_lab(&b).unwrap()).unwrap(), &DE76, 1e-9, "ΔE76");
+    assert_close(&lab_to_srgb(&lab).unwrap(), &vals(&a), 1e-9, "Lab → sRGB → Lab");
+    check_grad(&a, |x| srgb_to_lab(x).unwrap().sqr().unwrap().sum_all().unwrap(), "rgb2lab");
+    check_grad(
+        &a,
+        |x| {
+            delta_e76(&srgb_to_lab(x).unwrap(), &srgb_to_lab(&b).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        },
+        "ΔE76",
+    );
+}
+
+#[test]
+fn ssim_psnr_and_ms_ssim_match_the_references() {
+    let (a, b) = (pattern(2, 3, 24, 21, 0.0), pattern(2, 3, 24, 21, 0.4));
+    let cfg = SsimConfig::default();
+    let s = ssim(&a, &b, &cfg).unwrap();
+    assert_close(&s, &SSIM_RGB, 1e-6, "SSIM vs pytorch-msssim");
+    assert_close(&s.narrow(0, 0, 1).unwrap(), &SSIM_SKIMAGE_RGB0, 1e-4, "SSIM vs scikit-image");
+    assert_close(&ssim(&a, &a, &cfg).unwrap(), &[1.0, 1.0], 1e-12, "SSIM(x, x)");
+    assert_close(&psnr(&a, &b, 1.0).unwrap(), &PSNR, 1e-9, "PSNR");
+    let (g1, g2) = (pattern(1, 1, 171, 165, 0.0), pattern(1, 1, 171, 165, 0.3));
+    assert_close(
+        &ms_ssim(&g1, &g2, &cfg).unwrap(),
+        &MS_SSIM_GRAY,
+        1e-6,
+        "MS-SSIM vs pytorch-msssim",
+    );
+    let small = pattern(1, 1, 40, 40, 0.0);
+    match ms_ssim(&small, &small, &cfg) {
+        Err(Error::Input { reason, .. }) => {
+            assert!(reason.contains("smaller than the minimum 161"), "{reason}")
+        }
+        other => panic!("expected an input error, got {other:?}"),
+    }
+    check_grad(
+        &a.narrow(0, 0, 1).unwrap(),
+        |x| ssim(x, &b.narrow(0, 0, 1).unwrap(), &cfg).unwrap().sum_all().unwrap(),
+        "SSIM",
+    );
+}
+
+#[test]
+fn opponent_loss_weighs_colour_and_luminance() {
+    let a = pattern(1, 3, 6, 5, 0.0);
+    let (lum_only, colour_only) = ([1.0, 0.0, 0.0], [0.0, 1.0, 1.0]);
+    // Gray against brighter gray: only luminance differs.
+    let gray = pattern(1, 1, 6, 5, 0.0).repeat((1, 3, 1, 1)).unwrap();
+    let brighter = (&gray * 0.8).unwrap();
+    let at = |x: &Tensor, y: &Tensor, w| vals(&opponent_loss(x, y, w).unwrap())[0];
+    assert!(at(&gray, &brighter, lum_only) > 1e-3);
+    assert!(at(&gray, &brighter, colour_only) < 1e-15);
+    // Red and green swapped: luminance and blue–yellow are unchanged, red–green flips.
+    let swapped = Tensor::cat(
+        &[a.narrow(1, 1, 1).unwrap(), a.narrow(1, 0, 1).unwrap(), a.narrow(1, 2, 1).unwrap()],
+        1,
+    )
+    .unwrap();
+    assert!(at(&a, &swapped, lum_only) < 1e-15);
+    assert!(at(&a, &swapped, colour_only) > 1e-3);
+    assert_close(&opponent_loss(&a, &a, [1.0, 4.0, 4.0]).unwrap(), &[0.0], 1e-15, "d(x, x)");
+    let b = pattern(1, 3, 6, 5, 0.4);
+    check_grad(
+        &a,
+        |x| opponent_loss(x, &b, [1.0, 4.0, 4.0]).unwrap().sum_all().unwrap(),
+        "opponent",
+    );
+    assert!(opponent_loss(&a, &b, [1.0, -1.0, 0.0]).is_err());
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let a = pattern(1, 3, 24, 21, 0.0);
+    let e = ssim(&a, &pattern(1, 3, 24, 20, 0.0), &SsimConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("[1, 3, 24, 20]"), "{e}");
+    let e = ssim(&pattern(1, 3, 8, 8, 0.0), &pattern(1, 3, 8, 8, 0.0), &SsimConfig::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("smaller than the minimum 11"), "{e}");
+    let e = srgb_to_lab(&pattern(1, 2, 4, 4, 0.0)).unwrap_err();
+    assert!(e.to_string().contains("2 channels"), "{e}");
+    let even = SsimConfig { window: 10, ..Default::default() };
+    assert!(ssim(&a, &a, &even).is_err());
+}
