@@ -7,10 +7,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle::{Device, Tensor};
+use candle::{DType, Device, Tensor};
 use clap::{Parser, Subcommand};
 use deepsim_comparators::weights::{self, write_safetensors_atomic, RawTensor, TensorSet};
 use deepsim_comparators::{by_name, imagenet_classes, EfficientNetLite0, Lpips, Tap, COMPARATORS};
+use deepsim_metrics::{self as metrics, SsimConfig};
 
 /// Deep perceptual similarity: features, distances and classes of images.
 #[derive(Parser)]
@@ -45,8 +46,10 @@ enum Command {
     /// The perceptual distance between two images (one number), or between the files of two
     /// folders matched by name (one CSV line each).
     Compare {
-        /// lpips-alex, lpips-vgg, lpips-squeeze, or feature:COMPARATOR:TAP (mean squared
-        /// difference at the tap).
+        /// lpips-alex, lpips-vgg, lpips-squeeze, feature:COMPARATOR:TAP (mean squared
+        /// difference at the tap); or, needing no weights: ssim, ms-ssim (a similarity: 1 for
+        /// identical images), psnr (dB), delta-e76, delta-e2000 (mean CIELAB colour difference
+        /// per pixel), opponent (mean squared opponent-colour difference, equal weights).
         #[arg(long)]
         metric: String,
         /// Converted trunk weights (default: the weights cache).
@@ -147,6 +150,41 @@ fn features(
 enum Metric {
     Lpips(Lpips),
     Feature(Box<dyn deepsim_comparators::Comparator>, Tap),
+    Pixel(PixelMetric),
+}
+
+/// The measures of deepsim-metrics, computed in f64.
+#[derive(Clone, Copy)]
+enum PixelMetric {
+    Ssim,
+    MsSsim,
+    Psnr,
+    DeltaE76,
+    DeltaE2000,
+    Opponent,
+}
+
+impl PixelMetric {
+    fn value(self, a: &Tensor, b: &Tensor) -> Result<f32> {
+        let (a, b) = (a.to_dtype(DType::F64)?, b.to_dtype(DType::F64)?);
+        let cfg = SsimConfig::default();
+        let per_image = match self {
+            PixelMetric::Ssim => metrics::ssim(&a, &b, &cfg)?,
+            PixelMetric::MsSsim => metrics::ms_ssim(&a, &b, &cfg)?,
+            PixelMetric::Psnr => metrics::psnr(&a, &b, 1.0)?,
+            PixelMetric::DeltaE76 => metrics::spatial_mean(&metrics::delta_e76(
+                &metrics::srgb_to_lab(&a)?,
+                &metrics::srgb_to_lab(&b)?,
+            )?)?,
+            PixelMetric::DeltaE2000 => metrics::spatial_mean(&metrics::delta_e2000(
+                &metrics::srgb_to_lab(&a)?,
+                &metrics::srgb_to_lab(&b)?,
+                metrics::Ciede2000Weights::default(),
+            )?)?,
+            PixelMetric::Opponent => metrics::opponent_loss(&a, &b, [1.0, 1.0, 1.0])?,
+        };
+        Ok(per_image.squeeze(0)?.to_scalar::<f64>()? as f32)
+    }
 }
 
 impl Metric {
@@ -155,9 +193,15 @@ impl Metric {
             "lpips-alex" => Metric::Lpips(Lpips::pretrained_alex(weights, heads, &Device::Cpu)?),
             "lpips-vgg" => Metric::Lpips(Lpips::pretrained_vgg(weights, heads, &Device::Cpu)?),
             "lpips-squeeze" => Metric::Lpips(Lpips::pretrained_squeeze(weights, heads, &Device::Cpu)?),
+            "ssim" => Metric::Pixel(PixelMetric::Ssim),
+            "ms-ssim" => Metric::Pixel(PixelMetric::MsSsim),
+            "psnr" => Metric::Pixel(PixelMetric::Psnr),
+            "delta-e76" => Metric::Pixel(PixelMetric::DeltaE76),
+            "delta-e2000" => Metric::Pixel(PixelMetric::DeltaE2000),
+            "opponent" => Metric::Pixel(PixelMetric::Opponent),
             other => match other.split(':').collect::<Vec<_>>()[..] {
                 ["feature", comparator, tap] => Metric::Feature(by_name(comparator, weights, &Device::Cpu)?, parse_tap(tap)?),
-                _ => bail!("unknown metric `{other}`: lpips-alex, lpips-vgg, lpips-squeeze, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
+                _ => bail!("unknown metric `{other}`: lpips-alex, lpips-vgg, lpips-squeeze, ssim, ms-ssim, psnr, delta-e76, delta-e2000, opponent, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
             },
         })
     }
@@ -179,6 +223,7 @@ impl Metric {
                 let fb = c.features(b, &[*tap])?.remove(0);
                 Ok(((fa - fb)?.sqr()?.mean_all()?.to_scalar::<f32>()?, Vec::new()))
             }
+            Metric::Pixel(m) => Ok((m.value(a, b)?, Vec::new())),
         }
     }
 }

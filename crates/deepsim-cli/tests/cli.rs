@@ -116,8 +116,8 @@ fn classify_compare_and_features() {
     assert_eq!(st.tensor("coffee_224").unwrap().shape(), [40, 28, 28]);
     assert_eq!(st.tensor("chelsea_224").unwrap().shape(), [40, 28, 28]);
 
-    let err = stderr(&deepsim(&home, &["compare", "--metric", "psnr", coffee_s, coffee_s]));
-    assert!(err.contains("unknown metric `psnr`"), "{err}");
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "psnrr", coffee_s, coffee_s]));
+    assert!(err.contains("unknown metric `psnrr`"), "{err}");
     let err = stderr(&deepsim(
         &home,
         &[
@@ -132,4 +132,33 @@ fn classify_compare_and_features() {
         ],
     ));
     assert!(err.contains("no tap `pool5`"), "{err}");
+}
+
+/// The weight-free measures on the two CC0 photos, against scikit-image 0.26 and pytorch-msssim
+/// 1.0 on the same PNGs (`np.asarray(Image.open(p).convert('RGB')) / 255`, float64):
+/// `ssim(ta, tb, data_range=1.0)`, `ms_ssim(…)`, `peak_signal_noise_ratio(a, b, data_range=1.0)`,
+/// `deltaE_cie76(rgb2lab(a), rgb2lab(b)).mean()`, `deltaE_ciede2000(…).mean()`.
+#[test]
+fn pixel_and_colour_metrics_match_the_references() {
+    let home = common::temp_dir("cli-metrics");
+    let (coffee, chelsea) = (data("coffee_224.png"), data("chelsea_224.png"));
+    let (a, b) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
+    for (metric, want) in [
+        ("ssim", 0.16663302475557387),
+        ("ms-ssim", 0.062209715648909564),
+        ("psnr", 10.360393963353623),
+        ("delta-e76", 41.00987934869687),
+        ("delta-e2000", 25.380909758629894),
+    ] {
+        let got: f64 = stdout(&deepsim(&home, &["compare", "--metric", metric, a, b]))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((got - want).abs() <= 1e-4 * want, "{metric}: {got} vs {want}");
+    }
+    let same: f64 =
+        stdout(&deepsim(&home, &["compare", "--metric", "opponent", a, a])).trim().parse().unwrap();
+    assert_eq!(same, 0.0);
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "ssimm", a, b]));
+    assert!(err.contains("unknown metric `ssimm`") && err.contains("delta-e2000"), "{err}");
 }
