@@ -150,10 +150,8 @@ fn pixel_and_colour_metrics_match_the_references() {
         ("delta-e76", 41.00987934869687),
         ("delta-e2000", 25.380909758629894),
     ] {
-        let got: f64 = stdout(&deepsim(&home, &["compare", "--metric", metric, a, b]))
-            .trim()
-            .parse()
-            .unwrap();
+        let got: f64 =
+            stdout(&deepsim(&home, &["compare", "--metric", metric, a, b])).trim().parse().unwrap();
         assert!((got - want).abs() <= 1e-4 * want, "{metric}: {got} vs {want}");
     }
     let same: f64 =

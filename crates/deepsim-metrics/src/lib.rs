@@ -1,6 +1,7 @@
 //! Perceptual measures beyond deep features, for candle: the structural similarity family
 //! ([`ssim`], [`ms_ssim`], [`psnr`]) and colour ([`srgb_to_lab`] and back, [`delta_e76`],
-//! [`delta_e2000`], the opponent colour space and [`opponent_loss`]). Each is differentiable
+//! [`delta_e2000`], the opponent colour space and [`opponent_loss`]), and priors
+//! ([`total_variation`], the ε = JND colour loss [`jnd_insensitive_loss`]). Each is differentiable
 //! where it serves as a loss, and checked against published values (the CIEDE2000 test data of
 //! Sharma, Wu & Dalal) and reference implementations (scikit-image, pytorch-msssim).
 //!
@@ -20,6 +21,7 @@
 
 mod color;
 mod error;
+mod priors;
 mod ssim;
 
 pub use color::{
@@ -27,4 +29,5 @@ pub use color::{
     srgb_to_linear, srgb_to_opponent, Ciede2000Weights,
 };
 pub use error::{Error, Result};
+pub use priors::{jnd_insensitive_loss, total_variation, JND_DELTA_E};
 pub use ssim::{ms_ssim, psnr, ssim, SsimConfig, MS_SSIM_WEIGHTS};

@@ -6,8 +6,8 @@
 
 use candle::{DType, Device, Tensor, Var};
 use deepsim_metrics::{
-    delta_e2000, delta_e76, lab_to_srgb, ms_ssim, opponent_loss, psnr, srgb_to_lab, ssim,
-    Ciede2000Weights, Error, SsimConfig,
+    delta_e2000, delta_e76, jnd_insensitive_loss, lab_to_srgb, ms_ssim, opponent_loss, psnr,
+    srgb_to_lab, ssim, total_variation, Ciede2000Weights, Error, SsimConfig, JND_DELTA_E,
 };
 
 const SSIM_RGB: [f64; 2] = [0.5340211287658801, 0.5265074013184964];
@@ -280,4 +280,61 @@ fn bad_inputs_are_errors() {
     assert!(e.to_string().contains("2 channels"), "{e}");
     let even = SsimConfig { window: 10, ..Default::default() };
     assert!(ssim(&a, &a, &even).is_err());
+}
+
+#[test]
+fn total_variation_by_hand_and_gradients() {
+    // x = [[0, 1, 3], [2, 2, 0], [1, 0, 0]]: at (0,0): (1−0)² + (2−0)² = 5; (0,1): (3−1)² +
+    // (2−1)² = 5; (1,0): (2−2)² + (1−2)² = 1; (1,1): (0−2)² + (0−2)² = 8.
+    let x = Tensor::from_vec(
+        vec![0.0, 1.0, 3.0, 2.0, 2.0, 0.0, 1.0, 0.0, 0.0],
+        (1, 1, 3, 3),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_close(&total_variation(&x, 2.0).unwrap(), &[19.0], 1e-12, "TV²");
+    let iso = 5f64.sqrt() * 2.0 + 1.0 + 8f64.sqrt();
+    assert_close(&total_variation(&x, 1.0).unwrap(), &[iso], 1e-12, "TV¹");
+    let flat = Tensor::ones((2, 3, 4, 4), DType::F64, &Device::Cpu).unwrap();
+    assert_close(&total_variation(&flat, 1.0).unwrap(), &[0.0, 0.0], 0.0, "flat");
+    let a = pattern(1, 3, 6, 5, 0.2);
+    for beta in [1.0, 2.0, 1.5] {
+        check_grad(&a, |x| total_variation(x, beta).unwrap().sum_all().unwrap(), "TV");
+    }
+    // A flat image's β = 1 gradient is 0, not NaN.
+    let v = Var::from_tensor(&flat).unwrap();
+    let g = total_variation(v.as_tensor(), 1.0).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(vals(g.get(v.as_tensor()).unwrap()).iter().all(|x| *x == 0.0));
+    assert!(total_variation(&x, 0.0).is_err());
+}
+
+#[test]
+fn jnd_loss_ignores_what_cannot_be_seen() {
+    let a = pattern(1, 3, 5, 4, 0.0);
+    assert_close(&jnd_insensitive_loss(&a, &a, None).unwrap(), &[0.0], 0.0, "same");
+    // A change of 0.002 in sRGB is far below ΔE00 2.3 everywhere.
+    let tiny = (&a + 0.002).unwrap();
+    let below = delta_e2000(
+        &srgb_to_lab(&a).unwrap(),
+        &srgb_to_lab(&tiny).unwrap(),
+        Ciede2000Weights::default(),
+    )
+    .unwrap();
+    assert!(vals(&below).iter().all(|d| *d < JND_DELTA_E));
+    assert_close(&jnd_insensitive_loss(&a, &tiny, None).unwrap(), &[0.0], 0.0, "below the JND");
+    // A visible change costs ΔE00 − 2.3 on average; with ε = 0 it is the mean ΔE00.
+    let b = pattern(1, 3, 5, 4, 0.5);
+    let d = vals(
+        &delta_e2000(
+            &srgb_to_lab(&a).unwrap(),
+            &srgb_to_lab(&b).unwrap(),
+            Ciede2000Weights::default(),
+        )
+        .unwrap(),
+    );
+    let want: f64 = d.iter().map(|v| (v - JND_DELTA_E).max(0.0)).sum::<f64>() / d.len() as f64;
+    assert_close(&jnd_insensitive_loss(&a, &b, None).unwrap(), &[want], 1e-12, "above the JND");
+    let mean: f64 = d.iter().sum::<f64>() / d.len() as f64;
+    assert_close(&jnd_insensitive_loss(&a, &b, Some(0.0)).unwrap(), &[mean], 1e-12, "ε = 0");
+    check_grad(&b, |x| jnd_insensitive_loss(&a, x, None).unwrap().sum_all().unwrap(), "JND loss");
 }
