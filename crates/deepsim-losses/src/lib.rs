@@ -13,7 +13,8 @@
 //! | LPIPS as a loss | — | [`LpipsLoss`] |
 //!
 //! Plus the discriminator's pause rule ([`DiscriminatorPause`]) and the adaptive adversarial
-//! weight of later work ([`AdaptiveAdversarialWeight`]). Every loss reduces its per-sample
+//! weight of later work ([`AdaptiveAdversarialWeight`]), the article's perceptual gradient
+//! norm ([`perceptual_gradient_norm`]) and a diversity penalty ([`diversity_penalty`]). Every loss reduces its per-sample
 //! values by a [`Reduction`]. This crate never loads files: comparators come built.
 //!
 //! ```
@@ -37,6 +38,7 @@ mod feature;
 mod image;
 mod kl;
 mod lpips;
+mod perceptual;
 mod reduction;
 
 pub use adversarial::{
@@ -51,4 +53,5 @@ pub use feature::{feature_loss, FeatureLoss, FeatureLossOutput, FeatureNorm};
 pub use image::{image_loss, ImageDistance, ImageLoss};
 pub use kl::{kl_divergence, KlLoss};
 pub use lpips::LpipsLoss;
+pub use perceptual::{diversity_penalty, perceptual_gradient_norm};
 pub use reduction::Reduction;

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use candle::{DType, Device, Tensor, Var};
 use deepsim_comparators::{Comparator, Tap};
 use deepsim_losses::{
-    discriminator_loss, generator_loss, image_loss, kl_divergence, softplus, two_way_logit,
-    AdaptiveAdversarialWeight, AdversarialKind, DeepSimLoss, DeepSimWeights, DiscriminatorPause,
-    Error, FeatureLoss, FeatureNorm, ImageDistance, Reduction, StepInputs,
+    discriminator_loss, diversity_penalty, generator_loss, image_loss, kl_divergence,
+    perceptual_gradient_norm, softplus, two_way_logit, AdaptiveAdversarialWeight, AdversarialKind,
+    DeepSimLoss, DeepSimWeights, DiscriminatorPause, Error, FeatureLoss, FeatureNorm,
+    ImageDistance, Reduction, StepInputs,
 };
 
 const CPU: Device = Device::Cpu;
@@ -430,4 +431,42 @@ fn deepsim_loss_with_adaptive_weight() {
     // Without the last layer the adaptive loss refuses to guess.
     let inputs = StepInputs { fake_logits: Some(&fake), ..Default::default() };
     assert!(loss.generator_terms(&generated, &target, inputs).is_err());
+}
+
+const X_: [f64; 6] = [0.2, 0.5, 0.9, 0.1, 0.4, 0.6];
+const V_: [f64; 6] = [0.1, -0.3, 0.2, 0.05, 0.0, -0.1];
+
+/// For the linear tap (2x) ‖J·v‖ = 2‖v‖ exactly; for the quadratic tap (x²) J·v = 2x ⊙ v, which
+/// the central difference also gives exactly.
+#[test]
+fn perceptual_gradient_norm_matches_the_closed_form() {
+    let (x, v) = (t(&X_, &[2, 3]), t(&V_, &[2, 3]));
+    let (seen, plain) = perceptual_gradient_norm(&Toy, Tap::Conv1, &x, &v, 1e-3).unwrap();
+    let v_norm = [0.14f64.sqrt(), 0.0125f64.sqrt()];
+    assert_vals(&plain, &v_norm, "‖v‖");
+    assert_vals(&seen, &[2.0 * v_norm[0], 2.0 * v_norm[1]], "‖J v‖, linear");
+    let (seen, _) = perceptual_gradient_norm(&Toy, Tap::Conv2, &x, &v, 1e-3).unwrap();
+    let by_hand = |i: usize| -> f64 {
+        (0..3).map(|k| (2.0 * X_[i * 3 + k] * V_[i * 3 + k]).powi(2)).sum::<f64>().sqrt()
+    };
+    assert_vals(&seen, &[by_hand(0), by_hand(1)], "‖J v‖, quadratic");
+    assert!(perceptual_gradient_norm(&Toy, Tap::Conv1, &x, &x.zeros_like().unwrap(), 1e-3).is_err());
+    assert!(perceptual_gradient_norm(&Toy, Tap::Conv1, &x, &v, 0.0).is_err());
+}
+
+#[test]
+fn diversity_penalty_by_hand_and_gradient() {
+    let same = t(&[0.3, 0.3, 0.3, 0.3, 0.3, 0.3], &[2, 3]);
+    assert_vals(&diversity_penalty(&Toy, Tap::Conv1, &same, 0.5).unwrap(), &[1.0], "alike");
+    // Three samples, tap 2x, D = 3, σ = 0.5: mean over pairs of exp(−4‖x_i − x_j‖² / 0.75).
+    let x: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.1, 0.0, 0.3, 0.3, 0.3];
+    let d2 =
+        |i: usize, j: usize| (0..3).map(|k| (x[i * 3 + k] - x[j * 3 + k]).powi(2)).sum::<f64>();
+    let want =
+        [(0, 1), (0, 2), (1, 2)].iter().map(|&(i, j)| (-4.0 * d2(i, j) / 0.75).exp()).sum::<f64>()
+            / 3.0;
+    let got = diversity_penalty(&Toy, Tap::Conv1, &t(&x, &[3, 3]), 0.5).unwrap();
+    assert!((vals(&got)[0] - want).abs() < 1e-12, "{got} vs {want}");
+    check_grad(&x, &[3, 3], |s| diversity_penalty(&Toy, Tap::Conv1, s, 0.5).unwrap(), "diversity");
+    assert!(diversity_penalty(&Toy, Tap::Conv1, &t(&x[..3], &[1, 3]), 0.5).is_err());
 }
