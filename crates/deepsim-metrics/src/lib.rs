@@ -1,7 +1,8 @@
 //! Perceptual measures beyond deep features, for candle: the structural similarity family
 //! ([`ssim`], [`ms_ssim`], [`psnr`]) and colour ([`srgb_to_lab`] and back, [`delta_e76`],
 //! [`delta_e2000`], the opponent colour space and [`opponent_loss`]), and priors
-//! ([`total_variation`], the ε = JND colour loss [`jnd_insensitive_loss`]). Each is differentiable
+//! ([`total_variation`], the ε = JND colour loss [`jnd_insensitive_loss`]), and spectrogram
+//! losses for audio ([`stft`], [`spectrogram_distance`], [`multi_resolution_stft_loss`]). Each is differentiable
 //! where it serves as a loss, and checked against published values (the CIEDE2000 test data of
 //! Sharma, Wu & Dalal) and reference implementations (scikit-image, pytorch-msssim).
 //!
@@ -19,11 +20,16 @@
 //! # }
 //! ```
 
+mod audio;
 mod color;
 mod error;
 mod priors;
 mod ssim;
 
+pub use audio::{
+    magnitude, multi_resolution_stft_loss, spectral_convergence, spectrogram_distance, stft,
+    SpectrogramScale, StftConfig,
+};
 pub use color::{
     delta_e2000, delta_e76, lab_to_srgb, linear_to_srgb, opponent_loss, spatial_mean, srgb_to_lab,
     srgb_to_linear, srgb_to_opponent, Ciede2000Weights,
