@@ -480,6 +480,8 @@ fn ssim_psnr_and_ms_ssim_match_the_references() {
         |x| ssim(x, &b.narrow(0, 0, 1).unwrap(), &cfg).unwrap().sum_all().unwrap(),
         "SSIM",
     );
+    check_grad(&g1, |x| ms_ssim(x, &g2, &cfg).unwrap().sum_all().unwrap(), "MS-SSIM");
+    check_grad(&a, |x| psnr(x, &b, 1.0).unwrap().sum_all().unwrap(), "PSNR");
 }
 
 #[test]
