@@ -268,20 +268,17 @@ impl CustomOp2 for Atan2 {
                 .ok_or_else(|| candle::Error::Msg("atan2: inputs must be contiguous".into()))
         };
         let ((ys, ye), (xs, xe)) = (range(yl)?, range(xl)?);
+        let angle = |y: f64, x: f64| if x == 0.0 && y == 0.0 { 0.0 } else { y.atan2(x) };
         let out = match (y, x) {
             (CpuStorage::F32(y), CpuStorage::F32(x)) => CpuStorage::F32(
                 y[ys..ye]
                     .iter()
                     .zip(&x[xs..xe])
-                    .map(|(&y, &x)| if x == 0.0 && y == 0.0 { 0.0 } else { y.atan2(x) })
+                    .map(|(&y, &x)| angle(y.into(), x.into()) as f32)
                     .collect(),
             ),
             (CpuStorage::F64(y), CpuStorage::F64(x)) => CpuStorage::F64(
-                y[ys..ye]
-                    .iter()
-                    .zip(&x[xs..xe])
-                    .map(|(&y, &x)| if x == 0.0 && y == 0.0 { 0.0 } else { y.atan2(x) })
-                    .collect(),
+                y[ys..ye].iter().zip(&x[xs..xe]).map(|(&y, &x)| angle(y, x)).collect(),
             ),
             _ => {
                 return Err(candle::Error::Msg(format!(
