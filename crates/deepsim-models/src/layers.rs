@@ -1,0 +1,108 @@
+//! The trainable layers the networks are built from: convolution, the paper's up-convolution
+//! and the leaky ReLU, on deepsim-kernels' CPU convolutions (weight and input gradients).
+
+use candle::{Module, Tensor};
+use candle_nn::{Init, VarBuilder};
+use deepsim_kernels::{conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig};
+
+use crate::error::Result;
+
+/// The leaky ReLU `max(x, αx)` (α = 0.3 in the paper's generator), with gradient 1 or α on
+/// either side of 0.
+pub fn leaky_relu(x: &Tensor, alpha: f64) -> Result<Tensor> {
+    Ok((x.relu()? - (x.neg()?.relu()? * alpha)?)?)
+}
+
+/// He initialization for a layer followed by a leaky ReLU of slope `alpha` (normal, std
+/// `√(2 / ((1 + α²)·fan_in))`), as the networks here use everywhere; biases start at 0.
+pub(crate) fn he_init(fan_in: usize, alpha: f64) -> Init {
+    Init::Randn { mean: 0.0, stdev: (2.0 / ((1.0 + alpha * alpha) * fan_in as f64)).sqrt() }
+}
+
+/// A trainable 2-D convolution with bias (`weight` `[out, in, k, k]`, `bias` `[out]`).
+#[derive(Clone, Debug)]
+pub struct Conv {
+    weight: Tensor,
+    bias: Tensor,
+    cfg: Conv2dConfig,
+}
+
+impl Conv {
+    /// A `k×k` convolution from `in_c` to `out_c` channels with `stride` and `padding`, weights
+    /// `weight`/`bias` under `vb`, He-initialized for a following leaky ReLU of slope `alpha`.
+    ///
+    /// # Errors
+    /// From the variable builder (a loaded tensor of another shape).
+    pub fn new(
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        alpha: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let weight =
+            vb.get_with_hints((out_c, in_c, k, k), "weight", he_init(in_c * k * k, alpha))?;
+        let bias = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias, cfg: Conv2dConfig::new(stride, padding) })
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        conv2d(x, &self.weight, Some(&self.bias), &self.cfg).map_err(candle::Error::wrap)
+    }
+}
+
+/// The paper's up-convolution (Dosovitskiy & Brox 2016, §3.1, after Dosovitskiy et al. 2015):
+/// ×2 "bed of nails" upsampling — each pixel becomes the top-left corner of a 2×2 block of
+/// zeros — followed by a 4×4 convolution; the output has twice the input's height and width.
+///
+/// It runs as the equivalent stride-2 transposed convolution (padding 1) of the flipped
+/// kernel, which skips the three quarters of the products that meet the inserted zeros;
+/// [`UpConv::forward_bed_of_nails`] computes the definition, and the tests hold the two equal.
+#[derive(Clone, Debug)]
+pub struct UpConv {
+    /// The convolution's weight `[out, in, 4, 4]` as the definition applies it.
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl UpConv {
+    /// An up-convolution from `in_c` to `out_c` channels, weights `weight` `[out, in, 4, 4]`
+    /// and `bias` under `vb`.
+    ///
+    /// # Errors
+    /// From the variable builder.
+    pub fn new(in_c: usize, out_c: usize, alpha: f64, vb: VarBuilder) -> Result<Self> {
+        // A bed-of-nails input has one non-zero in four: the effective fan-in is a quarter.
+        let weight = vb.get_with_hints((out_c, in_c, 4, 4), "weight", he_init(in_c * 4, alpha))?;
+        let bias = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// The definition: insert zeros, pad (2 before, 1 after), 4×4 convolution.
+    ///
+    /// # Errors
+    /// From candle (an input that is not NCHW with the layer's input channels).
+    pub fn forward_bed_of_nails(&self, x: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        // [N, C, H, 1, W, 1] padded with zeros to [N, C, H, 2, W, 2] → [N, C, 2H, 2W].
+        let x6 = x.reshape((n, c, h, 1, w, 1))?;
+        let x6 = x6.pad_with_zeros(3, 0, 1)?.pad_with_zeros(5, 0, 1)?;
+        let up = x6.reshape((n, c, 2 * h, 2 * w))?;
+        let up = up.pad_with_zeros(2, 2, 1)?.pad_with_zeros(3, 2, 1)?;
+        Ok(conv2d(&up, &self.weight, Some(&self.bias), &Conv2dConfig::new(1, 0))?)
+    }
+}
+
+impl Module for UpConv {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        // conv_transpose2d's weight is [in, out, k, k], applied flipped relative to a
+        // correlation: the definition's W[o, i, a, b] is W'[i, o, 3 − a, 3 − b].
+        let w = self.weight.transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
+        conv_transpose2d(x, &w, Some(&self.bias), &ConvTranspose2dConfig::new(2, 1))
+            .map_err(candle::Error::wrap)
+    }
+}

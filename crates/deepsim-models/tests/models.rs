@@ -1,0 +1,149 @@
+//! Shapes of every preset, parameter counts against the layer lists (and one by hand), the
+//! bed-of-nails equivalence, dropout, conditioning, finite gradients, save and load.
+
+use candle::{DType, Device, Module, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use deepsim_models::{
+    Discriminator, DiscriminatorConfig, Error, Generator, GeneratorConfig, GeneratorInput, UpConv,
+};
+
+const CPU: Device = Device::Cpu;
+
+fn vars(dtype: DType) -> (VarMap, VarBuilder<'static>) {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, dtype, &CPU);
+    (map, vb)
+}
+
+fn count(map: &VarMap) -> usize {
+    map.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+fn randn(shape: &[usize], dtype: DType) -> Tensor {
+    Tensor::randn(0f32, 1.0, shape, &CPU).unwrap().to_dtype(dtype).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+#[test]
+fn up_convolution_equals_bed_of_nails_then_convolution() {
+    let (_map, vb) = vars(DType::F64);
+    let up = UpConv::new(3, 5, 0.3, vb).unwrap();
+    let x = Var::from_tensor(&randn(&[2, 3, 5, 4], DType::F64)).unwrap();
+    let fast = up.forward(x.as_tensor()).unwrap();
+    let slow = up.forward_bed_of_nails(x.as_tensor()).unwrap();
+    assert_eq!(fast.dims(), [2, 5, 10, 8]);
+    assert!(max_abs_diff(&fast, &slow) < 1e-12);
+    // Same input gradients too.
+    let r = randn(&[2, 5, 10, 8], DType::F64);
+    let g = |y: Tensor| {
+        (y * &r).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone()
+    };
+    assert!(max_abs_diff(&g(fast), &g(slow)) < 1e-12);
+}
+
+#[test]
+fn every_preset_has_its_output_shape_and_parameter_count() {
+    let cases: Vec<(GeneratorConfig, Vec<usize>, usize)> = vec![
+        (GeneratorConfig::paper_fc6(), vec![1, 4096], 227),
+        (GeneratorConfig::paper_fc8(), vec![1, 1000], 227),
+        (GeneratorConfig::paper_conv5(), vec![1, 256, 6, 6], 227),
+        (GeneratorConfig::cpu_64(256, 0.25), vec![2, 256], 64),
+        (GeneratorConfig::cpu_128(1000, 0.125), vec![2, 1000], 128),
+    ];
+    for (cfg, input, side) in cases {
+        let (map, vb) = vars(DType::F32);
+        let g = Generator::new(cfg.clone(), vb).unwrap();
+        assert_eq!(count(&map), cfg.param_count(), "{:?}", cfg.input);
+        let out = g.forward(&randn(&input, DType::F32)).unwrap();
+        assert_eq!(out.dims(), [input[0], 3, side, side], "{:?}", cfg.input);
+        assert!(out.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    }
+    // Table 1 by hand: fully connected 4096·4096 + 4096 three times; up-convolutions
+    // c_in·c_out·16 + c_out, convolutions c_in·c_out·9 + c_out:
+    // U256 1,048,832; C512 1,180,160; U256 2,097,408; C256 590,080; U128 524,416;
+    // C128 147,584; U64 131,136; U32 32,800; U3 1,539 → 5,753,955; with 50,343,936 → 56,097,891.
+    assert_eq!(GeneratorConfig::paper_fc6().param_count(), 56_097_891);
+    for (cfg, hw) in [
+        (DiscriminatorConfig::paper(Some(4096)), 227),
+        (DiscriminatorConfig::cpu_64(None, 0.5), 64),
+    ] {
+        let (map, vb) = vars(DType::F32);
+        let d = Discriminator::new(cfg.clone(), vb).unwrap();
+        assert_eq!(count(&map), cfg.param_count());
+        let y = cfg.condition.map(|(dim, _)| randn(&[2, dim], DType::F32));
+        let logits = d.forward_t(&randn(&[2, 3, hw, hw], DType::F32), y.as_ref(), false).unwrap();
+        assert_eq!(logits.dims(), [2, 2]);
+    }
+}
+
+#[test]
+fn dropout_in_training_only_and_conditioning_matters() {
+    let (_map, vb) = vars(DType::F32);
+    let d = Discriminator::new(DiscriminatorConfig::cpu_64(Some(16), 0.25), vb).unwrap();
+    let x = randn(&[4, 3, 64, 64], DType::F32);
+    let y = randn(&[4, 16], DType::F32);
+    let eval = |y: &Tensor| d.forward_t(&x, Some(y), false).unwrap();
+    assert_eq!(max_abs_diff(&eval(&y), &eval(&y)), 0.0, "eval is deterministic");
+    let train1 = d.forward_t(&x, Some(&y), true).unwrap();
+    let train2 = d.forward_t(&x, Some(&y), true).unwrap();
+    assert!(max_abs_diff(&train1, &train2) > 0.0, "dropout draws new masks in training");
+    assert!(max_abs_diff(&eval(&y), &eval(&(&y * -1.0).unwrap())) > 1e-6, "y changes the output");
+    // A conditioned discriminator refuses to run without y; shapes are checked.
+    assert!(matches!(d.forward_t(&x, None, false), Err(Error::Input { .. })));
+    assert!(d.forward_t(&x, Some(&randn(&[4, 15], DType::F32)), false).is_err());
+}
+
+#[test]
+fn a_training_step_has_finite_gradients_and_survives_save_and_load() {
+    let (gmap, gvb) = vars(DType::F32);
+    let g = Generator::new(GeneratorConfig::cpu_64(64, 0.125), gvb).unwrap();
+    let (_dmap, dvb) = vars(DType::F32);
+    let d = Discriminator::new(DiscriminatorConfig::cpu_64(Some(64), 0.125), dvb).unwrap();
+    let y = randn(&[3, 64], DType::F32);
+    let img = g.forward(&y).unwrap();
+    let logits = d.forward_t(&img, Some(&y), true).unwrap();
+    let loss = (logits.sqr().unwrap().mean_all().unwrap() + img.sqr().unwrap().mean_all().unwrap())
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    for v in gmap.all_vars() {
+        let gv = grads.get(v.as_tensor()).expect("every generator variable gets a gradient");
+        assert!(gv.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+    }
+    let path =
+        std::env::temp_dir().join(format!("deepsim-models-{}.safetensors", std::process::id()));
+    gmap.save(&path).unwrap();
+    let (mut other, ovb) = vars(DType::F32);
+    let g2 = Generator::new(GeneratorConfig::cpu_64(64, 0.125), ovb).unwrap();
+    other.load(&path).unwrap();
+    assert_eq!(max_abs_diff(&g.forward(&y).unwrap(), &g2.forward(&y).unwrap()), 0.0);
+    std::fs::remove_file(&path).ok();
+}
+
+#[test]
+fn bad_configs_and_inputs_are_errors() {
+    let (_m, vb) = vars(DType::F32);
+    let mut cfg = GeneratorConfig::cpu_64(32, 0.25);
+    cfg.output = 65;
+    assert!(matches!(Generator::new(cfg, vb.clone()), Err(Error::Config { .. })));
+    let mut cfg = GeneratorConfig::cpu_64(32, 0.25);
+    cfg.head_width += 1;
+    assert!(Generator::new(cfg, vb.clone()).is_err());
+    let g = Generator::new(GeneratorConfig::cpu_64(32, 0.25), vb).unwrap();
+    let e = g.forward(&randn(&[2, 31], DType::F32)).err().unwrap();
+    assert!(e.to_string().contains("[N, 32]"), "{e}");
+    assert_eq!(g.config().input, GeneratorInput::Vector(32));
+}
