@@ -5,6 +5,7 @@ use candle::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use deepsim_models::{
     Discriminator, DiscriminatorConfig, Error, Generator, GeneratorConfig, GeneratorInput, UpConv,
+    Vae, VaeConfig,
 };
 
 const CPU: Device = Device::Cpu;
@@ -146,4 +147,63 @@ fn bad_configs_and_inputs_are_errors() {
     let e = g.forward(&randn(&[2, 31], DType::F32)).err().unwrap();
     assert!(e.to_string().contains("[N, 32]"), "{e}");
     assert_eq!(g.config().input, GeneratorInput::Vector(32));
+}
+
+#[test]
+fn vae_shapes_counts_sampling_and_encoder_initialization() {
+    for (cfg, n) in [(VaeConfig::paper(), 1), (VaeConfig::cpu_64(32, 0.25), 3)] {
+        let (map, vb) = vars(DType::F32);
+        let vae = Vae::new(cfg.clone(), vb).unwrap();
+        assert_eq!(count(&map), cfg.param_count());
+        let x = randn(&[n, 3, cfg.input, cfg.input], DType::F32);
+        let out = vae.forward(&x).unwrap();
+        let side = cfg.decoder.output;
+        assert_eq!(out.reconstruction.dims(), [n, 3, side, side]);
+        assert_eq!(out.mu.dims(), [n, cfg.latent]);
+        assert_eq!(out.log_var.dims(), [n, cfg.latent]);
+        assert_eq!(vae.sample(2, &x).unwrap().dims(), [2, 3, side, side]);
+    }
+    // The paper's encoder is AlexNet up to fc6: 9216 inputs to μ, the AlexNet conv shapes.
+    let (mut map, vb) = vars(DType::F32);
+    let _vae = Vae::new(VaeConfig::paper(), vb).unwrap();
+    let alexnet: std::collections::HashMap<String, Tensor> = [
+        ("features.0.weight", vec![64, 3, 11, 11]),
+        ("features.10.bias", vec![256]),
+        ("classifier.1.weight", vec![4096, 9216]),
+        ("classifier.4.weight", vec![4096, 4096]),
+    ]
+    .into_iter()
+    .map(|(k, s)| (k.to_owned(), Tensor::full(0.5f32, s, &CPU).unwrap()))
+    .collect();
+    // classifier.4 (fc7) has no place in the encoder and is skipped.
+    assert_eq!(Vae::init_encoder_from(&mut map, &alexnet).unwrap(), 3);
+    let data = map.data().lock().unwrap();
+    let w = data["encoder.mu.weight"].as_tensor().max_keepdim(0).unwrap().max_keepdim(1).unwrap();
+    assert_eq!(w.flatten_all().unwrap().to_vec1::<f32>().unwrap(), [0.5]);
+    drop(data);
+    let bad =
+        [("features.0.weight".to_owned(), Tensor::zeros((64, 3, 5, 5), DType::F32, &CPU).unwrap())]
+            .into();
+    assert!(Vae::init_encoder_from(&mut map, &bad).is_err());
+}
+
+#[test]
+fn vae_gradients_reach_the_encoder() {
+    let (map, vb) = vars(DType::F32);
+    let vae = Vae::new(VaeConfig::cpu_64(16, 0.125), vb).unwrap();
+    let x = randn(&[2, 3, 64, 64], DType::F32);
+    let out = vae.forward(&x).unwrap();
+    let kl =
+        ((out.mu.sqr().unwrap() + out.log_var.exp().unwrap()).unwrap() - &out.log_var).unwrap();
+    let loss = ((out.reconstruction - &x).unwrap().sqr().unwrap().mean_all().unwrap()
+        + kl.mean_all().unwrap())
+    .unwrap();
+    let grads = loss.backward().unwrap();
+    let data = map.data().lock().unwrap();
+    for name in ["encoder.features.0.weight", "encoder.log_var.weight", "decoder.head.0.weight"] {
+        let g =
+            grads.get(data[name].as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let v: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0), "{name}");
+    }
 }
