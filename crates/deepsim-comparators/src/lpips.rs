@@ -215,15 +215,15 @@ impl Lpips {
     /// The per-layer distances `[N, L]` as one autograd node (`chain`), when only `a` wants a
     /// gradient and the trunk is a plain chain of convolutions and pools (alex, vgg) on the CPU.
     fn fused(&self, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+        if !a.track_op() || b.track_op() || !a.device().is_cpu() {
+            return Ok(None);
+        }
         let stages = match &self.trunk {
             Trunk::Alex(n) => n.relu_stages(),
             Trunk::Vgg(n) => Some(n.stages(&self.trunk.taps())),
             Trunk::Squeeze(_) => None,
         };
         let Some(stages) = stages else { return Ok(None) };
-        if !a.track_op() || b.track_op() || !a.device().is_cpu() {
-            return Ok(None);
-        }
         let fb = self.trunk.run(Self::scale(b)?, &self.trunk.taps())?;
         let head = LpipsHead { fb, lins: self.lins.clone() };
         Ok(Some(chain::apply(a, Self::scaling()?, stages, head)?))
@@ -236,6 +236,11 @@ impl Lpips {
     /// Inputs that break the contract or differ in shape.
     pub fn layer_maps(&self, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
         self.check_pair(a, b)?;
+        self.maps(a, b)
+    }
+
+    /// [`Lpips::layer_maps`] of inputs already checked.
+    fn maps(&self, a: &Tensor, b: &Tensor) -> Result<Vec<Tensor>> {
         let taps = self.trunk.taps();
         let (fa, fb) = if a.track_op() || b.track_op() {
             // Each side through the trunk on its own, so that a backward pass for `a` does not
@@ -271,9 +276,10 @@ impl Lpips {
     /// # Errors
     /// Inputs that break the contract or differ in shape.
     pub fn spatial_map(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.check_pair(a, b)?;
         let (_, _, h, w) = a.dims4()?;
         let mut total: Option<Tensor> = None;
-        for m in self.layer_maps(a, b)? {
+        for m in self.maps(a, b)? {
             let up = m.detach().upsample_bilinear2d(h, w, false)?;
             total = Some(match total {
                 Some(t) => (t + up)?,
@@ -299,7 +305,7 @@ impl Lpips {
             return Ok(LpipsOutput { distance: table.sum(1)?, per_layer });
         }
         let per_layer = self
-            .layer_maps(a, b)?
+            .maps(a, b)?
             .into_iter()
             .map(|m| Ok(m.mean((1, 2, 3))?))
             .collect::<Result<Vec<_>>>()?;

@@ -1144,12 +1144,8 @@ impl FrozenConv2d {
         if !input.device().is_cpu() {
             return Err(invalid(OP, "input", input.dims(), "not on the CPU"));
         }
-        let op = InputGradOp {
-            g,
-            weight: self.weight.clone(),
-            relu_out: (self.act == Activation::Relu).then(|| output.clone()),
-            winograd: self.runs_winograd(&g).then(|| self.winograd.clone()),
-        };
+        let winograd = self.runs_winograd(&g).then(|| self.winograd.clone());
+        let op = InputGradOp::new(g, &self.weight, self.act, output, winograd);
         Ok(grad.apply_op1_no_bwd(&op)?)
     }
 }
@@ -1321,12 +1317,7 @@ impl CustomOp1 for FrozenConvOp {
 
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
         let g = Geom { n: x.dim(0)?, ..self.g };
-        let op = InputGradOp {
-            g,
-            weight: self.weight.clone(),
-            relu_out: (self.act == Activation::Relu).then(|| res.clone()),
-            winograd: self.winograd.clone(),
-        };
+        let op = InputGradOp::new(g, &self.weight, self.act, res, self.winograd.clone());
         Ok(Some(match (self.act, &self.winograd) {
             (Activation::Identity, None) => conv2d_input_grad(grad, &self.weight, &g)?,
             (Activation::Identity, Some(_)) => grad.apply_op1(op)?,
@@ -1342,6 +1333,21 @@ struct InputGradOp {
     weight: Tensor,
     relu_out: Option<Tensor>,
     winograd: Option<Arc<WinogradCache>>,
+}
+
+impl InputGradOp {
+    /// The input gradient of a frozen conv with `weight` and activation `act`, whose forward
+    /// output was `output` (kept as the ReLU's mask when `act` is ReLU).
+    fn new(
+        g: Geom,
+        weight: &Tensor,
+        act: Activation,
+        output: &Tensor,
+        winograd: Option<Arc<WinogradCache>>,
+    ) -> Self {
+        let relu_out = (act == Activation::Relu).then(|| output.clone());
+        Self { g, weight: weight.clone(), relu_out, winograd }
+    }
 }
 
 impl CustomOp1 for InputGradOp {

@@ -27,22 +27,28 @@ const NORM_EPS: f64 = 1e-10;
 /// Rank, dtype (f32/f64) or device mismatches, `a` and `b` of different shapes, weights not
 /// of length C.
 pub fn unit_weighted_sq_distance(a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    const OP: &str = "unit_weighted_sq_distance";
-    let dims = nchw(OP, "a", a)?;
-    nchw(OP, "b", b)?;
-    same_dtype_device(OP, "b", b, a)?;
-    same_dtype_device(OP, "weights", weights, a)?;
-    if b.dims() != a.dims() {
-        return Err(invalid(OP, "b", b.dims(), format!("expected the shape of a, {:?}", a.dims())));
-    }
-    if weights.elem_count() != dims[1] {
-        return Err(invalid(OP, "weights", weights.dims(), format!("expected {} values", dims[1])));
-    }
+    check_args("unit_weighted_sq_distance", a, b, weights)?;
     if !a.device().is_cpu() {
         return composite(a, b, weights);
     }
     let w: Vec<f64> = weights.flatten_all()?.to_dtype(candle::DType::F64)?.to_vec1()?;
     Ok(a.apply_op2(b, UnitDistanceOp { w })?)
+}
+
+/// Checks `a` and `b` (rank 4, same shape, dtype and device) and `weights` (one per channel);
+/// returns the dims.
+fn check_args(op: &'static str, a: &Tensor, b: &Tensor, weights: &Tensor) -> Result<[usize; 4]> {
+    let dims = nchw(op, "a", a)?;
+    nchw(op, "b", b)?;
+    same_dtype_device(op, "b", b, a)?;
+    same_dtype_device(op, "weights", weights, a)?;
+    if b.dims() != a.dims() {
+        return Err(invalid(op, "b", b.dims(), format!("expected the shape of a, {:?}", a.dims())));
+    }
+    if weights.elem_count() != dims[1] {
+        return Err(invalid(op, "weights", weights.dims(), format!("expected {} values", dims[1])));
+    }
+    Ok(dims)
 }
 
 /// The gradient w.r.t. `a` of [`unit_weighted_sq_distance`] given the gradient `grad` of its
@@ -61,18 +67,10 @@ pub fn unit_weighted_sq_distance_backward(
     grad: &Tensor,
 ) -> Result<Tensor> {
     const OP: &str = "unit_weighted_sq_distance_backward";
-    let [n, c, h, w] = nchw(OP, "a", a)?;
-    nchw(OP, "b", b)?;
-    same_dtype_device(OP, "b", b, a)?;
+    let [n, _, h, w] = check_args(OP, a, b, weights)?;
     same_dtype_device(OP, "grad", grad, a)?;
-    if b.dims() != a.dims() {
-        return Err(invalid(OP, "b", b.dims(), format!("expected the shape of a, {:?}", a.dims())));
-    }
     if grad.dims() != [n, 1, h, w] {
         return Err(invalid(OP, "grad", grad.dims(), format!("expected [{n}, 1, {h}, {w}]")));
-    }
-    if weights.elem_count() != c {
-        return Err(invalid(OP, "weights", weights.dims(), format!("expected {c} values")));
     }
     if !a.device().is_cpu() {
         return Err(invalid(OP, "a", a.dims(), "not on the CPU"));

@@ -11,7 +11,7 @@ use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use crate::error::{Error, Result};
-use crate::reduction::{per_sample_sum, Reduction};
+use crate::reduction::Reduction;
 
 /// The adversarial objective.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,7 +156,7 @@ pub fn generator_loss(
 /// `two_way` is not `[N, 2]`.
 pub fn two_way_logit(two_way: &Tensor) -> Result<Tensor> {
     match *two_way.dims() {
-        [_, 2] => Ok(per_sample_sum(&(two_way.narrow(1, 1, 1)? - two_way.narrow(1, 0, 1)?)?)?),
+        [_, 2] => Ok((two_way.narrow(1, 1, 1)? - two_way.narrow(1, 0, 1)?)?.squeeze(1)?),
         ref other => Err(Error::Shape {
             loss: "two_way_logit",
             arg: "two_way",

@@ -103,7 +103,6 @@ pub struct DeepSimLoss {
     weights: DeepSimWeights,
     feature: Option<FeatureLoss>,
     adversarial: AdversarialKind,
-    image: ImageDistance,
     reduction: Reduction,
     adaptive: Option<AdaptiveAdversarialWeight>,
 }
@@ -126,14 +125,7 @@ impl DeepSimLoss {
                 reason: "λ_feat > 0 needs a FeatureLoss (a comparator and taps)".into(),
             });
         }
-        Ok(Self {
-            weights,
-            feature,
-            adversarial,
-            image: ImageDistance::SquaredL2,
-            reduction,
-            adaptive: None,
-        })
+        Ok(Self { weights, feature, adversarial, reduction, adaptive: None })
     }
 
     /// The same loss with λ_adv scaled each step by the adaptive weight of `rule`, computed
@@ -172,8 +164,9 @@ impl DeepSimLoss {
             accumulate(&mut total, t, w.feat)?;
         }
         let img = if w.img > 0.0 {
-            let (g, x) = ((generated * w.pixel_scale)?, (target * w.pixel_scale)?);
-            Some(image_loss(&g, &x, self.image, self.reduction)?)
+            // ‖s·a − s·b‖² = s²‖a − b‖²: the scale applies to the (small) loss, not the images.
+            let l = image_loss(generated, target, ImageDistance::SquaredL2, self.reduction)?;
+            Some((l * (w.pixel_scale * w.pixel_scale))?)
         } else {
             None
         };

@@ -157,18 +157,6 @@ pub enum SpectrogramScale {
     LogMagnitude,
 }
 
-fn same_length(x: &Tensor, y: &Tensor) -> Result<()> {
-    if x.dims() != y.dims() {
-        return Err(Error::Input {
-            measure: "spectrogram loss",
-            arg: "y",
-            shape: y.dims().to_vec(),
-            reason: format!("differs from the first waveform's shape {:?}", x.dims()),
-        });
-    }
-    Ok(())
-}
-
 /// The mean absolute difference of two waveforms' spectrograms on `scale`, per waveform.
 ///
 /// # Shapes
@@ -182,12 +170,8 @@ pub fn spectrogram_distance(
     cfg: &StftConfig,
     scale: SpectrogramScale,
 ) -> Result<Tensor> {
-    same_length(x, y)?;
-    let (mut sx, mut sy) = (magnitude(x, cfg)?, magnitude(y, cfg)?);
-    if scale == SpectrogramScale::LogMagnitude {
-        (sx, sy) = (sx.log()?, sy.log()?);
-    }
-    Ok((sx - sy)?.abs()?.flatten_from(1)?.mean(1)?)
+    let (sx, sy) = magnitudes(x, y, cfg)?;
+    mean_abs_difference(&sx, &sy, scale)
 }
 
 /// Spectral convergence `‖|Y| − |X|‖_F / ‖|Y|‖_F` per waveform (`y` the reference).
@@ -195,10 +179,8 @@ pub fn spectrogram_distance(
 /// # Errors
 /// As [`spectrogram_distance`].
 pub fn spectral_convergence(x: &Tensor, y: &Tensor, cfg: &StftConfig) -> Result<Tensor> {
-    same_length(x, y)?;
-    let (sx, sy) = (magnitude(x, cfg)?, magnitude(y, cfg)?);
-    let frob = |t: &Tensor| -> Result<Tensor> { Ok(t.sqr()?.flatten_from(1)?.sum(1)?.sqrt()?) };
-    Ok((frob(&(sy.clone() - sx)?)? / frob(&sy)?)?)
+    let (sx, sy) = magnitudes(x, y, cfg)?;
+    convergence(&sx, &sy)
 }
 
 /// The multi-resolution STFT loss per waveform: the mean over `resolutions` of spectral
@@ -220,12 +202,39 @@ pub fn multi_resolution_stft_loss(
     }
     let mut total: Option<Tensor> = None;
     for cfg in resolutions {
-        let term = (spectral_convergence(x, y, cfg)?
-            + spectrogram_distance(x, y, cfg, SpectrogramScale::LogMagnitude)?)?;
+        let (sx, sy) = magnitudes(x, y, cfg)?;
+        let term = (convergence(&sx, &sy)?
+            + mean_abs_difference(&sx, &sy, SpectrogramScale::LogMagnitude)?)?;
         total = Some(match total {
             Some(t) => (t + term)?,
             None => term,
         });
     }
     Ok((total.expect("at least one resolution") / resolutions.len() as f64)?)
+}
+
+/// Both waveforms' magnitude spectrograms, after checking that their shapes agree.
+fn magnitudes(x: &Tensor, y: &Tensor, cfg: &StftConfig) -> Result<(Tensor, Tensor)> {
+    if x.dims() != y.dims() {
+        return Err(Error::Input {
+            measure: "spectrogram loss",
+            arg: "y",
+            shape: y.dims().to_vec(),
+            reason: format!("differs from the first waveform's shape {:?}", x.dims()),
+        });
+    }
+    Ok((magnitude(x, cfg)?, magnitude(y, cfg)?))
+}
+
+fn mean_abs_difference(sx: &Tensor, sy: &Tensor, scale: SpectrogramScale) -> Result<Tensor> {
+    let d = match scale {
+        SpectrogramScale::Magnitude => (sx - sy)?,
+        SpectrogramScale::LogMagnitude => (sx.log()? - sy.log()?)?,
+    };
+    Ok(d.abs()?.flatten_from(1)?.mean(1)?)
+}
+
+fn convergence(sx: &Tensor, sy: &Tensor) -> Result<Tensor> {
+    let frob = |t: &Tensor| -> Result<Tensor> { Ok(t.sqr()?.flatten_from(1)?.sum(1)?.sqrt()?) };
+    Ok((frob(&(sy - sx)?)? / frob(sy)?)?)
 }

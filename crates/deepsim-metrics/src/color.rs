@@ -8,7 +8,7 @@
 //! D65 2° white point 0.95047, 1, 1.08883), so conversions agree with it to rounding.
 
 use candle::backend::BackendStorage;
-use candle::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use crate::error::{image_pair, Error, Result};
 
@@ -36,11 +36,17 @@ fn floor_at(x: &Tensor, v: f64) -> Result<Tensor> {
     select(&keep, x, &x.ones_like()?.affine(0.0, v)?)
 }
 
-/// `√x` for x ≥ 0 with gradient 0 at x = 0 (instead of ∞ · 0 = NaN): colour differences of
-/// identical colours stay differentiable.
-fn safe_sqrt(x: &Tensor) -> Result<Tensor> {
+/// `x^p` for x ≥ 0 and p > 0 with gradient 0 at x = 0 (instead of ∞ · 0 = NaN): colour
+/// differences of identical colours, and flat patches under a TV prior, stay differentiable.
+pub(crate) fn positive_pow(x: &Tensor, p: f64) -> Result<Tensor> {
     let positive = x.gt(0.0)?;
-    select(&positive, &floor_at(x, 1e-300)?.sqrt()?, &x.zeros_like()?)
+    let safe = select(&positive, x, &x.ones_like()?)?;
+    select(&positive, &safe.powf(p)?, &x.zeros_like()?)
+}
+
+/// `√x` for x ≥ 0, see [`positive_pow`].
+fn safe_sqrt(x: &Tensor) -> Result<Tensor> {
+    positive_pow(x, 0.5)
 }
 
 /// sRGB's transfer function undone: sRGB values in [0, 1] → linear RGB.
@@ -353,17 +359,4 @@ pub fn opponent_loss(a: &Tensor, b: &Tensor, weights: [f64; 3]) -> Result<Tensor
 /// Per-image mean of a `[N, 1, H, W]` map → `[N]`.
 pub fn spatial_mean(map: &Tensor) -> Result<Tensor> {
     Ok(map.flatten_from(1)?.mean(1)?)
-}
-
-/// Checks that an image tensor is f32 or f64 (the measures compute in its dtype).
-pub(crate) fn float_dtype(measure: &'static str, x: &Tensor) -> Result<()> {
-    match x.dtype() {
-        DType::F32 | DType::F64 => Ok(()),
-        other => Err(Error::Input {
-            measure,
-            arg: "a",
-            shape: x.dims().to_vec(),
-            reason: format!("dtype {other:?}, expected f32 or f64"),
-        }),
-    }
 }

@@ -70,3 +70,16 @@ pub(crate) fn image_pair(
     }
     Ok([n, c, h, w])
 }
+
+/// Checks that an image tensor is f32 or f64 (the measures compute in its dtype).
+pub(crate) fn float_dtype(measure: &'static str, x: &candle::Tensor) -> Result<()> {
+    match x.dtype() {
+        candle::DType::F32 | candle::DType::F64 => Ok(()),
+        other => Err(Error::Input {
+            measure,
+            arg: "a",
+            shape: x.dims().to_vec(),
+            reason: format!("dtype {other:?}, expected f32 or f64"),
+        }),
+    }
+}

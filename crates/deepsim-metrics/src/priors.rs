@@ -5,7 +5,7 @@
 
 use candle::Tensor;
 
-use crate::color::{delta_e2000, srgb_to_lab, Ciede2000Weights};
+use crate::color::{delta_e2000, positive_pow, srgb_to_lab, Ciede2000Weights};
 use crate::error::{image_pair, Error, Result};
 
 /// ΔE00 of about 2.3 is a commonly quoted just-noticeable colour difference (Sharma 2003;
@@ -46,13 +46,7 @@ pub fn total_variation(x: &Tensor, beta: f64) -> Result<Tensor> {
     let right = x.narrow(2, 0, h - 1)?.narrow(3, 1, w - 1)?;
     let down = x.narrow(2, 1, h - 1)?.narrow(3, 0, w - 1)?;
     let s = ((right - &base)?.sqr()? + (down - &base)?.sqr()?)?;
-    let powered = if beta == 2.0 {
-        s
-    } else {
-        let positive = s.gt(0.0)?;
-        let safe = positive.where_cond(&s, &s.ones_like()?)?;
-        positive.where_cond(&safe.powf(beta / 2.0)?, &s.zeros_like()?)?
-    };
+    let powered = if beta == 2.0 { s } else { positive_pow(&s, beta / 2.0)? };
     Ok(powered.flatten_from(1)?.sum(1)?)
 }
 

@@ -16,8 +16,7 @@
 use candle::Tensor;
 use deepsim_kernels::{conv2d, Conv2dConfig};
 
-use crate::color::float_dtype;
-use crate::error::{image_pair, Error, Result};
+use crate::error::{float_dtype, image_pair, Error, Result};
 
 /// SSIM's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]

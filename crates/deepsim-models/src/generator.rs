@@ -105,31 +105,38 @@ impl GeneratorConfig {
     /// `width` (a multiplier on every channel count, 1.0 = the paper's) with four
     /// up-convolutions (4 → 64).
     pub fn cpu_64(dim: usize, width: f64) -> Self {
-        let c = |n: usize| ((n as f64 * width).round() as usize).max(1);
         use TowerLayer::{Conv as C, Up as U};
-        Self {
-            input: GeneratorInput::Vector(dim),
-            head_width: c(256) * 16,
-            head_layers: 2,
-            seed_map: (c(256), 4),
-            tower: vec![U(c(256)), C(c(256)), U(c(128)), C(c(128)), U(c(64)), U(3)],
-            alpha: 0.3,
-            output: 64,
-        }
+        Self::cpu(dim, width, &[U(256), C(256), U(128), C(128), U(64), U(3)], 64)
     }
 
     /// A CPU preset with a 128×128 output (five up-convolutions, 4 → 128).
     pub fn cpu_128(dim: usize, width: f64) -> Self {
-        let c = |n: usize| ((n as f64 * width).round() as usize).max(1);
         use TowerLayer::{Conv as C, Up as U};
+        Self::cpu(dim, width, &[U(256), C(256), U(128), C(128), U(64), U(32), U(3)], 128)
+    }
+
+    /// Two fully connected layers to a 256×4×4 map, then `tower`, every channel count but the
+    /// image's 3 scaled by `width`.
+    fn cpu(dim: usize, width: f64, tower: &[TowerLayer], output: usize) -> Self {
+        let c = |n: usize| ((n as f64 * width).round() as usize).max(1);
+        let last = tower.len() - 1;
+        let tower = tower
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| match l {
+                _ if i == last => l,
+                TowerLayer::Up(n) => TowerLayer::Up(c(n)),
+                TowerLayer::Conv(n) => TowerLayer::Conv(c(n)),
+            })
+            .collect();
         Self {
             input: GeneratorInput::Vector(dim),
             head_width: c(256) * 16,
             head_layers: 2,
             seed_map: (c(256), 4),
-            tower: vec![U(c(256)), C(c(256)), U(c(128)), C(c(128)), U(c(64)), U(c(32)), U(3)],
+            tower,
             alpha: 0.3,
-            output: 128,
+            output,
         }
     }
 
