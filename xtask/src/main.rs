@@ -4,9 +4,11 @@
 //! - `bench-vs-torch`: runs one deepsim criterion benchmark and its PyTorch twin from
 //!   `../shared/bench/bench_torch.py` alternately, several rounds, and prints both medians.
 //! - `convert-weights`: converts a published weights file into deepsim's safetensors layout.
+//! - `fetch-data`: builds a larger local image set and Fashion-MNIST from Debian packages.
 
 mod bench_vs_torch;
 mod convert_weights;
+mod fetch_data;
 
 use std::process::ExitCode;
 
@@ -16,13 +18,16 @@ tasks:
   bench-vs-torch   alternate a deepsim benchmark and its PyTorch twin; print medians
                    (cargo xtask bench-vs-torch --help for options)
   convert-weights  convert published weights (PyTorch, Caffe, safetensors, Hub) into
-                   deepsim's layout and cache (cargo xtask convert-weights --help)";
+                   deepsim's layout and cache (cargo xtask convert-weights --help)
+  fetch-data       build target/data (photos, Fashion-MNIST) from Debian packages
+                   (cargo xtask fetch-data --help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("bench-vs-torch") => bench_vs_torch::run(&args[1..]),
         Some("convert-weights") => convert_weights::run(&args[1..]),
+        Some("fetch-data") => fetch_data::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
