@@ -97,6 +97,24 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Checks an image folder as training would read it: decodes every file and prints one
+    /// warning per unusable file and a summary (usable, skipped by reason, converted).
+    DataCheck {
+        /// The folder (searched recursively).
+        dir: PathBuf,
+        /// The crop side training will use: smaller images are reported.
+        #[arg(long, default_value_t = 64)]
+        crop: u32,
+        /// Resize the shorter side to this first (then no image is too small).
+        #[arg(long)]
+        resize: Option<u32>,
+        /// Labels from first-level sub-folders (files in the root are reported).
+        #[arg(long)]
+        labels: bool,
+        /// Stop at the first unusable file with an error naming it.
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -121,7 +139,36 @@ fn run(command: Command) -> Result<()> {
         Command::Classify { weights, labels, images } => {
             classify(weights.as_deref(), labels.as_deref(), &images)
         }
+        Command::DataCheck { dir, crop, resize, labels, strict } => {
+            data_check(&dir, crop, resize, labels, strict)
+        }
     }
+}
+
+fn data_check(
+    dir: &Path,
+    crop: u32,
+    resize: Option<u32>,
+    labels: bool,
+    strict: bool,
+) -> Result<()> {
+    use deepsim_data::{
+        Crop, Dataset, Filter, FolderConfig, ImageFolder, Labels, Transform, Validation,
+    };
+    let transform =
+        Transform { resize, crop: Crop::Center(crop), hflip: false, filter: Filter::Bilinear };
+    let mut config = FolderConfig::new(transform);
+    config.validation = Validation::Full;
+    config.strict = strict;
+    if labels {
+        config.labels = Labels::Subfolders;
+    }
+    let set = ImageFolder::open(dir, config)?;
+    if let Some(classes) = set.classes() {
+        println!("{} classes: {}", classes.len(), classes.join(", "));
+    }
+    println!("{}: {}", dir.display(), set.summary());
+    Ok(())
 }
 
 fn parse_tap(name: &str) -> Result<Tap> {

@@ -221,3 +221,24 @@ fn compare_audio_reads_wav_files() {
         stderr(&deepsim(&dir, &["compare-audio", "--metric", "stft", junk.to_str().unwrap(), sa]));
     assert!(err.contains("junk.wav"), "{err}");
 }
+
+#[test]
+fn data_check_reports_the_demo_set_and_bad_files() {
+    let home = common::temp_dir("cli-data-home");
+    // The shipped demo set: 362 training tiles; the 116 of the four gray photos (camera,
+    // brick, grass, gravel: 26 + 30 + 30 + 30, see data/README.md) are replicated to RGB.
+    let out = stdout(&deepsim(&home, &["data-check", data("demo/train").to_str().unwrap()]));
+    assert!(out.contains("362 usable, none skipped; converted: 116 grayscale → RGB"), "{out}");
+    let dir = common::temp_dir("cli-data-bad");
+    std::fs::copy(data("coffee_224.png"), dir.join("coffee.png")).unwrap();
+    std::fs::write(dir.join("broken.jpg"), b"").unwrap();
+    let o = deepsim(&home, &["data-check", dir.to_str().unwrap()]);
+    let warn = String::from_utf8(o.stderr.clone()).unwrap();
+    assert!(
+        warn.contains("warning: skipping") && warn.contains("broken.jpg: empty file"),
+        "{warn}"
+    );
+    assert!(stdout(&o).contains("1 usable, 1 skipped (1 zero-byte)"));
+    let err = stderr(&deepsim(&home, &["data-check", "--strict", dir.to_str().unwrap()]));
+    assert!(err.starts_with("error: ") && err.contains("broken.jpg"), "{err}");
+}
