@@ -2,6 +2,7 @@
 //! comparators of `deepsim-comparators` with weights converted by `cargo xtask convert-weights`.
 
 mod images;
+mod train;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -97,6 +98,31 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Trains a generator from a TOML configuration (see configs/): checkpoints, metrics.jsonl,
+    /// sample grids and loss curves in the run's `out` directory. Ctrl-C checkpoints and stops.
+    Train {
+        /// The configuration file.
+        config: PathBuf,
+        /// Continue the run in the configuration's `out` directory from its checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override `run.steps`.
+        #[arg(long)]
+        steps: Option<u64>,
+        /// Override `run.device`: cpu, cuda, cuda:N, metal.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Trains an image-loss inverter and a DeePSiM inverter on the shipped demo set (a few
+    /// minutes on a CPU) and writes a comparison grid and a report.
+    Demo {
+        /// Output directory.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// Override the number of steps of each run.
+        #[arg(long)]
+        steps: Option<u64>,
+    },
     /// Checks an image folder as training would read it: decodes every file and prints one
     /// warning per unusable file and a summary (usable, skipped by reason, converted).
     DataCheck {
@@ -139,6 +165,10 @@ fn run(command: Command) -> Result<()> {
         Command::Classify { weights, labels, images } => {
             classify(weights.as_deref(), labels.as_deref(), &images)
         }
+        Command::Train { config, resume, steps, device } => {
+            train::train(&config, resume, steps, device)
+        }
+        Command::Demo { out, steps } => train::demo(&out, steps),
         Command::DataCheck { dir, crop, resize, labels, strict } => {
             data_check(&dir, crop, resize, labels, strict)
         }

@@ -31,7 +31,11 @@ pub const COMPARATORS: [&str; 9] = [
 /// # Errors
 /// An unknown name (listing the known ones); missing weights (with the convert command); a
 /// malformed weights file.
-pub fn by_name(name: &str, weights: Option<&Path>, device: &Device) -> Result<Box<dyn Comparator>> {
+pub fn by_name(
+    name: &str,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<Box<dyn Comparator + Send + Sync>> {
     Ok(match name {
         "alexnet" => Box::new(AlexNet::pretrained(Arch::Alexnet, weights, device)?),
         "caffenet" => Box::new(AlexNet::pretrained(Arch::Caffenet, weights, device)?),

@@ -130,7 +130,7 @@ impl Discriminator {
         &self.cfg
     }
 
-    /// Two logits per image `[N, 2]`. `train` switches dropout on.
+    /// Two logits per image `[N, 2]`. `train` switches dropout on (candle's random masks).
     ///
     /// # Shapes
     /// `x`: `[N, 3, H, W]`; `y`: `[N, dim]` when conditioned, else `None`.
@@ -138,6 +138,64 @@ impl Discriminator {
     /// # Errors
     /// A missing or extra condition, or inputs of the wrong shape.
     pub fn forward_t(&self, x: &Tensor, y: Option<&Tensor>, train: bool) -> Result<Tensor> {
+        self.forward_impl(x, y, if train { Drop::Random } else { Drop::Off })
+    }
+
+    /// As [`Discriminator::forward_t`] in training, with the caller's dropout masks (for
+    /// runs that must repeat exactly: candle's CPU random numbers cannot be seeded).
+    ///
+    /// # Shapes
+    /// `masks.pooled`: `[N, pooled]`, `masks.hidden`: `[N, fc]` ([`Discriminator::dropout_widths`]).
+    ///
+    /// # Errors
+    /// As [`Discriminator::forward_t`], and masks of other shapes.
+    pub fn forward_masked(
+        &self,
+        x: &Tensor,
+        y: Option<&Tensor>,
+        masks: &DropoutMasks,
+    ) -> Result<Tensor> {
+        let n = x.dims().first().copied().unwrap_or(0);
+        let (p, h) = self.dropout_widths();
+        for (name, m, w) in [("masks.pooled", &masks.pooled, p), ("masks.hidden", &masks.hidden, h)]
+        {
+            if m.dims() != [n, w] {
+                return Err(Error::Input {
+                    model: "Discriminator",
+                    arg: name,
+                    shape: m.dims().to_vec(),
+                    reason: format!("expected [{n}, {w}]"),
+                });
+            }
+        }
+        self.forward_impl(x, y, Drop::Masks(masks))
+    }
+
+    /// The widths of the two dropout layers: the pooled convolution features and the hidden
+    /// fully connected layer.
+    pub fn dropout_widths(&self) -> (usize, usize) {
+        let pooled = self.cfg.convs.last().map(|c| c.0).unwrap_or(0);
+        (pooled, self.cfg.fc)
+    }
+
+    /// The dropout probability.
+    pub fn dropout_rate(&self) -> f64 {
+        self.cfg.dropout as f64
+    }
+
+    fn forward_impl(&self, x: &Tensor, y: Option<&Tensor>, drop: Drop<'_>) -> Result<Tensor> {
+        let apply = |h: &Tensor, mask: Option<&Tensor>| -> Result<Tensor> {
+            Ok(match (drop, mask) {
+                (Drop::Off, _) => h.clone(),
+                (Drop::Random, _) => self.dropout.forward_t(h, true)?,
+                (Drop::Masks(_), Some(m)) => h.broadcast_mul(&m.to_dtype(h.dtype())?)?,
+                (Drop::Masks(_), None) => h.clone(),
+            })
+        };
+        let (pooled_mask, hidden_mask) = match drop {
+            Drop::Masks(m) => (Some(&m.pooled), Some(&m.hidden)),
+            _ => (None, None),
+        };
         let a = self.cfg.alpha;
         if x.dims().len() != 4 || x.dim(1)? != 3 {
             return Err(Error::Input {
@@ -152,7 +210,7 @@ impl Discriminator {
             h = leaky_relu(&conv.forward(&h)?, a)?;
         }
         let mut h = h.mean((2, 3))?;
-        h = self.dropout.forward_t(&h, train)?;
+        h = apply(&h, pooled_mask)?;
         match (self.cfg.condition, y) {
             (Some((dim, _)), Some(y)) => {
                 if y.dims() != [x.dim(0)?, dim] {
@@ -188,7 +246,24 @@ impl Discriminator {
             }
         }
         let h = leaky_relu(&self.fc.forward(&h)?, a)?;
-        let h = self.dropout.forward_t(&h, train)?;
+        let h = apply(&h, hidden_mask)?;
         Ok(self.out.forward(&h)?)
     }
+}
+
+/// Dropout masks for one training pass of a [`Discriminator`]: each entry 0 (dropped) or
+/// 1/(1 − p) (kept and rescaled), as inverted dropout does.
+#[derive(Clone, Debug)]
+pub struct DropoutMasks {
+    /// `[N, pooled]`, after global average pooling.
+    pub pooled: Tensor,
+    /// `[N, fc]`, after the hidden fully connected layer.
+    pub hidden: Tensor,
+}
+
+#[derive(Clone, Copy)]
+enum Drop<'a> {
+    Off,
+    Random,
+    Masks(&'a DropoutMasks),
 }

@@ -31,7 +31,7 @@ mod generator;
 mod layers;
 mod vae;
 
-pub use discriminator::{Discriminator, DiscriminatorConfig};
+pub use discriminator::{Discriminator, DiscriminatorConfig, DropoutMasks};
 pub use error::{Error, Result};
 pub use generator::{Generator, GeneratorConfig, GeneratorInput, TowerLayer};
 pub use layers::{leaky_relu, Conv, UpConv};

@@ -4,8 +4,8 @@
 use candle::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use deepsim_models::{
-    Discriminator, DiscriminatorConfig, Error, Generator, GeneratorConfig, GeneratorInput, UpConv,
-    Vae, VaeConfig,
+    Discriminator, DiscriminatorConfig, DropoutMasks, Error, Generator, GeneratorConfig,
+    GeneratorInput, UpConv, Vae, VaeConfig,
 };
 
 const CPU: Device = Device::Cpu;
@@ -106,6 +106,36 @@ fn dropout_in_training_only_and_conditioning_matters() {
     // A conditioned discriminator refuses to run without y; shapes are checked.
     assert!(matches!(d.forward_t(&x, None, false), Err(Error::Input { .. })));
     assert!(d.forward_t(&x, Some(&randn(&[4, 15], DType::F32)), false).is_err());
+}
+
+#[test]
+fn caller_dropout_masks() {
+    let (_map, vb) = vars(DType::F32);
+    let d = Discriminator::new(DiscriminatorConfig::cpu_64(None, 0.25), vb).unwrap();
+    let (p, h) = d.dropout_widths();
+    let x = randn(&[3, 3, 64, 64], DType::F32);
+    let ones = |w: usize| Tensor::ones((3, w), DType::F32, &Device::Cpu).unwrap();
+    // Masks of ones are no dropout: the evaluation output.
+    let keep = DropoutMasks { pooled: ones(p), hidden: ones(h) };
+    let eval = d.forward_t(&x, None, false).unwrap();
+    assert_eq!(max_abs_diff(&d.forward_masked(&x, None, &keep).unwrap(), &eval), 0.0);
+    // Scaling the hidden mask by 2 doubles the last layer's input: out(2h) − b = 2(out(h) − b).
+    let twice = DropoutMasks { pooled: ones(p), hidden: (ones(h) * 2.0).unwrap() };
+    let zero_h = DropoutMasks { pooled: ones(p), hidden: (ones(h) * 0.0).unwrap() };
+    let bias = d.forward_masked(&x, None, &zero_h).unwrap();
+    let lhs = (d.forward_masked(&x, None, &twice).unwrap() - &bias).unwrap();
+    let rhs = ((eval - &bias).unwrap() * 2.0).unwrap();
+    assert!(max_abs_diff(&lhs, &rhs) < 1e-5);
+    // Dropping every pooled unit makes the output independent of the image.
+    let none = DropoutMasks { pooled: (ones(p) * 0.0).unwrap(), hidden: ones(h) };
+    let other = randn(&[3, 3, 64, 64], DType::F32);
+    let a = d.forward_masked(&x, None, &none).unwrap();
+    assert_eq!(max_abs_diff(&a, &d.forward_masked(&other, None, &none).unwrap()), 0.0);
+    let bad = DropoutMasks { pooled: ones(p + 1), hidden: ones(h) };
+    assert!(matches!(
+        d.forward_masked(&x, None, &bad),
+        Err(Error::Input { arg: "masks.pooled", .. })
+    ));
 }
 
 #[test]

@@ -1,0 +1,3 @@
+//! One module per benchmarked subject.
+
+pub mod step;

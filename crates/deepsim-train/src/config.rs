@@ -1,0 +1,381 @@
+//! Training configurations: TOML files under `configs/`, every field documented here, unknown
+//! or invalid fields reported by name.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// A whole training run.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The run's output, length, seed and device.
+    pub run: RunConfig,
+    /// The images.
+    pub data: DataConfig,
+    /// The network whose features are inverted: y = E(x).
+    pub encoder: EncoderConfig,
+    /// The generator G(y).
+    pub generator: GeneratorSection,
+    /// The discriminator (used when `loss.lambda_adv` > 0).
+    #[serde(default)]
+    pub discriminator: DiscriminatorSection,
+    /// The loss and its weights.
+    pub loss: LossConfig,
+    /// Adam's settings.
+    #[serde(default)]
+    pub optim: OptimConfig,
+}
+
+/// `[run]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Directory for checkpoints, `metrics.jsonl`, samples and curves (relative paths are
+    /// relative to the working directory).
+    pub out: PathBuf,
+    /// Generator steps to train.
+    pub steps: u64,
+    /// Seeds the initialization, the data order, crops, flips and dropout.
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `metal`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Write a checkpoint every this many steps (and at the end and on Ctrl-C).
+    #[serde(default = "default_every")]
+    pub checkpoint_every: u64,
+    /// Write a sample grid (validation target | reconstruction) every this many steps.
+    #[serde(default = "default_every")]
+    pub sample_every: u64,
+    /// Validation images in the sample grid.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+}
+
+/// `[data]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training images (a folder, searched recursively).
+    pub train: PathBuf,
+    /// Validation images, for sample grids.
+    pub val: PathBuf,
+    /// Resize the shorter side to this before cropping.
+    pub resize: u32,
+    /// Side of the square crops (random in training, centred for validation).
+    pub crop: u32,
+    /// Images per step (the paper: 64).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Loader threads (0: one per core).
+    #[serde(default)]
+    pub workers: usize,
+    /// Random horizontal flips in training.
+    #[serde(default = "yes")]
+    pub flip: bool,
+}
+
+/// `[encoder]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// A comparator name (`alexnet`, `caffenet`, `alexnet-random`, …).
+    pub network: String,
+    /// Converted weights (default: the weights cache; unused for `*-random`).
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// The tap whose features are inverted (`conv5`, `pool5`, `fc6`, …).
+    pub tap: String,
+}
+
+/// Generator presets.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorPreset {
+    /// Two fully connected layers and four up-convolutions to 64×64 (`GeneratorConfig::cpu_64`).
+    #[serde(rename = "cpu_64")]
+    Cpu64,
+    /// Five up-convolutions to 128×128.
+    #[serde(rename = "cpu_128")]
+    Cpu128,
+    /// The paper's Table 1 from a vector: three fully connected layers, 256 → 227.
+    Paper,
+}
+
+/// `[generator]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSection {
+    /// The architecture.
+    pub preset: GeneratorPreset,
+    /// Channel multiplier of the CPU presets (1.0 = the paper's widths).
+    #[serde(default = "one")]
+    pub width: f64,
+}
+
+/// `[discriminator]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscriminatorSection {
+    /// `cpu_64` (any size) or `paper`.
+    #[serde(default = "default_disc_preset")]
+    pub preset: DiscriminatorPreset,
+    /// Channel multiplier of the CPU preset.
+    #[serde(default = "one")]
+    pub width: f64,
+    /// Condition on the encoder's features y, as the paper does.
+    #[serde(default)]
+    pub conditioned: bool,
+}
+
+impl Default for DiscriminatorSection {
+    fn default() -> Self {
+        DiscriminatorSection { preset: DiscriminatorPreset::Cpu64, width: 1.0, conditioned: false }
+    }
+}
+
+/// Discriminator presets.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscriminatorPreset {
+    /// The paper's five convolutions at a width multiplier.
+    #[serde(rename = "cpu_64")]
+    Cpu64,
+    /// The paper's discriminator.
+    Paper,
+}
+
+/// How the feature difference is reduced.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureNormName {
+    /// ‖·‖², the paper's.
+    Sum,
+    /// Mean over the tap's elements.
+    Mean,
+}
+
+/// `[loss]`. A weight of 0 switches its term off (the baselines and ablations).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// The comparator C of the feature loss (a comparator name).
+    #[serde(default)]
+    pub comparator: Option<String>,
+    /// Its weights (default: the cache).
+    #[serde(default)]
+    pub comparator_weights: Option<PathBuf>,
+    /// The comparator's tap.
+    #[serde(default)]
+    pub comparator_tap: Option<String>,
+    /// λ_feat.
+    pub lambda_feat: f64,
+    /// λ_adv.
+    pub lambda_adv: f64,
+    /// λ_img.
+    pub lambda_img: f64,
+    /// Pixels are multiplied by this in the image term (255: the paper's λ_img on 0–255).
+    #[serde(default = "one")]
+    pub pixel_scale: f64,
+    /// `sum` (the paper's) or `mean`.
+    #[serde(default = "default_norm")]
+    pub feature_norm: FeatureNormName,
+    /// The discriminator pauses while L_discr / L_adv is below this (the paper: 0.1).
+    #[serde(default = "default_pause")]
+    pub pause_threshold: f64,
+}
+
+/// `[optim]`: Adam without weight decay, as in the paper.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate (the paper: 0.0002), for both networks.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// β₁ (the paper: 0.9).
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// β₂ (the paper: 0.999).
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// ε.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: default_lr(),
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+        }
+    }
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_every() -> u64 {
+    500
+}
+fn default_samples() -> usize {
+    8
+}
+fn default_batch() -> usize {
+    64
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_disc_preset() -> DiscriminatorPreset {
+    DiscriminatorPreset::Cpu64
+}
+fn default_norm() -> FeatureNormName {
+    FeatureNormName::Sum
+}
+fn default_pause() -> f64 {
+    0.1
+}
+fn default_lr() -> f64 {
+    2e-4
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+
+impl TrainConfig {
+    /// Reads and checks a TOML file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the file; [`Error::Config`] naming the file and the field for
+    /// syntax errors, unknown or missing fields, wrong types and invalid values.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            Error::Config(msg) => Error::Config(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and checks TOML text.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: TrainConfig = toml::from_str(text)
+            .map_err(|e| Error::Config(e.to_string().trim_end().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, naming the first field that is out of range.
+    ///
+    /// # Errors
+    /// [`Error::Config`] with the field's dotted name.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
+        let positive = |field: &str, v: f64| -> Result<()> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                bad(field, format!("{v} must be a positive number"))
+            }
+        };
+        let weight = |field: &str, v: f64| -> Result<()> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                bad(field, format!("{v} must be a finite number ≥ 0"))
+            }
+        };
+        if self.run.steps == 0 {
+            return bad("run.steps", "must be at least 1".into());
+        }
+        if self.run.checkpoint_every == 0 || self.run.sample_every == 0 {
+            return bad("run.checkpoint_every / run.sample_every", "must be at least 1".into());
+        }
+        parse_device(&self.run.device)?;
+        if self.data.crop == 0 || self.data.resize < self.data.crop {
+            return bad(
+                "data.resize",
+                format!("{} must be at least data.crop ({})", self.data.resize, self.data.crop),
+            );
+        }
+        if self.data.batch_size == 0 {
+            return bad("data.batch_size", "must be at least 1".into());
+        }
+        positive("generator.width", self.generator.width)?;
+        positive("discriminator.width", self.discriminator.width)?;
+        weight("loss.lambda_feat", self.loss.lambda_feat)?;
+        weight("loss.lambda_adv", self.loss.lambda_adv)?;
+        weight("loss.lambda_img", self.loss.lambda_img)?;
+        positive("loss.pixel_scale", self.loss.pixel_scale)?;
+        weight("loss.pause_threshold", self.loss.pause_threshold)?;
+        if self.loss.lambda_feat + self.loss.lambda_adv + self.loss.lambda_img == 0.0 {
+            return bad("loss", "every λ is 0: nothing to minimize".into());
+        }
+        if self.loss.lambda_feat > 0.0
+            && (self.loss.comparator.is_none() || self.loss.comparator_tap.is_none())
+        {
+            return bad(
+                "loss.comparator",
+                "lambda_feat > 0 needs loss.comparator and loss.comparator_tap".into(),
+            );
+        }
+        positive("optim.lr", self.optim.lr)?;
+        if !(0.0..1.0).contains(&self.optim.beta1) {
+            return bad("optim.beta1", format!("{} must lie in [0, 1)", self.optim.beta1));
+        }
+        if !(0.0..1.0).contains(&self.optim.beta2) {
+            return bad("optim.beta2", format!("{} must lie in [0, 1)", self.optim.beta2));
+        }
+        positive("optim.eps", self.optim.eps)?;
+        let side = match self.generator.preset {
+            GeneratorPreset::Cpu64 => 64,
+            GeneratorPreset::Cpu128 => 128,
+            GeneratorPreset::Paper => 227,
+        };
+        if self.data.crop != side {
+            return bad(
+                "data.crop",
+                format!("{} differs from the generator's output side {side}", self.data.crop),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `metal`.
+///
+/// # Errors
+/// [`Error::Config`] for another name, or a device this build or machine lacks.
+pub fn parse_device(name: &str) -> Result<candle::Device> {
+    let unavailable = |e: candle::Error| Error::Config(format!("run.device {name:?}: {e}"));
+    match name {
+        "cpu" => Ok(candle::Device::Cpu),
+        "metal" => candle::Device::new_metal(0).map_err(unavailable),
+        "cuda" => candle::Device::new_cuda(0).map_err(unavailable),
+        _ => match name.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => candle::Device::new_cuda(n).map_err(unavailable),
+            None => Err(Error::Config(format!(
+                "run.device {name:?}: expected cpu, cuda, cuda:N or metal"
+            ))),
+        },
+    }
+}

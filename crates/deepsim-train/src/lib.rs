@@ -1,0 +1,31 @@
+//! Training DeePSiM generators with candle (Dosovitskiy & Brox 2016, §3–4).
+//!
+//! A run is described by a [`TrainConfig`] (TOML, see `configs/`): the images, the encoder
+//! whose features are inverted (y = E(x) at a tap), the generator G, the discriminator, and
+//! the loss `λ_feat‖C(G(y)) − C(x)‖² + λ_adv·(−log D(G(y))) + λ_img‖G(y) − x‖²`, where any
+//! λ = 0 is an ablation and `λ_feat = λ_adv = 0` the image-loss baseline of Dosovitskiy &
+//! Brox. [`Trainer`] runs it: Adam (β₁ 0.9, β₂ 0.999, no weight decay), the discriminator
+//! trained alongside and paused while it wins too clearly, every random choice drawn from the
+//! run's seed, so that an interrupted and resumed run logs the same losses as an
+//! uninterrupted one. Checkpoints are written atomically; `metrics.jsonl` holds every term of
+//! every step; sample grids and loss curves are written as PNG.
+
+mod adam;
+mod config;
+mod error;
+mod eval;
+mod images;
+mod init;
+mod trainer;
+
+pub use adam::Adam;
+pub use config::{
+    parse_device, DataConfig, DiscriminatorPreset, DiscriminatorSection, EncoderConfig,
+    FeatureNormName, GeneratorPreset, GeneratorSection, LossConfig, OptimConfig, RunConfig,
+    TrainConfig,
+};
+pub use error::{Error, Result};
+pub use eval::normalized_error;
+pub use images::{write_curves, write_grid};
+pub use init::seeded;
+pub use trainer::{parse_log, StepLog, Trainer};

@@ -1,0 +1,271 @@
+//! The trainer end to end on tiny runs: losses fall, a resumed run repeats an uninterrupted
+//! one exactly, bad checkpoints and configurations are refused by name, NaN stops the run,
+//! and the pause rule acts in the loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use deepsim_train::{Error, TrainConfig, Trainer};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("deepsim-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Four 64×64 crops of demo tiles: every batch of 4 is this set (no flips, crop = size).
+fn tiny_data(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo/train");
+    for (i, f) in [
+        "astronaut_s240_r0_c0.jpg",
+        "coffee_s400_r1_c1.jpg",
+        "chelsea_s240_r1_c1.jpg",
+        "rocket_s240_r1_c3.jpg",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let img = image::open(demo.join(f)).unwrap().crop_imm(8, 8, 64, 64);
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+    }
+    dir
+}
+
+fn config(data: &Path, out: &Path, extra: &str) -> TrainConfig {
+    let text = format!(
+        r#"
+[run]
+out = "{out}"
+steps = 6
+seed = 3
+checkpoint_every = 3
+sample_every = 3
+samples = 2
+
+[data]
+train = "{data}"
+val = "{data}"
+resize = 64
+crop = 64
+batch_size = 4
+workers = 2
+flip = false
+
+[encoder]
+network = "alexnet-random"
+tap = "conv5"
+
+[generator]
+preset = "cpu_64"
+width = 0.125
+
+[discriminator]
+width = 0.125
+
+[loss]
+comparator = "alexnet-random"
+comparator_tap = "conv5"
+feature_norm = "mean"
+lambda_feat = 2000.0
+lambda_adv = 0.01
+lambda_img = 0.00008
+
+[optim]
+lr = 0.001
+{extra}
+"#,
+        out = out.display(),
+        data = data.display()
+    );
+    // `extra` may override [optim] keys: later duplicates are not TOML, so replace instead.
+    TrainConfig::from_toml(&text).unwrap()
+}
+
+fn run(cfg: TrainConfig) -> Result<Trainer, Error> {
+    let mut t = Trainer::new(cfg)?;
+    t.run(&AtomicBool::new(false), &mut |_| {})?;
+    Ok(t)
+}
+
+fn metrics(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(",\"seconds\"").next().unwrap().to_string())
+        .collect()
+}
+
+fn term(line: &str, name: &str) -> f64 {
+    let key = format!("\"{name}\":");
+    let rest = &line[line.find(&key).unwrap() + key.len()..];
+    rest.split([',', '}']).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn losses_fall_on_a_fixed_batch() {
+    let data = tiny_data("fall");
+    let out = temp_dir("fall-out");
+    let mut cfg = config(&data, &out, "");
+    cfg.run.steps = 40;
+    cfg.run.checkpoint_every = 40;
+    cfg.run.sample_every = 40;
+    run(cfg).unwrap();
+    let lines = metrics(&out);
+    assert_eq!(lines.len(), 40);
+    let mean = |name: &str, r: std::ops::Range<usize>| -> f64 {
+        lines[r.clone()].iter().map(|l| term(l, name)).sum::<f64>() / r.len() as f64
+    };
+    for name in ["feat", "img", "total", "discr"] {
+        let (first, last) = (mean(name, 0..5), mean(name, 35..40));
+        assert!(last < 0.8 * first, "{name}: {first} → {last}");
+    }
+    // Outputs: samples at step 40 (2 validation images above their reconstructions), curves.
+    let grid = image::open(out.join("samples/step_000040.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (2 * 66 + 2, 2 * 66 + 2));
+    assert!(out.join("curves.png").is_file() && out.join("checkpoint.safetensors").is_file());
+}
+
+#[test]
+fn a_resumed_run_logs_what_an_uninterrupted_one_logs() {
+    let data = tiny_data("resume");
+    let whole = temp_dir("resume-whole");
+    run(config(&data, &whole, "")).unwrap();
+    let parts = temp_dir("resume-parts");
+    let mut first = config(&data, &parts, "");
+    first.run.steps = 4; // stops between checkpoints: the checkpoint at the end is step 4
+    run(first).unwrap();
+    // The process ends; a fresh one resumes with the full length.
+    let mut t = Trainer::resume(config(&data, &parts, "")).unwrap();
+    assert_eq!(t.step_count(), 4);
+    t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    let (a, b) = (metrics(&whole), metrics(&parts));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b, "losses differ after resuming");
+    // A fresh run into a directory with a checkpoint is refused.
+    let err = Trainer::new(config(&data, &parts, "")).err().unwrap().to_string();
+    assert!(err.contains("already holds a checkpoint"), "{err}");
+}
+
+#[test]
+fn bad_checkpoints_are_refused_and_kept() {
+    let data = tiny_data("corrupt");
+    let out = temp_dir("corrupt-out");
+    run(config(&data, &out, "")).unwrap();
+    let ckpt = out.join("checkpoint.safetensors");
+    let prev = out.join("checkpoint.prev.safetensors");
+    let prev_bytes = std::fs::read(&prev).unwrap();
+    // Another configuration (a wider generator).
+    let mut other = config(&data, &out, "");
+    other.generator.width = 0.25;
+    let err = Trainer::resume(other).err().unwrap().to_string();
+    assert!(err.contains("another configuration") && err.contains("width"), "{err}");
+    // Truncated.
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Trainer::resume(config(&data, &out, "")).err().unwrap().to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("corrupt or truncated"),
+        "{err}"
+    );
+    // Garbage.
+    std::fs::write(&ckpt, b"not a checkpoint").unwrap();
+    assert!(matches!(Trainer::resume(config(&data, &out, "")), Err(Error::Checkpoint { .. })));
+    // Missing, with the previous one pointed out; the previous checkpoint was never touched.
+    std::fs::remove_file(&ckpt).unwrap();
+    let err = Trainer::resume(config(&data, &out, "")).err().unwrap().to_string();
+    assert!(err.contains("not found") && err.contains("checkpoint.prev.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&prev).unwrap(), prev_bytes);
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_term_and_step() {
+    let data = tiny_data("nan");
+    let out = temp_dir("nan-out");
+    let mut cfg = config(&data, &out, "");
+    cfg.optim.lr = 1e30;
+    cfg.run.steps = 50;
+    cfg.run.checkpoint_every = 1;
+    let mut t = Trainer::new(cfg.clone()).unwrap();
+    let err = t.run(&AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let Error::NonFinite { step, ref term, .. } = err else { panic!("{err}") };
+    assert!(step >= 2, "{err}");
+    let known = [
+        "feat",
+        "img",
+        "adv",
+        "discr",
+        "total",
+        "generator output",
+        "generator weights",
+        "discriminator weights",
+    ];
+    assert!(known.iter().any(|k| term.starts_with(k)), "{term}");
+    assert!(err.to_string().contains(&format!("step {step}: {term} is")), "{err}");
+    // The last good checkpoint is the step before, and it loads.
+    let resumed = Trainer::resume(cfg).unwrap();
+    assert_eq!(resumed.step_count(), step - 1);
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let data = tiny_data("cfg");
+    let out = temp_dir("cfg-out");
+    let good = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-deepsim.toml"),
+    )
+    .unwrap();
+    TrainConfig::from_toml(&good).unwrap();
+    let err = TrainConfig::from_toml(&good.replace("[optim]", "[optim]\nmomentum = 0.5"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `momentum`"), "{err}");
+    let err =
+        TrainConfig::from_toml(&good.replace("lr = 0.0002", "lr = -1.0")).unwrap_err().to_string();
+    assert!(err.contains("optim.lr"), "{err}");
+    let err =
+        TrainConfig::from_toml(&good.replace("crop = 64", "crop = 60")).unwrap_err().to_string();
+    assert!(err.contains("data.crop"), "{err}");
+    let err = TrainConfig::from_toml(&good.replace("steps = 1500", "steps = \"many\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("steps"), "{err}");
+    let err = TrainConfig::from_toml(&good.replace("device = \"cpu\"", "device = \"tpu\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("run.device"), "{err}");
+    let err = TrainConfig::from_file(out.join("missing.toml")).unwrap_err().to_string();
+    assert!(err.contains("missing.toml"), "{err}");
+    let mut cfg = config(&data, &out, "");
+    cfg.encoder.tap = "conv9".into();
+    assert!(Trainer::new(cfg).err().unwrap().to_string().contains("encoder.tap"));
+}
+
+#[test]
+fn the_pause_rule_acts_in_the_loop() {
+    let data = tiny_data("pause");
+    let snapshot = |t: &Trainer| -> Vec<f32> {
+        let map = t.discriminator_vars().unwrap().data().lock().unwrap();
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort();
+        names
+            .iter()
+            .flat_map(|n| map[*n].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .collect()
+    };
+    for (threshold, paused) in [(1e9, true), (0.0, false)] {
+        let out = temp_dir(&format!("pause-{paused}"));
+        let mut cfg = config(&data, &out, "");
+        cfg.loss.pause_threshold = threshold;
+        let mut t = Trainer::new(cfg).unwrap();
+        let before = snapshot(&t);
+        let mut flags = Vec::new();
+        t.run(&AtomicBool::new(false), &mut |log| flags.push(log.discriminator_updated.unwrap()))
+            .unwrap();
+        let after = snapshot(&t);
+        assert_eq!(flags, vec![!paused; 6]);
+        assert_eq!(t.pause().paused_steps, if paused { 6 } else { 0 });
+        assert_eq!(before == after, paused, "threshold {threshold}");
+    }
+}
