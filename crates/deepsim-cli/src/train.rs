@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use candle::Tensor;
 use deepsim_comparators::weights::{cached_path, Arch};
-use deepsim_data::{Dataset, FolderConfig, ImageFolder, Rng, Transform, Validation};
+use deepsim_data::{stack, Dataset, FolderConfig, ImageFolder, Rng, Transform, Validation};
 use deepsim_train::{normalized_error, write_grid, StepLog, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -104,15 +104,8 @@ fn validation(cfg: &TrainConfig) -> Result<Tensor> {
     let mut fc = FolderConfig::new(Transform::eval(cfg.data.resize, cfg.data.crop));
     fc.validation = Validation::Full;
     let set = ImageFolder::open(&cfg.data.val, fc)?;
-    let mut pixels = Vec::new();
-    for i in 0..set.len() {
-        if let Some(s) = set.get(i, &mut Rng::new(0))? {
-            pixels.extend_from_slice(&s.image);
-        }
-    }
-    let side = cfg.data.crop as usize;
-    let n = pixels.len() / (3 * side * side);
-    Ok(Tensor::from_vec(pixels, (n, 3, side, side), &candle::Device::Cpu)?)
+    let all: Vec<usize> = (0..set.len()).collect();
+    Ok(stack(&set, &all, |_| Rng::new(0))?.images)
 }
 
 /// `deepsim demo`: the image-loss inverter and the DeePSiM inverter, trained on the shipped

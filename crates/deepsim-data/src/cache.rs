@@ -20,7 +20,7 @@ use candle::{DType, Device, Tensor};
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 
-use crate::dataset::Dataset;
+use crate::dataset::{stack, Dataset};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
@@ -286,18 +286,18 @@ impl FeatureCache {
         let n = dataset.len();
         let mut identity = Self::identity(dataset, key, options.shard_size);
         // The feature shape, from the first usable sample.
-        let first = (0..n)
-            .find_map(|i| match dataset.get(i, &mut Rng::new(0)) {
-                Ok(Some(_)) => Some(Ok(i)),
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            })
-            .transpose()?
-            .ok_or_else(|| Error::Empty {
-                location: "feature cache".into(),
-                detail: format!("none of the {n} samples is usable"),
-            })?;
-        let (images, _) = load_samples(dataset, &[first])?;
+        let mut first = None;
+        for i in 0..n {
+            let s = load_samples(dataset, &[i])?;
+            if !s.1.is_empty() {
+                first = Some(s.0);
+                break;
+            }
+        }
+        let images = first.ok_or_else(|| Error::Empty {
+            location: "feature cache".into(),
+            detail: format!("none of the {n} samples is usable"),
+        })?;
         let shape = encoded_shape(&to_cpu_f32(&encode(&images)?)?, 1)?;
         let row: usize = shape.iter().product();
         let mut valid = vec![0u8; n];
@@ -436,17 +436,8 @@ fn to_cpu_f32(t: &Tensor) -> Result<Tensor> {
 /// Loads `indices` (deterministic datasets ignore the generator); returns the batch and the
 /// indices that were usable.
 fn load_samples(dataset: &dyn Dataset, indices: &[usize]) -> Result<(Tensor, Vec<usize>)> {
-    let [c, h, w] = dataset.sample_shape();
-    let mut pixels = Vec::with_capacity(indices.len() * c * h * w);
-    let mut kept = Vec::new();
-    for &i in indices {
-        if let Some(sample) = dataset.get(i, &mut Rng::new(0))? {
-            pixels.extend_from_slice(&sample.image);
-            kept.push(i);
-        }
-    }
-    let n = kept.len();
-    Ok((Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?, kept))
+    let s = stack(dataset, indices, |_| Rng::new(0))?;
+    Ok((s.images, s.indices))
 }
 
 fn shard_identity(identity: &HashMap<String, String>, s: usize) -> HashMap<String, String> {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::folder::hex;
 use crate::idx::Split;
 use crate::rng::Rng;
-use crate::transform::{to_chw, Crop, Transform};
+use crate::transform::{to_chw, Transform};
 
 /// Bytes per record: a label and a 3×32×32 image.
 pub const CIFAR10_RECORD: usize = 1 + 3 * 32 * 32;
@@ -160,9 +160,7 @@ impl Dataset for Cifar10 {
         check_index(self.len(), index, "CIFAR-10")?;
         let record = &self.records[index * CIFAR10_RECORD..(index + 1) * CIFAR10_RECORD];
         let planes = &record[1..];
-        let plain = self.transform.resize.is_none()
-            && self.transform.crop == Crop::Full
-            && !self.transform.hflip;
+        let plain = self.transform.is_identity();
         let image = if plain && self.color == ColorMode::Rgb {
             planes.iter().map(|&v| v as f32 / 255.0).collect()
         } else {

@@ -1,6 +1,8 @@
 //! The [`Dataset`] trait every source implements, and the [`Sample`] it returns.
 
-use crate::error::Result;
+use candle::{Device, Tensor};
+
+use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 /// One sample: an image as `[C, H, W]` values in [0, 1] and its class, if the source has
@@ -50,9 +52,55 @@ pub trait Dataset: Send + Sync {
     fn describe(&self, index: usize) -> String;
 }
 
+/// Samples stacked into one batch by [`stack`].
+#[derive(Clone, Debug)]
+pub struct Stacked {
+    /// `[N, C, H, W]`, f32 on the CPU.
+    pub images: Tensor,
+    /// The labels, when every kept sample has one.
+    pub labels: Option<Vec<u32>>,
+    /// The dataset indices kept (unusable samples are left out).
+    pub indices: Vec<usize>,
+}
+
+/// The samples `indices` of `dataset`, sample `i` drawn with `rng_of(i)`, stacked into one
+/// `[N, C, H, W]` batch; samples found unusable are left out.
+///
+/// # Errors
+/// As [`Dataset::get`]; [`Error::Loader`] when a sample's size differs from
+/// [`Dataset::sample_shape`].
+pub fn stack(
+    dataset: &dyn Dataset,
+    indices: &[usize],
+    mut rng_of: impl FnMut(usize) -> Rng,
+) -> Result<Stacked> {
+    let [c, h, w] = dataset.sample_shape();
+    let size = c * h * w;
+    let mut pixels = Vec::with_capacity(indices.len() * size);
+    let mut labels = Vec::new();
+    let mut kept = Vec::new();
+    for &index in indices {
+        let Some(sample) = dataset.get(index, &mut rng_of(index))? else { continue };
+        if sample.image.len() != size {
+            return Err(Error::Loader(format!(
+                "{} gave {} values, the dataset's samples are {c}×{h}×{w}",
+                dataset.describe(index),
+                sample.image.len()
+            )));
+        }
+        pixels.extend_from_slice(&sample.image);
+        labels.extend(sample.label);
+        kept.push(index);
+    }
+    let n = kept.len();
+    let images = Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?;
+    let labels = (labels.len() == n).then_some(labels);
+    Ok(Stacked { images, labels, indices: kept })
+}
+
 pub(crate) fn check_index(len: usize, index: usize, what: &str) -> Result<()> {
     if index >= len {
-        return Err(crate::Error::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(format!(
             "{what}: sample index {index} out of range (len {len})"
         )));
     }

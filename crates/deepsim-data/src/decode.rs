@@ -1,7 +1,7 @@
 //! Reading image files: header probes, full decodes with the colour conversions recorded, and
 //! the sorting of decoder failures into [`SkipReason`]s.
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Cursor, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ExtendedColorType, ImageDecoder, ImageError, ImageFormat, ImageReader};
@@ -76,8 +76,18 @@ fn classify(err: ImageError) -> SkipReason {
     }
 }
 
-/// Opens `path` with its format guessed from its content (the extension only as a fallback),
-/// with a friendly reason for empty, foreign and unrecognised files.
+/// The format of a file from its first bytes, with a friendly reason for foreign and
+/// unrecognised content: a name's extension proves nothing.
+fn sniff(head: &[u8]) -> Result<ImageFormat, SkipReason> {
+    if let Some(name) = sniff_foreign(head) {
+        return Err(SkipReason::Unsupported(name.into()));
+    }
+    image::guess_format(head).map_err(|_| {
+        SkipReason::Unsupported("the content is not in any image format this build reads".into())
+    })
+}
+
+/// Opens `path` for a header read, its format taken from its content.
 fn open(path: &Path) -> Result<ImageReader<BufReader<std::fs::File>>, SkipReason> {
     let meta = std::fs::metadata(path).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
     if meta.len() == 0 {
@@ -87,13 +97,7 @@ fn open(path: &Path) -> Result<ImageReader<BufReader<std::fs::File>>, SkipReason
     let n = std::fs::File::open(path)
         .and_then(|mut f| read_up_to(&mut f, &mut head))
         .map_err(|e| SkipReason::Unreadable(e.to_string()))?;
-    if let Some(name) = sniff_foreign(&head[..n]) {
-        return Err(SkipReason::Unsupported(name.into()));
-    }
-    // The format comes from the content alone: a name's extension proves nothing.
-    let format = image::guess_format(&head[..n]).map_err(|_| {
-        SkipReason::Unsupported("the content is not in any image format this build reads".into())
-    })?;
+    let format = sniff(&head[..n])?;
     let mut reader = ImageReader::open(path).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
     reader.set_format(format);
     Ok(reader)
@@ -154,26 +158,33 @@ fn jpeg_components(bytes: &[u8]) -> Option<u8> {
 /// Decodes `path` fully. Returns the image (in its stored sample type) and the conversions that
 /// serving it as `mode` in [0, 1] implies.
 pub fn decode(path: &Path, mode: ColorMode) -> Result<(DynamicImage, Vec<Conversion>), SkipReason> {
-    let reader = open(path)?;
-    let format = reader.format();
-    let decoder = reader.into_decoder().map_err(classify)?;
-    let original = decoder.original_color_type();
-    let image = DynamicImage::from_decoder(decoder).map_err(classify)?;
-    let mut conversions = Vec::new();
-    if matches!(original, ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16) {
-        conversions.push(Conversion::CmykToRgb);
+    // One read: the format, the JPEG checks and the decoder all use these bytes.
+    let bytes = std::fs::read(path).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
+    if bytes.is_empty() {
+        return Err(SkipReason::ZeroBytes);
     }
-    if format == Some(ImageFormat::Jpeg) {
-        let bytes = std::fs::read(path).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
+    let format = sniff(&bytes[..bytes.len().min(32)])?;
+    let mut cmyk = false;
+    if format == ImageFormat::Jpeg {
         if !jpeg_is_complete(&bytes) {
             return Err(SkipReason::Corrupt(
                 "JPEG data ends before its end-of-image marker".into(),
             ));
         }
         // The JPEG decoder reports the converted type; the frame header tells CMYK apart.
-        if jpeg_components(&bytes) == Some(4) && !conversions.contains(&Conversion::CmykToRgb) {
-            conversions.push(Conversion::CmykToRgb);
-        }
+        cmyk = jpeg_components(&bytes) == Some(4);
+    }
+    let decoder = ImageReader::with_format(Cursor::new(&bytes[..]), format)
+        .into_decoder()
+        .map_err(classify)?;
+    cmyk |= matches!(
+        decoder.original_color_type(),
+        ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16
+    );
+    let image = DynamicImage::from_decoder(decoder).map_err(classify)?;
+    let mut conversions = Vec::new();
+    if cmyk {
+        conversions.push(Conversion::CmykToRgb);
     }
     let color = image.color();
     if color.has_alpha() {

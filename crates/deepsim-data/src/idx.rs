@@ -16,7 +16,7 @@ use crate::decode::ColorMode;
 use crate::error::{Error, Result};
 use crate::folder::hex;
 use crate::rng::Rng;
-use crate::transform::{to_chw, Crop, Transform};
+use crate::transform::{to_chw, Transform};
 
 /// The values of an IDX file, in the stored type.
 #[derive(Clone, Debug, PartialEq)]
@@ -347,9 +347,7 @@ impl Dataset for IdxDataset {
         let hw = self.height * self.width;
         let pixels = &self.images[index * hw..(index + 1) * hw];
         let label = self.labels.as_ref().map(|l| l[index] as u32);
-        let plain = self.transform.resize.is_none()
-            && self.transform.crop == Crop::Full
-            && !self.transform.hflip;
+        let plain = self.transform.is_identity();
         let gray: Vec<f32> = if plain {
             pixels.iter().map(|&v| v as f32 / 255.0).collect()
         } else {

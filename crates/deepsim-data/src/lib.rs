@@ -45,7 +45,7 @@ mod transform;
 
 pub use cache::{write_atomic, CacheKey, CacheOptions, CacheStatus, FeatureCache};
 pub use cifar::{Cifar10, CIFAR10_CLASSES, CIFAR10_RECORD};
-pub use dataset::{Dataset, Sample};
+pub use dataset::{stack, Dataset, Sample, Stacked};
 pub use decode::{decode, probe, ColorMode, IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIONS};
 pub use error::{Error, Result};
 pub use folder::{FolderConfig, ImageFolder, Labels, Validation};

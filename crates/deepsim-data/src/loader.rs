@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use candle::{Device, Tensor};
 
 use crate::cache::FeatureCache;
-use crate::dataset::Dataset;
+use crate::dataset::{stack, Dataset};
 use crate::error::{Error, Result};
 use crate::rng::{permutation, Rng};
 
@@ -366,34 +366,19 @@ impl Inner {
     }
 
     fn build(&self, position: Position) -> Result<Batch> {
-        let [c, h, w] = self.dataset.sample_shape();
-        let size = c * h * w;
-        let mut pixels = Vec::with_capacity(self.config.batch_size * size);
-        let mut labels = Vec::new();
-        let mut kept = Vec::new();
-        for index in self.indices(position) {
-            let mut rng = Rng::derive(self.config.seed, &[SAMPLE, position.epoch, index as u64]);
-            let Some(sample) = self.dataset.get(index, &mut rng)? else { continue };
-            if sample.image.len() != size {
-                return Err(Error::Loader(format!(
-                    "{} gave {} values, the dataset's samples are {c}×{h}×{w}",
-                    self.dataset.describe(index),
-                    sample.image.len()
-                )));
+        let (seed, epoch) = (self.config.seed, position.epoch);
+        let stacked = stack(self.dataset.as_ref(), &self.indices(position), |index| {
+            Rng::derive(seed, &[SAMPLE, epoch, index as u64])
+        })?;
+        let n = stacked.indices.len();
+        let labels = match stacked.labels {
+            Some(l) if self.dataset.classes().is_some() => {
+                Some(Tensor::from_vec(l, n, &Device::Cpu)?)
             }
-            pixels.extend_from_slice(&sample.image);
-            if let Some(l) = sample.label {
-                labels.push(l);
-            }
-            kept.push(index);
-        }
-        let n = kept.len();
-        let images = Tensor::from_vec(pixels, (n, c, h, w), &Device::Cpu)?;
-        let labels = if labels.len() == n && self.dataset.classes().is_some() {
-            Some(Tensor::from_vec(labels, n, &Device::Cpu)?)
-        } else {
-            None
+            _ => None,
         };
+        let kept = stacked.indices;
+        let images = stacked.images;
         let features = match &self.features {
             Some(cache) => Some(cache.gather(&kept)?),
             None => None,

@@ -83,6 +83,11 @@ impl Transform {
         Transform { resize: None, crop: Crop::Full, hflip: false, filter: Filter::Bilinear }
     }
 
+    /// Whether the transform returns the stored image unchanged.
+    pub fn is_identity(&self) -> bool {
+        self.resize.is_none() && self.crop == Crop::Full && !self.hflip
+    }
+
     /// Whether the transform draws random numbers (random crop or flip).
     pub fn is_random(&self) -> bool {
         self.hflip || matches!(self.crop, Crop::Random(_))

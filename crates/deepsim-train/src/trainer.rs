@@ -12,8 +12,8 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_data::{
-    write_atomic, Dataset, FolderConfig, ImageFolder, Loader, LoaderConfig, Position, Rng, Stream,
-    Transform, Validation,
+    stack, write_atomic, Dataset, FolderConfig, ImageFolder, Loader, LoaderConfig, Position, Rng,
+    Stream, Transform, Validation,
 };
 use deepsim_losses::{
     discriminator_loss, two_way_logit, AdversarialKind, DeepSimLoss, DeepSimWeights,
@@ -89,6 +89,8 @@ pub struct Trainer {
     g_adam: Adam,
     discriminator: Option<Discrim>,
     loss: DeepSimLoss,
+    /// The loss's comparator and tap are the encoder's: the target's features are y.
+    comparator_is_encoder: bool,
     pause: DiscriminatorPause,
     loader: Loader,
     stream: Option<Stream>,
@@ -156,16 +158,8 @@ impl Trainer {
         val_cfg.validation = Validation::Full;
         let val_set = ImageFolder::open(&config.data.val, val_cfg)?;
         let n_val = config.run.samples.min(val_set.len()).max(1);
-        let mut pixels = Vec::new();
-        for i in 0..n_val {
-            if let Some(s) = val_set.get(i, &mut Rng::new(0))? {
-                pixels.extend_from_slice(&s.image);
-            }
-        }
-        let side = config.data.crop as usize;
-        let n_val = pixels.len() / (3 * side * side);
-        let val =
-            Tensor::from_vec(pixels, (n_val, 3, side, side), &Device::Cpu)?.to_device(&device)?;
+        let shown: Vec<usize> = (0..n_val).collect();
+        let val = stack(&val_set, &shown, |_| Rng::new(0))?.images.to_device(&device)?;
         let workers = if config.data.workers == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
         } else {
@@ -190,6 +184,7 @@ impl Trainer {
             &device,
         )?);
         let tap = tap_named(&config.encoder.tap, "encoder.tap")?;
+        let side = config.data.crop as usize;
         let probe = Tensor::zeros((1, 3, side, side), DType::F32, &device)?;
         let dim = encoder.features(&probe, &[tap])?[0].elem_count();
 
@@ -221,11 +216,15 @@ impl Trainer {
             None
         };
 
+        // When the comparator is the encoder at the same tap (the paper's setup), C(x) = y: the
+        // step hands the encoder's features to the loss instead of computing them twice.
+        let mut comparator_is_encoder = false;
         let feature = match (&l.comparator, &l.comparator_tap) {
-            (Some(name), Some(tap)) if l.lambda_feat > 0.0 => {
-                let c: Arc<dyn Comparator + Send + Sync> = if *name == config.encoder.network
-                    && l.comparator_weights == config.encoder.weights
-                {
+            (Some(name), Some(ctap)) if l.lambda_feat > 0.0 => {
+                let same_net = *name == config.encoder.network
+                    && l.comparator_weights == config.encoder.weights;
+                let c: Arc<dyn Comparator + Send + Sync> = if same_net {
+                    comparator_is_encoder = *ctap == config.encoder.tap;
                     encoder.clone()
                 } else {
                     Arc::from(by_name(name, l.comparator_weights.as_deref(), &device)?)
@@ -234,8 +233,8 @@ impl Trainer {
                     FeatureNormName::Sum => FeatureNorm::Sum,
                     FeatureNormName::Mean => FeatureNorm::Mean,
                 };
-                let tap = tap_named(tap, "loss.comparator_tap")?;
-                Some(FeatureLoss::new(c, &[(tap, 1.0)], norm, Reduction::Mean)?)
+                let ctap = tap_named(ctap, "loss.comparator_tap")?;
+                Some(FeatureLoss::new(c, &[(ctap, 1.0)], norm, Reduction::Mean)?)
             }
             _ => None,
         };
@@ -258,6 +257,7 @@ impl Trainer {
             g_adam,
             discriminator,
             loss,
+            comparator_is_encoder,
             pause,
             loader,
             stream: None,
@@ -298,7 +298,12 @@ impl Trainer {
     /// # Errors
     /// The comparator's input contract.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.encoder.features(x, &[self.tap])?[0].flatten_from(1)?.detach())
+        Ok(self.encoder_map(x)?.flatten_from(1)?)
+    }
+
+    /// The encoder's features at its tap, unflattened, without a graph.
+    fn encoder_map(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.encoder.features(x, &[self.tap])?[0].detach())
     }
 
     /// G(E(x)), clamped to [0, 1]: the reconstruction of `x` from its features.
@@ -344,7 +349,8 @@ impl Trainer {
         let step = self.step + 1;
         let x = batch.images.to_device(&self.device)?;
         let n = x.dim(0)?;
-        let y = self.encode(&x)?;
+        let target_map = self.encoder_map(&x)?;
+        let y = target_map.flatten_from(1)?;
         let raw = self.generator.forward(&y)?;
         let raw_sum = raw.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !raw_sum.is_finite() {
@@ -375,7 +381,13 @@ impl Trainer {
         let out = self.loss.generator_terms(
             &generated,
             &x,
-            StepInputs { fake_logits: fake_logit.as_ref(), ..Default::default() },
+            StepInputs {
+                fake_logits: fake_logit.as_ref(),
+                target_features: self
+                    .comparator_is_encoder
+                    .then_some(std::slice::from_ref(&target_map)),
+                ..Default::default()
+            },
         )?;
         for (name, t) in [("feat", &out.feat), ("img", &out.img), ("adv", &out.adv)] {
             if let Some(t) = t {
