@@ -1,6 +1,7 @@
 //! `deepsim`: features, perceptual distances and ImageNet classes of images, from the
 //! comparators of `deepsim-comparators` with weights converted by `cargo xtask convert-weights`.
 
+mod generate;
 mod images;
 mod train;
 
@@ -113,6 +114,60 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Reconstructs images from their features with a trained inverter (or a VAE from its
+    /// posterior mean): `<out>/<stem>.png` for each and `<out>/grid.png`.
+    Invert {
+        /// A checkpoint written by `deepsim train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal (default: the run's).
+        #[arg(long)]
+        device: Option<String>,
+        /// Images (resized and centre-cropped as the run's validation images).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Decodes codes evenly spaced between two images' features (paper Fig. 7) into one row:
+    /// A, the interpolation, B.
+    Interpolate {
+        /// A checkpoint written by `deepsim train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Images decoded between the two ends, both included.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal (default: the run's).
+        #[arg(long)]
+        device: Option<String>,
+        /// The first image.
+        a: PathBuf,
+        /// The second image.
+        b: PathBuf,
+    },
+    /// Draws images from a trained VAE's prior: `<out>/sample_NNN.png` and `<out>/grid.png`.
+    Sample {
+        /// A checkpoint of a VAE run (`run.task = "vae"`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// How many.
+        #[arg(long, default_value_t = 16)]
+        n: usize,
+        /// Seed of the latent draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal (default: the run's).
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Trains an image-loss inverter and a DeePSiM inverter on the shipped demo set (a few
     /// minutes on a CPU) and writes a comparison grid and a report.
     Demo {
@@ -122,6 +177,13 @@ enum Command {
         /// Override the number of steps of each run.
         #[arg(long)]
         steps: Option<u64>,
+        /// Use this configuration for the image-loss run instead of configs/demo-image-loss.toml
+        /// (its data, encoder and out are the demo's).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Use this configuration for the DeePSiM run instead of configs/demo-deepsim.toml.
+        #[arg(long)]
+        deepsim: Option<PathBuf>,
     },
     /// Checks an image folder as training would read it: decodes every file and prints one
     /// warning per unusable file and a summary (usable, skipped by reason, converted).
@@ -168,7 +230,18 @@ fn run(command: Command) -> Result<()> {
         Command::Train { config, resume, steps, device } => {
             train::train(&config, resume, steps, device)
         }
-        Command::Demo { out, steps } => train::demo(&out, steps),
+        Command::Invert { checkpoint, out, device, images } => {
+            generate::invert(&checkpoint, &images, &out, device.as_deref())
+        }
+        Command::Interpolate { checkpoint, steps, out, device, a, b } => {
+            generate::interpolate(&checkpoint, &a, &b, steps, &out, device.as_deref())
+        }
+        Command::Sample { checkpoint, n, seed, out, device } => {
+            generate::sample(&checkpoint, n, seed, &out, device.as_deref())
+        }
+        Command::Demo { out, steps, baseline, deepsim } => {
+            train::demo(&out, steps, baseline.as_deref(), deepsim.as_deref())
+        }
         Command::DataCheck { dir, crop, resize, labels, strict } => {
             data_check(&dir, crop, resize, labels, strict)
         }

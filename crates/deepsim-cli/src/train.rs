@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use candle::Tensor;
 use deepsim_comparators::weights::{cached_path, Arch};
 use deepsim_data::{stack, Dataset, FolderConfig, ImageFolder, Rng, Transform, Validation};
-use deepsim_train::{normalized_error, write_grid, StepLog, TrainConfig, Trainer};
+use deepsim_train::{edge_ratio, normalized_error, write_grid, StepLog, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Raised by Ctrl-C: the trainer checkpoints and stops after the current step.
@@ -110,7 +110,12 @@ fn validation(cfg: &TrainConfig) -> Result<Tensor> {
 
 /// `deepsim demo`: the image-loss inverter and the DeePSiM inverter, trained on the shipped
 /// demo set, compared on its validation images.
-pub fn demo(out: &Path, steps: Option<u64>) -> Result<()> {
+pub fn demo(
+    out: &Path,
+    steps: Option<u64>,
+    baseline: Option<&Path>,
+    deepsim: Option<&Path>,
+) -> Result<()> {
     let data = demo_data();
     let pretrained = cached_path(Arch::Alexnet).is_file();
     let network = if pretrained { "alexnet" } else { "alexnet-random" };
@@ -128,7 +133,9 @@ pub fn demo(out: &Path, steps: Option<u64>) -> Result<()> {
         cfg.data.train = data.join("train");
         cfg.data.val = data.join("val");
         cfg.run.out = out.join(name.trim_start_matches("demo-").trim_end_matches(".toml"));
-        cfg.encoder.network = network.into();
+        if let Some(enc) = cfg.encoder.as_mut() {
+            enc.network = network.into();
+        }
         if cfg.loss.comparator.is_some() {
             cfg.loss.comparator = Some(network.into());
         }
@@ -140,9 +147,23 @@ pub fn demo(out: &Path, steps: Option<u64>) -> Result<()> {
         cfg.validate()?;
         Ok(cfg)
     };
+    let text = |path: Option<&Path>, shipped: &str| -> Result<String> {
+        match path {
+            Some(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            }
+            None => Ok(shipped.to_string()),
+        }
+    };
     let configs = [
-        load(include_str!("../../../configs/demo-image-loss.toml"), "demo-image-loss.toml")?,
-        load(include_str!("../../../configs/demo-deepsim.toml"), "demo-deepsim.toml")?,
+        load(
+            &text(baseline, include_str!("../../../configs/demo-image-loss.toml"))?,
+            "demo-image-loss.toml",
+        )?,
+        load(
+            &text(deepsim, include_str!("../../../configs/demo-deepsim.toml"))?,
+            "demo-deepsim.toml",
+        )?,
     ];
     let mut trainers = Vec::new();
     let mut seconds = Vec::new();
@@ -180,21 +201,31 @@ pub fn demo(out: &Path, steps: Option<u64>) -> Result<()> {
     for (trainer, (r, secs)) in trainers.iter().zip(recon.iter().zip(&seconds)) {
         let img = normalized_error(r, &val)?;
         let feat = normalized_error(&trainer.encode(r)?, &feats)?;
-        rows.push((trainer.config().run.out.clone(), img, feat, *secs, trainer.step_count()));
+        let edges = edge_ratio(r, &val)?;
+        rows.push((
+            trainer.config().run.out.clone(),
+            img,
+            feat,
+            edges,
+            *secs,
+            trainer.step_count(),
+        ));
     }
     let mut report = format!(
         "# deepsim demo\n\nInverting conv5 of `{network}` (y = E(x), x̂ = G(y)) at 64×64 on the shipped demo set \
          (`data/demo`: {} training tiles, {} validation tiles).\n\n`grid.png`, top to bottom: validation images, \
          the image-loss inverter's reconstructions, the DeePSiM inverter's.\n\nNormalized error on all {} validation \
          images (the paper's Table 2 measure: mean ‖x̂ − x‖ over the mean distance between two different images; \
-         100 % = as good as a random other image):\n\n| run | image space | feature space (conv5) | steps | time |\n|---|---|---|---|---|\n",
+         100 % = as good as a random other image), and the edge ratio (mean absolute difference of \
+         neighbouring pixels, reconstructions over originals: below 1 is blurrier than the originals):\n\n\
+         | run | image space | feature space (conv5) | edge ratio | steps | time |\n|---|---|---|---|---|---|\n",
         362,
         val.dim(0)?,
         val.dim(0)?
     );
-    for (dir, img, feat, secs, steps) in &rows {
+    for (dir, img, feat, edges, secs, steps) in &rows {
         report.push_str(&format!(
-            "| `{}` | {:.1} % | {:.1} % | {steps} | {:.0} s |\n",
+            "| `{}` | {:.1} % | {:.1} % | {edges:.2} | {steps} | {:.0} s |\n",
             dir.display(),
             img * 100.0,
             feat * 100.0,

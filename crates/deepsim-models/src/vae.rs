@@ -245,8 +245,38 @@ impl Vae {
     pub fn forward(&self, x: &Tensor) -> Result<VaeOutput> {
         let (mu, log_var) = self.encode(x)?;
         let eps = mu.randn_like(0.0, 1.0)?;
+        self.forward_encoded(mu, log_var, &eps)
+    }
+
+    /// [`Vae::forward`] with the noise ε given (`[N, latent]`), for runs that must repeat
+    /// exactly: z = μ + σ ⊙ ε.
+    ///
+    /// # Errors
+    /// As [`Vae::encode`]; ε of another shape than μ.
+    pub fn forward_with_noise(&self, x: &Tensor, eps: &Tensor) -> Result<VaeOutput> {
+        let (mu, log_var) = self.encode(x)?;
+        if eps.dims() != mu.dims() {
+            return Err(Error::Input {
+                model: "Vae",
+                arg: "eps",
+                shape: eps.dims().to_vec(),
+                reason: format!("expected μ's shape {:?}", mu.dims()),
+            });
+        }
+        self.forward_encoded(mu, log_var, eps)
+    }
+
+    fn forward_encoded(&self, mu: Tensor, log_var: Tensor, eps: &Tensor) -> Result<VaeOutput> {
         let z = (&mu + ((&log_var * 0.5)?.exp()? * eps)?)?;
         Ok(VaeOutput { reconstruction: self.decoder.forward(&z)?, mu, log_var })
+    }
+
+    /// The decoder alone: images from latent codes `[N, latent]`.
+    ///
+    /// # Errors
+    /// `z` of another width.
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        self.decoder.forward(z)
     }
 
     /// `n` samples from the prior: z ~ N(0, I) through the decoder.

@@ -3,20 +3,24 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
 /// A whole training run.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// The run's output, length, seed and device.
     pub run: RunConfig,
     /// The images.
     pub data: DataConfig,
-    /// The network whose features are inverted: y = E(x).
-    pub encoder: EncoderConfig,
+    /// The network whose features are inverted: y = E(x) (task `invert`).
+    #[serde(default)]
+    pub encoder: Option<EncoderConfig>,
+    /// The variational autoencoder's latent (task `vae`).
+    #[serde(default)]
+    pub vae: Option<VaeSection>,
     /// The generator G(y).
     pub generator: GeneratorSection,
     /// The discriminator (used when `loss.lambda_adv` > 0).
@@ -29,10 +33,33 @@ pub struct TrainConfig {
     pub optim: OptimConfig,
 }
 
+/// What is trained.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Feature inversion (§3): G(E(x)) ≈ x for a frozen encoder E (needs `[encoder]`).
+    #[default]
+    Invert,
+    /// The variational autoencoder (§4.2): encoder and decoder trained together, with the KL
+    /// term `loss.lambda_kl` (needs `[vae]`).
+    Vae,
+}
+
+/// `[vae]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VaeSection {
+    /// Latent dimension (the paper: 4096, fc6's width; the `paper` preset requires it).
+    pub latent: usize,
+}
+
 /// `[run]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
+    /// `invert` (the default) or `vae`.
+    #[serde(default)]
+    pub task: Task,
     /// Directory for checkpoints, `metrics.jsonl`, samples and curves (relative paths are
     /// relative to the working directory).
     pub out: PathBuf,
@@ -56,7 +83,7 @@ pub struct RunConfig {
 }
 
 /// `[data]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Training images (a folder, searched recursively).
@@ -79,7 +106,7 @@ pub struct DataConfig {
 }
 
 /// `[encoder]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
     /// A comparator name (`alexnet`, `caffenet`, `alexnet-random`, …).
@@ -92,7 +119,7 @@ pub struct EncoderConfig {
 }
 
 /// Generator presets.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum GeneratorPreset {
     /// Two fully connected layers and four up-convolutions to 64×64 (`GeneratorConfig::cpu_64`).
@@ -106,7 +133,7 @@ pub enum GeneratorPreset {
 }
 
 /// `[generator]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorSection {
     /// The architecture.
@@ -117,7 +144,7 @@ pub struct GeneratorSection {
 }
 
 /// `[discriminator]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DiscriminatorSection {
     /// `cpu_64` (any size) or `paper`.
@@ -138,7 +165,7 @@ impl Default for DiscriminatorSection {
 }
 
 /// Discriminator presets.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DiscriminatorPreset {
     /// The paper's five convolutions at a width multiplier.
@@ -149,7 +176,7 @@ pub enum DiscriminatorPreset {
 }
 
 /// How the feature difference is reduced.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FeatureNormName {
     /// ‖·‖², the paper's.
@@ -159,7 +186,7 @@ pub enum FeatureNormName {
 }
 
 /// `[loss]`. A weight of 0 switches its term off (the baselines and ablations).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
     /// The comparator C of the feature loss (a comparator name).
@@ -168,15 +195,19 @@ pub struct LossConfig {
     /// Its weights (default: the cache).
     #[serde(default)]
     pub comparator_weights: Option<PathBuf>,
-    /// The comparator's tap.
+    /// The comparator's tap (`"conv5"`), or several (`["conv1", "conv2"]`), each reduced by
+    /// `feature_norm` and weighted equally.
     #[serde(default)]
-    pub comparator_tap: Option<String>,
+    pub comparator_tap: Option<TapList>,
     /// λ_feat.
     pub lambda_feat: f64,
     /// λ_adv.
     pub lambda_adv: f64,
     /// λ_img.
     pub lambda_img: f64,
+    /// λ_KL, the VAE's KL term (task `vae` only).
+    #[serde(default)]
+    pub lambda_kl: f64,
     /// Pixels are multiplied by this in the image term (255: the paper's λ_img on 0–255).
     #[serde(default = "one")]
     pub pixel_scale: f64,
@@ -188,8 +219,34 @@ pub struct LossConfig {
     pub pause_threshold: f64,
 }
 
+/// One tap name or a list of them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum TapList {
+    /// `comparator_tap = "conv5"`.
+    One(String),
+    /// `comparator_tap = ["conv1", "conv2"]`.
+    Many(Vec<String>),
+}
+
+impl TapList {
+    /// The names, in order.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            TapList::One(name) => vec![name.as_str()],
+            TapList::Many(names) => names.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for TapList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.names().join("+"))
+    }
+}
+
 /// `[optim]`: Adam without weight decay, as in the paper.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OptimConfig {
     /// Learning rate (the paper: 0.0002), for both networks.
@@ -327,6 +384,56 @@ impl TrainConfig {
         weight("loss.lambda_img", self.loss.lambda_img)?;
         positive("loss.pixel_scale", self.loss.pixel_scale)?;
         weight("loss.pause_threshold", self.loss.pause_threshold)?;
+        weight("loss.lambda_kl", self.loss.lambda_kl)?;
+        match self.run.task {
+            Task::Invert => {
+                if self.encoder.is_none() {
+                    return bad("encoder", "task invert needs an [encoder] section".into());
+                }
+                if self.vae.is_some() {
+                    return bad("vae", "the [vae] section belongs to task vae".into());
+                }
+                if self.loss.lambda_kl > 0.0 {
+                    return bad("loss.lambda_kl", "the KL term belongs to task vae".into());
+                }
+            }
+            Task::Vae => {
+                let Some(vae) = &self.vae else {
+                    return bad("vae", "task vae needs a [vae] section (latent)".into());
+                };
+                if self.encoder.is_some() {
+                    return bad(
+                        "encoder",
+                        "task vae trains its own encoder; remove [encoder]".into(),
+                    );
+                }
+                if self.discriminator.conditioned {
+                    return bad(
+                        "discriminator.conditioned",
+                        "task vae has no features to condition on".into(),
+                    );
+                }
+                if vae.latent == 0 {
+                    return bad("vae.latent", "must be at least 1".into());
+                }
+                match self.generator.preset {
+                    GeneratorPreset::Cpu64 => {}
+                    GeneratorPreset::Paper if vae.latent == 4096 => {}
+                    GeneratorPreset::Paper => {
+                        return bad(
+                            "vae.latent",
+                            format!("{} must be 4096 with generator.preset paper", vae.latent),
+                        );
+                    }
+                    GeneratorPreset::Cpu128 => {
+                        return bad(
+                            "generator.preset",
+                            "task vae has the presets cpu_64 and paper".into(),
+                        );
+                    }
+                }
+            }
+        }
         if self.loss.lambda_feat + self.loss.lambda_adv + self.loss.lambda_img == 0.0 {
             return bad("loss", "every λ is 0: nothing to minimize".into());
         }
@@ -337,6 +444,9 @@ impl TrainConfig {
                 "loss.comparator",
                 "lambda_feat > 0 needs loss.comparator and loss.comparator_tap".into(),
             );
+        }
+        if self.loss.comparator_tap.as_ref().is_some_and(|t| t.names().is_empty()) {
+            return bad("loss.comparator_tap", "the list is empty".into());
         }
         positive("optim.lr", self.optim.lr)?;
         if !(0.0..1.0).contains(&self.optim.beta1) {

@@ -19,6 +19,31 @@ fn save_png(path: &Path, image: &RgbImage) -> Result<()> {
     Ok(())
 }
 
+/// Writes one image (`[3, H, W]` or `[1, 3, H, W]` in [0, 1], clamped) as a PNG, atomically.
+///
+/// # Errors
+/// Another shape; tensor and I/O errors.
+pub fn write_image(path: &Path, image: &Tensor) -> Result<()> {
+    let image = if image.dims().len() == 4 && image.dim(0)? == 1 {
+        image.squeeze(0)?
+    } else {
+        image.clone()
+    };
+    let [3, h, w] = image.dims()[..] else {
+        return Err(Error::Config(format!(
+            "write_image {}: expected [3, H, W], got {:?}",
+            path.display(),
+            image.dims()
+        )));
+    };
+    let v = image.to_dtype(DType::F32)?.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
+    let at =
+        |c: usize, x: u32, y: u32| (v[(c * h + y as usize) * w + x as usize] * 255.0).round() as u8;
+    let img =
+        RgbImage::from_fn(w as u32, h as u32, |x, y| Rgb([at(0, x, y), at(1, x, y), at(2, x, y)]));
+    save_png(path, &img)
+}
+
 /// Writes rows of images as one PNG: row `r` holds the images of `rows[r]` (`[N, 3, H, W]`
 /// in [0, 1], clamped), side by side, with 2-pixel white gaps.
 ///
@@ -149,7 +174,7 @@ fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), color: R
 /// I/O errors.
 pub fn write_curves(path: &Path, history: &[StepLog]) -> Result<()> {
     let mut names: Vec<&str> = Vec::new();
-    for preferred in ["total", "feat", "img", "adv", "discr"] {
+    for preferred in ["total", "feat", "img", "adv", "kl", "discr"] {
         if history.iter().any(|l| l.terms.contains_key(preferred)) {
             names.push(preferred);
         }

@@ -16,16 +16,18 @@ mod error;
 mod eval;
 mod images;
 mod init;
+mod model;
 mod trainer;
 
 pub use adam::Adam;
 pub use config::{
     parse_device, DataConfig, DiscriminatorPreset, DiscriminatorSection, EncoderConfig,
     FeatureNormName, GeneratorPreset, GeneratorSection, LossConfig, OptimConfig, RunConfig,
-    TrainConfig,
+    TapList, Task, TrainConfig, VaeSection,
 };
 pub use error::{Error, Result};
-pub use eval::normalized_error;
-pub use images::{write_curves, write_grid};
+pub use eval::{edge_ratio, normalized_error};
+pub use images::{write_curves, write_grid, write_image};
 pub use init::seeded;
+pub use model::Model;
 pub use trainer::{parse_log, StepLog, Trainer};

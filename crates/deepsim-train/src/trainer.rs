@@ -2,7 +2,7 @@
 //! encoder, x̂ = G(y), G trained with the DeePSiM loss (or any λ = 0 ablation of it), the
 //! discriminator trained alongside with the pause rule; checkpoints, metrics and samples.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
-use deepsim_comparators::{by_name, Comparator, Tap};
+use deepsim_comparators::{by_name, Comparator};
 use deepsim_data::{
     stack, write_atomic, Dataset, FolderConfig, ImageFolder, Loader, LoaderConfig, Position, Rng,
     Stream, Transform, Validation,
@@ -19,22 +19,19 @@ use deepsim_losses::{
     discriminator_loss, two_way_logit, AdversarialKind, DeepSimLoss, DeepSimWeights,
     DiscriminatorPause, FeatureLoss, FeatureNorm, Reduction, StepInputs,
 };
-use deepsim_models::{
-    Discriminator, DiscriminatorConfig, DropoutMasks, Generator, GeneratorConfig,
-};
+use deepsim_models::{Discriminator, DiscriminatorConfig, DropoutMasks};
 
 use crate::adam::Adam;
-use crate::config::{
-    parse_device, DiscriminatorPreset, FeatureNormName, GeneratorPreset, TrainConfig,
-};
+use crate::config::{parse_device, DiscriminatorPreset, FeatureNormName, TrainConfig};
 use crate::error::{Error, Result};
 use crate::images::{write_curves, write_grid};
 use crate::init::seeded;
+use crate::model::{checkpoint_metadata, set_vars, tap_named, Kind, Model, FORMAT};
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 const PREVIOUS: &str = "checkpoint.prev.safetensors";
-const FORMAT: &str = "deepsim-train checkpoint v1";
 const DROPOUT: u64 = 0xD0;
+const NOISE: u64 = 0x5A;
 
 /// What one step did: its position in the data, every loss term (unweighted), whether the
 /// discriminator was updated, and the wall time.
@@ -82,10 +79,7 @@ struct Discrim {
 pub struct Trainer {
     config: TrainConfig,
     device: Device,
-    encoder: Arc<dyn Comparator + Send + Sync>,
-    tap: Tap,
-    generator: Generator,
-    g_vars: VarMap,
+    model: Model,
     g_adam: Adam,
     discriminator: Option<Discrim>,
     loss: DeepSimLoss,
@@ -98,10 +92,6 @@ pub struct Trainer {
     step: u64,
     val: Tensor,
     history: Vec<StepLog>,
-}
-
-fn tap_named(name: &str, what: &str) -> Result<Tap> {
-    Tap::from_name(name).ok_or_else(|| Error::Config(format!("{what}: unknown tap {name:?}")))
 }
 
 impl Trainer {
@@ -177,30 +167,22 @@ impl Trainer {
             },
         )?;
 
-        // Encoder E and its feature dimension at this crop size.
-        let encoder: Arc<dyn Comparator + Send + Sync> = Arc::from(by_name(
-            &config.encoder.network,
-            config.encoder.weights.as_deref(),
-            &device,
-        )?);
-        let tap = tap_named(&config.encoder.tap, "encoder.tap")?;
-        let side = config.data.crop as usize;
-        let probe = Tensor::zeros((1, 3, side, side), DType::F32, &device)?;
-        let dim = encoder.features(&probe, &[tap])?[0].elem_count();
-
-        let gcfg = match config.generator.preset {
-            GeneratorPreset::Cpu64 => GeneratorConfig::cpu_64(dim, config.generator.width),
-            GeneratorPreset::Cpu128 => GeneratorConfig::cpu_128(dim, config.generator.width),
-            GeneratorPreset::Paper => GeneratorConfig::paper_vector(dim),
-        };
-        let (generator, g_vars) =
-            seeded(seed, &device, |vb| Ok(Generator::new(gcfg, vb.pp("generator"))?))?;
+        // The generator and what feeds it: the encoder E, or the VAE's own encoder.
+        let model = Model::build(&config, &device)?;
         let o = &config.optim;
-        let g_adam = Adam::new(&g_vars, o.lr, o.beta1, o.beta2, o.eps)?;
+        let g_adam = Adam::new(&model.vars, o.lr, o.beta1, o.beta2, o.eps)?;
+        let cond_dim = match &model.kind {
+            Kind::Invert(inv) => {
+                let side = config.data.crop as usize;
+                let probe = Tensor::zeros((1, 3, side, side), DType::F32, &device)?;
+                Some(inv.encoder.features(&probe, &[inv.tap])?[0].elem_count())
+            }
+            Kind::Vae(_) => None,
+        };
 
         let l = &config.loss;
         let discriminator = if l.lambda_adv > 0.0 {
-            let cond = config.discriminator.conditioned.then_some(dim);
+            let cond = cond_dim.filter(|_| config.discriminator.conditioned);
             let dcfg = match config.discriminator.preset {
                 DiscriminatorPreset::Cpu64 => {
                     DiscriminatorConfig::cpu_64(cond, config.discriminator.width)
@@ -220,21 +202,30 @@ impl Trainer {
         // step hands the encoder's features to the loss instead of computing them twice.
         let mut comparator_is_encoder = false;
         let feature = match (&l.comparator, &l.comparator_tap) {
-            (Some(name), Some(ctap)) if l.lambda_feat > 0.0 => {
-                let same_net = *name == config.encoder.network
-                    && l.comparator_weights == config.encoder.weights;
-                let c: Arc<dyn Comparator + Send + Sync> = if same_net {
-                    comparator_is_encoder = *ctap == config.encoder.tap;
-                    encoder.clone()
-                } else {
-                    Arc::from(by_name(name, l.comparator_weights.as_deref(), &device)?)
+            (Some(name), Some(ctaps)) if l.lambda_feat > 0.0 => {
+                let shared = match (&model.kind, &config.encoder) {
+                    (Kind::Invert(inv), Some(enc))
+                        if *name == enc.network && l.comparator_weights == enc.weights =>
+                    {
+                        comparator_is_encoder = ctaps.names() == [enc.tap.as_str()];
+                        Some(inv.encoder.clone())
+                    }
+                    _ => None,
+                };
+                let c: Arc<dyn Comparator + Send + Sync> = match shared {
+                    Some(c) => c,
+                    None => Arc::from(by_name(name, l.comparator_weights.as_deref(), &device)?),
                 };
                 let norm = match l.feature_norm {
                     FeatureNormName::Sum => FeatureNorm::Sum,
                     FeatureNormName::Mean => FeatureNorm::Mean,
                 };
-                let ctap = tap_named(ctap, "loss.comparator_tap")?;
-                Some(FeatureLoss::new(c, &[(ctap, 1.0)], norm, Reduction::Mean)?)
+                let taps = ctaps
+                    .names()
+                    .into_iter()
+                    .map(|t| Ok((tap_named(t, "loss.comparator_tap")?, 1.0)))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(FeatureLoss::new(c, &taps, norm, Reduction::Mean)?)
             }
             _ => None,
         };
@@ -242,7 +233,7 @@ impl Trainer {
             feat: l.lambda_feat,
             adv: l.lambda_adv,
             img: l.lambda_img,
-            kl: 0.0,
+            kl: l.lambda_kl,
             pixel_scale: l.pixel_scale,
         };
         let loss = DeepSimLoss::new(weights, feature, AdversarialKind::Logistic, Reduction::Mean)?;
@@ -250,10 +241,7 @@ impl Trainer {
         Ok(Trainer {
             config,
             device,
-            encoder,
-            tap,
-            generator,
-            g_vars,
+            model,
             g_adam,
             discriminator,
             loss,
@@ -283,9 +271,14 @@ impl Trainer {
         &self.pause
     }
 
-    /// The generator's variables (name → tensor).
+    /// The generator's variables (name → tensor); for a VAE, its encoder's too.
     pub fn generator_vars(&self) -> &VarMap {
-        &self.g_vars
+        &self.model.vars
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// The discriminator's variables, when there is one.
@@ -293,25 +286,21 @@ impl Trainer {
         self.discriminator.as_ref().map(|d| &d.vars)
     }
 
-    /// The encoder's features y = E(x), flattened to `[N, dim]`, without a graph.
+    /// The code the generator takes for `x` (the encoder's features, or the VAE's μ), without
+    /// a graph: [`Model::encode`].
     ///
     /// # Errors
     /// The comparator's input contract.
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.encoder_map(x)?.flatten_from(1)?)
+        self.model.encode(x)
     }
 
-    /// The encoder's features at its tap, unflattened, without a graph.
-    fn encoder_map(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.encoder.features(x, &[self.tap])?[0].detach())
-    }
-
-    /// G(E(x)), clamped to [0, 1]: the reconstruction of `x` from its features.
+    /// G(E(x)), clamped to [0, 1]: the reconstruction of `x` from its code.
     ///
     /// # Errors
     /// As [`Trainer::encode`].
     pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.generator.forward(&self.encode(x)?)?.detach().clamp(0f32, 1f32)?)
+        self.model.reconstruct(x)
     }
 
     /// The validation images of the sample grids.
@@ -349,15 +338,36 @@ impl Trainer {
         let step = self.step + 1;
         let x = batch.images.to_device(&self.device)?;
         let n = x.dim(0)?;
-        let target_map = self.encoder_map(&x)?;
-        let y = target_map.flatten_from(1)?;
-        let raw = self.generator.forward(&y)?;
+        // The generator's output, what conditions the discriminator, C(x) when the
+        // comparator is the encoder, and the VAE's posterior.
+        let mut target_map = None;
+        let mut cond_y = None;
+        let mut posterior = None;
+        let raw = match &self.model.kind {
+            Kind::Invert(inv) => {
+                let map = inv.encoder.features(&x, &[inv.tap])?.remove(0).detach();
+                let y = map.flatten_from(1)?;
+                let raw = inv.generator.forward(if inv.map_input { &map } else { &y })?;
+                target_map = Some(map);
+                cond_y = Some(y);
+                raw
+            }
+            Kind::Vae(vae) => {
+                let latent = vae.config().latent;
+                let mut rng = Rng::derive(self.config.run.seed, &[NOISE, step]);
+                let eps: Vec<f32> = (0..n * latent).map(|_| rng.normal() as f32).collect();
+                let eps = Tensor::from_vec(eps, (n, latent), &self.device)?;
+                let out = vae.forward_with_noise(&x, &eps)?;
+                posterior = Some((out.mu, out.log_var));
+                out.reconstruction
+            }
+        };
         let raw_sum = raw.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !raw_sum.is_finite() {
             return Err(Error::NonFinite { step, term: "generator output".into(), value: raw_sum });
         }
         let generated = straight_through_clamp(&raw)?;
-        let cond = self.config.discriminator.conditioned.then_some(&y);
+        let cond = cond_y.as_ref().filter(|_| self.config.discriminator.conditioned);
 
         let mut terms = BTreeMap::new();
         let (fake_logit, discr_loss) = match &self.discriminator {
@@ -383,13 +393,17 @@ impl Trainer {
             &x,
             StepInputs {
                 fake_logits: fake_logit.as_ref(),
-                target_features: self
-                    .comparator_is_encoder
-                    .then_some(std::slice::from_ref(&target_map)),
+                posterior: posterior.as_ref().map(|(m, v)| (m, v)),
+                target_features: target_map
+                    .as_ref()
+                    .filter(|_| self.comparator_is_encoder)
+                    .map(std::slice::from_ref),
                 ..Default::default()
             },
         )?;
-        for (name, t) in [("feat", &out.feat), ("img", &out.img), ("adv", &out.adv)] {
+        for (name, t) in
+            [("feat", &out.feat), ("img", &out.img), ("adv", &out.adv), ("kl", &out.kl)]
+        {
             if let Some(t) = t {
                 terms.insert(name.to_string(), t.to_dtype(DType::F64)?.to_scalar::<f64>()?);
             }
@@ -406,7 +420,7 @@ impl Trainer {
 
         let grads = out.total.backward()?;
         self.g_adam.step(&grads)?;
-        check_finite(&self.g_vars, step, "generator weights")?;
+        check_finite(&self.model.vars, step, "generator weights")?;
         let mut updated = None;
         if let (Some(d), Some(l_discr)) = (self.discriminator.as_mut(), discr_loss) {
             let update = self.pause.step(terms["discr"], terms["adv"]);
@@ -485,18 +499,24 @@ impl Trainer {
         Ok(path)
     }
 
+    /// What a checkpoint must share with the configuration resuming it: everything that
+    /// shapes the networks, the optimizers, the data order or the loss.
     fn compat(&self) -> String {
         let c = &self.config;
         format!(
-            "encoder {}:{} generator {:?} width {} discriminator {:?} lambdas {} {} {} crop {} resize {} seed {}",
-            c.encoder.network,
-            c.encoder.tap,
+            "task {:?} encoder {:?} vae {:?} comparator {:?}:{} generator {:?} width {} discriminator {:?} lambdas {} {} {} {} crop {} resize {} seed {}",
+            c.run.task,
+            c.encoder.as_ref().map(|e| format!("{}:{}", e.network, e.tap)),
+            c.vae.as_ref().map(|v| v.latent),
+            c.loss.comparator,
+            c.loss.comparator_tap.as_ref().map(ToString::to_string).unwrap_or_default(),
             c.generator.preset,
             c.generator.width,
             self.discriminator.as_ref().map(|_| (&c.discriminator.preset, c.discriminator.width, c.discriminator.conditioned)),
             c.loss.lambda_feat,
             c.loss.lambda_adv,
             c.loss.lambda_img,
+            c.loss.lambda_kl,
             c.data.crop,
             c.data.resize,
             c.run.seed
@@ -512,13 +532,16 @@ impl Trainer {
         let out = &self.config.run.out;
         std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.clone(), source: e })?;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
-        for (name, var) in self.g_vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (name, var) in self.model.vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
             tensors.push((name.clone(), var.as_tensor().clone()));
         }
         tensors.extend(self.g_adam.state("adam_g"));
         let mut meta = self.loader.resume_state(self.position);
         meta.insert("format".into(), FORMAT.into());
         meta.insert("compat".into(), self.compat());
+        let config = toml::to_string(&self.config)
+            .map_err(|e| Error::Config(format!("the configuration does not serialize: {e}")))?;
+        meta.insert("config".into(), config);
         meta.insert("step".into(), self.step.to_string());
         meta.insert("adam_g.t".into(), self.g_adam.t.to_string());
         meta.insert("pause.paused".into(), self.pause.paused_steps.to_string());
@@ -546,15 +569,7 @@ impl Trainer {
         let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
         let bytes =
             std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
-        let meta: HashMap<String, String> = header.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!(
-                "not a deepsim-train checkpoint (format {:?})",
-                meta.get("format")
-            )));
-        }
+        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
         let compat = self.compat();
         if meta.get("compat") != Some(&compat) {
             return Err(bad(format!(
@@ -567,24 +582,10 @@ impl Trainer {
         let num = |key: &str| -> Result<u64> {
             meta.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| bad(format!("no {key}")))
         };
-        let set_vars = |map: &VarMap| -> Result<()> {
-            for (name, var) in map.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                let t = tensors.get(name).ok_or_else(|| bad(format!("no tensor {name}")))?;
-                if t.dims() != var.dims() {
-                    return Err(bad(format!(
-                        "{name} has shape {:?}, the model's is {:?}",
-                        t.dims(),
-                        var.dims()
-                    )));
-                }
-                var.set(&t.to_dtype(var.dtype())?)?;
-            }
-            Ok(())
-        };
-        set_vars(&self.g_vars)?;
+        set_vars(&self.model.vars, &tensors).map_err(bad)?;
         self.g_adam.load_state("adam_g", &tensors, num("adam_g.t")?).map_err(bad)?;
         if let Some(d) = self.discriminator.as_mut() {
-            set_vars(&d.vars)?;
+            set_vars(&d.vars, &tensors).map_err(bad)?;
             let t = num("adam_d.t")?;
             d.adam.load_state("adam_d", &tensors, t).map_err(bad)?;
         }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use deepsim_train::{Error, TrainConfig, Trainer};
+use deepsim_train::{Error, Model, TapList, Task, TrainConfig, Trainer, VaeSection};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deepsim-train-{name}-{}", std::process::id()));
@@ -238,8 +238,146 @@ fn configuration_errors_name_the_field() {
     let err = TrainConfig::from_file(out.join("missing.toml")).unwrap_err().to_string();
     assert!(err.contains("missing.toml"), "{err}");
     let mut cfg = config(&data, &out, "");
-    cfg.encoder.tap = "conv9".into();
+    cfg.encoder.as_mut().unwrap().tap = "conv9".into();
     assert!(Trainer::new(cfg).err().unwrap().to_string().contains("encoder.tap"));
+    // The task's sections.
+    let vae = good.replace("[run]", "[run]\ntask = \"vae\"");
+    let err = TrainConfig::from_toml(&vae).unwrap_err().to_string();
+    assert!(err.contains("vae") && err.contains("[vae]"), "{err}");
+    let err =
+        TrainConfig::from_toml(&format!("{vae}\n[vae]\nlatent = 64\n")).unwrap_err().to_string();
+    assert!(err.contains("encoder") && err.contains("remove [encoder]"), "{err}");
+    let err = TrainConfig::from_toml(&good.replace("lambda_img", "lambda_kl = 1.0\nlambda_img"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("loss.lambda_kl"), "{err}");
+    let err =
+        TrainConfig::from_toml(&good.replace("comparator_tap = \"conv5\"", "comparator_tap = []"))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("loss.comparator_tap"), "{err}");
+}
+
+/// Every shipped configuration parses and passes its checks (on the CPU: the paper's ask for
+/// CUDA), and the paper's name the paper's coefficients.
+#[test]
+fn every_shipped_configuration_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut cfg: TrainConfig =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        cfg.run.device = "cpu".into();
+        cfg.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("paper-") {
+            let l = &cfg.loss;
+            assert_eq!((l.lambda_feat, l.lambda_adv, l.lambda_img), (0.01, 100.0, 2e-6), "{name}");
+            assert_eq!(
+                (cfg.data.crop, cfg.data.batch_size, cfg.optim.lr),
+                (227, 64, 2e-4),
+                "{name}"
+            );
+        }
+        seen.push(name);
+    }
+    seen.sort();
+    for expected in [
+        "demo-deepsim",
+        "demo-image-loss",
+        "paper-conv5",
+        "paper-fc6",
+        "paper-fc7",
+        "paper-fc8",
+        "paper-vae",
+        "cpu-vae",
+    ] {
+        assert!(seen.iter().any(|s| s == expected), "configs/{expected}.toml missing: {seen:?}");
+    }
+}
+
+/// A checkpoint loads as a [`Model`] without the trainer: the same reconstructions, bit for
+/// bit; an inverter refuses to sample; a damaged file is refused by name.
+#[test]
+fn a_checkpoint_loads_as_a_model() {
+    let data = tiny_data("model");
+    let out = temp_dir("model-out");
+    let mut cfg = config(&data, &out, "");
+    cfg.loss.comparator_tap = Some(TapList::Many(vec!["conv1".into(), "conv2".into()]));
+    cfg.run.steps = 3;
+    let t = run(cfg).unwrap();
+    let val = t.validation_images().clone();
+    let want = t.reconstruct(&val).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let ckpt = out.join("checkpoint.safetensors");
+    let model = Model::load(&ckpt, Some("cpu")).unwrap();
+    assert!(!model.is_vae());
+    let got = model.reconstruct(&val).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(want, got);
+    let err = model.sample(2, 0).err().unwrap().to_string();
+    assert!(err.contains("VAE"), "{err}");
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() - 100]).unwrap();
+    let err = Model::load(&ckpt, None).err().unwrap().to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("corrupt or truncated"),
+        "{err}"
+    );
+}
+
+/// The VAE task: its losses fall on a fixed batch (the KL term included in the total), a
+/// resumed run repeats an uninterrupted one, and samples from the prior depend on the seed
+/// only.
+#[test]
+fn the_vae_trains_resumes_and_samples() {
+    let data = tiny_data("vae");
+    let vae_config = |out: &Path, steps: u64| -> TrainConfig {
+        let mut cfg = config(&data, out, "");
+        cfg.run.task = Task::Vae;
+        cfg.encoder = None;
+        cfg.vae = Some(VaeSection { latent: 16 });
+        cfg.loss.lambda_kl = 1e-4;
+        // The image term as large as the feature term, so that both must fall.
+        cfg.loss.lambda_img = 1e-3;
+        cfg.run.steps = steps;
+        cfg.validate().unwrap();
+        cfg
+    };
+    let out = temp_dir("vae-fall");
+    let mut cfg = vae_config(&out, 40);
+    cfg.run.checkpoint_every = 40;
+    cfg.run.sample_every = 40;
+    run(cfg).unwrap();
+    let lines = metrics(&out);
+    let mean = |name: &str, r: std::ops::Range<usize>| -> f64 {
+        lines[r.clone()].iter().map(|l| term(l, name)).sum::<f64>() / r.len() as f64
+    };
+    for name in ["feat", "img", "total"] {
+        let (first, last) = (mean(name, 0..5), mean(name, 35..40));
+        assert!(last < 0.8 * first, "{name}: {first} → {last}");
+    }
+    assert!(lines.iter().all(|l| term(l, "kl") >= 0.0));
+
+    let whole = temp_dir("vae-whole");
+    run(vae_config(&whole, 6)).unwrap();
+    let parts = temp_dir("vae-parts");
+    run(vae_config(&parts, 4)).unwrap();
+    let mut t = Trainer::resume(vae_config(&parts, 6)).unwrap();
+    t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(metrics(&whole), metrics(&parts), "losses differ after resuming");
+
+    let model = Model::load(&parts.join("checkpoint.safetensors"), None).unwrap();
+    assert!(model.is_vae());
+    let a = model.sample(3, 7).unwrap();
+    assert_eq!(a.dims(), [3, 3, 64, 64]);
+    let values = |t: &candle::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(values(&a), values(&model.sample(3, 7).unwrap()));
+    assert_ne!(values(&a), values(&model.sample(3, 8).unwrap()));
+    assert!(values(&a).iter().all(|v| (0.0..=1.0).contains(v)));
 }
 
 #[test]

@@ -1,0 +1,244 @@
+//! The trained networks of a run, usable without its data: a feature inverter (frozen encoder
+//! E and generator G) or a VAE, built from a configuration or loaded from a checkpoint.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use deepsim_comparators::{by_name, Comparator, Tap};
+use deepsim_data::Rng;
+use deepsim_models::{Generator, GeneratorConfig, Vae, VaeConfig};
+
+use crate::config::{parse_device, GeneratorPreset, Task, TrainConfig};
+use crate::error::{Error, Result};
+use crate::init::seeded;
+
+/// The checkpoint format this crate writes and reads.
+pub(crate) const FORMAT: &str = "deepsim-train checkpoint v1";
+
+/// A frozen encoder and the generator that inverts it.
+pub(crate) struct Inversion {
+    pub encoder: Arc<dyn Comparator + Send + Sync>,
+    pub tap: Tap,
+    /// The generator takes the tap's map as it is (the paper's conv5 generator), not flattened.
+    pub map_input: bool,
+    pub generator: Generator,
+}
+
+pub(crate) enum Kind {
+    Invert(Inversion),
+    Vae(Vae),
+}
+
+/// A run's generator and what feeds it: `encode` gives the code the generator takes (the
+/// encoder's features, or the VAE's μ) and `decode` turns codes into images.
+pub struct Model {
+    config: TrainConfig,
+    device: Device,
+    pub(crate) kind: Kind,
+    /// The trained variables (generator; the VAE's encoder and decoder).
+    pub(crate) vars: VarMap,
+}
+
+pub(crate) fn tap_named(name: &str, what: &str) -> Result<Tap> {
+    Tap::from_name(name).ok_or_else(|| Error::Config(format!("{what}: unknown tap {name:?}")))
+}
+
+impl Model {
+    /// The networks of `config`, initialized from `run.seed` on `device`.
+    ///
+    /// # Errors
+    /// Unknown networks or taps, missing weights, sizes no preset fits.
+    pub(crate) fn build(config: &TrainConfig, device: &Device) -> Result<Self> {
+        let seed = config.run.seed;
+        let side = config.data.crop as usize;
+        let width = config.generator.width;
+        let (kind, vars) = match config.run.task {
+            Task::Invert => {
+                let enc = config.encoder.as_ref().ok_or_else(|| {
+                    Error::Config("encoder: task invert needs an [encoder] section".into())
+                })?;
+                let encoder: Arc<dyn Comparator + Send + Sync> =
+                    Arc::from(by_name(&enc.network, enc.weights.as_deref(), device)?);
+                let tap = tap_named(&enc.tap, "encoder.tap")?;
+                let probe = Tensor::zeros((1, 3, side, side), DType::F32, device)?;
+                let shape = encoder.features(&probe, &[tap])?[0].dims().to_vec();
+                let dim: usize = shape[1..].iter().product();
+                let paper_map = GeneratorConfig::paper_conv5();
+                let map_input = config.generator.preset == GeneratorPreset::Paper
+                    && shape.len() == 4
+                    && matches!(paper_map.input, deepsim_models::GeneratorInput::Map { channels, size }
+                        if shape[1..] == [channels, size, size]);
+                let gcfg = match config.generator.preset {
+                    GeneratorPreset::Cpu64 => GeneratorConfig::cpu_64(dim, width),
+                    GeneratorPreset::Cpu128 => GeneratorConfig::cpu_128(dim, width),
+                    GeneratorPreset::Paper if map_input => paper_map,
+                    GeneratorPreset::Paper => GeneratorConfig::paper_vector(dim),
+                };
+                let (generator, vars) =
+                    seeded(seed, device, |vb| Ok(Generator::new(gcfg, vb.pp("generator"))?))?;
+                (Kind::Invert(Inversion { encoder, tap, map_input, generator }), vars)
+            }
+            Task::Vae => {
+                let latent = config
+                    .vae
+                    .as_ref()
+                    .ok_or_else(|| Error::Config("vae: task vae needs a [vae] section".into()))?
+                    .latent;
+                let vcfg = match config.generator.preset {
+                    GeneratorPreset::Cpu64 => VaeConfig::cpu_64(latent, width),
+                    GeneratorPreset::Paper => VaeConfig::paper(),
+                    GeneratorPreset::Cpu128 => {
+                        return Err(Error::Config(
+                            "generator.preset: task vae has the presets cpu_64 and paper".into(),
+                        ))
+                    }
+                };
+                let (vae, vars) = seeded(seed, device, |vb| Ok(Vae::new(vcfg, vb.pp("vae"))?))?;
+                (Kind::Vae(vae), vars)
+            }
+        };
+        Ok(Model { config: config.clone(), device: device.clone(), kind, vars })
+    }
+
+    /// The model saved in a checkpoint written by [`crate::Trainer`], on `device` (default:
+    /// the device it was trained on). Needs no training data; the encoder's weights come from
+    /// where the run found them.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for a missing, corrupt or foreign file, or one whose tensors do
+    /// not fit the configuration stored in it.
+    pub fn load(checkpoint: &Path, device: Option<&str>) -> Result<Self> {
+        let bad = |reason: String| Error::Checkpoint { path: checkpoint.to_path_buf(), reason };
+        let bytes = std::fs::read(checkpoint)
+            .map_err(|e| Error::Io { path: checkpoint.to_path_buf(), source: e })?;
+        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
+        let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
+        let mut config: TrainConfig = toml::from_str(text)
+            .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
+        if let Some(d) = device {
+            config.run.device = d.to_string();
+        }
+        config.validate()?;
+        let device = parse_device(&config.run.device)?;
+        let model = Model::build(&config, &device)?;
+        let tensors = candle::safetensors::load_buffer(&bytes, &device)
+            .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
+        set_vars(&model.vars, &tensors).map_err(bad)?;
+        Ok(model)
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Its device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The side of the square images it takes and makes.
+    pub fn side(&self) -> usize {
+        self.config.data.crop as usize
+    }
+
+    /// Whether it is a VAE (which can [`Model::sample`]).
+    pub fn is_vae(&self) -> bool {
+        matches!(self.kind, Kind::Vae(_))
+    }
+
+    /// The trained variables, by name.
+    pub fn vars(&self) -> &VarMap {
+        &self.vars
+    }
+
+    /// The code the generator takes for images `x` (`[N, 3, side, side]` in [0, 1]): the
+    /// encoder's features at its tap (a map for the paper's conv5 generator, else `[N, dim]`),
+    /// or the VAE's posterior mean μ. No graph.
+    ///
+    /// # Errors
+    /// Images of another size or range.
+    pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.to_device(&self.device)?;
+        match &self.kind {
+            Kind::Invert(inv) => {
+                let map = inv.encoder.features(&x, &[inv.tap])?.remove(0).detach();
+                Ok(if inv.map_input { map } else { map.flatten_from(1)? })
+            }
+            Kind::Vae(vae) => Ok(vae.encode(&x)?.0.detach()),
+        }
+    }
+
+    /// Images (clamped to [0, 1]) from codes shaped as [`Model::encode`] returns them.
+    ///
+    /// # Errors
+    /// Codes of another shape.
+    pub fn decode(&self, code: &Tensor) -> Result<Tensor> {
+        let code = code.to_device(&self.device)?;
+        let raw = match &self.kind {
+            Kind::Invert(inv) => inv.generator.forward(&code)?,
+            Kind::Vae(vae) => vae.decode(&code)?,
+        };
+        Ok(raw.detach().clamp(0f32, 1f32)?)
+    }
+
+    /// `decode(encode(x))`.
+    ///
+    /// # Errors
+    /// As [`Model::encode`].
+    pub fn reconstruct(&self, x: &Tensor) -> Result<Tensor> {
+        self.decode(&self.encode(x)?)
+    }
+
+    /// `n` images from the VAE's prior, z ~ N(0, I) drawn from `seed`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an inverter, which has no prior.
+    pub fn sample(&self, n: usize, seed: u64) -> Result<Tensor> {
+        let Kind::Vae(vae) = &self.kind else {
+            return Err(Error::Config(
+                "sampling needs a VAE checkpoint (run.task = \"vae\"); this one is an inverter"
+                    .into(),
+            ));
+        };
+        let latent = vae.config().latent;
+        let mut rng = Rng::new(seed);
+        let z: Vec<f32> = (0..n * latent).map(|_| rng.normal() as f32).collect();
+        self.decode(&Tensor::from_vec(z, (n, latent), &self.device)?)
+    }
+}
+
+/// The metadata of a checkpoint, after checking its format.
+pub(crate) fn checkpoint_metadata(
+    bytes: &[u8],
+) -> std::result::Result<std::collections::HashMap<String, String>, String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("corrupt or truncated ({e})"))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(format!("not a deepsim-train checkpoint (format {:?})", meta.get("format")));
+    }
+    Ok(meta)
+}
+
+/// Sets every variable of `map` from the tensor of its name, checking shapes.
+pub(crate) fn set_vars(
+    map: &VarMap,
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> std::result::Result<(), String> {
+    for (name, var) in map.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let t = tensors.get(name).ok_or_else(|| format!("no tensor {name}"))?;
+        if t.dims() != var.dims() {
+            return Err(format!(
+                "{name} has shape {:?}, the model's is {:?}",
+                t.dims(),
+                var.dims()
+            ));
+        }
+        let t = t.to_dtype(var.dtype()).map_err(|e| format!("{name}: {e}"))?;
+        var.set(&t).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
