@@ -119,15 +119,6 @@ pub fn demo(
     let data = demo_data();
     let pretrained = cached_path(Arch::Alexnet).is_file();
     let network = if pretrained { "alexnet" } else { "alexnet-random" };
-    println!(
-        "deepsim demo: inverting conv5 of {} on {} (train 362 / val 46 tiles, 64×64 crops)",
-        if pretrained {
-            "AlexNet with its ImageNet weights (found in the weights cache)"
-        } else {
-            "AlexNet with random weights (no converted AlexNet weights in the cache)"
-        },
-        data.display()
-    );
     let load = |text: &str, name: &str| -> Result<TrainConfig> {
         let mut cfg = TrainConfig::from_toml(text).with_context(|| format!("configs/{name}"))?;
         cfg.data.train = data.join("train");
@@ -165,6 +156,27 @@ pub fn demo(
             "demo-deepsim.toml",
         )?,
     ];
+    let taps: Vec<String> = configs
+        .iter()
+        .map(|c| c.encoder.as_ref().map(|e| e.tap.clone()).unwrap_or_default())
+        .collect();
+    if taps[0] != taps[1] || taps[0].is_empty() {
+        anyhow::bail!(
+            "the demo compares two inverters of one tap: encoder.tap is {:?} and {:?}",
+            taps[0],
+            taps[1]
+        );
+    }
+    let tap = taps[0].clone();
+    println!(
+        "deepsim demo: inverting {tap} of {} on {} (train 362 / val 46 tiles, 64×64 crops)",
+        if pretrained {
+            "AlexNet with its ImageNet weights (found in the weights cache)"
+        } else {
+            "AlexNet with random weights (no converted AlexNet weights in the cache)"
+        },
+        data.display()
+    );
     let mut trainers = Vec::new();
     let mut seconds = Vec::new();
     for cfg in configs {
@@ -200,7 +212,7 @@ pub fn demo(
     let mut rows = Vec::new();
     for (trainer, (r, secs)) in trainers.iter().zip(recon.iter().zip(&seconds)) {
         let img = normalized_error(r, &val)?;
-        let feat = normalized_error(&trainer.encode(r)?, &feats)?;
+        let feat = normalized_error(&trainers[1].encode(r)?, &feats)?;
         let edges = edge_ratio(r, &val)?;
         rows.push((
             trainer.config().run.out.clone(),
@@ -212,13 +224,13 @@ pub fn demo(
         ));
     }
     let mut report = format!(
-        "# deepsim demo\n\nInverting conv5 of `{network}` (y = E(x), x̂ = G(y)) at 64×64 on the shipped demo set \
+        "# deepsim demo\n\nInverting {tap} of `{network}` (y = E(x), x̂ = G(y)) at 64×64 on the shipped demo set \
          (`data/demo`: {} training tiles, {} validation tiles).\n\n`grid.png`, top to bottom: validation images, \
          the image-loss inverter's reconstructions, the DeePSiM inverter's.\n\nNormalized error on all {} validation \
          images (the paper's Table 2 measure: mean ‖x̂ − x‖ over the mean distance between two different images; \
          100 % = as good as a random other image), and the edge ratio (mean absolute difference of \
          neighbouring pixels, reconstructions over originals: below 1 is blurrier than the originals):\n\n\
-         | run | image space | feature space (conv5) | edge ratio | steps | time |\n|---|---|---|---|---|---|\n",
+         | run | image space | feature space ({tap}) | edge ratio | steps | time |\n|---|---|---|---|---|---|\n",
         362,
         val.dim(0)?,
         val.dim(0)?

@@ -242,3 +242,148 @@ fn data_check_reports_the_demo_set_and_bad_files() {
     let err = stderr(&deepsim(&home, &["data-check", "--strict", dir.to_str().unwrap()]));
     assert!(err.starts_with("error: ") && err.contains("broken.jpg"), "{err}");
 }
+
+/// A tiny training config on the demo's validation tiles (`extra` adds sections).
+fn tiny_config(dir: &Path, task: &str, extra: &str) -> PathBuf {
+    let val = data("demo/val");
+    let text = format!(
+        r#"[run]
+task = "{task}"
+out = "{out}"
+steps = 2
+seed = 5
+samples = 2
+
+[data]
+train = "{val}"
+val = "{val}"
+resize = 80
+crop = 64
+batch_size = 4
+workers = 1
+
+{extra}
+
+[generator]
+preset = "cpu_64"
+width = 0.125
+
+[discriminator]
+width = 0.125
+
+[loss]
+comparator = "alexnet-random"
+comparator_tap = "conv5"
+feature_norm = "mean"
+lambda_feat = 2000.0
+lambda_adv = 0.01
+lambda_img = 0.00008
+{kl}
+"#,
+        out = dir.join("run").display(),
+        val = val.display(),
+        kl = if task == "vae" { "lambda_kl = 0.0001" } else { "" },
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (img.width(), img.height())
+}
+
+#[test]
+fn train_then_invert_interpolate_and_sample() {
+    let home = common::temp_dir("cli-gen-home");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let tiles: Vec<PathBuf> = ["astronaut_s240_r2_c1.jpg", "coffee_s400_r0_c3.jpg"]
+        .iter()
+        .map(|f| data("demo/val").join(f))
+        .collect();
+    for t in &tiles {
+        assert!(t.is_file(), "{}", t.display());
+    }
+
+    // An inverter: train two steps, then reconstruct and interpolate.
+    let inv = common::temp_dir("cli-gen-invert");
+    let cfg =
+        tiny_config(&inv, "invert", "[encoder]\nnetwork = \"alexnet-random\"\ntap = \"conv5\"");
+    let out = stdout(&deepsim(&home, &["train", &s(&cfg)]));
+    assert!(out.contains("2 steps"), "{out}");
+    let ckpt = inv.join("run/checkpoint.safetensors");
+    let rec = inv.join("rec");
+    let out = stdout(&deepsim(
+        &home,
+        &["invert", "--checkpoint", &s(&ckpt), "--out", &s(&rec), &s(&tiles[0]), &s(&tiles[1])],
+    ));
+    assert!(out.contains("normalized error over these 2 images"), "{out}");
+    assert_eq!(png_size(&rec.join("astronaut_s240_r2_c1.png")), (64, 64));
+    assert_eq!(png_size(&rec.join("grid.png")), (2 * 66 + 2, 2 * 66 + 2));
+    let row = inv.join("interp/row.png");
+    stdout(&deepsim(
+        &home,
+        &[
+            "interpolate",
+            "--checkpoint",
+            &s(&ckpt),
+            "--steps",
+            "5",
+            "--out",
+            &s(&row),
+            &s(&tiles[0]),
+            &s(&tiles[1]),
+        ],
+    ));
+    assert_eq!(png_size(&row), (7 * 66 + 2, 66 + 2));
+    // Refusals, by name.
+    let err = stderr(&deepsim(&home, &["sample", "--checkpoint", &s(&ckpt), "--out", &s(&rec)]));
+    assert!(err.contains("VAE"), "{err}");
+    let err = stderr(&deepsim(
+        &home,
+        &[
+            "interpolate",
+            "--checkpoint",
+            &s(&ckpt),
+            "--steps",
+            "1",
+            "--out",
+            &s(&row),
+            &s(&tiles[0]),
+            &s(&tiles[1]),
+        ],
+    ));
+    assert!(err.contains("--steps 1"), "{err}");
+    let missing = inv.join("missing.png");
+    let err = stderr(&deepsim(
+        &home,
+        &["invert", "--checkpoint", &s(&ckpt), "--out", &s(&rec), &s(&missing)],
+    ));
+    assert!(err.contains("missing.png"), "{err}");
+    let err = stderr(&deepsim(
+        &home,
+        &["invert", "--checkpoint", &s(&cfg), "--out", &s(&rec), &s(&tiles[0])],
+    ));
+    assert!(err.contains("config.toml") && err.contains("corrupt"), "{err}");
+
+    // A VAE: samples from its prior, five in a 3 × 2 grid.
+    let vae = common::temp_dir("cli-gen-vae");
+    let cfg = tiny_config(&vae, "vae", "[vae]\nlatent = 16");
+    stdout(&deepsim(&home, &["train", &s(&cfg)]));
+    let samples = vae.join("samples-out");
+    stdout(&deepsim(
+        &home,
+        &[
+            "sample",
+            "--checkpoint",
+            &s(&vae.join("run/checkpoint.safetensors")),
+            "--n",
+            "5",
+            "--out",
+            &s(&samples),
+        ],
+    ));
+    assert_eq!(png_size(&samples.join("sample_004.png")), (64, 64));
+    assert_eq!(png_size(&samples.join("grid.png")), (3 * 66 + 2, 2 * 66 + 2));
+}

@@ -222,12 +222,12 @@ fn configuration_errors_name_the_field() {
         .to_string();
     assert!(err.contains("unknown field `momentum`"), "{err}");
     let err =
-        TrainConfig::from_toml(&good.replace("lr = 0.0002", "lr = -1.0")).unwrap_err().to_string();
+        TrainConfig::from_toml(&good.replace("lr = 0.001", "lr = -1.0")).unwrap_err().to_string();
     assert!(err.contains("optim.lr"), "{err}");
     let err =
         TrainConfig::from_toml(&good.replace("crop = 64", "crop = 60")).unwrap_err().to_string();
     assert!(err.contains("data.crop"), "{err}");
-    let err = TrainConfig::from_toml(&good.replace("steps = 1500", "steps = \"many\""))
+    let err = TrainConfig::from_toml(&good.replace("steps = 600", "steps = \"many\""))
         .unwrap_err()
         .to_string();
     assert!(err.contains("steps"), "{err}");
@@ -251,10 +251,11 @@ fn configuration_errors_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("loss.lambda_kl"), "{err}");
-    let err =
-        TrainConfig::from_toml(&good.replace("comparator_tap = \"conv5\"", "comparator_tap = []"))
-            .unwrap_err()
-            .to_string();
+    let err = TrainConfig::from_toml(
+        &good.replace("comparator_tap = [\"conv1\", \"conv2\"]", "comparator_tap = []"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("loss.comparator_tap"), "{err}");
 }
 

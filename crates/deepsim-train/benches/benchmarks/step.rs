@@ -67,9 +67,7 @@ fn bench_step(c: &mut Criterion, side: usize) {
     };
     let want = feat.target_features(&crop(&target)).expect("target features");
     let name = format!("cpu_deepsim_step_b8_{side}");
-    let mut group = c.benchmark_group("train");
-    group.sample_size(10);
-    group.bench_function(&name, |b| {
+    c.bench_function(&name, |b| {
         b.iter(|| {
             let y = g.forward(&z).expect("forward").clamp(0f32, 1f32).expect("clamp");
             let lf = feat.forward_to(&crop(&y), &want).expect("feature loss").total;
@@ -81,7 +79,6 @@ fn bench_step(c: &mut Criterion, side: usize) {
             black_box(loss.to_dtype(DType::F32).expect("loss"))
         })
     });
-    group.finish();
 }
 
 fn steps(c: &mut Criterion) {
@@ -89,4 +86,9 @@ fn steps(c: &mut Criterion) {
     bench_step(c, 256);
 }
 
-criterion_group!(benches, steps);
+criterion_group! {
+    name = benches;
+    // A step takes a large fraction of a second on a CPU.
+    config = Criterion::default().sample_size(10);
+    targets = steps
+}
