@@ -19,6 +19,12 @@ fn save_png(path: &Path, image: &RgbImage) -> Result<()> {
     Ok(())
 }
 
+/// The values of `t` (in [0, 1], clamped) as 8-bit levels, in its element order.
+fn levels(t: &Tensor) -> Result<Vec<u8>> {
+    let v = t.to_dtype(DType::F32)?.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(v.into_iter().map(|x| (x * 255.0).round() as u8).collect())
+}
+
 /// Writes one image (`[3, H, W]` or `[1, 3, H, W]` in [0, 1], clamped) as a PNG, atomically.
 ///
 /// # Errors
@@ -36,9 +42,8 @@ pub fn write_image(path: &Path, image: &Tensor) -> Result<()> {
             image.dims()
         )));
     };
-    let v = image.to_dtype(DType::F32)?.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
-    let at =
-        |c: usize, x: u32, y: u32| (v[(c * h + y as usize) * w + x as usize] * 255.0).round() as u8;
+    let v = levels(&image)?;
+    let at = |c: usize, x: u32, y: u32| v[(c * h + y as usize) * w + x as usize];
     let img =
         RgbImage::from_fn(w as u32, h as u32, |x, y| Rgb([at(0, x, y), at(1, x, y), at(2, x, y)]));
     save_png(path, &img)
@@ -67,11 +72,11 @@ pub fn write_grid(path: &Path, rows: &[&Tensor]) -> Result<()> {
                 row.dims()
             )));
         }
-        let v = row.to_dtype(DType::F32)?.clamp(0f32, 1f32)?.flatten_all()?.to_vec1::<f32>()?;
+        let v = levels(row)?;
         for i in 0..n {
             for y in 0..h {
                 for x in 0..w {
-                    let at = |c: usize| (v[((i * 3 + c) * h + y) * w + x] * 255.0).round() as u8;
+                    let at = |c: usize| v[((i * 3 + c) * h + y) * w + x];
                     let px = (gap + i * (w + gap) + x) as u32;
                     let py = (gap + r * (h + gap) + y) as u32;
                     grid.put_pixel(px, py, Rgb([at(0), at(1), at(2)]));

@@ -21,6 +21,8 @@ pub(crate) const FORMAT: &str = "deepsim-train checkpoint v1";
 pub(crate) struct Inversion {
     pub encoder: Arc<dyn Comparator + Send + Sync>,
     pub tap: Tap,
+    /// Elements of one image's features at the tap (the discriminator's condition width).
+    pub dim: usize,
     /// The generator takes the tap's map as it is (the paper's conv5 generator), not flattened.
     pub map_input: bool,
     pub generator: Generator,
@@ -78,7 +80,7 @@ impl Model {
                 };
                 let (generator, vars) =
                     seeded(seed, device, |vb| Ok(Generator::new(gcfg, vb.pp("generator"))?))?;
-                (Kind::Invert(Inversion { encoder, tap, map_input, generator }), vars)
+                (Kind::Invert(Inversion { encoder, tap, dim, map_input, generator }), vars)
             }
             Task::Vae => {
                 let latent = config
@@ -204,10 +206,18 @@ impl Model {
             ));
         };
         let latent = vae.config().latent;
-        let mut rng = Rng::new(seed);
-        let z: Vec<f32> = (0..n * latent).map(|_| rng.normal() as f32).collect();
-        self.decode(&Tensor::from_vec(z, (n, latent), &self.device)?)
+        self.decode(&standard_normal(&mut Rng::new(seed), (n, latent), &self.device)?)
     }
+}
+
+/// A `[rows, cols]` tensor of N(0, 1) draws from `rng`, row by row.
+pub(crate) fn standard_normal(
+    rng: &mut Rng,
+    (rows, cols): (usize, usize),
+    device: &Device,
+) -> Result<Tensor> {
+    let v: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
+    Ok(Tensor::from_vec(v, (rows, cols), device)?)
 }
 
 /// The metadata of a checkpoint, after checking its format.

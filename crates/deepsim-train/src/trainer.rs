@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle::{DType, Device, Tensor};
+use candle::{DType, Tensor};
 use candle_nn::VarMap;
 use deepsim_comparators::{by_name, Comparator};
 use deepsim_data::{
@@ -26,7 +26,9 @@ use crate::config::{parse_device, DiscriminatorPreset, FeatureNormName, TrainCon
 use crate::error::{Error, Result};
 use crate::images::{write_curves, write_grid};
 use crate::init::seeded;
-use crate::model::{checkpoint_metadata, set_vars, tap_named, Kind, Model, FORMAT};
+use crate::model::{
+    checkpoint_metadata, set_vars, standard_normal, tap_named, Kind, Model, FORMAT,
+};
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 const PREVIOUS: &str = "checkpoint.prev.safetensors";
@@ -77,8 +79,7 @@ struct Discrim {
 
 /// A feature-inversion training run.
 pub struct Trainer {
-    config: TrainConfig,
-    device: Device,
+    /// The networks, the run's configuration and device.
     model: Model,
     g_adam: Adam,
     discriminator: Option<Discrim>,
@@ -172,11 +173,7 @@ impl Trainer {
         let o = &config.optim;
         let g_adam = Adam::new(&model.vars, o.lr, o.beta1, o.beta2, o.eps)?;
         let cond_dim = match &model.kind {
-            Kind::Invert(inv) => {
-                let side = config.data.crop as usize;
-                let probe = Tensor::zeros((1, 3, side, side), DType::F32, &device)?;
-                Some(inv.encoder.features(&probe, &[inv.tap])?[0].elem_count())
-            }
+            Kind::Invert(inv) => Some(inv.dim),
             Kind::Vae(_) => None,
         };
 
@@ -239,8 +236,6 @@ impl Trainer {
         let loss = DeepSimLoss::new(weights, feature, AdversarialKind::Logistic, Reduction::Mean)?;
         let pause = DiscriminatorPause::with_threshold(l.pause_threshold)?;
         Ok(Trainer {
-            config,
-            device,
             model,
             g_adam,
             discriminator,
@@ -258,7 +253,7 @@ impl Trainer {
 
     /// The configuration.
     pub fn config(&self) -> &TrainConfig {
-        &self.config
+        self.model.config()
     }
 
     /// Steps completed.
@@ -311,12 +306,12 @@ impl Trainer {
     fn masks(&self, d: &Discriminator, n: usize, which: u64) -> Result<DropoutMasks> {
         let p = d.dropout_rate();
         let (wp, wh) = d.dropout_widths();
-        let mut rng = Rng::derive(self.config.run.seed, &[DROPOUT, self.step, which]);
+        let mut rng = Rng::derive(self.config().run.seed, &[DROPOUT, self.step, which]);
         let keep = 1.0 / (1.0 - p);
         let mut draw = |w: usize| -> Result<Tensor> {
             let v: Vec<f32> =
                 (0..n * w).map(|_| if rng.uniform() >= p { keep as f32 } else { 0.0 }).collect();
-            Ok(Tensor::from_vec(v, (n, w), &self.device)?)
+            Ok(Tensor::from_vec(v, (n, w), self.model.device())?)
         };
         Ok(DropoutMasks { pooled: draw(wp)?, hidden: draw(wh)? })
     }
@@ -336,7 +331,7 @@ impl Trainer {
             stream.next().ok_or_else(|| Error::Config("the data stream ended".into()))??;
         self.position = stream.next_position();
         let step = self.step + 1;
-        let x = batch.images.to_device(&self.device)?;
+        let x = batch.images.to_device(self.model.device())?;
         let n = x.dim(0)?;
         // The generator's output, what conditions the discriminator, C(x) when the
         // comparator is the encoder, and the VAE's posterior.
@@ -354,9 +349,8 @@ impl Trainer {
             }
             Kind::Vae(vae) => {
                 let latent = vae.config().latent;
-                let mut rng = Rng::derive(self.config.run.seed, &[NOISE, step]);
-                let eps: Vec<f32> = (0..n * latent).map(|_| rng.normal() as f32).collect();
-                let eps = Tensor::from_vec(eps, (n, latent), &self.device)?;
+                let mut rng = Rng::derive(self.config().run.seed, &[NOISE, step]);
+                let eps = standard_normal(&mut rng, (n, latent), self.model.device())?;
                 let out = vae.forward_with_noise(&x, &eps)?;
                 posterior = Some((out.mu, out.log_var));
                 out.reconstruction
@@ -367,7 +361,7 @@ impl Trainer {
             return Err(Error::NonFinite { step, term: "generator output".into(), value: raw_sum });
         }
         let generated = straight_through_clamp(&raw)?;
-        let cond = cond_y.as_ref().filter(|_| self.config.discriminator.conditioned);
+        let cond = cond_y.as_ref().filter(|_| self.config().discriminator.conditioned);
 
         let mut terms = BTreeMap::new();
         let (fake_logit, discr_loss) = match &self.discriminator {
@@ -451,7 +445,7 @@ impl Trainer {
     /// As [`Trainer::step`] (a non-finite loss stops the run with the previous checkpoint
     /// kept), and I/O errors naming the file.
     pub fn run(&mut self, stop: &AtomicBool, observe: &mut dyn FnMut(&StepLog)) -> Result<()> {
-        let out = self.config.run.out.clone();
+        let out = self.config().run.out.clone();
         std::fs::create_dir_all(&out).map_err(|e| Error::Io { path: out.clone(), source: e })?;
         let metrics_path = out.join("metrics.jsonl");
         let mut metrics = std::fs::OpenOptions::new()
@@ -459,7 +453,7 @@ impl Trainer {
             .append(true)
             .open(&metrics_path)
             .map_err(|e| Error::Io { path: metrics_path.clone(), source: e })?;
-        while self.step < self.config.run.steps {
+        while self.step < self.config().run.steps {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -468,17 +462,17 @@ impl Trainer {
             writeln!(metrics, "{}", log.to_json())
                 .map_err(|e| Error::Io { path: metrics_path.clone(), source: e })?;
             observe(&log);
-            if self.step.is_multiple_of(self.config.run.sample_every) {
+            if self.step.is_multiple_of(self.config().run.sample_every) {
                 self.write_samples()?;
             }
-            if self.step.is_multiple_of(self.config.run.checkpoint_every) {
+            if self.step.is_multiple_of(self.config().run.checkpoint_every) {
                 self.save_checkpoint()?;
             }
         }
-        if !self.step.is_multiple_of(self.config.run.checkpoint_every) {
+        if !self.step.is_multiple_of(self.config().run.checkpoint_every) {
             self.save_checkpoint()?;
         }
-        if !self.step.is_multiple_of(self.config.run.sample_every) {
+        if !self.step.is_multiple_of(self.config().run.sample_every) {
             self.write_samples()?;
         }
         Ok(())
@@ -490,19 +484,19 @@ impl Trainer {
     /// # Errors
     /// Tensor and I/O errors.
     pub fn write_samples(&self) -> Result<PathBuf> {
-        let dir = self.config.run.out.join("samples");
+        let dir = self.config().run.out.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
         let recon = self.reconstruct(&self.val)?;
         let path = dir.join(format!("step_{:06}.png", self.step));
         write_grid(&path, &[&self.val, &recon])?;
-        write_curves(&self.config.run.out.join("curves.png"), &self.history)?;
+        write_curves(&self.config().run.out.join("curves.png"), &self.history)?;
         Ok(path)
     }
 
     /// What a checkpoint must share with the configuration resuming it: everything that
     /// shapes the networks, the optimizers, the data order or the loss.
     fn compat(&self) -> String {
-        let c = &self.config;
+        let c = self.config();
         format!(
             "task {:?} encoder {:?} vae {:?} comparator {:?}:{} generator {:?} width {} discriminator {:?} lambdas {} {} {} {} crop {} resize {} seed {}",
             c.run.task,
@@ -529,7 +523,7 @@ impl Trainer {
     /// # Errors
     /// I/O errors naming the file (the previous checkpoint is kept).
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let out = &self.config.run.out;
+        let out = &self.config().run.out;
         std::fs::create_dir_all(out).map_err(|e| Error::Io { path: out.clone(), source: e })?;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (name, var) in self.model.vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -539,7 +533,7 @@ impl Trainer {
         let mut meta = self.loader.resume_state(self.position);
         meta.insert("format".into(), FORMAT.into());
         meta.insert("compat".into(), self.compat());
-        let config = toml::to_string(&self.config)
+        let config = toml::to_string(self.config())
             .map_err(|e| Error::Config(format!("the configuration does not serialize: {e}")))?;
         meta.insert("config".into(), config);
         meta.insert("step".into(), self.step.to_string());
@@ -577,7 +571,7 @@ impl Trainer {
                 meta.get("compat").map(String::as_str).unwrap_or("?")
             )));
         }
-        let tensors = candle::safetensors::load_buffer(&bytes, &self.device)
+        let tensors = candle::safetensors::load_buffer(&bytes, self.model.device())
             .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
         let num = |key: &str| -> Result<u64> {
             meta.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| bad(format!("no {key}")))
@@ -599,7 +593,7 @@ impl Trainer {
 
     /// Drops `metrics.jsonl` lines after the resumed step, and reloads the history for curves.
     fn truncate_metrics(&mut self) -> Result<()> {
-        let path = self.config.run.out.join("metrics.jsonl");
+        let path = self.config().run.out.join("metrics.jsonl");
         let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
         let mut kept = String::new();
         self.history.clear();
