@@ -249,7 +249,11 @@ fn hue_degrees(b: &Tensor, a: &Tensor) -> Result<Tensor> {
             reason: "runs on the CPU only for now (no atan2 kernel on other devices)".into(),
         });
     }
-    let h = b.apply_op2(a, Atan2)?.affine(180.0 / std::f64::consts::PI, 0.0)?;
+    // The op reads contiguous storage; channel slices of a batch are strided views.
+    let h = b
+        .contiguous()?
+        .apply_op2(&a.contiguous()?, Atan2)?
+        .affine(180.0 / std::f64::consts::PI, 0.0)?;
     select(&h.lt(0.0)?, &(&h + 360.0)?, &h)
 }
 

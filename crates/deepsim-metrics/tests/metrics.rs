@@ -152,6 +152,14 @@ fn ciede2000_matches_all_34_published_pairs() {
         1e-12,
         "ΔE00(x, x)",
     );
+    // The same pairs as a batch of two images of 17 pixels each (channel slices of a batch
+    // are strided views).
+    let batch = |t: &Tensor| {
+        t.reshape((3, 2, 17)).unwrap().transpose(0, 1).unwrap().reshape((2, 3, 17, 1)).unwrap()
+    };
+    let d = delta_e2000(&batch(&lab1), &batch(&lab2), Ciede2000Weights::default()).unwrap();
+    assert_eq!(d.dims(), [2, 1, 17, 1]);
+    assert_close(&d, &want, 1e-4, "ΔE00, batch of 2");
 }
 
 #[test]
