@@ -218,15 +218,17 @@ impl Lpips {
         if !a.track_op() || b.track_op() || !a.device().is_cpu() {
             return Ok(None);
         }
+        let taps = self.trunk.taps();
         let stages = match &self.trunk {
             Trunk::Alex(n) => n.relu_stages(),
-            Trunk::Vgg(n) => Some(n.stages(&self.trunk.taps())),
+            Trunk::Vgg(n) => Some(n.stages(&taps)),
             Trunk::Squeeze(_) => None,
         };
         let Some(stages) = stages else { return Ok(None) };
-        let fb = self.trunk.run(Self::scale(b)?, &self.trunk.taps())?;
+        let scaling = Self::scaling()?;
+        let fb = self.trunk.run(scaling.forward(b)?, &taps)?;
         let head = LpipsHead { fb, lins: self.lins.clone() };
-        Ok(Some(chain::apply(a, Self::scaling()?, stages, head)?))
+        Ok(Some(chain::apply(a, scaling, stages, head)?))
     }
 
     /// The per-pixel map of each layer, `[N, 1, h, w]` at the layer's resolution, before the

@@ -117,7 +117,6 @@ impl Vgg {
         Self::new(depth, VarBuilder::from_tensors(tensors, DType::F32, device))
     }
 
-    /// The taps of an already normalized input.
     /// The trunk up to the deepest of `taps` as a chain (`taps` offered, in depth order).
     pub(crate) fn stages(&self, taps: &[Tap]) -> Vec<Stage> {
         let mut stages = Vec::new();
@@ -136,6 +135,7 @@ impl Vgg {
         stages
     }
 
+    /// The taps of an already normalized input.
     pub(crate) fn run(&self, x: Tensor, taps: &[Tap]) -> Result<Vec<Tensor>> {
         check_taps(self.name, &self.taps, taps)?;
         let pool = MaxPool2dConfig::square(2, 2);

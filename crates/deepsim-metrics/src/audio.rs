@@ -10,6 +10,7 @@
 
 use candle::{DType, Tensor};
 
+use crate::color::floor_at;
 use crate::error::{Error, Result};
 
 /// The framing of an STFT.
@@ -142,9 +143,7 @@ pub fn stft(x: &Tensor, cfg: &StftConfig) -> Result<(Tensor, Tensor)> {
 /// As [`stft`].
 pub fn magnitude(x: &Tensor, cfg: &StftConfig) -> Result<Tensor> {
     let (re, im) = stft(x, cfg)?;
-    let power = (re.sqr()? + im.sqr()?)?;
-    let keep = power.gt(1e-7)?;
-    Ok(keep.where_cond(&power, &power.ones_like()?.affine(0.0, 1e-7)?)?.sqrt()?)
+    Ok(floor_at(&(re.sqr()? + im.sqr()?)?, 1e-7)?.sqrt()?)
 }
 
 /// The scale on which [`spectrogram_distance`] compares magnitudes.
@@ -223,7 +222,11 @@ fn magnitudes(x: &Tensor, y: &Tensor, cfg: &StftConfig) -> Result<(Tensor, Tenso
             reason: format!("differs from the first waveform's shape {:?}", x.dims()),
         });
     }
-    Ok((magnitude(x, cfg)?, magnitude(y, cfg)?))
+    // One transform of both: the framing indices and the windowed DFT matrices are built once.
+    let both = Tensor::cat(&[&waveforms(x, cfg)?, &waveforms(y, cfg)?], 0)?;
+    let m = magnitude(&both, cfg)?;
+    let n = m.dim(0)? / 2;
+    Ok((m.narrow(0, 0, n)?, m.narrow(0, n, n)?))
 }
 
 fn mean_abs_difference(sx: &Tensor, sy: &Tensor, scale: SpectrogramScale) -> Result<Tensor> {

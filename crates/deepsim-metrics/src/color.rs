@@ -31,7 +31,7 @@ fn select(cond: &Tensor, t: &Tensor, f: &Tensor) -> Result<Tensor> {
 }
 
 /// `max(x, v)` whose gradient is 0 where `x ≤ v` (unlike candle's `maximum` at ties).
-fn floor_at(x: &Tensor, v: f64) -> Result<Tensor> {
+pub(crate) fn floor_at(x: &Tensor, v: f64) -> Result<Tensor> {
     let keep = x.gt(v)?;
     select(&keep, x, &x.ones_like()?.affine(0.0, v)?)
 }
