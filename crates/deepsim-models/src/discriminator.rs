@@ -5,10 +5,10 @@
 //! through fully connected layers and is concatenated after the pooling.
 
 use candle::{Module, ModuleT, Tensor};
-use candle_nn::{Dropout, Init, Linear, VarBuilder};
+use candle_nn::{Dropout, Linear, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::layers::{he_init, leaky_relu, Conv};
+use crate::layers::{leaky_relu, linear, scaled, Conv};
 
 /// A discriminator's shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,7 +42,7 @@ impl DiscriminatorConfig {
 
     /// A CPU preset for 64×64 images at width multiplier `width`.
     pub fn cpu_64(condition: Option<usize>, width: f64) -> Self {
-        let c = |n: usize| ((n as f64 * width).round() as usize).max(1);
+        let c = |n: usize| scaled(n, width);
         Self {
             convs: vec![
                 (c(32), 5, 2),
@@ -85,12 +85,6 @@ pub struct Discriminator {
     fc: Linear,
     out: Linear,
     dropout: Dropout,
-}
-
-fn linear(in_dim: usize, out_dim: usize, alpha: f64, vb: VarBuilder) -> Result<Linear> {
-    let w = vb.get_with_hints((out_dim, in_dim), "weight", he_init(in_dim, alpha))?;
-    let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(w, Some(b)))
 }
 
 impl Discriminator {

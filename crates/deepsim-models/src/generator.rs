@@ -4,10 +4,10 @@
 //! convolution pairs doubling the size up to the image.
 
 use candle::{Module, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::layers::{he_init, leaky_relu, Conv, UpConv};
+use crate::layers::{leaky_relu, linear, scaled, Conv, UpConv};
 
 /// What the generator takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl GeneratorConfig {
     /// Two fully connected layers to a 256×4×4 map, then `tower`, every channel count but the
     /// image's 3 scaled by `width`.
     fn cpu(dim: usize, width: f64, tower: &[TowerLayer], output: usize) -> Self {
-        let c = |n: usize| ((n as f64 * width).round() as usize).max(1);
+        let c = |n: usize| scaled(n, width);
         let last = tower.len() - 1;
         let tower = tower
             .iter()
@@ -248,11 +248,7 @@ impl Generator {
                 let mut fan_in = dim;
                 let mut layers = Vec::new();
                 for i in 0..cfg.head_layers {
-                    let vb = vb.pp(format!("head.{i}"));
-                    let w =
-                        vb.get_with_hints((cfg.head_width, fan_in), "weight", he_init(fan_in, a))?;
-                    let b = vb.get_with_hints(cfg.head_width, "bias", Init::Const(0.0))?;
-                    layers.push(Linear::new(w, Some(b)));
+                    layers.push(linear(fan_in, cfg.head_width, a, vb.pp(format!("head.{i}")))?);
                     fan_in = cfg.head_width;
                 }
                 Head::Dense(layers)

@@ -2,7 +2,7 @@
 //! and the leaky ReLU, on deepsim-kernels' CPU convolutions (weight and input gradients).
 
 use candle::{Module, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use deepsim_kernels::{conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig};
 
 use crate::error::Result;
@@ -15,6 +15,19 @@ pub fn leaky_relu(x: &Tensor, alpha: f64) -> Result<Tensor> {
 
 /// He initialization for a layer followed by a leaky ReLU of slope `alpha` (normal, std
 /// `√(2 / ((1 + α²)·fan_in))`), as the networks here use everywhere; biases start at 0.
+/// A channel count `n` scaled by a width multiplier (rounded, at least 1).
+pub(crate) fn scaled(n: usize, width: f64) -> usize {
+    ((n as f64 * width).round() as usize).max(1)
+}
+
+/// A fully connected layer `in_dim → out_dim`: He-initialized weights for a leaky ReLU of
+/// slope `alpha`, zero bias; variables `weight` and `bias`.
+pub(crate) fn linear(in_dim: usize, out_dim: usize, alpha: f64, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get_with_hints((out_dim, in_dim), "weight", he_init(in_dim, alpha))?;
+    let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
+    Ok(Linear::new(w, Some(b)))
+}
+
 pub(crate) fn he_init(fan_in: usize, alpha: f64) -> Init {
     Init::Randn { mean: 0.0, stdev: (2.0 / ((1.0 + alpha * alpha) * fan_in as f64)).sqrt() }
 }

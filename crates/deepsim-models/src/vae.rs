@@ -3,12 +3,12 @@
 //! the Table 1 generator as decoder; samples come from z ~ N(0, I).
 
 use candle::{Module, Tensor};
-use candle_nn::{Init, Linear, VarBuilder, VarMap};
+use candle_nn::{Linear, VarBuilder, VarMap};
 use deepsim_kernels::{max_pool2d, MaxPool2dConfig};
 
 use crate::error::{Error, Result};
 use crate::generator::{Generator, GeneratorConfig, GeneratorInput};
-use crate::layers::{he_init, Conv};
+use crate::layers::{linear, scaled, Conv};
 
 /// One encoder convolution (ReLU after it), optionally followed by AlexNet's 3×3/2 max-pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +66,7 @@ impl VaeConfig {
 
     /// A CPU preset on 64×64 images at width multiplier `width`, latent `latent`.
     pub fn cpu_64(latent: usize, width: f64) -> Self {
-        let c = |n: usize| ((n as f64 * width).round() as usize).max(1);
+        let c = |n: usize| scaled(n, width);
         Self {
             input: 64,
             convs: vec![
@@ -164,13 +164,8 @@ impl Vae {
             c = l.out;
         }
         let flat = c_last * side * side;
-        let fc = |name: &str| -> Result<Linear> {
-            let vb = enc.pp(name);
-            let w = vb.get_with_hints((cfg.latent, flat), "weight", he_init(flat, 1.0))?;
-            let b = vb.get_with_hints(cfg.latent, "bias", Init::Const(0.0))?;
-            Ok(Linear::new(w, Some(b)))
-        };
-        let (mu, log_var) = (fc("mu")?, fc("log_var")?);
+        let mu = linear(flat, cfg.latent, 1.0, enc.pp("mu"))?;
+        let log_var = linear(flat, cfg.latent, 1.0, enc.pp("log_var"))?;
         let decoder = Generator::new(cfg.decoder.clone(), vb.pp("decoder"))?;
         Ok(Self { cfg, convs, mu, log_var, decoder })
     }
