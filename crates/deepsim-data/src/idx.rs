@@ -59,7 +59,11 @@ pub struct IdxArray {
 
 /// The bytes of `path`, decompressed when they start with gzip's magic bytes.
 fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    gunzip(std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+}
+
+/// `raw` decompressed when it is a gzip stream, else as it is.
+fn gunzip(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1F, 0x8B]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
@@ -185,12 +189,13 @@ pub struct IdxDataset {
     fingerprint: String,
 }
 
-fn file_digest(h: &mut Sha256, path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// [`read_idx`], adding the file's name, length and raw bytes to `h` from the same read.
+fn read_idx_hashed(path: &Path, h: &mut Sha256) -> Result<IdxArray> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     h.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
-    h.update((bytes.len() as u64).to_le_bytes());
-    h.update(&bytes);
-    Ok(())
+    h.update((raw.len() as u64).to_le_bytes());
+    h.update(&raw);
+    parse_idx(&gunzip(raw, path)?, path)
 }
 
 impl IdxDataset {
@@ -208,7 +213,9 @@ impl IdxDataset {
     ) -> Result<Self> {
         let images_path = images.as_ref();
         transform.validate()?;
-        let array = read_idx(images_path)?;
+        let mut digest = Sha256::new();
+        digest.update(format!("idx v1 {transform:?} {color:?}\n"));
+        let array = read_idx_hashed(images_path, &mut digest)?;
         let (n, height, width) = match (&array.dims[..], &array.data) {
             ([n, h, w], IdxData::U8(_)) => (*n, *h, *w),
             (dims, data) => {
@@ -232,18 +239,12 @@ impl IdxDataset {
                 transform.min_side()
             )));
         }
-        let mut digest = Sha256::new();
-        digest.update(format!("idx v1 {transform:?} {color:?}\n"));
-        file_digest(&mut digest, images_path)?;
         let labels = match labels {
             None => None,
             Some(path) => {
-                let array = read_idx(path)?;
+                let array = read_idx_hashed(path, &mut digest)?;
                 match (&array.dims[..], array.data) {
-                    ([m], IdxData::U8(values)) if *m == n => {
-                        file_digest(&mut digest, path)?;
-                        Some(values)
-                    }
+                    ([m], IdxData::U8(values)) if *m == n => Some(values),
                     (dims, data) => {
                         return Err(Error::format(
                             path,

@@ -155,7 +155,11 @@ impl SkipLog {
         }
         let mut inner = self.lock();
         for &c in conversions {
-            inner.converted.entry(c).or_default().insert(path.to_path_buf());
+            // Called for every sample served: allocate only for a file not yet recorded.
+            let files = inner.converted.entry(c).or_default();
+            if !files.contains(path) {
+                files.insert(path.to_path_buf());
+            }
         }
     }
 

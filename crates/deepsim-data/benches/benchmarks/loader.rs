@@ -45,7 +45,7 @@ fn folder(dir: &Path, transform: Transform) -> Arc<ImageFolder> {
 /// One epoch through the loader with every core as a worker.
 fn bench_loader(c: &mut Criterion, name: &str, set: Arc<ImageFolder>, batch: usize) {
     let n = (set.len() / batch) * batch;
-    let config = LoaderConfig { batch_size: batch, drop_last: true, ..LoaderConfig::new(batch) };
+    let config = LoaderConfig::new(batch);
     let loader = Loader::new(set, config).expect("loader");
     let mut group = c.benchmark_group("loader");
     group.throughput(Throughput::Elements(n as u64));
