@@ -43,7 +43,9 @@ pub struct GeneratorConfig {
     /// Number of fully connected layers (vector) or 3×3 convolutions (map) before the tower.
     pub head_layers: usize,
     /// Channels and side of the map that enters the tower (vector input: the last fully
-    /// connected layer is reshaped to it, so `head_width = channels · side²`).
+    /// connected layer is reshaped to it, so `head_width = channels · side²`; map input: the
+    /// head's channels, and the input's side, or half of it rounded up, in which case the
+    /// last head convolution has stride 2).
     pub seed_map: (usize, usize),
     /// The tower; its last layer outputs the 3 image channels without an activation.
     pub tower: Vec<TowerLayer>,
@@ -113,6 +115,40 @@ impl GeneratorConfig {
     pub fn cpu_128(dim: usize, width: f64) -> Self {
         use TowerLayer::{Conv as C, Up as U};
         Self::cpu(dim, width, &[U(256), C(256), U(128), C(128), U(64), U(32), U(3)], 128)
+    }
+
+    /// A CPU preset with a 64×64 output for a feature map `[channels, size, size]` whose side
+    /// is 4, 7 or 8 (AlexNet's conv2 at 64×64 input is 192×7×7): two 3×3 convolutions of
+    /// `256·width` channels on the map, the second of stride 2 unless the side is already 4,
+    /// then the tower of [`Self::cpu_64`]. Its parameter count does not grow with the map's
+    /// area, unlike a fully connected head.
+    ///
+    /// # Errors
+    /// A side that does not reach 4 in at most one halving.
+    pub fn cpu_64_map(channels: usize, size: usize, width: f64) -> Result<Self> {
+        if size != 4 && size.div_ceil(2) != 4 {
+            return Err(Error::Config {
+                what: "GeneratorConfig::cpu_64_map",
+                reason: format!("map side {size}: must be 4, 7 or 8"),
+            });
+        }
+        let vector = Self::cpu_64(channels * size * size, width);
+        let c = vector.seed_map.0;
+        let cfg = Self {
+            input: GeneratorInput::Map { channels, size },
+            head_width: c,
+            head_layers: 2,
+            seed_map: (c, 4),
+            ..vector
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Whether the last head convolution halves the map (map input whose side is not the
+    /// seed map's).
+    fn head_halves(&self) -> bool {
+        matches!(self.input, GeneratorInput::Map { size, .. } if size != self.seed_map.1)
     }
 
     /// Two fully connected layers to a 256×4×4 map, then `tower`, every channel count but the
@@ -191,10 +227,14 @@ impl GeneratorConfig {
             }
         }
         if let GeneratorInput::Map { size, .. } = self.input {
-            if (self.head_width, size) != self.seed_map {
+            let (c, side) = self.seed_map;
+            if c != self.head_width || (side != size && side != size.div_ceil(2)) {
                 return bad(format!(
-                    "seed map {:?} must be the head's channels and the input side ({}, {size})",
-                    self.seed_map, self.head_width
+                    "seed map {:?} must be the head's channels and the input side or its half \
+                     ({}, {size} or {})",
+                    self.seed_map,
+                    self.head_width,
+                    size.div_ceil(2)
                 ));
             }
         }
@@ -257,11 +297,12 @@ impl Generator {
                 let mut c = channels;
                 let mut layers = Vec::new();
                 for i in 0..cfg.head_layers {
+                    let stride = if cfg.head_halves() && i + 1 == cfg.head_layers { 2 } else { 1 };
                     layers.push(Conv::new(
                         c,
                         cfg.head_width,
                         3,
-                        1,
+                        stride,
                         1,
                         a,
                         vb.pp(format!("head.{i}")),

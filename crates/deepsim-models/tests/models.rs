@@ -64,6 +64,9 @@ fn every_preset_has_its_output_shape_and_parameter_count() {
         (GeneratorConfig::paper_conv5(), vec![1, 256, 6, 6], 227),
         (GeneratorConfig::cpu_64(256, 0.25), vec![2, 256], 64),
         (GeneratorConfig::cpu_128(1000, 0.125), vec![2, 1000], 128),
+        (GeneratorConfig::cpu_64_map(192, 7, 0.25).unwrap(), vec![2, 192, 7, 7], 64),
+        (GeneratorConfig::cpu_64_map(32, 8, 0.25).unwrap(), vec![1, 32, 8, 8], 64),
+        (GeneratorConfig::cpu_64_map(16, 4, 0.5).unwrap(), vec![2, 16, 4, 4], 64),
     ];
     for (cfg, input, side) in cases {
         let (map, vb) = vars(DType::F32);
@@ -78,6 +81,10 @@ fn every_preset_has_its_output_shape_and_parameter_count() {
     // U256 1,048,832; C512 1,180,160; U256 2,097,408; C256 590,080; U128 524,416;
     // C128 147,584; U64 131,136; U32 32,800; U3 1,539 → 5,753,955; with 50,343,936 → 56,097,891.
     assert_eq!(GeneratorConfig::paper_fc6().param_count(), 56_097_891);
+    // AlexNet conv2 at 64×64 (192×7×7), width 0.25, by hand: head C64 110,656 and C64 (stride
+    // 2, 7 → 4) 36,928; tower U64 65,600, C64 36,928, U32 32,800, C32 9,248, U16 8,208,
+    // U3 771 → 301,139.
+    assert_eq!(GeneratorConfig::cpu_64_map(192, 7, 0.25).unwrap().param_count(), 301_139);
     for (cfg, hw) in [
         (DiscriminatorConfig::paper(Some(4096)), 227),
         (DiscriminatorConfig::cpu_64(None, 0.5), 64),
@@ -177,6 +184,8 @@ fn bad_configs_and_inputs_are_errors() {
     let e = g.forward(&randn(&[2, 31], DType::F32)).err().unwrap();
     assert!(e.to_string().contains("[N, 32]"), "{e}");
     assert_eq!(g.config().input, GeneratorInput::Vector(32));
+    let e = GeneratorConfig::cpu_64_map(192, 5, 0.25).unwrap_err();
+    assert!(e.to_string().contains("map side 5"), "{e}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_data::Rng;
-use deepsim_models::{Generator, GeneratorConfig, Vae, VaeConfig};
+use deepsim_models::{Generator, GeneratorConfig, GeneratorInput, Vae, VaeConfig};
 
 use crate::config::{parse_device, GeneratorPreset, Task, TrainConfig};
 use crate::error::{Error, Result};
@@ -67,17 +67,8 @@ impl Model {
                 let probe = Tensor::zeros((1, 3, side, side), DType::F32, device)?;
                 let shape = encoder.features(&probe, &[tap])?[0].dims().to_vec();
                 let dim: usize = shape[1..].iter().product();
-                let paper_map = GeneratorConfig::paper_conv5();
-                let map_input = config.generator.preset == GeneratorPreset::Paper
-                    && shape.len() == 4
-                    && matches!(paper_map.input, deepsim_models::GeneratorInput::Map { channels, size }
-                        if shape[1..] == [channels, size, size]);
-                let gcfg = match config.generator.preset {
-                    GeneratorPreset::Cpu64 => GeneratorConfig::cpu_64(dim, width),
-                    GeneratorPreset::Cpu128 => GeneratorConfig::cpu_128(dim, width),
-                    GeneratorPreset::Paper if map_input => paper_map,
-                    GeneratorPreset::Paper => GeneratorConfig::paper_vector(dim),
-                };
+                let gcfg = generator_config(config.generator.preset, &shape, width)?;
+                let map_input = matches!(gcfg.input, GeneratorInput::Map { .. });
                 let (generator, vars) =
                     seeded(seed, device, |vb| Ok(Generator::new(gcfg, vb.pp("generator"))?))?;
                 (Kind::Invert(Inversion { encoder, tap, dim, map_input, generator }), vars)
@@ -156,6 +147,14 @@ impl Model {
         &self.vars
     }
 
+    /// The encoder whose features an inverter inverts, and its tap (`None` for a VAE).
+    pub fn encoder(&self) -> Option<(&Arc<dyn Comparator + Send + Sync>, Tap)> {
+        match &self.kind {
+            Kind::Invert(inv) => Some((&inv.encoder, inv.tap)),
+            Kind::Vae(_) => None,
+        }
+    }
+
     /// The code the generator takes for images `x` (`[N, 3, side, side]` in [0, 1]): the
     /// encoder's features at its tap (a map for the paper's conv5 generator, else `[N, dim]`),
     /// or the VAE's posterior mean μ. No graph.
@@ -208,6 +207,36 @@ impl Model {
         let latent = vae.config().latent;
         self.decode(&standard_normal(&mut Rng::new(seed), (n, latent), &self.device)?)
     }
+}
+
+/// The generator for an encoder output of `shape` (`[1, dim]` or `[1, C, S, S]`): a map
+/// input where the preset has one for the map's size (the paper's 256×6×6 pool5; a CPU map of
+/// side 4, 7 or 8), otherwise the flattened vector through fully connected layers.
+fn generator_config(
+    preset: GeneratorPreset,
+    shape: &[usize],
+    width: f64,
+) -> Result<GeneratorConfig> {
+    let dim: usize = shape[1..].iter().product();
+    let map = match *shape {
+        [_, c, h, w] if h == w => Some((c, h)),
+        _ => None,
+    };
+    Ok(match (preset, map) {
+        (GeneratorPreset::Cpu64, Some((c, s))) if s == 4 || s.div_ceil(2) == 4 => {
+            GeneratorConfig::cpu_64_map(c, s, width)?
+        }
+        (GeneratorPreset::Cpu64, _) => GeneratorConfig::cpu_64(dim, width),
+        (GeneratorPreset::Cpu128, _) => GeneratorConfig::cpu_128(dim, width),
+        (GeneratorPreset::Paper, Some(m)) => {
+            let paper = GeneratorConfig::paper_conv5();
+            match paper.input {
+                GeneratorInput::Map { channels, size } if (channels, size) == m => paper,
+                _ => GeneratorConfig::paper_vector(dim),
+            }
+        }
+        (GeneratorPreset::Paper, None) => GeneratorConfig::paper_vector(dim),
+    })
 }
 
 /// A `[rows, cols]` tensor of N(0, 1) draws from `rng`, row by row.

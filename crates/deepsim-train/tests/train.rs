@@ -227,7 +227,7 @@ fn configuration_errors_name_the_field() {
     let err =
         TrainConfig::from_toml(&good.replace("crop = 64", "crop = 60")).unwrap_err().to_string();
     assert!(err.contains("data.crop"), "{err}");
-    let err = TrainConfig::from_toml(&good.replace("steps = 600", "steps = \"many\""))
+    let err = TrainConfig::from_toml(&good.replace("steps = 1200", "steps = \"many\""))
         .unwrap_err()
         .to_string();
     assert!(err.contains("steps"), "{err}");
