@@ -5,9 +5,12 @@
 //!   `../shared/bench/bench_torch.py` alternately, several rounds, and prints both medians.
 //! - `convert-weights`: converts a published weights file into deepsim's safetensors layout.
 //! - `fetch-data`: builds a larger local image set and Fashion-MNIST from Debian packages.
+//! - `experiment table2`: trains and evaluates the paper's Table 2 at CPU scale and writes
+//!   `docs/RESULTS.md`.
 
 mod bench_vs_torch;
 mod convert_weights;
+mod experiment;
 mod fetch_data;
 
 use std::process::ExitCode;
@@ -20,7 +23,9 @@ tasks:
   convert-weights  convert published weights (PyTorch, Caffe, safetensors, Hub) into
                    deepsim's layout and cache (cargo xtask convert-weights --help)
   fetch-data       build target/data (photos, Fashion-MNIST) from Debian packages
-                   (cargo xtask fetch-data --help)";
+                   (cargo xtask fetch-data --help)
+  experiment       train and evaluate the paper's Table 2 at CPU scale, write
+                   docs/RESULTS.md (cargo xtask experiment table2 --help)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +33,7 @@ fn main() -> ExitCode {
         Some("bench-vs-torch") => bench_vs_torch::run(&args[1..]),
         Some("convert-weights") => convert_weights::run(&args[1..]),
         Some("fetch-data") => fetch_data::run(&args[1..]),
+        Some("experiment") => experiment::run(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -10,7 +10,7 @@ use deepsim_data::{decode, to_chw, ColorMode, Rng, Transform};
 use deepsim_train::{normalized_error, write_grid, write_image, Model};
 
 /// The model of a checkpoint, saying what it is.
-fn load_model(checkpoint: &Path, device: Option<&str>) -> Result<Model> {
+pub(crate) fn load_model(checkpoint: &Path, device: Option<&str>) -> Result<Model> {
     let model = Model::load(checkpoint, device)?;
     let c = model.config();
     let what = match &c.encoder {
@@ -23,20 +23,26 @@ fn load_model(checkpoint: &Path, device: Option<&str>) -> Result<Model> {
 
 /// An image as the run's validation saw it: the shorter side resized to `data.resize`, the
 /// centre `data.crop` square; `[1, 3, crop, crop]` in [0, 1].
-fn load_image(model: &Model, path: &Path) -> Result<Tensor> {
+pub(crate) fn load_image(model: &Model, path: &Path) -> Result<Tensor> {
     let d = &model.config().data;
+    load_square(path, d.resize, d.crop)
+}
+
+/// An image with its shorter side resized to `resize`, then its centre `crop` square;
+/// `[1, 3, crop, crop]` in [0, 1] on the CPU.
+pub(crate) fn load_square(path: &Path, resize: u32, crop: u32) -> Result<Tensor> {
     let (img, _) = decode(path, ColorMode::Rgb)
         .map_err(|why| anyhow::anyhow!("{}: cannot use the image: {why}", path.display()))?;
-    let img = Transform::eval(d.resize, d.crop).apply(img, &mut Rng::new(0));
-    let side = d.crop as usize;
+    let img = Transform::eval(resize, crop).apply(img, &mut Rng::new(0));
+    let side = crop as usize;
     Ok(Tensor::from_vec(to_chw(&img, ColorMode::Rgb), (1, 3, side, side), &candle::Device::Cpu)?)
 }
 
-fn stem(path: &Path) -> String {
+pub(crate) fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
 }
 
-fn create_dir(dir: &Path) -> Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 

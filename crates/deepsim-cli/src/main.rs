@@ -1,6 +1,7 @@
 //! `deepsim`: features, perceptual distances and ImageNet classes of images, from the
 //! comparators of `deepsim-comparators` with weights converted by `cargo xtask convert-weights`.
 
+mod evaluate;
 mod generate;
 mod images;
 mod train;
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 use deepsim_comparators::weights::{self, write_safetensors_atomic, RawTensor, TensorSet};
 use deepsim_comparators::{by_name, imagenet_classes, EfficientNetLite0, Lpips, Tap, COMPARATORS};
 use deepsim_metrics::{self as metrics, SsimConfig};
+use deepsim_train::OptimInversionConfig;
 
 /// Deep perceptual similarity: features, distances and classes of images.
 #[derive(Parser)]
@@ -185,6 +187,122 @@ enum Command {
         #[arg(long)]
         deepsim: Option<PathBuf>,
     },
+    /// The paper's Table 2: the normalized error of each inverter's reconstructions of the
+    /// images in a folder, in image space and in the inverted layer's feature space (‖a − b‖
+    /// over the mean distance between two different images: 100 % = as good as a random other
+    /// image), as a markdown table of methods × layers; with --optim, inversion by
+    /// optimization (Mahendran & Vedaldi) of each layer beside them.
+    Eval {
+        /// Checkpoints of inverters written by `deepsim train` (one row each).
+        #[arg(long = "checkpoint", required = true)]
+        checkpoints: Vec<PathBuf>,
+        /// Folder of test images (resized and cropped as each run's validation images).
+        #[arg(long)]
+        data: PathBuf,
+        /// Use only the first N images (sorted by name).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Also invert each layer by optimization.
+        #[arg(long)]
+        optim: bool,
+        #[command(flatten)]
+        optim_cfg: OptimArgs,
+        /// Write table.md and table.json into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Device: cpu, cuda, cuda:N, metal (default: each run's).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Reconstructs images from a network's features by gradient descent on the image with a
+    /// total-variation prior (Mahendran & Vedaldi 2015, the paper's optimization baseline):
+    /// `<out>/<stem>.png` and `<out>/grid.png`.
+    InvertOptim {
+        /// The network (as for `features`), e.g. alexnet-random, caffenet.
+        #[arg(long)]
+        network: String,
+        /// Converted weights (default: the weights cache).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// The layer to invert, e.g. conv5, fc6.
+        #[arg(long)]
+        tap: String,
+        /// Side of the square images (centre crop).
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        /// Resize the shorter side to this before cropping (default: --size).
+        #[arg(long)]
+        resize: Option<u32>,
+        #[command(flatten)]
+        optim_cfg: OptimArgs,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal.
+        #[arg(long)]
+        device: Option<String>,
+        /// Images (PNG, JPEG).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Iterative re-encoding (paper Fig. 5): encode, reconstruct, encode the reconstruction,
+    /// and so on; one PNG with the originals and a row after each listed iteration.
+    Reencode {
+        /// A checkpoint written by `deepsim train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Iterations to show, e.g. 1,2,4,8.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        iterations: Vec<usize>,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal (default: the run's).
+        #[arg(long)]
+        device: Option<String>,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Nearest neighbours (the paper's supplementary): for each query image a row with its
+    /// reconstruction, its k nearest training images in image space, then in the inverted
+    /// layer's feature space.
+    Neighbours {
+        /// A checkpoint of an inverter.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Folder of the images to search (e.g. the training set).
+        #[arg(long)]
+        train: PathBuf,
+        /// Neighbours per space.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal (default: the run's).
+        #[arg(long)]
+        device: Option<String>,
+        /// Query images.
+        #[arg(required = true)]
+        queries: Vec<PathBuf>,
+    },
+    /// Loss terms side by side (paper Fig. 1): the originals, then one row of reconstructions
+    /// per checkpoint (e.g. runs with λ_adv or λ_feat set to 0).
+    Ablation {
+        /// Checkpoints, one row each, in order.
+        #[arg(long = "checkpoint", required = true)]
+        checkpoints: Vec<PathBuf>,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, cuda, cuda:N, metal (default: each run's).
+        #[arg(long)]
+        device: Option<String>,
+        /// Images.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
     /// Checks an image folder as training would read it: decodes every file and prints one
     /// warning per unusable file and a summary (usable, skipped by reason, converted).
     DataCheck {
@@ -203,6 +321,31 @@ enum Command {
         #[arg(long)]
         strict: bool,
     },
+}
+
+/// The settings of inversion by optimization.
+#[derive(clap::Args)]
+struct OptimArgs {
+    /// Gradient steps of inversion by optimization.
+    #[arg(long, default_value_t = OptimInversionConfig::default().steps)]
+    optim_steps: usize,
+    /// Its learning rate (Adam, pixels in [0, 1]).
+    #[arg(long, default_value_t = OptimInversionConfig::default().lr)]
+    optim_lr: f64,
+    /// Weight of its total-variation prior.
+    #[arg(long, default_value_t = OptimInversionConfig::default().lambda_tv)]
+    lambda_tv: f64,
+}
+
+impl OptimArgs {
+    fn config(&self) -> OptimInversionConfig {
+        OptimInversionConfig {
+            steps: self.optim_steps,
+            lr: self.optim_lr,
+            lambda_tv: self.lambda_tv,
+            ..OptimInversionConfig::default()
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -241,6 +384,46 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Demo { out, steps, baseline, deepsim } => {
             train::demo(&out, steps, baseline.as_deref(), deepsim.as_deref())
+        }
+        Command::Eval { checkpoints, data, limit, optim, optim_cfg, out, device } => {
+            evaluate::eval(
+                &checkpoints,
+                &data,
+                limit,
+                optim.then(|| optim_cfg.config()).as_ref(),
+                out.as_deref(),
+                device.as_deref(),
+            )
+        }
+        Command::InvertOptim {
+            network,
+            weights,
+            tap,
+            size,
+            resize,
+            optim_cfg,
+            out,
+            device,
+            images,
+        } => evaluate::invert_optim(
+            &network,
+            weights.as_deref(),
+            &tap,
+            size,
+            resize,
+            &images,
+            &out,
+            &optim_cfg.config(),
+            device.as_deref(),
+        ),
+        Command::Reencode { checkpoint, iterations, out, device, images } => {
+            evaluate::reencode(&checkpoint, &iterations, &images, &out, device.as_deref())
+        }
+        Command::Neighbours { checkpoint, train, k, out, device, queries } => {
+            evaluate::neighbours(&checkpoint, &train, &queries, k, &out, device.as_deref())
+        }
+        Command::Ablation { checkpoints, out, device, images } => {
+            evaluate::ablation(&checkpoints, &images, &out, device.as_deref())
         }
         Command::DataCheck { dir, crop, resize, labels, strict } => {
             data_check(&dir, crop, resize, labels, strict)

@@ -337,6 +337,112 @@ fn train_then_invert_interpolate_and_sample() {
         ],
     ));
     assert_eq!(png_size(&row), (7 * 66 + 2, 66 + 2));
+
+    // The paper's evidence from the same checkpoint: Table 2 with the optimization baseline,
+    // and each figure's PNG at its size (tiles of 64 + 2 pixels of border).
+    let eval = inv.join("eval");
+    let val = data("demo/val");
+    let out = stdout(&deepsim(
+        &home,
+        &[
+            "eval",
+            "--checkpoint",
+            &s(&ckpt),
+            "--data",
+            &s(&val),
+            "--limit",
+            "4",
+            "--optim",
+            "--optim-steps",
+            "3",
+            "--out",
+            &s(&eval),
+        ],
+    ));
+    assert!(
+        out.contains("| method | conv5 |") && out.contains("| DeePSiM alexnet-random conv5 |"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eval.join("table.json")).unwrap()).unwrap();
+    assert_eq!(json["images"], 4);
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["method"], "Mahendran & Vedaldi (optimization)");
+    for r in rows {
+        assert_eq!(r["layer"], "conv5");
+        let (img, feat) =
+            (r["image_error"].as_f64().unwrap(), r["feature_error"].as_f64().unwrap());
+        assert!(img > 0.0 && img < 3.0 && feat > 0.0 && feat < 3.0, "{r}");
+    }
+    let opt = inv.join("optim");
+    let out = stdout(&deepsim(
+        &home,
+        &[
+            "invert-optim",
+            "--network",
+            "alexnet-random",
+            "--tap",
+            "conv5",
+            "--resize",
+            "80",
+            "--optim-steps",
+            "5",
+            "--out",
+            &s(&opt),
+            &s(&tiles[0]),
+            &s(&tiles[1]),
+        ],
+    ));
+    assert!(out.contains("in 5 steps") && out.contains("feature space (conv5)"), "{out}");
+    assert_eq!(png_size(&opt.join("coffee_s400_r0_c3.png")), (64, 64));
+    assert_eq!(png_size(&opt.join("grid.png")), (2 * 66 + 2, 2 * 66 + 2));
+    let fig = inv.join("figures");
+    let (t0, t1) = (s(&tiles[0]), s(&tiles[1]));
+    let c = s(&ckpt);
+    let reencode = s(&fig.join("reencode.png"));
+    stdout(&deepsim(
+        &home,
+        &["reencode", "--checkpoint", &c, "--iterations", "1,3", "--out", &reencode, &t0, &t1],
+    ));
+    assert_eq!(png_size(&fig.join("reencode.png")), (2 * 66 + 2, 3 * 66 + 2));
+    let nn = s(&fig.join("nn.png"));
+    let out = stdout(&deepsim(
+        &home,
+        &[
+            "neighbours",
+            "--checkpoint",
+            &c,
+            "--train",
+            &s(&val),
+            "--k",
+            "2",
+            "--out",
+            &nn,
+            &t0,
+            &t1,
+        ],
+    ));
+    // A validation tile's nearest image in image space is itself.
+    assert!(out.contains("astronaut_s240_r2_c1: image space astronaut_s240_r2_c1,"), "{out}");
+    assert_eq!(png_size(&fig.join("nn.png")), (6 * 66 + 2, 2 * 66 + 2));
+    let abl = s(&fig.join("ablation.png"));
+    let out = stdout(&deepsim(
+        &home,
+        &["ablation", "--checkpoint", &c, "--checkpoint", &c, "--out", &abl, &t0, &t1],
+    ));
+    assert!(out.contains("row 3: DeePSiM alexnet-random conv5 ("), "{out}");
+    assert_eq!(png_size(&fig.join("ablation.png")), (2 * 66 + 2, 3 * 66 + 2));
+    let err = stderr(&deepsim(
+        &home,
+        &["reencode", "--checkpoint", &c, "--iterations", "0", "--out", &reencode, &t0],
+    ));
+    assert!(err.contains("--iterations"), "{err}");
+    let err = stderr(&deepsim(
+        &home,
+        &["neighbours", "--checkpoint", &c, "--train", &s(&val), "--k", "0", "--out", &nn, &t0],
+    ));
+    assert!(err.contains("--k 0"), "{err}");
     // Refusals, by name.
     let err = stderr(&deepsim(&home, &["sample", "--checkpoint", &s(&ckpt), "--out", &s(&rec)]));
     assert!(err.contains("VAE"), "{err}");

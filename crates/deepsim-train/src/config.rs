@@ -315,6 +315,38 @@ fn default_eps() -> f64 {
 }
 
 impl TrainConfig {
+    /// A short name for the loss this run trains with, for tables and figures:
+    /// `image loss` when λ_feat = λ_adv = 0 (Dosovitskiy & Brox's baseline), otherwise
+    /// `DeePSiM` with its comparator and taps, and the terms an ablation dropped
+    /// (`DeePSiM alexnet-random conv1+conv2, no adv`). A VAE's name starts with `VAE`.
+    pub fn method(&self) -> String {
+        let l = &self.loss;
+        let base = if l.lambda_feat == 0.0 && l.lambda_adv == 0.0 {
+            "image loss".to_owned()
+        } else {
+            let mut name = "DeePSiM".to_owned();
+            if let (true, Some(c), Some(t)) =
+                (l.lambda_feat > 0.0, &l.comparator, &l.comparator_tap)
+            {
+                name.push_str(&format!(" {c} {t}"));
+            }
+            let dropped: Vec<&str> =
+                [("feat", l.lambda_feat), ("adv", l.lambda_adv), ("img", l.lambda_img)]
+                    .iter()
+                    .filter(|(_, w)| *w == 0.0)
+                    .map(|(n, _)| *n)
+                    .collect();
+            if !dropped.is_empty() {
+                name.push_str(&format!(", no {}", dropped.join(", no ")));
+            }
+            name
+        };
+        match self.run.task {
+            Task::Vae => format!("VAE, {base}"),
+            Task::Invert => base,
+        }
+    }
+
     /// Reads and checks a TOML file.
     ///
     /// # Errors

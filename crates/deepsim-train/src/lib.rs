@@ -17,6 +17,7 @@ mod eval;
 mod images;
 mod init;
 mod model;
+mod optim;
 mod trainer;
 
 pub use adam::Adam;
@@ -30,4 +31,8 @@ pub use eval::{edge_ratio, normalized_error};
 pub use images::{write_curves, write_grid, write_image};
 pub use init::seeded;
 pub use model::Model;
+pub use optim::{
+    alpha_norm, inversion_objective, invert_by_optimization, total_variation, OptimInversion,
+    OptimInversionConfig,
+};
 pub use trainer::{parse_log, StepLog, Trainer};

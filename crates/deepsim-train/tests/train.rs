@@ -216,7 +216,16 @@ fn configuration_errors_name_the_field() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-deepsim.toml"),
     )
     .unwrap();
-    TrainConfig::from_toml(&good).unwrap();
+    let cfg = TrainConfig::from_toml(&good).unwrap();
+    assert_eq!(cfg.method(), "DeePSiM alexnet-random conv1+conv2");
+    let image_only = good.replace("lambda_feat = 1.0", "lambda_feat = 0.0");
+    let image_only = image_only.replace("lambda_adv = 0.002", "lambda_adv = 0.0");
+    assert_eq!(TrainConfig::from_toml(&image_only).unwrap().method(), "image loss");
+    let no_adv = good.replace("lambda_adv = 0.002", "lambda_adv = 0.0");
+    assert_eq!(
+        TrainConfig::from_toml(&no_adv).unwrap().method(),
+        "DeePSiM alexnet-random conv1+conv2, no adv"
+    );
     let err = TrainConfig::from_toml(&good.replace("[optim]", "[optim]\nmomentum = 0.5"))
         .unwrap_err()
         .to_string();
@@ -265,7 +274,9 @@ fn configuration_errors_name_the_field() {
 fn every_shipped_configuration_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let mut seen = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    let files =
+        std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("table2")).unwrap());
+    for entry in files {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
             continue;
@@ -285,6 +296,19 @@ fn every_shipped_configuration_is_valid() {
                 "{name}"
             );
         }
+        if path.parent().is_some_and(|p| p.ends_with("table2")) {
+            // The experiment's runs differ in the layer and the loss its name says.
+            let (layer, method) = name.split_once('-').unwrap();
+            assert_eq!(cfg.encoder.as_ref().unwrap().tap, layer, "{name}");
+            let expected = match method {
+                "image-loss" => "image loss",
+                "deepsim" => "DeePSiM alexnet-random conv1+conv2",
+                "no-adv" => "DeePSiM alexnet-random conv1+conv2, no adv",
+                "no-feat" => "DeePSiM, no feat",
+                other => panic!("configs/table2/{name}.toml: unknown method {other}"),
+            };
+            assert_eq!(cfg.method(), expected, "{name}");
+        }
         seen.push(name);
     }
     seen.sort();
@@ -297,6 +321,8 @@ fn every_shipped_configuration_is_valid() {
         "paper-fc8",
         "paper-vae",
         "cpu-vae",
+        "conv5-deepsim",
+        "fc6-image-loss",
     ] {
         assert!(seen.iter().any(|s| s == expected), "configs/{expected}.toml missing: {seen:?}");
     }

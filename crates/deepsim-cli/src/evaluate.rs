@@ -1,0 +1,440 @@
+//! The paper's evidence from trained checkpoints: `deepsim eval` (Table 2's normalized errors,
+//! with Mahendran & Vedaldi's optimization baseline beside the trained inverters),
+//! `deepsim invert-optim`, and the figures `reencode` (Fig. 5), `neighbours` (supplementary)
+//! and `ablation` (Fig. 1).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle::{Device, Tensor};
+use deepsim_comparators::{by_name, Comparator, Tap};
+use deepsim_train::{
+    edge_ratio, invert_by_optimization, normalized_error, parse_device, write_grid, write_image,
+    Model, OptimInversionConfig,
+};
+
+use crate::generate::{create_dir, load_image, load_model, load_square, stem};
+
+/// Images per forward pass when encoding and decoding many.
+const BATCH: usize = 32;
+
+/// The image files of a folder (PNG, JPEG), sorted by name.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no PNG or JPEG images", dir.display());
+    }
+    Ok(files)
+}
+
+/// `f` over `x` in batches of [`BATCH`], concatenated.
+fn batched(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let parts = (0..n)
+        .step_by(BATCH)
+        .map(|s| Ok(f(&x.narrow(0, s, BATCH.min(n - s))?)?.to_device(&Device::Cpu)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// The images of `files` as `model`'s validation saw them, `[N, 3, side, side]` on the CPU.
+fn load_all(model: &Model, files: &[PathBuf]) -> Result<Tensor> {
+    Ok(Tensor::cat(&files.iter().map(|p| load_image(model, p)).collect::<Result<Vec<_>>>()?, 0)?)
+}
+
+/// One row of the evaluation (one entry of `table.json`).
+#[derive(serde::Serialize)]
+struct Row {
+    method: String,
+    layer: String,
+    source: String,
+    image_error: f64,
+    feature_error: Option<f64>,
+    edge_ratio: f64,
+    seconds: f64,
+    #[serde(skip)]
+    tap: Tap,
+}
+
+/// `deepsim eval`: the normalized errors of each checkpoint's reconstructions of the images in
+/// `data`, and with `optim` those of inversion by optimization of each inverted layer, as a
+/// markdown table in Table 2's form (methods × layers, "image / feature" in %) on stdout and,
+/// with `out`, as `table.md` and `table.json` there.
+pub fn eval(
+    checkpoints: &[PathBuf],
+    data: &Path,
+    limit: Option<usize>,
+    optim: Option<&OptimInversionConfig>,
+    out: Option<&Path>,
+    device: Option<&str>,
+) -> Result<()> {
+    let mut files = image_files(data)?;
+    if let Some(n) = limit {
+        files.truncate(n);
+    }
+    if files.len() < 2 {
+        bail!(
+            "{}: the normalized error needs at least 2 images, found {}",
+            data.display(),
+            files.len()
+        );
+    }
+    let mut rows = Vec::new();
+    // The layers met so far, with an inverter to take the encoder and the image size from.
+    let mut layers: BTreeMap<Tap, PathBuf> = BTreeMap::new();
+    for ckpt in checkpoints {
+        let model = load_model(ckpt, device)?;
+        let Some((_, tap)) = model.encoder() else {
+            bail!(
+                "{}: a VAE has no inverted layer; `deepsim eval` takes inverters",
+                ckpt.display()
+            );
+        };
+        let started = std::time::Instant::now();
+        let x = load_all(&model, &files)?;
+        let recon = batched(&x, |b| Ok(model.reconstruct(b)?))?;
+        let code = batched(&x, |b| Ok(model.encode(b)?))?;
+        let recon_code = batched(&recon, |b| Ok(model.encode(b)?))?;
+        rows.push(Row {
+            method: model.config().method(),
+            layer: tap.name().to_owned(),
+            tap,
+            source: ckpt.display().to_string(),
+            image_error: normalized_error(&recon, &x)?,
+            feature_error: Some(normalized_error(&recon_code, &code)?),
+            edge_ratio: edge_ratio(&recon, &x)?,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        layers.entry(tap).or_insert_with(|| ckpt.clone());
+    }
+    if let Some(cfg) = optim {
+        for (tap, ckpt) in &layers {
+            let model = Model::load(ckpt, device)?;
+            let Some((encoder, _)) = model.encoder() else { continue };
+            eprintln!("inversion by optimization of {} ({} steps)…", tap.name(), cfg.steps);
+            let started = std::time::Instant::now();
+            let x = load_all(&model, &files)?.to_device(model.device())?;
+            let (recon, _) =
+                optimize_in_batches(encoder, *tap, &x, model.side(), cfg, model.device())?;
+            let target = batched(&x, |b| Ok(encoder.features(b, &[*tap])?.remove(0)))?;
+            let reached = batched(&recon, |b| Ok(encoder.features(b, &[*tap])?.remove(0)))?;
+            rows.push(Row {
+                method: "Mahendran & Vedaldi (optimization)".into(),
+                layer: tap.name().to_owned(),
+                tap: *tap,
+                source: format!("{} steps, λ_TV {}", cfg.steps, cfg.lambda_tv),
+                image_error: normalized_error(&recon, &x.to_device(&Device::Cpu)?)?,
+                feature_error: Some(normalized_error(&reached, &target)?),
+                edge_ratio: edge_ratio(&recon, &x.to_device(&Device::Cpu)?)?,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    let table = markdown_table(&rows, files.len(), data);
+    print!("{table}");
+    if let Some(dir) = out {
+        create_dir(dir)?;
+        let json = serde_json::to_string_pretty(&serde_json::json!({
+            "data": data.display().to_string(),
+            "images": files.len(),
+            "rows": rows,
+        }))?;
+        for (name, text) in [("table.md", &table), ("table.json", &json)] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        eprintln!("→ {}/table.md and table.json", dir.display());
+    }
+    Ok(())
+}
+
+/// Inversion by optimization of `x`'s features, [`BATCH`] images at a time; the
+/// reconstructions (on the CPU) and the mean objective at each step of the first batch.
+fn optimize_in_batches(
+    encoder: &Arc<dyn Comparator + Send + Sync>,
+    tap: Tap,
+    x: &Tensor,
+    side: usize,
+    cfg: &OptimInversionConfig,
+    device: &Device,
+) -> Result<(Tensor, Vec<f64>)> {
+    let n = x.dim(0)?;
+    let mut parts = Vec::new();
+    let mut curve = Vec::new();
+    for s in (0..n).step_by(BATCH) {
+        let xb = x.narrow(0, s, BATCH.min(n - s))?;
+        let target = encoder.features(&xb, &[tap])?.remove(0).detach();
+        let inv = invert_by_optimization(encoder, tap, &target, side, cfg, device)?;
+        if curve.is_empty() {
+            curve = inv.objective;
+        }
+        parts.push(inv.images.to_device(&Device::Cpu)?);
+    }
+    Ok((Tensor::cat(&parts, 0)?, curve))
+}
+
+/// Table 2's layout: a row per method, a column per layer, "image / feature" error in %.
+fn markdown_table(rows: &[Row], images: usize, data: &Path) -> String {
+    let mut taps: Vec<Tap> = rows.iter().map(|r| r.tap).collect();
+    taps.sort();
+    taps.dedup();
+    let mut methods: Vec<&str> = Vec::new();
+    for r in rows {
+        if !methods.contains(&r.method.as_str()) {
+            methods.push(&r.method);
+        }
+    }
+    let mut s = format!(
+        "Normalized error in % (image space / feature space of the inverted layer; 100 % = as \
+         good as a random other image) on the {images} images of `{}`:\n\n| method |",
+        data.display()
+    );
+    for t in &taps {
+        s.push_str(&format!(" {} |", t.name()));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(taps.len()));
+    s.push('\n');
+    for m in methods {
+        s.push_str(&format!("| {m} |"));
+        for t in &taps {
+            let cells: Vec<String> = rows
+                .iter()
+                .filter(|r| r.method == m && r.tap == *t)
+                .map(|r| {
+                    let feat =
+                        r.feature_error.map_or("−".into(), |f| format!("{:.0}", f * 100.0));
+                    format!("{:.0}/{feat}", r.image_error * 100.0)
+                })
+                .collect();
+            s.push_str(&format!(
+                " {} |",
+                if cells.is_empty() { "−/−".into() } else { cells.join(", ") }
+            ));
+        }
+        s.push('\n');
+    }
+    s.push_str("\nEdge ratio (neighbour contrast of the reconstructions over the originals'):\n\n");
+    for r in rows {
+        s.push_str(&format!(
+            "- {} at {}: {:.2} ({}, {:.0} s)\n",
+            r.method,
+            r.tap.name(),
+            r.edge_ratio,
+            r.source,
+            r.seconds
+        ));
+    }
+    s
+}
+
+/// `deepsim invert-optim`: reconstructions of `images` from `network`'s features at `tap` by
+/// optimization, `<out>/<stem>.png` and `<out>/grid.png`, with the objective's descent and
+/// the normalized errors.
+#[allow(clippy::too_many_arguments)]
+pub fn invert_optim(
+    network: &str,
+    weights: Option<&Path>,
+    tap: &str,
+    size: u32,
+    resize: Option<u32>,
+    images: &[PathBuf],
+    out: &Path,
+    cfg: &OptimInversionConfig,
+    device: Option<&str>,
+) -> Result<()> {
+    let device = parse_device(device.unwrap_or("cpu"))?;
+    let encoder: Arc<dyn Comparator + Send + Sync> = Arc::from(by_name(network, weights, &device)?);
+    let tap = crate::parse_tap(tap)?;
+    let x = Tensor::cat(
+        &images
+            .iter()
+            .map(|p| load_square(p, resize.unwrap_or(size), size))
+            .collect::<Result<Vec<_>>>()?,
+        0,
+    )?
+    .to_device(&device)?;
+    let (recon, curve) = optimize_in_batches(&encoder, tap, &x, size as usize, cfg, &device)?;
+    create_dir(out)?;
+    for (i, path) in images.iter().enumerate() {
+        write_image(&out.join(format!("{}.png", stem(path))), &recon.get(i)?)?;
+    }
+    let x = x.to_device(&Device::Cpu)?;
+    write_grid(&out.join("grid.png"), &[&x, &recon])?;
+    let (first, last) = (curve[0], curve[curve.len() - 1]);
+    println!(
+        "objective (first batch, mean per image): {first:.4} → {last:.4} in {} steps",
+        cfg.steps
+    );
+    if images.len() >= 2 {
+        let target = encoder.features(&x.to_device(&device)?, &[tap])?.remove(0);
+        let reached = encoder.features(&recon.to_device(&device)?, &[tap])?.remove(0);
+        println!(
+            "normalized error over these {} images: image space {:.1} %, feature space ({}) {:.1} %",
+            images.len(),
+            normalized_error(&recon, &x)? * 100.0,
+            tap.name(),
+            normalized_error(&reached, &target)? * 100.0
+        );
+    }
+    println!("grid (originals | reconstructions) → {}", out.join("grid.png").display());
+    Ok(())
+}
+
+/// `deepsim reencode` (Fig. 5): each image encoded and reconstructed, the reconstruction
+/// encoded and reconstructed again, and so on; one row of `images` per iteration listed in
+/// `iterations` under the originals.
+pub fn reencode(
+    checkpoint: &Path,
+    iterations: &[usize],
+    images: &[PathBuf],
+    out: &Path,
+    device: Option<&str>,
+) -> Result<()> {
+    if iterations.is_empty() || iterations.contains(&0) {
+        bail!("--iterations {iterations:?}: needs one or more counts of at least 1");
+    }
+    let model = load_model(checkpoint, device)?;
+    let x = load_all(&model, images)?;
+    let last = iterations.iter().copied().max().unwrap_or(1);
+    let mut rows = vec![x.clone()];
+    let mut h = x;
+    for k in 1..=last {
+        h = batched(&h, |b| Ok(model.reconstruct(b)?))?;
+        if iterations.contains(&k) {
+            rows.push(h.clone());
+        }
+    }
+    write_png_rows(out, &rows)?;
+    println!(
+        "rows: originals, then after {} re-encodings → {}",
+        iterations.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `deepsim ablation` (Fig. 1): the originals, then each checkpoint's reconstructions, one row
+/// each (the checkpoints' methods are printed in row order).
+pub fn ablation(
+    checkpoints: &[PathBuf],
+    images: &[PathBuf],
+    out: &Path,
+    device: Option<&str>,
+) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut names = vec!["originals".to_owned()];
+    for ckpt in checkpoints {
+        let model = load_model(ckpt, device)?;
+        let x = load_all(&model, images)?;
+        if rows.is_empty() {
+            rows.push(x.clone());
+        } else if x.dims() != rows[0].dims() {
+            bail!(
+                "{}: makes {}×{} images, the first checkpoint {:?}",
+                ckpt.display(),
+                model.side(),
+                model.side(),
+                rows[0].dims()
+            );
+        }
+        rows.push(batched(&x, |b| Ok(model.reconstruct(b)?))?);
+        names.push(format!("{} ({})", model.config().method(), ckpt.display()));
+    }
+    write_png_rows(out, &rows)?;
+    for (i, n) in names.iter().enumerate() {
+        println!("row {}: {n}", i + 1);
+    }
+    println!("→ {}", out.display());
+    Ok(())
+}
+
+/// `deepsim neighbours` (the paper's supplementary): for each query, one row: the query, its
+/// reconstruction, its `k` nearest images of `train` in image space, then its `k` nearest in
+/// the inverted layer's feature space (Euclidean distances).
+pub fn neighbours(
+    checkpoint: &Path,
+    train: &Path,
+    queries: &[PathBuf],
+    k: usize,
+    out: &Path,
+    device: Option<&str>,
+) -> Result<()> {
+    let model = load_model(checkpoint, device)?;
+    if model.encoder().is_none() {
+        bail!("{}: nearest neighbours need an inverter's feature space", checkpoint.display());
+    }
+    let files = image_files(train)?;
+    if k == 0 || k > files.len() {
+        bail!("--k {k}: must be between 1 and the {} images of {}", files.len(), train.display());
+    }
+    let base = load_all(&model, &files)?;
+    let q = load_all(&model, queries)?;
+    let recon = batched(&q, |b| Ok(model.reconstruct(b)?))?;
+    let encode = |x: &Tensor| batched(x, |b| Ok(model.encode(b)?.flatten_from(1)?));
+    let by_pixels = nearest(&q.flatten_from(1)?, &base.flatten_from(1)?, k)?;
+    let by_features = nearest(&encode(&q)?, &encode(&base)?, k)?;
+    let rows = (0..queries.len())
+        .map(|i| {
+            let mut row = vec![q.get(i)?, recon.get(i)?];
+            for &j in by_pixels[i].iter().chain(&by_features[i]) {
+                row.push(base.get(j)?);
+            }
+            Ok(Tensor::stack(&row, 0)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    write_png_rows(out, &rows)?;
+    for (i, path) in queries.iter().enumerate() {
+        let names =
+            |idx: &[usize]| idx.iter().map(|&j| stem(&files[j])).collect::<Vec<_>>().join(", ");
+        println!(
+            "{}: image space {} | feature space {}",
+            stem(path),
+            names(&by_pixels[i]),
+            names(&by_features[i])
+        );
+    }
+    println!(
+        "rows: query | reconstruction | {k} nearest in image space | {k} nearest in {} space → {}",
+        model.encoder().map_or("feature", |(_, t)| t.name()),
+        out.display()
+    );
+    Ok(())
+}
+
+/// For each row of `q` `[Q, D]`, the indices of its `k` nearest rows of `base` `[B, D]`.
+fn nearest(q: &Tensor, base: &Tensor, k: usize) -> Result<Vec<Vec<usize>>> {
+    let q = q.to_dtype(candle::DType::F64)?.to_vec2::<f64>()?;
+    let base = base.to_dtype(candle::DType::F64)?.to_vec2::<f64>()?;
+    Ok(q.iter()
+        .map(|a| {
+            let mut d: Vec<(f64, usize)> = base
+                .iter()
+                .enumerate()
+                .map(|(j, b)| (a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(), j))
+                .collect();
+            d.sort_by(|x, y| x.0.total_cmp(&y.0));
+            d.iter().take(k).map(|&(_, j)| j).collect()
+        })
+        .collect())
+}
+
+/// Writes `rows` (each `[n, 3, s, s]`) as one PNG, creating its folder.
+fn write_png_rows(out: &Path, rows: &[Tensor]) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(dir)?;
+    }
+    write_grid(out, &rows.iter().collect::<Vec<_>>())?;
+    Ok(())
+}
