@@ -21,8 +21,11 @@ with the optimization baseline, draws the figures into docs/results/ and writes
 docs/RESULTS.md. About 15 minutes on 2 CPU cores.
 
 options:
-  --steps N   override every run's steps (a quick check; RESULTS.md records it)
-  --bin PATH  use this deepsim binary instead of building target/release/deepsim";
+  --steps N       override every run's steps (a quick check; RESULTS.md records it)
+  --vae-steps N   override the VAE's steps only (configs/cpu-vae.toml: 3000)
+  --reuse         keep a run whose metrics.jsonl already reaches its steps instead of
+                  training it again (its time is still the sum of its logged step times)
+  --bin PATH      use this deepsim binary instead of building target/release/deepsim";
 
 /// The inverters, in the order of the table's rows.
 const RUNS: [&str; 6] = [
@@ -74,6 +77,8 @@ const PAPER: [(&str, [Cell; 4]); 5] = [
 
 struct Options {
     steps: Option<u64>,
+    vae_steps: Option<u64>,
+    reuse: bool,
     bin: Option<PathBuf>,
 }
 
@@ -86,17 +91,25 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         }
         Some(other) => return Err(format!("unknown experiment `{other}`\n\n{HELP}").into()),
     }
-    let mut o = Options { steps: None, bin: None };
+    let mut o = Options { steps: None, vae_steps: None, reuse: false, bin: None };
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             println!("{HELP}");
             return Ok(None);
         }
+        if flag == "--reuse" {
+            o.reuse = true;
+            continue;
+        }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value\n\n{HELP}"))?;
         match flag.as_str() {
             "--steps" => {
                 o.steps = Some(value.parse().map_err(|_| format!("--steps {value}: not a count"))?)
+            }
+            "--vae-steps" => {
+                o.vae_steps =
+                    Some(value.parse().map_err(|_| format!("--vae-steps {value}: not a count"))?)
             }
             "--bin" => o.bin = Some(value.into()),
             _ => return Err(format!("unknown option {flag}\n\n{HELP}").into()),
@@ -118,6 +131,30 @@ fn deepsim(bin: &Path, args: &[&str]) -> Result<String> {
         .into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `run.steps` of a configuration file.
+fn config_steps(config: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{config}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("steps = "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("{config}: no `steps = N` line").into())
+}
+
+/// The last step a run logged and the sum of its logged step times (0, 0 without a log).
+fn logged_steps(out: &str) -> (u64, f64) {
+    let Ok(text) = std::fs::read_to_string(format!("{out}/metrics.jsonl")) else {
+        return (0, 0.0);
+    };
+    let mut last = 0;
+    let mut seconds = 0.0;
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        last = v["step"].as_u64().unwrap_or(last);
+        seconds += v["seconds"].as_f64().unwrap_or(0.0);
+    }
+    (last, seconds)
 }
 
 /// The machine, in words: CPU model and core count.
@@ -230,23 +267,29 @@ pub fn run(args: &[String]) -> Result<()> {
             PathBuf::from("target/release/deepsim")
         }
     };
-    let steps = o.steps.map(|n| n.to_string());
     let mut timings = Vec::new();
-    let mut train = |config: &str, out: &str| -> Result<()> {
-        let _ = std::fs::remove_dir_all(out);
-        let t = Instant::now();
-        let mut args = vec!["train", config];
-        if let Some(s) = &steps {
-            args.extend(["--steps", s.as_str()]);
+    let mut train = |config: &str, out: &str, steps: Option<u64>| -> Result<()> {
+        let steps = match steps {
+            Some(n) => n,
+            None => config_steps(config)?,
+        };
+        let logged = logged_steps(out);
+        if !(o.reuse && logged.0 == steps) {
+            let _ = std::fs::remove_dir_all(out);
+            let n = steps.to_string();
+            deepsim(&bin, &["train", config, "--steps", &n])?;
         }
-        deepsim(&bin, &args)?;
-        timings.push((config.to_owned(), t.elapsed().as_secs_f64()));
+        let (last, seconds) = logged_steps(out);
+        if last != steps {
+            return Err(format!("{out}: logged {last} steps, expected {steps}").into());
+        }
+        timings.push((config.to_owned(), steps, seconds));
         Ok(())
     };
     for name in RUNS {
-        train(&format!("configs/table2/{name}.toml"), &format!("{OUT}/{name}"))?;
+        train(&format!("configs/table2/{name}.toml"), &format!("{OUT}/{name}"), o.steps)?;
     }
-    train("configs/cpu-vae.toml", "runs/cpu-vae")?;
+    train("configs/cpu-vae.toml", "runs/cpu-vae", o.vae_steps.or(o.steps))?;
     let ckpt = |name: &str| format!("{OUT}/{name}/checkpoint.safetensors");
 
     let t = Instant::now();
@@ -367,10 +410,13 @@ pub fn run(args: &[String]) -> Result<()> {
     let total = started.elapsed().as_secs_f64();
     let mut doc = String::from("# Results: the paper's Table 2 at CPU scale\n\n");
     doc.push_str(&format!(
-        "Written by `cargo xtask experiment table2{}` on {} in {:.1} minutes (build, training, \
-         evaluation and figures). Every number below is from that run; rerunning the command \
-         reproduces it (every random choice is drawn from the configs' seeds).\n\n",
+        "Written by `cargo xtask experiment table2{}{}{}` on {} in {:.1} minutes (with \
+         --reuse, the runs already trained are not counted here; see their logged times \
+         below). Every number below is from that run; rerunning the command reproduces it \
+         (every random choice is drawn from the configs' seeds).\n\n",
         o.steps.map_or(String::new(), |s| format!(" --steps {s}")),
+        o.vae_steps.map_or(String::new(), |s| format!(" --vae-steps {s}")),
+        if o.reuse { " --reuse" } else { "" },
         machine(),
         total / 60.0
     ));
@@ -385,21 +431,11 @@ pub fn run(args: &[String]) -> Result<()> {
          Vedaldi: Adam on the pixels with a total-variation prior, 200 steps). The runs are \
          the configurations under `configs/table2/`.\n\n",
     );
-    doc.push_str("## Training\n\n| run | steps | time |\n|---|---|---|\n");
-    for (config, seconds) in &timings {
-        let steps = o.steps.map_or_else(
-            || {
-                std::fs::read_to_string(config)
-                    .ok()
-                    .and_then(|t| {
-                        t.lines()
-                            .find(|l| l.starts_with("steps = "))
-                            .map(|l| l["steps = ".len()..].trim().to_owned())
-                    })
-                    .unwrap_or_else(|| "?".into())
-            },
-            |s| s.to_string(),
-        );
+    doc.push_str(
+        "## Training\n\nTime: the sum of the logged step times (`seconds` in each run's \
+         `metrics.jsonl`).\n\n| run | steps | time |\n|---|---|---|\n",
+    );
+    for (config, steps, seconds) in &timings {
         doc.push_str(&format!("| `{config}` | {steps} | {seconds:.0} s |\n"));
     }
     doc.push_str(&format!(
@@ -453,7 +489,7 @@ pub fn run(args: &[String]) -> Result<()> {
     ));
     doc.push_str(
         "**VAE samples (Fig. 8)** from `configs/cpu-vae.toml` (latent 128, the DeePSiM loss \
-         with λ_KL 1e-4), drawn from its prior with seed 0.\n\n\
+         with λ_KL 1e-4; steps in the training table), drawn from its prior with seed 0.\n\n\
          ![VAE samples](results/vae-samples.png)\n",
     );
     std::fs::write("docs/RESULTS.md", doc)?;
