@@ -15,7 +15,7 @@ use deepsim_train::{
     Model, OptimInversionConfig,
 };
 
-use crate::generate::{create_dir, load_image, load_model, load_square, stem};
+use crate::generate::{create_dir, load_all, load_model, load_square, stem, write_png_rows};
 
 /// Images per forward pass when encoding and decoding many.
 const BATCH: usize = 32;
@@ -46,11 +46,6 @@ fn batched(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor> 
         .map(|s| Ok(f(&x.narrow(0, s, BATCH.min(n - s))?)?.to_device(&Device::Cpu)?))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&parts, 0)?)
-}
-
-/// The images of `files` as `model`'s validation saw them, `[N, 3, side, side]` on the CPU.
-fn load_all(model: &Model, files: &[PathBuf]) -> Result<Tensor> {
-    Ok(Tensor::cat(&files.iter().map(|p| load_image(model, p)).collect::<Result<Vec<_>>>()?, 0)?)
 }
 
 /// One row of the evaluation (one entry of `table.json`).
@@ -91,8 +86,9 @@ pub fn eval(
         );
     }
     let mut rows = Vec::new();
-    // The layers met so far, with an inverter to take the encoder and the image size from.
-    let mut layers: BTreeMap<Tap, PathBuf> = BTreeMap::new();
+    // The first inverter of each layer, with its images: the encoder and the image size of
+    // that layer's optimization baseline.
+    let mut layers: BTreeMap<Tap, (Model, Tensor)> = BTreeMap::new();
     for ckpt in checkpoints {
         let model = load_model(ckpt, device)?;
         let Some((_, tap)) = model.encoder() else {
@@ -103,8 +99,8 @@ pub fn eval(
         };
         let started = std::time::Instant::now();
         let x = load_all(&model, &files)?;
-        let recon = batched(&x, |b| Ok(model.reconstruct(b)?))?;
         let code = batched(&x, |b| Ok(model.encode(b)?))?;
+        let recon = batched(&code, |c| Ok(model.decode(c)?))?;
         let recon_code = batched(&recon, |b| Ok(model.encode(b)?))?;
         rows.push(Row {
             method: model.config().method(),
@@ -116,27 +112,25 @@ pub fn eval(
             edge_ratio: edge_ratio(&recon, &x)?,
             seconds: started.elapsed().as_secs_f64(),
         });
-        layers.entry(tap).or_insert_with(|| ckpt.clone());
+        layers.entry(tap).or_insert((model, x));
     }
     if let Some(cfg) = optim {
-        for (tap, ckpt) in &layers {
-            let model = Model::load(ckpt, device)?;
+        for (tap, (model, x)) in &layers {
             let Some((encoder, _)) = model.encoder() else { continue };
             eprintln!("inversion by optimization of {} ({} steps)…", tap.name(), cfg.steps);
             let started = std::time::Instant::now();
-            let x = load_all(&model, &files)?.to_device(model.device())?;
-            let (recon, _) =
-                optimize_in_batches(encoder, *tap, &x, model.side(), cfg, model.device())?;
-            let target = batched(&x, |b| Ok(encoder.features(b, &[*tap])?.remove(0)))?;
-            let reached = batched(&recon, |b| Ok(encoder.features(b, &[*tap])?.remove(0)))?;
+            let inv = optimize_in_batches(encoder, *tap, x, model.side(), cfg, model.device())?;
+            let reached = batched(&inv.images, |b| {
+                Ok(encoder.features(&b.to_device(model.device())?, &[*tap])?.remove(0))
+            })?;
             rows.push(Row {
                 method: "Mahendran & Vedaldi (optimization)".into(),
                 layer: tap.name().to_owned(),
                 tap: *tap,
                 source: format!("{} steps, λ_TV {}", cfg.steps, cfg.lambda_tv),
-                image_error: normalized_error(&recon, &x.to_device(&Device::Cpu)?)?,
-                feature_error: Some(normalized_error(&reached, &target)?),
-                edge_ratio: edge_ratio(&recon, &x.to_device(&Device::Cpu)?)?,
+                image_error: normalized_error(&inv.images, x)?,
+                feature_error: Some(normalized_error(&reached, &inv.targets)?),
+                edge_ratio: edge_ratio(&inv.images, x)?,
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
@@ -159,8 +153,17 @@ pub fn eval(
     Ok(())
 }
 
-/// Inversion by optimization of `x`'s features, [`BATCH`] images at a time; the
-/// reconstructions (on the CPU) and the mean objective at each step of the first batch.
+/// What [`optimize_in_batches`] returns, on the CPU.
+struct BatchedInversion {
+    /// The reconstructions.
+    images: Tensor,
+    /// The features they were fitted to.
+    targets: Tensor,
+    /// The mean objective at each step of the first batch.
+    curve: Vec<f64>,
+}
+
+/// Inversion by optimization of `x`'s features, [`BATCH`] images at a time.
 fn optimize_in_batches(
     encoder: &Arc<dyn Comparator + Send + Sync>,
     tap: Tap,
@@ -168,20 +171,24 @@ fn optimize_in_batches(
     side: usize,
     cfg: &OptimInversionConfig,
     device: &Device,
-) -> Result<(Tensor, Vec<f64>)> {
+) -> Result<BatchedInversion> {
     let n = x.dim(0)?;
-    let mut parts = Vec::new();
-    let mut curve = Vec::new();
+    let (mut images, mut targets, mut curve) = (Vec::new(), Vec::new(), Vec::new());
     for s in (0..n).step_by(BATCH) {
-        let xb = x.narrow(0, s, BATCH.min(n - s))?;
+        let xb = x.narrow(0, s, BATCH.min(n - s))?.to_device(device)?;
         let target = encoder.features(&xb, &[tap])?.remove(0).detach();
         let inv = invert_by_optimization(encoder, tap, &target, side, cfg, device)?;
         if curve.is_empty() {
             curve = inv.objective;
         }
-        parts.push(inv.images.to_device(&Device::Cpu)?);
+        images.push(inv.images.to_device(&Device::Cpu)?);
+        targets.push(target.to_device(&Device::Cpu)?);
     }
-    Ok((Tensor::cat(&parts, 0)?, curve))
+    Ok(BatchedInversion {
+        images: Tensor::cat(&images, 0)?,
+        targets: Tensor::cat(&targets, 0)?,
+        curve,
+    })
 }
 
 /// Table 2's layout: a row per method, a column per layer, "image / feature" error in %.
@@ -263,29 +270,26 @@ pub fn invert_optim(
             .map(|p| load_square(p, resize.unwrap_or(size), size))
             .collect::<Result<Vec<_>>>()?,
         0,
-    )?
-    .to_device(&device)?;
-    let (recon, curve) = optimize_in_batches(&encoder, tap, &x, size as usize, cfg, &device)?;
+    )?;
+    let inv = optimize_in_batches(&encoder, tap, &x, size as usize, cfg, &device)?;
     create_dir(out)?;
     for (i, path) in images.iter().enumerate() {
-        write_image(&out.join(format!("{}.png", stem(path))), &recon.get(i)?)?;
+        write_image(&out.join(format!("{}.png", stem(path))), &inv.images.get(i)?)?;
     }
-    let x = x.to_device(&Device::Cpu)?;
-    write_grid(&out.join("grid.png"), &[&x, &recon])?;
-    let (first, last) = (curve[0], curve[curve.len() - 1]);
+    write_grid(&out.join("grid.png"), &[&x, &inv.images])?;
+    let (first, last) = (inv.curve[0], inv.curve[inv.curve.len() - 1]);
     println!(
         "objective (first batch, mean per image): {first:.4} → {last:.4} in {} steps",
         cfg.steps
     );
     if images.len() >= 2 {
-        let target = encoder.features(&x.to_device(&device)?, &[tap])?.remove(0);
-        let reached = encoder.features(&recon.to_device(&device)?, &[tap])?.remove(0);
+        let reached = encoder.features(&inv.images.to_device(&device)?, &[tap])?.remove(0);
         println!(
             "normalized error over these {} images: image space {:.1} %, feature space ({}) {:.1} %",
             images.len(),
-            normalized_error(&recon, &x)? * 100.0,
+            normalized_error(&inv.images, &x)? * 100.0,
             tap.name(),
-            normalized_error(&reached, &target)? * 100.0
+            normalized_error(&reached.to_device(&Device::Cpu)?, &inv.targets)? * 100.0
         );
     }
     println!("grid (originals | reconstructions) → {}", out.join("grid.png").display());
@@ -381,10 +385,11 @@ pub fn neighbours(
     }
     let base = load_all(&model, &files)?;
     let q = load_all(&model, queries)?;
-    let recon = batched(&q, |b| Ok(model.reconstruct(b)?))?;
-    let encode = |x: &Tensor| batched(x, |b| Ok(model.encode(b)?.flatten_from(1)?));
+    let q_code = batched(&q, |b| Ok(model.encode(b)?))?;
+    let recon = batched(&q_code, |c| Ok(model.decode(c)?))?;
+    let base_code = batched(&base, |b| Ok(model.encode(b)?))?;
     let by_pixels = nearest(&q.flatten_from(1)?, &base.flatten_from(1)?, k)?;
-    let by_features = nearest(&encode(&q)?, &encode(&base)?, k)?;
+    let by_features = nearest(&q_code.flatten_from(1)?, &base_code.flatten_from(1)?, k)?;
     let rows = (0..queries.len())
         .map(|i| {
             let mut row = vec![q.get(i)?, recon.get(i)?];
@@ -428,13 +433,4 @@ fn nearest(q: &Tensor, base: &Tensor, k: usize) -> Result<Vec<Vec<usize>>> {
             d.iter().take(k).map(|&(_, j)| j).collect()
         })
         .collect())
-}
-
-/// Writes `rows` (each `[n, 3, s, s]`) as one PNG, creating its folder.
-fn write_png_rows(out: &Path, rows: &[Tensor]) -> Result<()> {
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_dir(dir)?;
-    }
-    write_grid(out, &rows.iter().collect::<Vec<_>>())?;
-    Ok(())
 }

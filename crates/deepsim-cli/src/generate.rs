@@ -38,6 +38,11 @@ pub(crate) fn load_square(path: &Path, resize: u32, crop: u32) -> Result<Tensor>
     Ok(Tensor::from_vec(to_chw(&img, ColorMode::Rgb), (1, 3, side, side), &candle::Device::Cpu)?)
 }
 
+/// The images of `files` as `model`'s validation saw them, `[N, 3, side, side]` on the CPU.
+pub(crate) fn load_all(model: &Model, files: &[PathBuf]) -> Result<Tensor> {
+    Ok(Tensor::cat(&files.iter().map(|p| load_image(model, p)).collect::<Result<Vec<_>>>()?, 0)?)
+}
+
 pub(crate) fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
 }
@@ -55,9 +60,7 @@ pub fn invert(
     device: Option<&str>,
 ) -> Result<()> {
     let model = load_model(checkpoint, device)?;
-    let x =
-        Tensor::cat(&images.iter().map(|p| load_image(&model, p)).collect::<Result<Vec<_>>>()?, 0)?
-            .to_device(model.device())?;
+    let x = load_all(&model, images)?.to_device(model.device())?;
     let code = model.encode(&x)?;
     let recon = model.decode(&code)?;
     create_dir(out)?;
@@ -110,11 +113,7 @@ pub fn interpolate(
         })
         .collect::<Result<Vec<_>>>()?;
     let decoded = model.decode(&Tensor::cat(&codes, 0)?)?;
-    let row = Tensor::cat(&[&xa, &decoded, &xb], 0)?;
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        create_dir(dir)?;
-    }
-    write_grid(out, &[&row])?;
+    write_png_rows(out, &[Tensor::cat(&[&xa, &decoded, &xb], 0)?])?;
     println!(
         "{} | {steps} images from {}'s code to {}'s | {} → {}",
         stem(a),
@@ -160,5 +159,14 @@ pub fn sample(
         .collect::<Result<_>>()?;
     write_grid(&out.join("grid.png"), &rows.iter().collect::<Vec<_>>())?;
     println!("{n} samples (seed {seed}) → {}/sample_*.png and grid.png", out.display());
+    Ok(())
+}
+
+/// Writes `rows` (each `[n, 3, s, s]`) as one PNG, creating its folder.
+pub(crate) fn write_png_rows(out: &Path, rows: &[Tensor]) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(dir)?;
+    }
+    write_grid(out, &rows.iter().collect::<Vec<_>>())?;
     Ok(())
 }

@@ -126,7 +126,7 @@ impl GeneratorConfig {
     /// # Errors
     /// A side that does not reach 4 in at most one halving.
     pub fn cpu_64_map(channels: usize, size: usize, width: f64) -> Result<Self> {
-        if size != 4 && size.div_ceil(2) != 4 {
+        if !Self::cpu_64_takes_map(size) {
             return Err(Error::Config {
                 what: "GeneratorConfig::cpu_64_map",
                 reason: format!("map side {size}: must be 4, 7 or 8"),
@@ -143,6 +143,11 @@ impl GeneratorConfig {
         };
         cfg.check()?;
         Ok(cfg)
+    }
+
+    /// Whether [`Self::cpu_64_map`] takes a map of side `size` (4, 7 or 8).
+    pub fn cpu_64_takes_map(size: usize) -> bool {
+        size == 4 || size.div_ceil(2) == 4
     }
 
     /// Whether the last head convolution halves the map (map input whose side is not the

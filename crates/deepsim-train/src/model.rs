@@ -223,7 +223,7 @@ fn generator_config(
         _ => None,
     };
     Ok(match (preset, map) {
-        (GeneratorPreset::Cpu64, Some((c, s))) if s == 4 || s.div_ceil(2) == 4 => {
+        (GeneratorPreset::Cpu64, Some((c, s))) if GeneratorConfig::cpu_64_takes_map(s) => {
             GeneratorConfig::cpu_64_map(c, s, width)?
         }
         (GeneratorPreset::Cpu64, _) => GeneratorConfig::cpu_64(dim, width),
