@@ -399,10 +399,12 @@ pub fn run(args: &[String]) -> Result<()> {
             format!("{OUT}/vae-samples"),
         ],
     ];
-    let mut figure_log = String::new();
+    let mut neighbours_log = String::new();
     for args in &figure_commands {
         let out = deepsim(&bin, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
-        figure_log.push_str(&out);
+        if args[0] == "neighbours" {
+            neighbours_log = out;
+        }
     }
     std::fs::copy(format!("{OUT}/optim-conv5/grid.png"), fig("optim-conv5.png"))?;
     std::fs::copy(format!("{OUT}/vae-samples/grid.png"), fig("vae-samples.png"))?;
@@ -410,15 +412,20 @@ pub fn run(args: &[String]) -> Result<()> {
     let total = started.elapsed().as_secs_f64();
     let mut doc = String::from("# Results: the paper's Table 2 at CPU scale\n\n");
     doc.push_str(&format!(
-        "Written by `cargo xtask experiment table2{}{}{}` on {} in {:.1} minutes (with \
-         --reuse, the runs already trained are not counted here; see their logged times \
-         below). Every number below is from that run; rerunning the command reproduces it \
-         (every random choice is drawn from the configs' seeds).\n\n",
+        "Written by `cargo xtask experiment table2{}{}{}` on {} in {:.1} minutes{}. Every \
+         number below is from that run; rerunning the command reproduces it (every random \
+         choice is drawn from the configs' seeds).\n\n",
         o.steps.map_or(String::new(), |s| format!(" --steps {s}")),
         o.vae_steps.map_or(String::new(), |s| format!(" --vae-steps {s}")),
         if o.reuse { " --reuse" } else { "" },
         machine(),
-        total / 60.0
+        total / 60.0,
+        if o.reuse {
+            " (with --reuse: runs already trained to their steps were kept, and their \
+             training is not in this time; the training table gives their logged times)"
+        } else {
+            ""
+        }
     ));
     doc.push_str(
         "**Setup.** AlexNet with random weights (torchvision layout, seeded) is inverted at \
@@ -479,21 +486,52 @@ pub fn run(args: &[String]) -> Result<()> {
          reconstruction, its four nearest training tiles in image space, then its four \
          nearest in fc6 space.\n\n![neighbours](results/neighbours-fc6.png)\n\n",
     );
-    doc.push_str(&format!(
-        "Neighbours, by name:\n\n```\n{}```\n\n",
-        figure_log
-            .lines()
-            .filter(|l| l.contains(": image space"))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-    ));
+    doc.push_str(&format!("Neighbours, by name:\n\n```\n{}```\n\n", neighbours_log));
     doc.push_str(
         "**VAE samples (Fig. 8)** from `configs/cpu-vae.toml` (latent 128, the DeePSiM loss \
          with λ_KL 1e-4; steps in the training table), drawn from its prior with seed 0.\n\n\
          ![VAE samples](results/vae-samples.png)\n",
     );
+    let doc = with_discussion(doc, &std::fs::read_to_string("docs/RESULTS.md").unwrap_or_default());
     std::fs::write("docs/RESULTS.md", doc)?;
     println!("{table}");
     println!("→ docs/RESULTS.md and {FIGURES}/ ({:.1} minutes)", total / 60.0);
     Ok(())
+}
+
+/// The heading of the hand-written discussion in `docs/RESULTS.md`.
+const DISCUSSION: &str = "## In words";
+
+/// `doc` with the hand-written discussion of `previous` (from its [`DISCUSSION`] heading to
+/// the next heading) inserted before the figures: a rerun keeps the words, which the reader is
+/// told to check against the new numbers.
+fn with_discussion(doc: String, previous: &str) -> String {
+    let Some(start) = previous.find(DISCUSSION) else { return doc };
+    let rest = &previous[start + DISCUSSION.len()..];
+    let end = rest.find("\n## ").map_or(previous.len(), |i| start + DISCUSSION.len() + i + 1);
+    let section = previous[start..end].trim_end();
+    match doc.find("## Figures") {
+        Some(at) => format!("{}{section}\n\n{}", &doc[..at], &doc[at..]),
+        None => format!("{doc}\n{section}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discussion_survives_a_rerun() {
+        let doc = "# R\n\n## Table\n\nnew numbers\n\n## Figures\n\nfig\n".to_string();
+        let old =
+            "# R\n\n## Table\n\nold\n\n## In words\n\nDeePSiM wins.\n\n## Figures\n\nold fig\n";
+        assert_eq!(
+            with_discussion(doc.clone(), old),
+            "# R\n\n## Table\n\nnew numbers\n\n## In words\n\nDeePSiM wins.\n\n## Figures\n\nfig\n"
+        );
+        assert_eq!(with_discussion(doc.clone(), "no discussion"), doc);
+        // A discussion at the end of the old file.
+        let old = "## In words\n\nlast.\n";
+        assert!(with_discussion(doc, old).contains("## In words\n\nlast.\n\n## Figures"));
+    }
 }

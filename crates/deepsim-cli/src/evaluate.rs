@@ -232,10 +232,13 @@ fn markdown_table(rows: &[Row], images: usize, data: &Path) -> String {
         }
         s.push('\n');
     }
-    s.push_str("\nEdge ratio (neighbour contrast of the reconstructions over the originals'):\n\n");
+    s.push_str(
+        "\nEdge ratio (neighbour contrast of the reconstructions over the originals'), with \
+         the source and the seconds taken to reconstruct the images (or to optimize them):\n\n",
+    );
     for r in rows {
         s.push_str(&format!(
-            "- {} at {}: {:.2} ({}, {:.0} s)\n",
+            "- {} at {}: {:.2} ({}, {:.1} s)\n",
             r.method,
             r.tap.name(),
             r.edge_ratio,
