@@ -529,7 +529,7 @@ impl Trainer {
         for (name, var) in self.model.vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
             tensors.push((name.clone(), var.as_tensor().clone()));
         }
-        tensors.extend(self.g_adam.state("adam_g"));
+        tensors.extend(self.g_adam.state("adam_g")?);
         let mut meta = self.loader.resume_state(self.position);
         meta.insert("format".into(), FORMAT.into());
         meta.insert("compat".into(), self.compat());
@@ -544,7 +544,7 @@ impl Trainer {
             for (name, var) in d.vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
                 tensors.push((name.clone(), var.as_tensor().clone()));
             }
-            tensors.extend(d.adam.state("adam_d"));
+            tensors.extend(d.adam.state("adam_d")?);
             meta.insert("adam_d.t".into(), d.adam.t.to_string());
         }
         let path = out.join(CHECKPOINT);

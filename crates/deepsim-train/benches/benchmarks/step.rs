@@ -81,9 +81,51 @@ fn bench_step(c: &mut Criterion, side: usize) {
     });
 }
 
+/// The twins of `deepsim_adam_only_b8_{side}` (PyTorch's default single-tensor Adam) and
+/// `deepsim_adam_fused_only_b8_{side}`: one Adam update of every generator variable from fixed
+/// random gradients. `_unfused` is the same update as candle tensor operations.
+fn bench_adam(c: &mut Criterion, side: usize) {
+    let dev = Device::Cpu;
+    let (_, vars) =
+        seeded(0, &dev, |vb| Ok(Generator::new(generator_config(side), vb)?)).expect("generator");
+    let mut grads = candle::backprop::GradStore::default();
+    let data = vars.data().lock().expect("vars").clone();
+    let mut names: Vec<_> = data.keys().cloned().collect();
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        let var = &data[name];
+        grads.insert(var.as_tensor(), randn(var.dims(), 100 + i as u64));
+    }
+    for (suffix, fused) in [("", true), ("_unfused", false)] {
+        let mut adam = if fused {
+            Adam::new(&vars, 2e-4, 0.9, 0.999, 1e-8)
+        } else {
+            Adam::unfused(&vars, 2e-4, 0.9, 0.999, 1e-8)
+        }
+        .expect("adam");
+        c.bench_function(&format!("cpu_deepsim_adam_only_b8_{side}{suffix}"), |b| {
+            b.iter(|| adam.step(&grads).expect("adam"))
+        });
+    }
+}
+
+/// The twin of `deepsim_gen_b8_{side}_fwd`: the generator's forward pass alone.
+fn bench_generator(c: &mut Criterion, side: usize) {
+    let dev = Device::Cpu;
+    let (g, _vars) =
+        seeded(0, &dev, |vb| Ok(Generator::new(generator_config(side), vb)?)).expect("generator");
+    let z = randn(&[8, 4096], 1);
+    c.bench_function(&format!("cpu_deepsim_gen_b8_{side}_fwd"), |b| {
+        b.iter(|| black_box(g.forward(&z).expect("forward")))
+    });
+}
+
 fn steps(c: &mut Criterion) {
-    bench_step(c, 64);
-    bench_step(c, 256);
+    for side in [64, 256] {
+        bench_step(c, side);
+        bench_adam(c, side);
+        bench_generator(c, side);
+    }
 }
 
 criterion_group! {
