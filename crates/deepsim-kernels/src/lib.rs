@@ -5,6 +5,7 @@
 //! | [`max_pool2d`] | candle's max-pool backward fails when kernel ≠ stride (AlexNet's 3×3/2); no padding, no ceil mode |
 //! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
 //! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
+//! | [`linear`] | a fully connected layer whose weight gradient comes out in the weight's layout (candle's `x·Wᵀ` backward adds a transposed view element by element) |
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
 //! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
 //! | [`unit_weighted_sq_distance`] | LPIPS' per-layer distance map in one pass, instead of a dozen elementwise ops |
@@ -36,6 +37,7 @@ mod conv;
 mod depthwise;
 mod error;
 mod gemm;
+mod linear;
 mod lrn;
 mod pool;
 mod strided;
@@ -48,6 +50,7 @@ pub use conv::{
     FrozenConv2d,
 };
 pub use error::{Error, Result};
+pub use linear::linear;
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
 pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};
 pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_backward};

@@ -5,10 +5,10 @@
 //! through fully connected layers and is concatenated after the pooling.
 
 use candle::{Module, ModuleT, Tensor};
-use candle_nn::{Dropout, Linear, VarBuilder};
+use candle_nn::{Dropout, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::layers::{leaky_relu, linear, scaled, Conv};
+use crate::layers::{leaky_relu, linear, scaled, Conv, Dense};
 
 /// A discriminator's shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -81,9 +81,9 @@ impl DiscriminatorConfig {
 pub struct Discriminator {
     cfg: DiscriminatorConfig,
     convs: Vec<Conv>,
-    condition: Vec<Linear>,
-    fc: Linear,
-    out: Linear,
+    condition: Vec<Dense>,
+    fc: Dense,
+    out: Dense,
     dropout: Dropout,
 }
 

@@ -4,10 +4,10 @@
 //! convolution pairs doubling the size up to the image.
 
 use candle::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::layers::{leaky_relu, linear, scaled, Conv, UpConv};
+use crate::layers::{leaky_relu, linear, scaled, Conv, Dense, UpConv};
 
 /// What the generator takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,7 +263,7 @@ impl GeneratorConfig {
 }
 
 enum Head {
-    Dense(Vec<Linear>),
+    Dense(Vec<Dense>),
     Convs(Vec<Conv>),
 }
 

@@ -2,7 +2,7 @@
 //! and the leaky ReLU, on deepsim-kernels' CPU convolutions (weight and input gradients).
 
 use candle::{Module, Tensor};
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use deepsim_kernels::{conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig};
 
 use crate::error::Result;
@@ -22,10 +22,25 @@ pub(crate) fn scaled(n: usize, width: f64) -> usize {
 
 /// A fully connected layer `in_dim → out_dim`: He-initialized weights for a leaky ReLU of
 /// slope `alpha`, zero bias; variables `weight` and `bias`.
-pub(crate) fn linear(in_dim: usize, out_dim: usize, alpha: f64, vb: VarBuilder) -> Result<Linear> {
-    let w = vb.get_with_hints((out_dim, in_dim), "weight", he_init(in_dim, alpha))?;
-    let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-    Ok(Linear::new(w, Some(b)))
+pub(crate) fn linear(in_dim: usize, out_dim: usize, alpha: f64, vb: VarBuilder) -> Result<Dense> {
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", he_init(in_dim, alpha))?;
+    let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
+    Ok(Dense { weight, bias })
+}
+
+/// A trainable fully connected layer `x·Wᵀ + b` on `[N, in]` inputs (`weight` `[out, in]`,
+/// `bias` `[out]`, PyTorch's layout), on deepsim-kernels' [`deepsim_kernels::linear`], whose
+/// weight gradient is computed in the weight's own layout.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Module for Dense {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        deepsim_kernels::linear(x, &self.weight, Some(&self.bias)).map_err(candle::Error::wrap)
+    }
 }
 
 pub(crate) fn he_init(fan_in: usize, alpha: f64) -> Init {

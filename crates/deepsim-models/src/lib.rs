@@ -34,5 +34,5 @@ mod vae;
 pub use discriminator::{Discriminator, DiscriminatorConfig, DropoutMasks};
 pub use error::{Error, Result};
 pub use generator::{Generator, GeneratorConfig, GeneratorInput, TowerLayer};
-pub use layers::{leaky_relu, Conv, UpConv};
+pub use layers::{leaky_relu, Conv, Dense, UpConv};
 pub use vae::{EncoderConv, Vae, VaeConfig, VaeOutput};

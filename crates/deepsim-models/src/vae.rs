@@ -3,12 +3,12 @@
 //! the Table 1 generator as decoder; samples come from z ~ N(0, I).
 
 use candle::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use deepsim_kernels::{max_pool2d, MaxPool2dConfig};
 
 use crate::error::{Error, Result};
 use crate::generator::{Generator, GeneratorConfig, GeneratorInput};
-use crate::layers::{linear, scaled, Conv};
+use crate::layers::{linear, scaled, Conv, Dense};
 
 /// One encoder convolution (ReLU after it), optionally followed by AlexNet's 3×3/2 max-pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,8 +112,8 @@ impl VaeConfig {
 pub struct Vae {
     cfg: VaeConfig,
     convs: Vec<Conv>,
-    mu: Linear,
-    log_var: Linear,
+    mu: Dense,
+    log_var: Dense,
     decoder: Generator,
 }
 
