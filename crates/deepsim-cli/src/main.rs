@@ -349,6 +349,8 @@ impl OptimArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // Training steps reallocate the same large buffers: keep freed memory for reuse.
+    deepsim_train::retain_freed_memory();
     match run(Cli::parse().command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

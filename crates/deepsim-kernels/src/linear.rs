@@ -12,6 +12,7 @@ use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
 use crate::gemm::{matmul, parallelism, Mat};
+use rayon::prelude::*;
 
 /// `x·Wᵀ + b` for `x` `[N, in]`, `weight` `[out, in]` (PyTorch's and candle-nn's layout) and
 /// `bias` `[out]`: candle-nn's `Linear` for rank-2 inputs, with a backward that writes the
@@ -90,8 +91,17 @@ impl CustomOp2 for LinearOp {
         grad: &Tensor,
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         // dx = grad·W [N, in]; dW = gradᵀ·x [out, in], already in the weight's layout.
-        let dx = if x.track_op() { Some(grad.matmul(w)?) } else { None };
-        let dw = if w.track_op() { Some(grad.t()?.matmul(x)?) } else { None };
+        let skinny = x.dim(0)? <= SKINNY && x.device().is_cpu();
+        let dx = match (x.track_op(), skinny) {
+            (false, _) => None,
+            (true, true) => Some(grad.apply_op2_no_bwd(w, &Skinny::InputGrad)?),
+            (true, false) => Some(grad.matmul(w)?),
+        };
+        let dw = match (w.track_op(), skinny) {
+            (false, _) => None,
+            (true, true) => Some(grad.apply_op2_no_bwd(x, &Skinny::WeightGrad)?),
+            (true, false) => Some(grad.t()?.matmul(x)?),
+        };
         Ok((dx, dw))
     }
 }
@@ -105,6 +115,9 @@ fn forward<T: Real>(
 ) -> candle::Result<CpuStorage> {
     let xs = contiguous(x.0.as_slice::<T>()?, x.1);
     let ws = contiguous(w.0.as_slice::<T>()?, w.1);
+    if n <= SKINNY {
+        return Ok(T::to_cpu_storage_owned(skinny_forward(&xs, &ws, n, k, out)));
+    }
     let mut y = vec![T::zero(); n * out];
     matmul(
         &mut y,
@@ -114,6 +127,163 @@ fn forward<T: Real>(
         parallelism(false),
     );
     Ok(T::to_cpu_storage_owned(y))
+}
+
+/// Batches of at most this many rows take the streaming kernels below instead of GEMM: with
+/// few rows every product is bound by reading (or writing) the weight matrix once, and GEMM's
+/// packing of a 4096×4096 weight costs more than the product.
+const SKINNY: usize = 16;
+
+/// Weight rows (or columns) per parallel task of the streaming kernels.
+const BLOCK: usize = 64;
+
+/// Independent accumulators of [`dot`]: lanes the compiler keeps in vector registers.
+const LANES: usize = 16;
+
+/// `Σ a[j]·b[j]`, summed in a fixed order (deterministic whatever the thread count).
+fn dot<T: Real>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let mut sum = T::zero();
+    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
+        sum += *x * *y;
+    }
+    for (x, y) in ac.zip(bc) {
+        for j in 0..LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.into_iter().fold(sum, |s, v| s + v)
+}
+
+/// `x·Wᵀ` `[n, out]` for few rows: each thread reads a block of W's rows once, against every
+/// row of `x` (which stays in cache).
+fn skinny_forward<T: Real>(x: &[T], w: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    // Computed transposed ([out, n]: each task writes whole rows), then transposed back.
+    let mut yt = vec![T::zero(); out * n];
+    yt.par_chunks_mut(BLOCK * n).enumerate().for_each(|(c, block)| {
+        for (r, dst) in block.chunks_mut(n).enumerate() {
+            let o = c * BLOCK + r;
+            let wrow = &w[o * k..(o + 1) * k];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = dot(&x[i * k..(i + 1) * k], wrow);
+            }
+        }
+    });
+    let mut y = vec![T::zero(); n * out];
+    for o in 0..out {
+        for i in 0..n {
+            y[i * out + o] = yt[o * n + i];
+        }
+    }
+    y
+}
+
+/// `grad·W` `[n, k]` for few rows: each task owns a block of input columns and streams the
+/// matching segment of every weight row once.
+fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    let cols = BLOCK * LANES;
+    let blocks = k.div_ceil(cols);
+    let parts: Vec<Vec<T>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let (j0, j1) = (b * cols, ((b + 1) * cols).min(k));
+            let width = j1 - j0;
+            let mut acc = vec![T::zero(); n * width];
+            for o in 0..out {
+                let seg = &w[o * k + j0..o * k + j1];
+                for i in 0..n {
+                    let gi = g[i * out + o];
+                    for (a, &wv) in acc[i * width..(i + 1) * width].iter_mut().zip(seg) {
+                        *a += gi * wv;
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut dx = vec![T::zero(); n * k];
+    for (b, part) in parts.iter().enumerate() {
+        let j0 = b * cols;
+        let width = part.len() / n.max(1);
+        for i in 0..n {
+            dx[i * k + j0..i * k + j0 + width].copy_from_slice(&part[i * width..(i + 1) * width]);
+        }
+    }
+    dx
+}
+
+/// `gradᵀ·x` `[out, k]` for few rows: each weight-gradient row `Σᵢ grad[i, o]·x[i, :]` is
+/// written once.
+fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    let mut dw = vec![T::zero(); out * k];
+    // The first row of x is stored, not added: reading the freshly allocated zeros first would
+    // map the kernel's shared zero page and then copy it on write, with a TLB flush on every
+    // core for every page of a 64 MB gradient.
+    dw.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
+        if n == 0 {
+            return;
+        }
+        let g0 = g[o];
+        for (d, &xv) in row.iter_mut().zip(&x[..k]) {
+            *d = g0 * xv;
+        }
+        for i in 1..n {
+            let gi = g[i * out + o];
+            for (d, &xv) in row.iter_mut().zip(&x[i * k..(i + 1) * k]) {
+                *d += gi * xv;
+            }
+        }
+    });
+    dw
+}
+
+/// The two products of the backward pass for few rows; the first operand is always the
+/// output gradient `[n, out]`.
+enum Skinny {
+    /// `(grad, W [out, in]) → grad·W [n, in]`.
+    InputGrad,
+    /// `(grad, x [n, in]) → gradᵀ·x [out, in]`.
+    WeightGrad,
+}
+
+impl CustomOp2 for Skinny {
+    fn name(&self) -> &'static str {
+        "deepsim-linear-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        g: &CpuStorage,
+        gl: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (n, out) = gl.shape().dims2()?;
+        let (rows, k) = ml.shape().dims2()?;
+        let shape = match self {
+            Skinny::InputGrad => Shape::from((n, k)),
+            Skinny::WeightGrad => Shape::from((out, k)),
+        };
+        debug_assert_eq!(rows, if matches!(self, Skinny::InputGrad) { out } else { n });
+        let r = by_float_dtype!("linear backward", g.dtype(), skinny_bwd(self, (g, gl), (m, ml)))?;
+        Ok((r, shape))
+    }
+}
+
+fn skinny_bwd<T: Real>(
+    op: &Skinny,
+    g: (&CpuStorage, &Layout),
+    m: (&CpuStorage, &Layout),
+) -> candle::Result<CpuStorage> {
+    let (n, out) = g.1.shape().dims2()?;
+    let k = m.1.shape().dims2()?.1;
+    let gs = contiguous(g.0.as_slice::<T>()?, g.1);
+    let ms = contiguous(m.0.as_slice::<T>()?, m.1);
+    Ok(T::to_cpu_storage_owned(match op {
+        Skinny::InputGrad => skinny_input_grad(&gs, &ms, n, k, out),
+        Skinny::WeightGrad => skinny_weight_grad(&gs, &ms, n, k, out),
+    }))
 }
 
 #[cfg(test)]
@@ -204,5 +374,33 @@ mod tests {
         assert!(linear(&x3, &w, None).unwrap_err().to_string().contains("[N, in]"));
         let w64 = Tensor::zeros((4, 3), DType::F64, &Device::Cpu).unwrap();
         assert!(linear(&x, &w64, None).unwrap_err().to_string().contains("dtype"));
+    }
+
+    #[test]
+    fn streaming_kernels_equal_gemm() {
+        // Rows at and just past the streaming limit, and sizes that are not multiples of the
+        // blocks; f32 against candle's matmul.
+        for n in [1, SKINNY, SKINNY + 1] {
+            let (k, out) = (1000 + 3, 130);
+            let x = Var::from_tensor(&seq((n, k), 0.01).to_dtype(DType::F32).unwrap()).unwrap();
+            let w = Var::from_tensor(&seq((out, k), 0.02).to_dtype(DType::F32).unwrap()).unwrap();
+            let c = seq((n, out), 0.1).to_dtype(DType::F32).unwrap();
+            let y = linear(&x, &w, None).unwrap();
+            let grads = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            let want_y = x.matmul(&w.t().unwrap()).unwrap();
+            let want_dx = c.matmul(w.as_tensor()).unwrap();
+            let want_dw = c.t().unwrap().matmul(x.as_tensor()).unwrap();
+            for (got, want, what) in [
+                (&y, &want_y, "y"),
+                (grads.get(x.as_tensor()).unwrap(), &want_dx, "dx"),
+                (grads.get(w.as_tensor()).unwrap(), &want_dw, "dw"),
+            ] {
+                assert_eq!(got.dims(), want.dims(), "{what}, n = {n}");
+                let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                let err = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                let err = err.to_scalar::<f32>().unwrap();
+                assert!(err <= 1e-5 * scale, "{what}, n = {n}: error {err}, scale {scale}");
+            }
+        }
     }
 }

@@ -47,8 +47,8 @@ impl Moments {
     fn zeros(var: &Var, fused: bool) -> candle::Result<Self> {
         let n = var.elem_count();
         Ok(match (fused && var.device().is_cpu(), var.dtype()) {
-            (true, DType::F32) => Moments::F32 { m: vec![0.0; n], v: vec![0.0; n] },
-            (true, DType::F64) => Moments::F64 { m: vec![0.0; n], v: vec![0.0; n] },
+            (true, DType::F32) => Moments::F32 { m: written_zeros(n), v: written_zeros(n) },
+            (true, DType::F64) => Moments::F64 { m: written_zeros(n), v: written_zeros(n) },
             _ => Moments::Tensors { m: var.zeros_like()?, v: var.zeros_like()? },
         })
     }
@@ -87,6 +87,15 @@ impl Moments {
         }
         Ok(())
     }
+}
+
+/// `n` zeros written to memory now. `vec![0.0; n]` would map untouched pages to the kernel's
+/// shared zero page, and the first update would then fault and copy every page of the moments
+/// (with a TLB flush on every core each time).
+fn written_zeros<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, T::default());
+    v
 }
 
 /// The step's constants shared by every element.

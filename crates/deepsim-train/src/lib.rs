@@ -16,6 +16,7 @@ mod error;
 mod eval;
 mod images;
 mod init;
+mod memory;
 mod model;
 mod optim;
 mod trainer;
@@ -30,6 +31,7 @@ pub use error::{Error, Result};
 pub use eval::{edge_ratio, normalized_error};
 pub use images::{write_curves, write_grid, write_image};
 pub use init::seeded;
+pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;
 pub use optim::{
     alpha_norm, inversion_objective, invert_by_optimization, total_variation, OptimInversion,

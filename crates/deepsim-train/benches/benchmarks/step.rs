@@ -155,6 +155,9 @@ fn bench_generator(c: &mut Criterion, side: usize) {
 }
 
 fn steps(c: &mut Criterion) {
+    // As the `deepsim` binary runs (`retain_freed_memory`); PyTorch's side is timed both with
+    // glibc's defaults and with the same settings (docs/PERFORMANCE.md).
+    deepsim_train::retain_freed_memory();
     for side in [64, 256] {
         bench_step(c, side);
         bench_adam(c, side);
