@@ -1,6 +1,8 @@
 //! deepsim's developer tasks, run as `cargo xtask <task>` (alias in `.cargo/config.toml`).
 //!
 //! Tasks:
+//! - `bench-gpu`: the kernel, comparator and training-step benchmarks on the GPU (the CPU set
+//!   where there is none), with memory, as JSON and markdown.
 //! - `bench-vs-torch`: runs one deepsim criterion benchmark and its PyTorch twin from
 //!   `../shared/bench/bench_torch.py` alternately, several rounds, and prints both medians.
 //! - `convert-weights`: converts a published weights file into deepsim's safetensors layout.
@@ -8,6 +10,7 @@
 //! - `experiment table2`: trains and evaluates the paper's Table 2 at CPU scale and writes
 //!   `docs/RESULTS.md`.
 
+mod bench_gpu;
 mod bench_vs_torch;
 mod convert_weights;
 mod experiment;
@@ -18,6 +21,8 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: cargo xtask <task> [options]
 
 tasks:
+  bench-gpu        kernel, comparator and train-step benchmarks on the GPU (CPU without one)
+                   with ms, images/s and peak memory (cargo xtask bench-gpu --help)
   bench-vs-torch   alternate a deepsim benchmark and its PyTorch twin; print medians
                    (cargo xtask bench-vs-torch --help for options)
   convert-weights  convert published weights (PyTorch, Caffe, safetensors, Hub) into
@@ -30,6 +35,7 @@ tasks:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("bench-gpu") => bench_gpu::run(&args[1..]),
         Some("bench-vs-torch") => bench_vs_torch::run(&args[1..]),
         Some("convert-weights") => convert_weights::run(&args[1..]),
         Some("fetch-data") => fetch_data::run(&args[1..]),

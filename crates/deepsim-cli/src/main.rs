@@ -1,6 +1,7 @@
 //! `deepsim`: features, perceptual distances and ImageNet classes of images, from the
 //! comparators of `deepsim-comparators` with weights converted by `cargo xtask convert-weights`.
 
+mod bench;
 mod evaluate;
 mod generate;
 mod images;
@@ -303,6 +304,25 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Times the kernel, comparator and training-step benchmarks on one device: median ms per
+    /// call, images per second and resident memory (`cargo xtask bench-gpu` runs it on a GPU).
+    Bench {
+        /// Benchmarks to run (default: all): max_pool_3x3s2_fwdbwd, lrn_fwdbwd,
+        /// alexnet_conv5_loss_fwdbwd, deepsim_step_64, deepsim_step_256.
+        names: Vec<String>,
+        /// Device: cpu, cuda, cuda:N, metal.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Timed calls per benchmark, after two warm-up calls.
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        /// Also write the measurements as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print the benchmark names, one per line, and run nothing.
+        #[arg(long)]
+        list: bool,
+    },
     /// Checks an image folder as training would read it: decodes every file and prints one
     /// warning per unusable file and a summary (usable, skipped by reason, converted).
     DataCheck {
@@ -426,6 +446,13 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Ablation { checkpoints, out, device, images } => {
             evaluate::ablation(&checkpoints, &images, &out, device.as_deref())
+        }
+        Command::Bench { list: true, .. } => {
+            bench::NAMES.iter().for_each(|n| println!("{n}"));
+            Ok(())
+        }
+        Command::Bench { names, device, iterations, json, .. } => {
+            bench::run(&names, &device, iterations, json.as_deref())
         }
         Command::DataCheck { dir, crop, resize, labels, strict } => {
             data_check(&dir, crop, resize, labels, strict)

@@ -493,3 +493,35 @@ fn train_then_invert_interpolate_and_sample() {
     assert_eq!(png_size(&samples.join("sample_004.png")), (64, 64));
     assert_eq!(png_size(&samples.join("grid.png")), (3 * 66 + 2, 2 * 66 + 2));
 }
+
+#[test]
+fn bench_runs_a_kernel_and_writes_json() {
+    let home = common::temp_dir("cli-bench-home");
+    let out = common::temp_dir("cli-bench-out");
+    let names = stdout(&deepsim(&home, &["bench", "--list"]));
+    assert_eq!(names.lines().count(), 5, "{names}");
+    assert!(names.lines().any(|l| l == "deepsim_step_256"), "{names}");
+
+    let json = out.join("pool.json");
+    let json_arg = json.to_str().unwrap();
+    let o = deepsim(
+        &home,
+        &["bench", "max_pool_3x3s2_fwdbwd", "--iterations", "2", "--json", json_arg],
+    );
+    assert!(stdout(&o).contains("max_pool_3x3s2_fwdbwd"));
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let m = &list[0];
+    assert_eq!(
+        (m["name"].as_str(), m["batch"].as_u64(), m["iterations"].as_u64()),
+        (Some("max_pool_3x3s2_fwdbwd"), Some(16), Some(2))
+    );
+    let (median, min) = (m["median_ms"].as_f64().unwrap(), m["min_ms"].as_f64().unwrap());
+    assert!(min > 0.0 && median >= min, "median {median}, min {min}");
+    let rate = m["images_per_s"].as_f64().unwrap();
+    assert!((rate - 16.0 / (median / 1e3)).abs() < 1e-6 * rate, "{rate}");
+
+    assert!(stderr(&deepsim(&home, &["bench", "nope"])).contains("no benchmark \"nope\""));
+    assert!(stderr(&deepsim(&home, &["bench", "--iterations", "0"])).contains("--iterations 0"));
+    assert!(stderr(&deepsim(&home, &["bench", "--device", "tpu"])).contains("tpu"));
+}

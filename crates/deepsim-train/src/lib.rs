@@ -20,6 +20,7 @@ mod memory;
 mod model;
 mod optim;
 mod trainer;
+mod workload;
 
 pub use adam::Adam;
 pub use config::{
@@ -38,3 +39,4 @@ pub use optim::{
     OptimInversionConfig,
 };
 pub use trainer::{parse_log, StepLog, Trainer};
+pub use workload::{normal, StepWorkload};
