@@ -46,6 +46,9 @@ pub enum Error {
     /// The models.
     #[error(transparent)]
     Model(#[from] deepsim_models::Error),
+    /// The image measures (the optimization baseline's priors).
+    #[error(transparent)]
+    Metrics(#[from] deepsim_metrics::Error),
     /// A tensor operation.
     #[error(transparent)]
     Candle(#[from] candle::Error),

@@ -35,8 +35,7 @@ pub use init::seeded;
 pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;
 pub use optim::{
-    alpha_norm, inversion_objective, invert_by_optimization, total_variation, OptimInversion,
-    OptimInversionConfig,
+    alpha_norm, inversion_objective, invert_by_optimization, OptimInversion, OptimInversionConfig,
 };
 pub use trainer::{parse_log, StepLog, Trainer};
 pub use workload::{normal, StepWorkload};

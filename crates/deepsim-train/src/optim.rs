@@ -31,9 +31,10 @@ pub struct OptimInversionConfig {
 
 impl Default for OptimInversionConfig {
     /// 200 Adam steps of 0.05 from a uniform grey image; λ_TV 20 and λ_α 0.01 with α = 6.
-    /// λ_TV was chosen on 8 validation tiles of the demo set inverted from random AlexNet's
-    /// conv5 (`deepsim invert-optim`; image / feature error in %): λ_TV 2 → 58.5 / 9.7
-    /// (coloured noise), 20 → 51.7 / 14.7, 100 → 55.3 / 26.0, 500 → 73.9 / 56.3.
+    /// λ_TV was chosen on the 8 validation tiles of `docs/results/optim-conv5.png` inverted
+    /// from random AlexNet's conv5 (`deepsim invert-optim --network alexnet-random --tap conv5
+    /// --resize 80 --lambda-tv L`; image / feature error in %): λ_TV 2 → 58.9 / 9.2 (coloured
+    /// noise), 20 → 49.4 / 15.3, 100 → 51.2 / 26.2, 500 → 76.3 / 61.1.
     fn default() -> Self {
         Self { steps: 200, lr: 0.05, lambda_tv: 20.0, lambda_alpha: 0.01, alpha: 6 }
     }
@@ -70,23 +71,20 @@ pub fn inversion_objective(
     let t = target.flatten_from(1)?;
     let norm = t.sqr()?.sum(1)?.clamp(1e-12, f64::MAX)?;
     let fit = ((&f - &t)?.sqr()?.sum(1)? / norm)?;
-    Ok(((fit + (total_variation(x)? * cfg.lambda_tv)?)?
+    Ok(((fit + (tv_prior(x)? * cfg.lambda_tv)?)?
         + (alpha_norm(x, cfg.alpha)? * cfg.lambda_alpha)?)?)
 }
 
-/// The total variation prior with β = 2 for each image of `x` `[N, C, H, W]`: the sum of the
-/// squared horizontal and vertical neighbour differences, over `C·H·W`. `[N]`.
+/// The total variation prior of the objective for each image of `x` `[N, C, H, W]`:
+/// Mahendran & Vedaldi's TV^β with β = 2 (eq. 5, [`deepsim_metrics::total_variation`]: the
+/// squared right and down differences over the `(H − 1)·(W − 1)` positions that have both),
+/// over `C·H·W` so that λ_TV does not depend on the image size. `[N]`.
 ///
 /// # Errors
 /// Rank other than 4, or a side below 2.
-pub fn total_variation(x: &Tensor) -> Result<Tensor> {
+fn tv_prior(x: &Tensor) -> Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
-    if h < 2 || w < 2 {
-        return Err(Error::Config(format!("total variation: image {h}×{w} is below 2×2")));
-    }
-    let dx = (x.narrow(3, 1, w - 1)? - x.narrow(3, 0, w - 1)?)?.sqr()?.sum((1, 2, 3))?;
-    let dy = (x.narrow(2, 1, h - 1)? - x.narrow(2, 0, h - 1)?)?.sqr()?.sum((1, 2, 3))?;
-    Ok(((dx + dy)? / (c * h * w) as f64)?)
+    Ok((deepsim_metrics::total_variation(x, 2.0)? / (c * h * w) as f64)?)
 }
 
 /// The α-norm prior of each image of `x` `[N, …]` in [0, 1]: the mean of |2x − 1|^α. `[N]`.
@@ -185,16 +183,17 @@ mod tests {
 
     #[test]
     fn priors_on_constructed_images() {
-        // A flat image has no variation; a 4×4 one-channel image whose right half is 1 has
-        // one unit jump per row: 4 / (1·4·4) = 0.25. A 2×2 checkerboard: 2 horizontal and 2
-        // vertical unit jumps: 4 / 4 = 1.
+        // TV counts the (H − 1)·(W − 1) positions with a right and a down neighbour. A flat
+        // image has no variation; a 4×4 one-channel image whose right half is 1 has one unit
+        // jump in each of the 3 counted rows: 3 / (1·4·4) = 0.1875. A 2×2 checkerboard: one
+        // position, a unit jump right and down: 2 / 4 = 0.5.
         let flat = t(vec![0.3; 16], (1, 1, 4, 4));
         let step: Vec<f32> = (0..16).map(|i| if i % 4 >= 2 { 1.0 } else { 0.0 }).collect();
         let checker = t(vec![0.0, 1.0, 1.0, 0.0], (1, 1, 2, 2));
-        let tv = total_variation(&Tensor::cat(&[&flat, &t(step, (1, 1, 4, 4))], 0).unwrap());
-        assert_eq!(scalars(&tv.unwrap()), [0.0, 0.25]);
-        assert_eq!(scalars(&total_variation(&checker).unwrap()), [1.0]);
-        assert!(total_variation(&t(vec![0.0; 3], (1, 1, 1, 3))).is_err());
+        let tv = tv_prior(&Tensor::cat(&[&flat, &t(step, (1, 1, 4, 4))], 0).unwrap());
+        assert_eq!(scalars(&tv.unwrap()), [0.0, 0.1875]);
+        assert_eq!(scalars(&tv_prior(&checker).unwrap()), [0.5]);
+        assert!(tv_prior(&t(vec![0.0; 3], (1, 1, 1, 3))).is_err());
         // |2x − 1|^6: 0 at grey, 1 at the bounds, 0.5^6 at 0.75.
         let a = alpha_norm(&t(vec![0.5, 1.0, 0.0, 0.75], (4, 1, 1, 1)), 6).unwrap();
         assert_eq!(scalars(&a), [0.0, 1.0, 1.0, 0.015625]);
