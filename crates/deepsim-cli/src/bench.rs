@@ -69,34 +69,16 @@ fn batch(device: &Device, gpu: usize, cpu: usize) -> usize {
 fn workload(name: &str, device: &Device) -> Result<Workload> {
     Ok(match name {
         "max_pool_3x3s2_fwdbwd" => {
-            let n = batch(device, 64, 16);
-            let x = Var::from_tensor(&normal(&[n, 64, 55, 55], 1, device)?)?;
             let cfg = MaxPool2dConfig::square(3, 2);
-            Workload {
-                what: format!(
-                    "AlexNet's overlapping max-pool 3×3/2, [{n}, 64, 55, 55], forward + backward"
-                ),
-                batch: n,
-                call: Box::new(move || {
-                    let y = max_pool2d(x.as_tensor(), &cfg)?;
-                    let g = y.sum_all()?.backward()?;
-                    sync(g.get(x.as_tensor()).context("no gradient")?)
-                }),
-            }
+            kernel(device, 64, 1, "AlexNet's overlapping max-pool 3×3/2", move |x| {
+                max_pool2d(x, &cfg)
+            })?
         }
         "lrn_fwdbwd" => {
-            let n = batch(device, 64, 16);
-            let x = Var::from_tensor(&normal(&[n, 96, 55, 55], 2, device)?)?;
             let cfg = LrnConfig::caffenet();
-            Workload {
-                what: format!("CaffeNet's LRN (5 channels), [{n}, 96, 55, 55], forward + backward"),
-                batch: n,
-                call: Box::new(move || {
-                    let y = local_response_norm(x.as_tensor(), &cfg)?;
-                    let g = y.sum_all()?.backward()?;
-                    sync(g.get(x.as_tensor()).context("no gradient")?)
-                }),
-            }
+            kernel(device, 96, 2, "CaffeNet's LRN (5 channels)", move |x| {
+                local_response_norm(x, &cfg)
+            })?
         }
         "alexnet_conv5_loss_fwdbwd" => {
             let n = batch(device, 64, 16);
@@ -138,6 +120,27 @@ fn workload(name: &str, device: &Device) -> Result<Workload> {
             }
         }
         other => bail!("no benchmark {other:?}; the benchmarks: {}", NAMES.join(", ")),
+    })
+}
+
+/// A kernel `op` on a `[N, channels, 55, 55]` input drawn from `seed` (AlexNet's first pooled
+/// and normalized maps), forward and backward of the sum of its output.
+fn kernel(
+    device: &Device,
+    channels: usize,
+    seed: u64,
+    what: &str,
+    op: impl Fn(&Tensor) -> deepsim_kernels::Result<Tensor> + 'static,
+) -> Result<Workload> {
+    let n = batch(device, 64, 16);
+    let x = Var::from_tensor(&normal(&[n, channels, 55, 55], seed, device)?)?;
+    Ok(Workload {
+        what: format!("{what}, [{n}, {channels}, 55, 55], forward + backward"),
+        batch: n,
+        call: Box::new(move || {
+            let g = op(x.as_tensor())?.sum_all()?.backward()?;
+            sync(g.get(x.as_tensor()).context("no gradient")?)
+        }),
     })
 }
 
