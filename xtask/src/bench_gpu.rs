@@ -19,8 +19,8 @@ writes results.json and results.md (ms per call, images/s, peak memory). Without
 says so and runs the CPU set.
 
 options:
-  --iterations N   timed calls per benchmark, after two warm-up calls (default 10; 1000 on
-                   deepsim_step_64 checks that memory does not grow)
+  --iterations N   timed calls per benchmark, after two warm-up calls (default 10; e.g.
+                   --only deepsim_step_64 --iterations 1000 checks that memory does not grow)
   --only NAME      run only this benchmark (repeatable)
   --cpu            run the CPU set even where a GPU is present
   --out DIR        output folder (default target/bench-gpu)";
@@ -134,8 +134,9 @@ pub fn run(args: &[String]) -> Result<()> {
         rows.push(m);
     }
     let summary = markdown(&rows, backend);
-    write_atomic(&o.out.join("results.json"), &serde_json::to_string_pretty(&rows)?)?;
-    write_atomic(&o.out.join("results.md"), &summary)?;
+    let json = serde_json::to_string_pretty(&rows)?;
+    deepsim_data::write_atomic(&o.out.join("results.json"), json.as_bytes())?;
+    deepsim_data::write_atomic(&o.out.join("results.md"), summary.as_bytes())?;
     println!("\n{summary}\n→ {}/results.md and results.json", o.out.display());
     Ok(())
 }
@@ -237,7 +238,8 @@ fn markdown(rows: &[serde_json::Value], backend: Backend) -> String {
         backend.device(),
         match backend {
             Backend::Cpu => "peak memory: the process's peak resident set",
-            _ => "peak memory: the process's GPU memory, sampled every 100 ms",
+            Backend::Cuda => "peak memory: the process's GPU memory, sampled every 100 ms",
+            Backend::Metal => "peak memory: not measured on Metal",
         }
     );
     for r in rows {
@@ -261,13 +263,6 @@ fn markdown(rows: &[serde_json::Value], backend: Backend) -> String {
         ));
     }
     s
-}
-
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ const HELP: &str = "usage: cargo xtask experiment table2 [options]
 
 Trains the runs of configs/table2/ and configs/cpu-vae.toml, evaluates them on data/demo/val
 with the optimization baseline, draws the figures into docs/results/ and writes
-docs/RESULTS.md. About 15 minutes on 2 CPU cores.
+docs/RESULTS.md. About 21 minutes on 2 CPU cores.
 
 options:
   --steps N       override every run's steps (a quick check; RESULTS.md records it)
@@ -54,10 +54,10 @@ const SHOWN: [&str; 8] = [
     "grass_s400_r0_c2.jpg",
 ];
 
-/// The paper's Table 2 (image / feature error in %, `None` where it reports none).
 /// A cell of the paper's table: image error, and feature error where reported.
 type Cell = Option<(u32, Option<u32>)>;
 
+/// The paper's Table 2 (image / feature error in %, `None` where it reports none).
 const PAPER: [(&str, [Cell; 4]); 5] = [
     (
         "Mahendran & Vedaldi",
@@ -493,7 +493,7 @@ pub fn run(args: &[String]) -> Result<()> {
          ![VAE samples](results/vae-samples.png)\n",
     );
     let doc = with_discussion(doc, &std::fs::read_to_string("docs/RESULTS.md").unwrap_or_default());
-    std::fs::write("docs/RESULTS.md", doc)?;
+    deepsim_data::write_atomic(Path::new("docs/RESULTS.md"), doc.as_bytes())?;
     println!("{table}");
     println!("→ docs/RESULTS.md and {FIGURES}/ ({:.1} minutes)", total / 60.0);
     Ok(())

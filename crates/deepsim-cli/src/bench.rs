@@ -123,8 +123,9 @@ fn workload(name: &str, device: &Device) -> Result<Workload> {
     })
 }
 
-/// A kernel `op` on a `[N, channels, 55, 55]` input drawn from `seed` (AlexNet's first pooled
-/// and normalized maps), forward and backward of the sum of its output.
+/// A kernel `op` on a `[N, channels, 55, 55]` input drawn from `seed` (the size of AlexNet's
+/// conv1 output, which its first pool and, in the original AlexNet, its first LRN take),
+/// forward and backward of the sum of its output.
 fn kernel(
     device: &Device,
     channels: usize,
@@ -198,9 +199,8 @@ pub fn run(names: &[String], device: &str, iterations: usize, json: Option<&Path
     }
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&out)?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        deepsim_data::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use candle::{Device, Tensor};
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_train::{
     edge_ratio, invert_by_optimization, normalized_error, parse_device, write_grid, write_image,
-    Model, OptimInversionConfig,
+    OptimInversionConfig,
 };
 
 use crate::generate::{create_dir, load_all, load_model, load_square, stem, write_png_rows};
@@ -86,12 +86,13 @@ pub fn eval(
         );
     }
     let mut rows = Vec::new();
-    // The first inverter of each layer, with its images: the encoder and the image size of
-    // that layer's optimization baseline.
-    let mut layers: BTreeMap<Tap, (Model, Tensor)> = BTreeMap::new();
+    // The first inverter of each layer, with its images: the encoder, image size and device
+    // of that layer's optimization baseline.
+    let mut layers: BTreeMap<Tap, (Arc<dyn Comparator + Send + Sync>, usize, Device, Tensor)> =
+        BTreeMap::new();
     for ckpt in checkpoints {
         let model = load_model(ckpt, device)?;
-        let Some((_, tap)) = model.encoder() else {
+        let Some((encoder, tap)) = model.encoder() else {
             bail!(
                 "{}: a VAE has no inverted layer; `deepsim eval` takes inverters",
                 ckpt.display()
@@ -112,16 +113,16 @@ pub fn eval(
             edge_ratio: edge_ratio(&recon, &x)?,
             seconds: started.elapsed().as_secs_f64(),
         });
-        layers.entry(tap).or_insert((model, x));
+        let (encoder, side, dev) = (encoder.clone(), model.side(), model.device().clone());
+        layers.entry(tap).or_insert((encoder, side, dev, x));
     }
     if let Some(cfg) = optim {
-        for (tap, (model, x)) in &layers {
-            let Some((encoder, _)) = model.encoder() else { continue };
+        for (tap, (encoder, side, dev, x)) in &layers {
             eprintln!("inversion by optimization of {} ({} steps)…", tap.name(), cfg.steps);
             let started = std::time::Instant::now();
-            let inv = optimize_in_batches(encoder, *tap, x, model.side(), cfg, model.device())?;
+            let inv = optimize_in_batches(encoder, *tap, x, *side, cfg, dev)?;
             let reached = batched(&inv.images, |b| {
-                Ok(encoder.features(&b.to_device(model.device())?, &[*tap])?.remove(0))
+                Ok(encoder.features(&b.to_device(dev)?, &[*tap])?.remove(0))
             })?;
             rows.push(Row {
                 method: "Mahendran & Vedaldi (optimization)".into(),
@@ -379,9 +380,10 @@ pub fn neighbours(
     device: Option<&str>,
 ) -> Result<()> {
     let model = load_model(checkpoint, device)?;
-    if model.encoder().is_none() {
+    let Some((_, tap)) = model.encoder() else {
         bail!("{}: nearest neighbours need an inverter's feature space", checkpoint.display());
-    }
+    };
+    let space = tap.name();
     let files = image_files(train)?;
     if k == 0 || k > files.len() {
         bail!("--k {k}: must be between 1 and the {} images of {}", files.len(), train.display());
@@ -414,8 +416,7 @@ pub fn neighbours(
         );
     }
     println!(
-        "rows: query | reconstruction | {k} nearest in image space | {k} nearest in {} space → {}",
-        model.encoder().map_or("feature", |(_, t)| t.name()),
+        "rows: query | reconstruction | {k} nearest in image space | {k} nearest in {space} space → {}",
         out.display()
     );
     Ok(())

@@ -42,7 +42,8 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         }
         same_dtype_device(OP, "bias", b, x)?;
     }
-    let y = if x.device().is_cpu() && n > 0 {
+    // The kernels below need every dimension non-zero; candle's matmul handles empty ones.
+    let y = if x.device().is_cpu() && n > 0 && k > 0 && out > 0 {
         x.apply_op2(weight, LinearOp)?
     } else {
         composite::linear_no_bias(x, weight)?
@@ -91,7 +92,7 @@ impl CustomOp2 for LinearOp {
         grad: &Tensor,
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         // dx = grad·W [N, in]; dW = gradᵀ·x [out, in], already in the weight's layout.
-        let skinny = x.dim(0)? <= SKINNY && x.device().is_cpu();
+        let skinny = x.dim(0)? <= SKINNY;
         let dx = match (x.track_op(), skinny) {
             (false, _) => None,
             (true, true) => Some(grad.apply_op2_no_bwd(w, &Skinny::InputGrad)?),
@@ -205,7 +206,7 @@ fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) 
     let mut dx = vec![T::zero(); n * k];
     for (b, part) in parts.iter().enumerate() {
         let j0 = b * cols;
-        let width = part.len() / n.max(1);
+        let width = part.len() / n;
         for i in 0..n {
             dx[i * k + j0..i * k + j0 + width].copy_from_slice(&part[i * width..(i + 1) * width]);
         }
@@ -221,9 +222,6 @@ fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize)
     // map the kernel's shared zero page and then copy it on write, with a TLB flush on every
     // core for every page of a 64 MB gradient.
     dw.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
-        if n == 0 {
-            return;
-        }
         let g0 = g[o];
         for (d, &xv) in row.iter_mut().zip(&x[..k]) {
             *d = g0 * xv;

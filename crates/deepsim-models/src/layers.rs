@@ -13,8 +13,6 @@ pub fn leaky_relu(x: &Tensor, alpha: f64) -> Result<Tensor> {
     Ok((x.relu()? - (x.neg()?.relu()? * alpha)?)?)
 }
 
-/// He initialization for a layer followed by a leaky ReLU of slope `alpha` (normal, std
-/// `√(2 / ((1 + α²)·fan_in))`), as the networks here use everywhere; biases start at 0.
 /// A channel count `n` scaled by a width multiplier (rounded, at least 1).
 pub(crate) fn scaled(n: usize, width: f64) -> usize {
     ((n as f64 * width).round() as usize).max(1)
@@ -43,6 +41,8 @@ impl Module for Dense {
     }
 }
 
+/// He initialization for a layer followed by a leaky ReLU of slope `alpha` (normal, std
+/// `√(2 / ((1 + α²)·fan_in))`), as the networks here use everywhere; biases start at 0.
 pub(crate) fn he_init(fan_in: usize, alpha: f64) -> Init {
     Init::Randn { mean: 0.0, stdev: (2.0 / ((1.0 + alpha * alpha) * fan_in as f64)).sqrt() }
 }

@@ -239,14 +239,15 @@ fn generator_config(
     })
 }
 
-/// A `[rows, cols]` tensor of N(0, 1) draws from `rng`, row by row.
+/// An f32 tensor of `shape` filled with N(0, 1) draws from `rng` in row-major order.
 pub(crate) fn standard_normal(
     rng: &mut Rng,
-    (rows, cols): (usize, usize),
+    shape: impl Into<candle::Shape>,
     device: &Device,
 ) -> Result<Tensor> {
-    let v: Vec<f32> = (0..rows * cols).map(|_| rng.normal() as f32).collect();
-    Ok(Tensor::from_vec(v, (rows, cols), device)?)
+    let shape = shape.into();
+    let v: Vec<f32> = (0..shape.elem_count()).map(|_| rng.normal() as f32).collect();
+    Ok(Tensor::from_vec(v, shape, device)?)
 }
 
 /// The metadata of a checkpoint, after checking its format.

@@ -11,6 +11,7 @@ use deepsim_losses::{image_loss, FeatureLoss, FeatureNorm, ImageDistance, Reduct
 use deepsim_models::{Generator, GeneratorConfig, GeneratorInput, TowerLayer};
 
 use crate::error::{Error, Result};
+use crate::model::standard_normal;
 use crate::{seeded, Adam};
 
 /// One generator update: forward from a fixed 4096-vector per image, AlexNet (torchvision
@@ -105,10 +106,7 @@ fn crop(t: &Tensor) -> Result<Tensor> {
 
 /// Standard normal values of `shape` from `seed`, as f32 on `device`.
 pub fn normal(shape: &[usize], seed: u64, device: &Device) -> Result<Tensor> {
-    let mut rng = Rng::new(seed);
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-    Ok(Tensor::from_vec(v, shape, device)?)
+    standard_normal(&mut Rng::new(seed), shape, device)
 }
 
 #[cfg(test)]
