@@ -5,6 +5,7 @@
 //! | [`max_pool2d`] | candle's max-pool backward fails when kernel ≠ stride (AlexNet's 3×3/2); no padding, no ceil mode |
 //! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
 //! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
+//! | [`bias_leaky_relu`] | a layer's bias and leaky ReLU in one pass each way (candle: a broadcast add, four ops, and a bias gradient by a slow strided reduction) |
 //! | [`linear`] | a fully connected layer whose weight gradient comes out in the weight's layout (candle's `x·Wᵀ` backward adds a transposed view element by element) |
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
 //! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
@@ -32,6 +33,7 @@
 //! ```
 
 mod affine;
+mod bias;
 mod check;
 mod conv;
 mod depthwise;
@@ -45,6 +47,7 @@ mod unit_distance;
 mod winograd;
 
 pub use affine::{value_range, ChannelAffine};
+pub use bias::bias_leaky_relu;
 pub use conv::{
     conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvAlgorithm, ConvTranspose2dConfig,
     FrozenConv2d,

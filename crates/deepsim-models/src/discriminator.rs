@@ -8,7 +8,7 @@ use candle::{Module, ModuleT, Tensor};
 use candle_nn::{Dropout, VarBuilder};
 
 use crate::error::{Error, Result};
-use crate::layers::{leaky_relu, linear, scaled, Conv, Dense};
+use crate::layers::{linear, scaled, Conv, Dense};
 
 /// A discriminator's shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,7 +201,7 @@ impl Discriminator {
         }
         let mut h = x.clone();
         for conv in &self.convs {
-            h = leaky_relu(&conv.forward(&h)?, a)?;
+            h = conv.forward_leaky_relu(&h, a)?;
         }
         let mut h = h.mean((2, 3))?;
         h = apply(&h, pooled_mask)?;
@@ -217,7 +217,7 @@ impl Discriminator {
                 }
                 let mut c = y.clone();
                 for l in &self.condition {
-                    c = leaky_relu(&l.forward(&c)?, a)?;
+                    c = l.forward_leaky_relu(&c, a)?;
                 }
                 h = Tensor::cat(&[h, c], 1)?;
             }
@@ -239,7 +239,7 @@ impl Discriminator {
                 })
             }
         }
-        let h = leaky_relu(&self.fc.forward(&h)?, a)?;
+        let h = self.fc.forward_leaky_relu(&h, a)?;
         let h = apply(&h, hidden_mask)?;
         Ok(self.out.forward(&h)?)
     }

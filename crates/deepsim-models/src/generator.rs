@@ -3,11 +3,11 @@
 //! (conv5, pool5) through convolutions, to a 4×4 (or 6×6) map, then up-convolution /
 //! convolution pairs doubling the size up to the image.
 
-use candle::{Module, Tensor};
+use candle::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::layers::{leaky_relu, linear, scaled, Conv, Dense, UpConv};
+use crate::layers::{linear, scaled, Conv, Dense, UpConv};
 
 /// What the generator takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,7 +364,7 @@ impl Generator {
                 }
                 let mut h = y.clone();
                 for l in layers {
-                    h = leaky_relu(&l.forward(&h)?, a)?;
+                    h = l.forward_leaky_relu(&h, a)?;
                 }
                 let (c, s) = self.cfg.seed_map;
                 h.reshape((y.dim(0)?, c, s, s))?
@@ -375,7 +375,7 @@ impl Generator {
                 }
                 let mut h = y.clone();
                 for l in layers {
-                    h = leaky_relu(&l.forward(&h)?, a)?;
+                    h = l.forward_leaky_relu(&h, a)?;
                 }
                 h
             }
@@ -388,13 +388,12 @@ impl Generator {
         };
         let last = self.tower.len() - 1;
         for (i, stage) in self.tower.iter().enumerate() {
+            // The last layer's output is the image: bias only.
+            let slope = if i < last { a } else { 1.0 };
             h = match stage {
-                Stage::Up(u) => u.forward(&h)?,
-                Stage::Conv(c) => c.forward(&h)?,
+                Stage::Up(u) => u.forward_leaky_relu(&h, slope)?,
+                Stage::Conv(c) => c.forward_leaky_relu(&h, slope)?,
             };
-            if i < last {
-                h = leaky_relu(&h, a)?;
-            }
         }
         let side = self.cfg.tower_side();
         let off = (side - self.cfg.output) / 2;

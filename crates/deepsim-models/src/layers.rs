@@ -3,14 +3,21 @@
 
 use candle::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
-use deepsim_kernels::{conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig};
+use deepsim_kernels::{
+    bias_leaky_relu, conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig,
+};
 
 use crate::error::Result;
 
 /// The leaky ReLU `max(x, αx)` (α = 0.3 in the paper's generator), with gradient 1 or α on
-/// either side of 0.
+/// either side of 0. The layers' `forward_leaky_relu` fuse it with their bias instead.
 pub fn leaky_relu(x: &Tensor, alpha: f64) -> Result<Tensor> {
     Ok((x.relu()? - (x.neg()?.relu()? * alpha)?)?)
+}
+
+/// A layer's bias, then a leaky ReLU of slope `alpha` (1: the bias alone), in one op.
+fn epilogue(y: Tensor, bias: &Tensor, alpha: f64) -> candle::Result<Tensor> {
+    bias_leaky_relu(&y, bias, alpha).map_err(candle::Error::wrap)
 }
 
 /// A channel count `n` scaled by a width multiplier (rounded, at least 1).
@@ -33,6 +40,17 @@ pub(crate) fn linear(in_dim: usize, out_dim: usize, alpha: f64, vb: VarBuilder) 
 pub struct Dense {
     weight: Tensor,
     bias: Tensor,
+}
+
+impl Dense {
+    /// `leaky_relu(x·Wᵀ + b, alpha)`, the bias and activation fused into one op.
+    ///
+    /// # Errors
+    /// An input that is not `[N, in]`, or a negative or non-finite `alpha`.
+    pub fn forward_leaky_relu(&self, x: &Tensor, alpha: f64) -> candle::Result<Tensor> {
+        let y = deepsim_kernels::linear(x, &self.weight, None).map_err(candle::Error::wrap)?;
+        epilogue(y, &self.bias, alpha)
+    }
 }
 
 impl Module for Dense {
@@ -77,9 +95,22 @@ impl Conv {
     }
 }
 
+impl Conv {
+    /// The convolution, then its bias and a leaky ReLU of slope `alpha` in one op (`alpha`
+    /// 1: the bias alone; 0: a ReLU).
+    ///
+    /// # Errors
+    /// An input that is not NCHW with the layer's input channels, or a negative or
+    /// non-finite `alpha`.
+    pub fn forward_leaky_relu(&self, x: &Tensor, alpha: f64) -> candle::Result<Tensor> {
+        let y = conv2d(x, &self.weight, None, &self.cfg).map_err(candle::Error::wrap)?;
+        epilogue(y, &self.bias, alpha)
+    }
+}
+
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
-        conv2d(x, &self.weight, Some(&self.bias), &self.cfg).map_err(candle::Error::wrap)
+        self.forward_leaky_relu(x, 1.0)
     }
 }
 
@@ -125,12 +156,25 @@ impl UpConv {
     }
 }
 
-impl Module for UpConv {
-    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+impl UpConv {
+    /// The up-convolution, then its bias and a leaky ReLU of slope `alpha` in one op
+    /// (`alpha` 1: the bias alone).
+    ///
+    /// # Errors
+    /// An input that is not NCHW with the layer's input channels, or a negative or
+    /// non-finite `alpha`.
+    pub fn forward_leaky_relu(&self, x: &Tensor, alpha: f64) -> candle::Result<Tensor> {
         // conv_transpose2d's weight is [in, out, k, k], applied flipped relative to a
         // correlation: the definition's W[o, i, a, b] is W'[i, o, 3 − a, 3 − b].
         let w = self.weight.transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
-        conv_transpose2d(x, &w, Some(&self.bias), &ConvTranspose2dConfig::new(2, 1))
-            .map_err(candle::Error::wrap)
+        let y = conv_transpose2d(x, &w, None, &ConvTranspose2dConfig::new(2, 1))
+            .map_err(candle::Error::wrap)?;
+        epilogue(y, &self.bias, alpha)
+    }
+}
+
+impl Module for UpConv {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.forward_leaky_relu(x, 1.0)
     }
 }

@@ -224,7 +224,7 @@ impl Vae {
         let pool = MaxPool2dConfig::square(3, 2);
         let mut h = x.clone();
         for (conv, l) in self.convs.iter().zip(&self.cfg.convs) {
-            h = conv.forward(&h)?.relu()?;
+            h = conv.forward_leaky_relu(&h, 0.0)?;
             if l.pool {
                 h = max_pool2d(&h, &pool)?;
             }
