@@ -18,7 +18,7 @@ use crate::check::{
     at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, with_scratch, Real,
 };
 use crate::error::{invalid, Result};
-use crate::gemm::{matmul, parallelism, Mat, SharedSlice};
+use crate::gemm::{matmul, matmul_col_major, parallelism, Mat, SharedSlice};
 use crate::winograd::{self, TransformedKernels};
 
 /// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
@@ -691,7 +691,9 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
                     let grad = Mat::row_major(&small[gs..gs + small_cg * p_len], small_cg, p_len);
                     let dst = &mut acc[gi * small_cg * k_len..(gi + 1) * small_cg * k_len];
                     let cols = Mat::row_major(cols, k_len, p_len).t();
-                    matmul(dst, grad, cols, true, parallelism(serial));
+                    // Column-major: gemm then packs the short `grad`, not the k_len-row
+                    // columns (8–16 times larger for the up-convolutions), as its left operand.
+                    matmul_col_major(dst, grad, cols, true, parallelism(serial));
                 }
             }
             acc
@@ -704,7 +706,16 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
             *t += v;
         }
     }
-    total
+    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout.
+    let mut weight = vec![T::zero(); total.len()];
+    for (src, dst) in total.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
+        for (j, column) in src.chunks(small_cg).enumerate() {
+            for (i, &v) in column.iter().enumerate() {
+                dst[i * k_len + j] = v;
+            }
+        }
+    }
+    weight
 }
 
 // ----------------------------------------------------------------------------- custom ops

@@ -70,7 +70,26 @@ pub(crate) fn matmul_into<T: Real>(
     check_views(dst.len(), ld, &lhs, &rhs);
     // SAFETY: `check_views` keeps every index of all three views inside their slices, and
     // `dst` is borrowed mutably (no aliasing).
-    unsafe { gemm_raw(dst.as_mut_ptr(), ld, lhs, rhs, accumulate, par) }
+    unsafe { gemm_raw(dst.as_mut_ptr(), (ld, 1), lhs, rhs, accumulate, par) }
+}
+
+/// [`matmul`] into a column-major `dst`: element (i, j) at `dst[i + j·m]`.
+///
+/// The `gemm` crate packs its left operand fastest when it is column-major and turns a
+/// row-major problem around (`dstᵀ = rhsᵀ·lhsᵀ`), so the operand that ends up on the left
+/// decides the packing cost. A product with a short, wide row-major `rhsᵀ` (a weight gradient's
+/// im2col columns) packs cheaply this way round.
+pub(crate) fn matmul_col_major<T: Real>(
+    dst: &mut [T],
+    lhs: Mat<'_, T>,
+    rhs: Mat<'_, T>,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    // The transposed problem has the same footprint with rows `m` apart.
+    check_views(dst.len(), lhs.rows, &rhs.t(), &lhs.t());
+    // SAFETY: as in `matmul_into`: every view is inside its slice and `dst` is exclusive.
+    unsafe { gemm_raw(dst.as_mut_ptr(), (1, lhs.rows), lhs, rhs, accumulate, par) }
 }
 
 /// Asserts that the product of `lhs` and `rhs` fits a destination of `dst_len` elements with
@@ -87,15 +106,16 @@ fn check_views<T>(dst_len: usize, ld: usize, lhs: &Mat<'_, T>, rhs: &Mat<'_, T>)
     );
 }
 
-/// The `gemm` crate's call: `dst = lhs · rhs` (or `+=`), rows of `dst` `ld` apart.
+/// The `gemm` crate's call: `dst = lhs · rhs` (or `+=`), element (i, j) of `dst` at
+/// `i·rs + j·cs` for `(rs, cs) = dst_strides`.
 ///
 /// # Safety
-/// `check_views` must hold for the `dst` that `dst` points into, and no other thread may touch
-/// the `m × n` elements written while the call runs. `T` is f32 or f64 (the only implementors
-/// of `Real`), which `gemm` supports.
+/// `check_views` must hold for the `dst` that `dst` points into (for a column-major `dst`, on
+/// the transposed problem), and no other thread may touch the `m × n` elements written while
+/// the call runs. `T` is f32 or f64 (the only implementors of `Real`), which `gemm` supports.
 unsafe fn gemm_raw<T: Real>(
     dst: *mut T,
-    ld: usize,
+    dst_strides: (usize, usize),
     lhs: Mat<'_, T>,
     rhs: Mat<'_, T>,
     accumulate: bool,
@@ -112,8 +132,8 @@ unsafe fn gemm_raw<T: Real>(
             n,
             k,
             dst,
-            1,
-            ld as isize,
+            dst_strides.1 as isize,
+            dst_strides.0 as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
@@ -180,6 +200,6 @@ impl<'a, T: Real> SharedSlice<'a, T> {
         assert!(start <= self.len, "shared slice: out of bounds");
         check_views(self.len - start, ld, &lhs, &rhs);
         // SAFETY: in bounds (checked); exclusive by the caller's contract.
-        unsafe { gemm_raw(self.ptr.add(start), ld, lhs, rhs, accumulate, par) }
+        unsafe { gemm_raw(self.ptr.add(start), (ld, 1), lhs, rhs, accumulate, par) }
     }
 }
