@@ -1,7 +1,8 @@
 //! The trainable layers the networks are built from: convolution, the paper's up-convolution
 //! and the leaky ReLU, on deepsim-kernels' CPU convolutions (weight and input gradients).
 
-use candle::{Module, Tensor};
+use candle::backend::BackendStorage;
+use candle::{CpuStorage, CustomOp1, Layout, Module, Shape, Tensor};
 use candle_nn::{Init, VarBuilder};
 use deepsim_kernels::{
     bias_leaky_relu, conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig,
@@ -166,7 +167,11 @@ impl UpConv {
     pub fn forward_leaky_relu(&self, x: &Tensor, alpha: f64) -> candle::Result<Tensor> {
         // conv_transpose2d's weight is [in, out, k, k], applied flipped relative to a
         // correlation: the definition's W[o, i, a, b] is W'[i, o, 3 − a, 3 − b].
-        let w = self.weight.transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
+        let w = if self.weight.device().is_cpu() {
+            self.weight.contiguous()?.apply_op1(SwapFlip)?
+        } else {
+            self.weight.transpose(0, 1)?.contiguous()?.flip(&[2, 3])?
+        };
         let y = conv_transpose2d(x, &w, None, &ConvTranspose2dConfig::new(2, 1))
             .map_err(candle::Error::wrap)?;
         epilogue(y, &self.bias, alpha)
@@ -176,5 +181,58 @@ impl UpConv {
 impl Module for UpConv {
     fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         self.forward_leaky_relu(x, 1.0)
+    }
+}
+
+/// `[A, B, k, l] → [B, A, k, l]` with both kernel axes reversed: `y[b, a, i, j] =
+/// w[a, b, k − 1 − i, l − 1 − j]`, in one copy. candle's `transpose`, `contiguous` and `flip`
+/// take three copies and two index ops forward, and index additions backward. The map is its
+/// own inverse (applied to `[B, A, k, l]` it gives back the original order), so it is also its
+/// own backward.
+struct SwapFlip;
+
+impl CustomOp1 for SwapFlip {
+    fn name(&self) -> &'static str {
+        "deepsim-swap-flip"
+    }
+
+    fn cpu_fwd(&self, w: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        fn go<T: candle::WithDType>(w: &[T], l: &Layout) -> candle::Result<Vec<T>> {
+            let &[a, b, kh, kw] = l.dims() else {
+                return Err(candle::Error::Msg(format!(
+                    "UpConv weight: shape {:?}, expected rank 4",
+                    l.dims()
+                )));
+            };
+            let Some((start, end)) = l.contiguous_offsets() else {
+                return Err(candle::Error::Msg("UpConv weight: not contiguous".into()));
+            };
+            let (w, k) = (&w[start..end], kh * kw);
+            let mut out = Vec::with_capacity(w.len());
+            for j in 0..b {
+                for i in 0..a {
+                    out.extend(w[(i * b + j) * k..][..k].iter().rev());
+                }
+            }
+            Ok(out)
+        }
+        let out = match w {
+            CpuStorage::F32(v) => CpuStorage::F32(go(v, l)?),
+            CpuStorage::F64(v) => CpuStorage::F64(go(v, l)?),
+            CpuStorage::BF16(v) => CpuStorage::BF16(go(v, l)?),
+            CpuStorage::F16(v) => CpuStorage::F16(go(v, l)?),
+            other => {
+                return Err(candle::Error::Msg(format!(
+                    "UpConv weight: dtype {:?}, expected a float",
+                    other.dtype()
+                )))
+            }
+        };
+        let d = l.dims();
+        Ok((out, Shape::from((d[1], d[0], d[2], d[3]))))
+    }
+
+    fn bwd(&self, _w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+        Ok(Some(grad.apply_op1(SwapFlip)?))
     }
 }

@@ -4,8 +4,8 @@
 use candle::{DType, Device, Module, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use deepsim_models::{
-    Discriminator, DiscriminatorConfig, DropoutMasks, Error, Generator, GeneratorConfig,
-    GeneratorInput, UpConv, Vae, VaeConfig,
+    leaky_relu, Discriminator, DiscriminatorConfig, DropoutMasks, Error, Generator,
+    GeneratorConfig, GeneratorInput, UpConv, Vae, VaeConfig,
 };
 
 const CPU: Device = Device::Cpu;
@@ -41,19 +41,31 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn up_convolution_equals_bed_of_nails_then_convolution() {
-    let (_map, vb) = vars(DType::F64);
+    let (map, vb) = vars(DType::F64);
     let up = UpConv::new(3, 5, 0.3, vb).unwrap();
+    // A bias that is not zero, so that its gradient and the leaky ReLU's kink both matter.
+    let bias = map.data().lock().unwrap()["bias"].clone();
+    bias.set(&randn(&[5], DType::F64)).unwrap();
     let x = Var::from_tensor(&randn(&[2, 3, 5, 4], DType::F64)).unwrap();
-    let fast = up.forward(x.as_tensor()).unwrap();
-    let slow = up.forward_bed_of_nails(x.as_tensor()).unwrap();
-    assert_eq!(fast.dims(), [2, 5, 10, 8]);
-    assert!(max_abs_diff(&fast, &slow) < 1e-12);
-    // Same input gradients too.
     let r = randn(&[2, 5, 10, 8], DType::F64);
-    let g = |y: Tensor| {
-        (y * &r).unwrap().sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone()
+    // Output, and the gradients of ⟨y, r⟩ w.r.t. the input, the weight and the bias.
+    let with_grads = |y: Tensor| {
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![y, grads.get(x.as_tensor()).unwrap().clone()];
+        for v in map.all_vars() {
+            out.push(grads.get(v.as_tensor()).unwrap().clone());
+        }
+        out
     };
-    assert!(max_abs_diff(&g(fast), &g(slow)) < 1e-12);
+    for alpha in [1.0, 0.3] {
+        let fast = with_grads(up.forward_leaky_relu(x.as_tensor(), alpha).unwrap());
+        let slow = up.forward_bed_of_nails(x.as_tensor()).unwrap();
+        let slow = with_grads(leaky_relu(&slow, alpha).unwrap());
+        assert_eq!(fast[0].dims(), [2, 5, 10, 8]);
+        for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+            assert!(max_abs_diff(f, s) < 1e-12, "α {alpha}: tensor {i} differs");
+        }
+    }
 }
 
 #[test]
