@@ -706,12 +706,18 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
             *t += v;
         }
     }
-    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout.
+    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout,
+    // in tiles, so that the strided writes stay within a few cache lines at a time.
+    const TILE: usize = 32;
     let mut weight = vec![T::zero(); total.len()];
     for (src, dst) in total.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
-        for (j, column) in src.chunks(small_cg).enumerate() {
-            for (i, &v) in column.iter().enumerate() {
-                dst[i * k_len + j] = v;
+        for j0 in (0..k_len).step_by(TILE) {
+            for i0 in (0..small_cg).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(k_len) {
+                    for i in i0..(i0 + TILE).min(small_cg) {
+                        dst[i * k_len + j] = src[j * small_cg + i];
+                    }
+                }
             }
         }
     }
