@@ -86,10 +86,10 @@ pub fn eval(
         );
     }
     let mut rows = Vec::new();
-    // The first inverter of each layer, with its images: the encoder, image size and device
-    // of that layer's optimization baseline.
-    let mut layers: BTreeMap<Tap, (Arc<dyn Comparator + Send + Sync>, usize, Device, Tensor)> =
-        BTreeMap::new();
+    // The first inverter of each (network, layer), with its images: the encoder, image size
+    // and device of that layer's optimization baseline.
+    type Baseline = (Arc<dyn Comparator + Send + Sync>, usize, Device, Tensor);
+    let mut layers: BTreeMap<(String, Tap), Baseline> = BTreeMap::new();
     for ckpt in checkpoints {
         let model = load_model(ckpt, device)?;
         let Some((encoder, tap)) = model.encoder() else {
@@ -114,18 +114,30 @@ pub fn eval(
             seconds: started.elapsed().as_secs_f64(),
         });
         let (encoder, side, dev) = (encoder.clone(), model.side(), model.device().clone());
-        layers.entry(tap).or_insert((encoder, side, dev, x));
+        let network = encoder.name().to_owned();
+        layers.entry((network, tap)).or_insert((encoder, side, dev, x));
     }
     if let Some(cfg) = optim {
-        for (tap, (encoder, side, dev, x)) in &layers {
-            eprintln!("inversion by optimization of {} ({} steps)…", tap.name(), cfg.steps);
+        // Inverters of more than one network: each baseline row names its network.
+        let networks: std::collections::BTreeSet<&str> =
+            layers.keys().map(|(network, _)| network.as_str()).collect();
+        for ((network, tap), (encoder, side, dev, x)) in &layers {
+            eprintln!(
+                "inversion by optimization of {network} {} ({} steps)…",
+                tap.name(),
+                cfg.steps
+            );
             let started = std::time::Instant::now();
             let inv = optimize_in_batches(encoder, *tap, x, *side, cfg, dev)?;
             let reached = batched(&inv.images, |b| {
                 Ok(encoder.features(&b.to_device(dev)?, &[*tap])?.remove(0))
             })?;
             rows.push(Row {
-                method: "Mahendran & Vedaldi (optimization)".into(),
+                method: if networks.len() > 1 {
+                    format!("Mahendran & Vedaldi (optimization, {network})")
+                } else {
+                    "Mahendran & Vedaldi (optimization)".into()
+                },
                 layer: tap.name().to_owned(),
                 tap: *tap,
                 source: format!("{} steps, λ_TV {}", cfg.steps, cfg.lambda_tv),

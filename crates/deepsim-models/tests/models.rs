@@ -1,7 +1,7 @@
 //! Shapes of every preset, parameter counts against the layer lists (and one by hand), the
 //! bed-of-nails equivalence, dropout, conditioning, finite gradients, save and load.
 
-use candle::{DType, Device, Module, Tensor, Var};
+use candle::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use deepsim_models::{
     leaky_relu, Discriminator, DiscriminatorConfig, DropoutMasks, Error, Generator,
