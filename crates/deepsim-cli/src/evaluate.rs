@@ -20,20 +20,25 @@ use crate::generate::{create_dir, load_all, load_model, load_square, stem, write
 /// Images per forward pass when encoding and decoding many.
 const BATCH: usize = 32;
 
-/// The image files of a folder (PNG, JPEG), sorted by name.
+/// The image files of a folder (the extensions of `deepsim_data::IMAGE_EXTENSIONS`, which
+/// its decoder reads), sorted by name.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading the folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                deepsim_data::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+            })
         })
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{}: no PNG or JPEG images", dir.display());
+        bail!(
+            "{}: no images (files ending in {})",
+            dir.display(),
+            deepsim_data::IMAGE_EXTENSIONS.join(", ")
+        );
     }
     Ok(files)
 }

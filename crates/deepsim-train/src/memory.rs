@@ -24,9 +24,9 @@ pub fn retain_freed_memory() -> bool {
         extern "C" {
             fn mallopt(param: i32, value: i32) -> i32;
         }
-        // SAFETY: mallopt only sets allocator parameters; both are documented values, and it
-        // returns 0 for a value it refuses.
-        unsafe { mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, i32::MAX) == 1 }
+        // SAFETY: mallopt only sets allocator parameters; both are documented values (a
+        // negative trim threshold disables trimming), and it returns 0 for a value it refuses.
+        unsafe { mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1 }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {

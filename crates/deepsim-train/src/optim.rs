@@ -10,6 +10,7 @@ use candle_nn::VarMap;
 use deepsim_comparators::{Comparator, Tap};
 
 use crate::adam::Adam;
+use crate::config::OptimConfig;
 use crate::error::{Error, Result};
 
 /// The objective's weights and the descent's schedule.
@@ -128,7 +129,8 @@ pub fn invert_by_optimization(
     let map = VarMap::new();
     map.get((n, 3, side, side), "x", candle_nn::Init::Const(0.5), DType::F32, device)?;
     let var = map.all_vars().remove(0);
-    let mut adam = Adam::new(&map, cfg.lr, 0.9, 0.999, 1e-8)?;
+    let paper = OptimConfig::default();
+    let mut adam = Adam::new(&map, cfg.lr, paper.beta1, paper.beta2, paper.eps)?;
     let mut objective = Vec::with_capacity(cfg.steps + 1);
     for step in 0..=cfg.steps {
         let x = var.as_tensor();

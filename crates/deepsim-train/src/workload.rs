@@ -10,6 +10,7 @@ use deepsim_data::Rng;
 use deepsim_losses::{image_loss, FeatureLoss, FeatureNorm, ImageDistance, Reduction};
 use deepsim_models::{Generator, GeneratorConfig, GeneratorInput, TowerLayer};
 
+use crate::config::OptimConfig;
 use crate::error::{Error, Result};
 use crate::model::standard_normal;
 use crate::{seeded, Adam};
@@ -62,7 +63,9 @@ impl StepWorkload {
         }
         let config = Self::generator_config(side)?;
         let (generator, vars) = seeded(0, device, |vb| Ok(Generator::new(config, vb)?))?;
-        let adam = Adam::new(&vars, 2e-4, 0.9, 0.999, 1e-8)?;
+        // The paper's Adam, as `bench_torch.py` sets it.
+        let o = OptimConfig::default();
+        let adam = Adam::new(&vars, o.lr, o.beta1, o.beta2, o.eps)?;
         let alex: Arc<dyn Comparator + Send + Sync> =
             Arc::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?);
         let feature =
