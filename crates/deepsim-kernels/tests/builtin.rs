@@ -55,6 +55,33 @@ fn conv2d_input_gradient_matches_candle() {
 }
 
 #[test]
+fn weight_gradients_match_candle() {
+    // Maps from 8×8 to 50×52, one to eight images (split over the threads, each summing its
+    // own part), pointwise and grouped among them.
+    let cases = [
+        ([8, 16, 8, 8], [12, 16, 3, 3], 1, 1, 1),
+        ([6, 4, 32, 32], [6, 4, 3, 3], 1, 1, 1),
+        ([3, 4, 32, 32], [6, 2, 3, 3], 1, 1, 2),
+        ([2, 3, 50, 52], [5, 3, 4, 4], 1, 2, 1),
+        ([3, 6, 20, 20], [4, 6, 1, 1], 1, 0, 1),
+        ([2, 6, 48, 50], [4, 6, 1, 1], 1, 0, 1),
+    ];
+    for (xs, ws, s, p, g) in cases {
+        let x = rand(&xs, 8, F32);
+        let w = Var::from_tensor(&rand(&ws, 9, F32)).unwrap();
+        let cfg = Conv2dConfig::new(s, p).with_groups(g);
+        let ours = conv2d(&x, w.as_tensor(), None, &cfg).unwrap();
+        let theirs = x.conv2d(w.as_tensor(), p, s, 1, g).unwrap();
+        let r = rand(ours.dims(), 10, F32);
+        let grad = |y: candle::Tensor| {
+            let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            grads.get(w.as_tensor()).unwrap().clone()
+        };
+        assert_close(&grad(ours), &grad(theirs), 1e-3, 1e-3, &format!("weight grad {xs:?} {ws:?}"));
+    }
+}
+
+#[test]
 fn conv_transpose2d_matches_candle() {
     for (xs, ws, s, p, op) in
         [([2, 8, 8, 8], [8, 4, 4, 4], 2, 1, 0), ([1, 3, 5, 7], [3, 2, 3, 3], 2, 1, 1)]

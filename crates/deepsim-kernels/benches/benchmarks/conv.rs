@@ -66,6 +66,26 @@ fn bench(c: &mut Criterion) {
         });
     }
 
+    // The generator's 3×3 convolutions (batch 8, the step benchmark's): forward and the
+    // weight gradient alone, whose GEMM reduces over images × pixels.
+    for (name, ci, hw, co) in [
+        ("gen_conv_256x8_512k3", 256, 8, 512),
+        ("gen_conv_256x16_256k3", 256, 16, 256),
+        ("gen_conv_128x32_128k3", 128, 32, 128),
+    ] {
+        let x = rand(&[8, ci, hw, hw], 5);
+        let w = Var::from_tensor(&(rand(&[co, ci, 3, 3], 6) * 0.05).unwrap()).unwrap();
+        let cfg = Conv2dConfig::new(1, 1);
+        c.bench_function(&format!("cpu_conv2d_{name}_fwdbwd_weight_deepsim"), |b| {
+            b.iter(|| {
+                black_box(sum_grad(
+                    &conv2d(&x, w.as_tensor(), None, &cfg).unwrap().sum_all().unwrap(),
+                    &w,
+                ))
+            })
+        });
+    }
+
     // The generator's up-convolution: 256 → 128 channels, kernel 4, stride 2, 16 → 32 pixels.
     let x = Var::from_tensor(&rand(&[16, 256, 16, 16], 3)).unwrap();
     let w = Var::from_tensor(&(rand(&[256, 128, 4, 4], 4) * 0.05).unwrap()).unwrap();
