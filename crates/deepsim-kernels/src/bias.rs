@@ -18,9 +18,10 @@ use crate::error::{invalid, Result};
 /// and `α·v` otherwise: a leaky ReLU of slope `alpha` (the paper's generator uses 0.3).
 /// `alpha = 1` adds the bias alone; `alpha = 0` is a ReLU (gradient 0 at 0, as PyTorch's).
 ///
-/// Differentiable w.r.t. `x` and `bias`, to any order (the backward passes are themselves
-/// custom ops with backward passes). On devices other than the CPU it runs the same formula
-/// as candle ops.
+/// Differentiable w.r.t. `x` and `bias`, to any order where candle keeps gradient graphs
+/// (`CANDLE_GRAD_DO_NOT_DETACH`): the backward passes are themselves custom ops with
+/// backward passes. On devices other than the CPU it runs the same formula, with the same
+/// gradient at 0, as candle ops.
 ///
 /// ```
 /// use candle::{Device, Tensor};
@@ -67,7 +68,9 @@ pub fn bias_leaky_relu(x: &Tensor, bias: &Tensor, alpha: f64) -> Result<Tensor> 
     Ok(x.apply_op2(bias, BiasLeakyRelu { alpha })?)
 }
 
-/// The same from candle's built-ins: `relu(v) − α·relu(−v)` with `v = x + b`.
+/// The same from candle's built-ins: `v · s` with `v = x + b` and the slope `s` (1 where
+/// `v > 0`, α elsewhere) a constant, so the gradient at `v = 0` is α as on the CPU (candle's
+/// `relu` would give 1 there).
 fn composite(x: &Tensor, bias: &Tensor, alpha: f64) -> Result<Tensor> {
     let mut column = vec![1; x.rank()];
     column[1] = bias.dim(0)?;
@@ -75,7 +78,8 @@ fn composite(x: &Tensor, bias: &Tensor, alpha: f64) -> Result<Tensor> {
     if alpha == 1.0 {
         return Ok(v);
     }
-    Ok((v.relu()? - (v.neg()?.relu()? * alpha)?)?)
+    let slope = v.gt(0.0)?.to_dtype(v.dtype())?.affine(1.0 - alpha, alpha)?.detach();
+    Ok((v * slope)?)
 }
 
 /// `(channels, elements per channel and image)` of a contiguous `[N, C, …]` layout.
@@ -303,6 +307,17 @@ mod tests {
                 };
                 let got = run(bias_leaky_relu(&x, &b, alpha).unwrap());
                 let want = run(composite(&x, &b, alpha).unwrap());
+                // Exact zeros of x + b (x holds zeros; a zero bias keeps them): slope α there.
+                let zero_b = Var::from_tensor(&b.zeros_like().unwrap()).unwrap();
+                let at_zero = |y: Tensor| {
+                    let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                    g.get(x.as_tensor()).unwrap().clone()
+                };
+                let zero_got = at_zero(bias_leaky_relu(&x, &zero_b, alpha).unwrap());
+                let zero_want = at_zero(composite(&x, &zero_b, alpha).unwrap());
+                let diff = (zero_got - zero_want).unwrap().abs().unwrap().max_all().unwrap();
+                let diff = diff.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap();
+                assert!(diff < 1e-12, "{dims:?} α {alpha}: dx at v = 0 differs by {diff}");
                 for (g, w, what) in
                     [(got.0, want.0, "y"), (got.1, want.1, "dx"), (got.2, want.2, "db")]
                 {

@@ -71,6 +71,15 @@ fn gradients_match_finite_differences() {
         let v = rand(&[2, 3, 4, 5], 7, DType::F64);
         check_grads(&[v], both_grads, &format!("{what}, second order"));
     }
+    // At v = x + b = 0 exactly the slope is α (PyTorch's convention: 0 for a ReLU).
+    let xv = Var::from_tensor(&Tensor::new(&[[0f64, 2.0, -2.0]], &Device::Cpu).unwrap()).unwrap();
+    let zero = Tensor::zeros(3, DType::F64, &Device::Cpu).unwrap();
+    for alpha in [0.0, 0.3] {
+        let y =
+            bias_leaky_relu(&xv.as_tensor().t().unwrap(), &zero.narrow(0, 0, 1).unwrap(), alpha);
+        let grads = y.unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(values(grads.get(xv.as_tensor()).unwrap()), [alpha, 1.0, alpha], "α {alpha}");
+    }
     // A frozen bias gets no gradient; the input still does.
     let b = rand(&[3], 8, DType::F64);
     let xv = Var::from_tensor(&rand(&[2, 3, 4], 9, DType::F64)).unwrap();

@@ -233,6 +233,6 @@ impl CustomOp1 for SwapFlip {
     }
 
     fn bwd(&self, _w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(grad.apply_op1(SwapFlip)?))
+        Ok(Some(grad.contiguous()?.apply_op1(SwapFlip)?))
     }
 }
