@@ -16,8 +16,10 @@ use crate::model::standard_normal;
 use crate::{seeded, Adam};
 
 /// One generator update: forward from a fixed 4096-vector per image, AlexNet (torchvision
-/// layout, seeded random weights) conv5 feature MSE against a fixed target's features on the
-/// 227×227 centre crop, image MSE, backward, Adam (lr 2e-4, β 0.9/0.999) over the generator.
+/// layout, seeded random weights) conv5 feature MSE against a fixed target image's features
+/// on the 227×227 centre crop (computed afresh each step, as a trainer does for each new
+/// batch and as the PyTorch twin does), image MSE, backward, Adam (lr 2e-4, β 0.9/0.999)
+/// over the generator.
 pub struct StepWorkload {
     side: usize,
     generator: Generator,
@@ -25,7 +27,6 @@ pub struct StepWorkload {
     feature: FeatureLoss,
     code: Tensor,
     target: Tensor,
-    want: Vec<Tensor>,
 }
 
 impl StepWorkload {
@@ -74,8 +75,7 @@ impl StepWorkload {
         // The torch side draws its target from randn; the comparator needs [0, 1] images.
         let target =
             normal(&[batch, 3, side, side], 2, device)?.affine(0.2, 0.5)?.clamp(0f32, 1f32)?;
-        let want = feature.target_features(&crop(&target)?)?;
-        Ok(StepWorkload { side, generator, adam, feature, code, target, want })
+        Ok(StepWorkload { side, generator, adam, feature, code, target })
     }
 
     /// Images per step.
@@ -89,7 +89,8 @@ impl StepWorkload {
     /// Tensor errors.
     pub fn step(&mut self) -> Result<f32> {
         let y = self.generator.forward(&self.code)?.clamp(0f32, 1f32)?;
-        let lf = self.feature.forward_to(&crop(&y)?, &self.want)?.total;
+        let want = self.feature.target_features(&crop(&self.target)?)?;
+        let lf = self.feature.forward_to(&crop(&y)?, &want)?.total;
         let li = image_loss(&y, &self.target, ImageDistance::SquaredL2, Reduction::Mean)?;
         let loss = (lf + (li / (3 * self.side * self.side) as f64)?)?;
         self.adam.step(&loss.backward()?)?;
