@@ -12,7 +12,7 @@ use candle::{Device, Tensor};
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_train::{
     edge_ratio, invert_by_optimization, normalized_error, parse_device, write_grid, write_image,
-    OptimInversionConfig,
+    Model, OptimInversionConfig,
 };
 
 use crate::generate::{create_dir, load_all, load_model, load_square, stem, write_png_rows};
@@ -41,6 +41,25 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
         );
     }
     Ok(files)
+}
+
+/// Decoded image sets by the (resize, crop) of a model's validation, so that checkpoints
+/// sharing them decode the files once.
+#[derive(Default)]
+struct ImageSets(BTreeMap<(u32, u32), Tensor>);
+
+impl ImageSets {
+    /// `files` as `model`'s validation sees them, `[N, 3, side, side]` on the CPU.
+    fn get(&mut self, model: &Model, files: &[PathBuf]) -> Result<Tensor> {
+        let d = &model.config().data;
+        let key = (d.resize, d.crop);
+        if let Some(x) = self.0.get(&key) {
+            return Ok(x.clone());
+        }
+        let x = load_all(model, files)?;
+        self.0.insert(key, x.clone());
+        Ok(x)
+    }
 }
 
 /// `f` over `x` in batches of [`BATCH`], concatenated.
@@ -95,6 +114,7 @@ pub fn eval(
     // and device of that layer's optimization baseline.
     type Baseline = (Arc<dyn Comparator + Send + Sync>, usize, Device, Tensor);
     let mut layers: BTreeMap<(String, Tap), Baseline> = BTreeMap::new();
+    let mut sets = ImageSets::default();
     for ckpt in checkpoints {
         let model = load_model(ckpt, device)?;
         let Some((encoder, tap)) = model.encoder() else {
@@ -104,7 +124,7 @@ pub fn eval(
             );
         };
         let started = std::time::Instant::now();
-        let x = load_all(&model, &files)?;
+        let x = sets.get(&model, &files)?;
         let code = batched(&x, |b| Ok(model.encode(b)?))?;
         let recon = batched(&code, |c| Ok(model.decode(c)?))?;
         let recon_code = batched(&recon, |b| Ok(model.encode(b)?))?;
@@ -360,19 +380,27 @@ pub fn ablation(
 ) -> Result<()> {
     let mut rows = Vec::new();
     let mut names = vec!["originals".to_owned()];
+    let mut sets = ImageSets::default();
+    // The row of originals is the first checkpoint's view of the images; every other
+    // checkpoint must see the same (resize, crop), or its row would show other pixels.
+    let mut first: Option<(u32, u32)> = None;
     for ckpt in checkpoints {
         let model = load_model(ckpt, device)?;
-        let x = load_all(&model, images)?;
+        let d = &model.config().data;
+        match first {
+            None => first = Some((d.resize, d.crop)),
+            Some((resize, crop)) if (d.resize, d.crop) != (resize, crop) => bail!(
+                "{}: validates on images resized to {} and cropped to {}, the first checkpoint \
+                 on {resize} and {crop}; one grid needs the same view of the images",
+                ckpt.display(),
+                d.resize,
+                d.crop
+            ),
+            Some(_) => {}
+        }
+        let x = sets.get(&model, images)?;
         if rows.is_empty() {
             rows.push(x.clone());
-        } else if x.dims() != rows[0].dims() {
-            bail!(
-                "{}: makes {}×{} images, the first checkpoint {:?}",
-                ckpt.display(),
-                model.side(),
-                model.side(),
-                rows[0].dims()
-            );
         }
         rows.push(batched(&x, |b| Ok(model.reconstruct(b)?))?);
         names.push(format!("{} ({})", model.config().method(), ckpt.display()));
