@@ -117,7 +117,7 @@ pub fn run(args: &[String]) -> Result<()> {
             Backend::Cpu
         })
     };
-    let bin = build(backend)?;
+    let bin = crate::build_deepsim(backend.feature())?;
     std::fs::create_dir_all(&o.out)?;
     let names: Vec<String> = if o.only.is_empty() { bench_names(&bin)? } else { o.only.clone() };
     let mut rows = Vec::new();
@@ -139,25 +139,6 @@ pub fn run(args: &[String]) -> Result<()> {
     deepsim_data::write_atomic(&o.out.join("results.md"), summary.as_bytes())?;
     println!("\n{summary}\n→ {}/results.md and results.json", o.out.display());
     Ok(())
-}
-
-/// Builds `deepsim` with the backend's feature (its own target folder for GPU builds, so the
-/// CPU build is not rebuilt) and returns the binary's path.
-fn build(backend: Backend) -> Result<PathBuf> {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "--release", "-p", "deepsim-cli"]);
-    let target = match backend.feature() {
-        Some(f) => {
-            cmd.args(["--features", f, "--target-dir", &format!("target/{f}")]);
-            PathBuf::from(format!("target/{f}"))
-        }
-        None => PathBuf::from("target"),
-    };
-    println!("$ {cmd:?}");
-    if !cmd.status()?.success() {
-        return Err(format!("building deepsim for {backend:?} failed").into());
-    }
-    Ok(target.join("release").join("deepsim"))
 }
 
 /// The benchmark names, from `deepsim bench --list`.

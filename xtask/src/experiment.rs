@@ -256,16 +256,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let bin = match o.bin {
         Some(b) => b,
-        None => {
-            eprintln!("$ cargo build --release -p deepsim-cli");
-            let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["build", "--release", "-p", "deepsim-cli"])
-                .status()?;
-            if !status.success() {
-                return Err("building deepsim failed".into());
-            }
-            PathBuf::from("target/release/deepsim")
-        }
+        None => crate::build_deepsim(None)?,
     };
     let mut timings = Vec::new();
     let mut train = |config: &str, out: &str, steps: Option<u64>| -> Result<()> {

@@ -16,7 +16,8 @@ mod convert_weights;
 mod experiment;
 mod fetch_data;
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <task> [options]
 
@@ -53,4 +54,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the `deepsim` binary in release mode, with the cargo `feature` if any (into its
+/// own target folder `target/<feature>`, so the CPU build is not rebuilt), and returns its
+/// path.
+fn build_deepsim(feature: Option<&str>) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "--release", "-p", "deepsim-cli"]);
+    let target = match feature {
+        Some(f) => {
+            cmd.args(["--features", f, "--target-dir", &format!("target/{f}")]);
+            PathBuf::from(format!("target/{f}"))
+        }
+        None => PathBuf::from("target"),
+    };
+    eprintln!("$ {cmd:?}");
+    if !cmd.status()?.success() {
+        return Err(format!("building deepsim ({}) failed", feature.unwrap_or("cpu")).into());
+    }
+    Ok(target.join("release").join("deepsim"))
 }

@@ -4,12 +4,14 @@
 //! benchmark's) and writes the summary.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor, Var};
 use deepsim_comparators::{AlexNet, AlexNetLayout, Comparator, Tap};
 use deepsim_kernels::{local_response_norm, max_pool2d, LrnConfig, MaxPool2dConfig};
+use deepsim_losses::{FeatureLoss, FeatureNorm, Reduction};
 use deepsim_train::{normal, parse_device, peak_resident_bytes, resident_bytes, StepWorkload};
 use serde::Serialize;
 
@@ -82,21 +84,23 @@ fn workload(name: &str, device: &Device) -> Result<Workload> {
         }
         "alexnet_conv5_loss_fwdbwd" => {
             let n = batch(device, 64, 16);
-            let net = AlexNet::random(AlexNetLayout::Torchvision, 0, device)?;
+            let net: Arc<dyn Comparator + Send + Sync> =
+                Arc::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?);
+            let loss =
+                FeatureLoss::new(net, &[(Tap::Relu5, 1.0)], FeatureNorm::Mean, Reduction::Mean)?;
             let x = Var::from_tensor(
                 &normal(&[n, 3, 227, 227], 3, device)?.affine(0.2, 0.5)?.clamp(0f32, 1f32)?,
             )?;
             let target =
                 normal(&[n, 3, 227, 227], 4, device)?.affine(0.2, 0.5)?.clamp(0f32, 1f32)?;
-            let want = net.features(&target, &[Tap::Relu5])?.remove(0);
+            let want = loss.target_features(&target)?;
             Workload {
                 what: format!(
                     "perceptual loss: MSE of AlexNet (random weights) conv5 features, [{n}, 3, 227, 227], forward + backward to the input"
                 ),
                 batch: n,
                 call: Box::new(move || {
-                    let f = net.features(x.as_tensor(), &[Tap::Relu5])?.remove(0);
-                    let g = (f - &want)?.sqr()?.mean_all()?.backward()?;
+                    let g = loss.forward_to(x.as_tensor(), &want)?.total.backward()?;
                     sync(g.get(x.as_tensor()).context("no gradient")?)
                 }),
             }

@@ -154,9 +154,6 @@ pub fn eval(
             );
             let started = std::time::Instant::now();
             let inv = optimize_in_batches(encoder, *tap, x, *side, cfg, dev)?;
-            let reached = batched(&inv.images, |b| {
-                Ok(encoder.features(&b.to_device(dev)?, &[*tap])?.remove(0))
-            })?;
             rows.push(Row {
                 method: if networks.len() > 1 {
                     format!("Mahendran & Vedaldi (optimization, {network})")
@@ -167,7 +164,7 @@ pub fn eval(
                 tap: *tap,
                 source: format!("{} steps, λ_TV {}", cfg.steps, cfg.lambda_tv),
                 image_error: normalized_error(&inv.images, x)?,
-                feature_error: Some(normalized_error(&reached, &inv.targets)?),
+                feature_error: Some(normalized_error(&inv.reached, &inv.targets)?),
                 edge_ratio: edge_ratio(&inv.images, x)?,
                 seconds: started.elapsed().as_secs_f64(),
             });
@@ -197,6 +194,8 @@ struct BatchedInversion {
     images: Tensor,
     /// The features they were fitted to.
     targets: Tensor,
+    /// The features the reconstructions reached.
+    reached: Tensor,
     /// The mean objective at each step of the first batch.
     curve: Vec<f64>,
 }
@@ -211,7 +210,8 @@ fn optimize_in_batches(
     device: &Device,
 ) -> Result<BatchedInversion> {
     let n = x.dim(0)?;
-    let (mut images, mut targets, mut curve) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut images, mut targets, mut reached) = (Vec::new(), Vec::new(), Vec::new());
+    let mut curve = Vec::new();
     for s in (0..n).step_by(BATCH) {
         let xb = x.narrow(0, s, BATCH.min(n - s))?.to_device(device)?;
         let target = encoder.features(&xb, &[tap])?.remove(0).detach();
@@ -221,10 +221,12 @@ fn optimize_in_batches(
         }
         images.push(inv.images.to_device(&Device::Cpu)?);
         targets.push(target.to_device(&Device::Cpu)?);
+        reached.push(inv.features.to_device(&Device::Cpu)?);
     }
     Ok(BatchedInversion {
         images: Tensor::cat(&images, 0)?,
         targets: Tensor::cat(&targets, 0)?,
+        reached: Tensor::cat(&reached, 0)?,
         curve,
     })
 }
@@ -324,13 +326,12 @@ pub fn invert_optim(
         cfg.steps
     );
     if images.len() >= 2 {
-        let reached = encoder.features(&inv.images.to_device(&device)?, &[tap])?.remove(0);
         println!(
             "normalized error over these {} images: image space {:.1} %, feature space ({}) {:.1} %",
             images.len(),
             normalized_error(&inv.images, &x)? * 100.0,
             tap.name(),
-            normalized_error(&reached.to_device(&Device::Cpu)?, &inv.targets)? * 100.0
+            normalized_error(&inv.reached, &inv.targets)? * 100.0
         );
     }
     println!("grid (originals | reconstructions) → {}", out.join("grid.png").display());

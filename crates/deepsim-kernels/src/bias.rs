@@ -68,6 +68,20 @@ pub fn bias_leaky_relu(x: &Tensor, bias: &Tensor, alpha: f64) -> Result<Tensor> 
     Ok(x.apply_op2(bias, BiasLeakyRelu { alpha })?)
 }
 
+/// `y + b` over dim 1, for the ops that take a bias argument ([`crate::conv2d`],
+/// [`crate::conv_transpose2d`], [`crate::linear`]) on the CPU: [`bias_leaky_relu`] with slope 1,
+/// whose bias gradient is one pass (candle's broadcast add differentiates through a strided
+/// reduction), or a broadcast add for an empty `y`, which that op refuses.
+pub(crate) fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let Some(b) = bias else { return Ok(y) };
+    if y.elem_count() == 0 {
+        let mut column = vec![1; y.rank()];
+        column[1] = b.dim(0)?;
+        return Ok(y.broadcast_add(&b.reshape(column)?)?);
+    }
+    bias_leaky_relu(&y, b, 1.0)
+}
+
 /// The same from candle's built-ins: `v · s` with `v = x + b` and the slope `s` (1 where
 /// `v > 0`, α elsewhere) a constant, so the gradient at `v = 0` is α as on the CPU (candle's
 /// `relu` would give 1 there).

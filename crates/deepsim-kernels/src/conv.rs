@@ -905,7 +905,8 @@ fn output_padding(g: &Geom) -> (usize, usize) {
     )
 }
 
-fn add_bias(t: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+/// `t + bias` from candle's built-ins (the composites).
+fn broadcast_bias(t: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     Ok(match bias {
         Some(b) => t.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
         None => t,
@@ -936,7 +937,7 @@ pub fn conv2d(
     if !input.device().is_cpu() {
         return composite::conv2d(input, weight, bias, cfg);
     }
-    add_bias(input.apply_op2(weight, Conv2dOp(g))?, bias)
+    crate::bias::add_bias(input.apply_op2(weight, Conv2dOp(g))?, bias)
 }
 
 /// 2-D transposed convolution (PyTorch's `conv_transpose2d`), differentiable w.r.t. input,
@@ -959,7 +960,7 @@ pub fn conv_transpose2d(
     if !input.device().is_cpu() {
         return composite::conv_transpose2d(input, weight, bias, cfg);
     }
-    add_bias(input.apply_op2(weight, ConvTranspose2dOp(g))?, bias)
+    crate::bias::add_bias(input.apply_op2(weight, ConvTranspose2dOp(g))?, bias)
 }
 
 /// The activation fused into a [`FrozenConv2d`].
@@ -1425,7 +1426,7 @@ pub(crate) mod composite {
     use candle::{Tensor, D};
 
     use super::{
-        add_bias, conv2d_geom, conv_transpose2d_geom, Conv2dConfig, ConvTranspose2dConfig,
+        broadcast_bias, conv2d_geom, conv_transpose2d_geom, Conv2dConfig, ConvTranspose2dConfig,
     };
     use crate::error::Result;
     use crate::strided::{dilate, strided_slice};
@@ -1458,7 +1459,7 @@ pub(crate) mod composite {
             let y = strided_slice(&y, 2, 0, g.small[1], cfg.stride.0)?;
             strided_slice(&y, 3, 0, g.small[2], cfg.stride.1)?
         };
-        add_bias(y, bias)
+        broadcast_bias(y, bias)
     }
 
     /// [`super::conv_transpose2d`] as a stride-1 convolution of the zero-upsampled input with

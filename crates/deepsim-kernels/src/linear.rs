@@ -48,10 +48,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     } else {
         composite::linear_no_bias(x, weight)?
     };
-    Ok(match bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    })
+    crate::bias::add_bias(y, bias)
 }
 
 /// `x·Wᵀ` from candle's built-ins (what non-CPU devices run).

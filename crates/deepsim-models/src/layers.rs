@@ -94,9 +94,7 @@ impl Conv {
         let bias = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
         Ok(Self { weight, bias, cfg: Conv2dConfig::new(stride, padding) })
     }
-}
 
-impl Conv {
     /// The convolution, then its bias and a leaky ReLU of slope `alpha` in one op (`alpha`
     /// 1: the bias alone; 0: a ReLU).
     ///
@@ -155,9 +153,7 @@ impl UpConv {
         let up = up.pad_with_zeros(2, 2, 1)?.pad_with_zeros(3, 2, 1)?;
         Ok(conv2d(&up, &self.weight, Some(&self.bias), &Conv2dConfig::new(1, 0))?)
     }
-}
 
-impl UpConv {
     /// The up-convolution, then its bias and a leaky ReLU of slope `alpha` in one op
     /// (`alpha` 1: the bias alone).
     ///

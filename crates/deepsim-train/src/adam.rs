@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle::backprop::GradStore;
-use candle::{CpuStorage, DType, Layout, Tensor, Var};
+use candle::{CpuStorage, DType, Layout, Tensor, Var, WithDType};
 use candle_nn::VarMap;
 use rayon::prelude::*;
 
@@ -110,36 +110,18 @@ struct Hyper {
     inv_c2: f64,
 }
 
-/// A float the fused pass runs in (`f32` or `f64`), with access to a CPU storage of it.
-trait HostFloat:
-    Copy
-    + Send
-    + Sync
-    + std::ops::Add<Output = Self>
-    + std::ops::Sub<Output = Self>
-    + std::ops::Mul<Output = Self>
-    + std::ops::Div<Output = Self>
-{
-    fn from_f64(x: f64) -> Self;
+/// A float the fused pass runs in (`f32` or `f64`): candle's element type, with the square
+/// root and the mutable access to a CPU storage that `WithDType` lacks.
+trait HostFloat: WithDType {
     fn sqrt(self) -> Self;
-    fn slice(s: &CpuStorage) -> Option<&[Self]>;
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
 }
 
 macro_rules! host_float {
     ($t:ty, $variant:ident) => {
         impl HostFloat for $t {
-            fn from_f64(x: f64) -> Self {
-                x as $t
-            }
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
-            }
-            fn slice(s: &CpuStorage) -> Option<&[Self]> {
-                match s {
-                    CpuStorage::$variant(v) => Some(v),
-                    _ => None,
-                }
             }
             fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
                 match s {
@@ -173,7 +155,7 @@ impl<T: HostFloat> FusedAdam<'_, T> {
         for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
             *m = b1 * *m + a1 * g;
             *v = b2 * *v + a2 * (g * g);
-            *p = *p - step * *m / ((*v * inv_c2).sqrt() + eps);
+            *p -= step * *m / ((*v * inv_c2).sqrt() + eps);
         }
     }
 }
@@ -195,7 +177,7 @@ impl<T: HostFloat> candle::InplaceOp2 for FusedAdam<'_, T> {
         else {
             candle::bail!("fused-adam: the parameter and its gradient must be contiguous");
         };
-        let (Some(p), Some(g)) = (T::slice_mut(param), T::slice(grad)) else {
+        let (Some(p), Ok(g)) = (T::slice_mut(param), T::cpu_storage_as_slice(grad)) else {
             candle::bail!("fused-adam: the gradient's dtype differs from the parameter's");
         };
         let (p, g) = (&mut p[p0..p1], &g[g0..g1]);
@@ -358,7 +340,7 @@ mod tests {
     use candle::Device;
 
     /// A variable `w` holding `values` in a fresh map.
-    fn map_with<T: candle::WithDType>(values: &[T], dtype: DType) -> (VarMap, Var) {
+    fn map_with<T: WithDType>(values: &[T], dtype: DType) -> (VarMap, Var) {
         let map = VarMap::new();
         map.get(values.len(), "w", candle_nn::Init::Const(0.0), dtype, &Device::Cpu).unwrap();
         let var = map.data().lock().unwrap()["w"].clone();

@@ -48,6 +48,9 @@ pub struct OptimInversion {
     /// The objective (mean over images) before each step and after the last: `steps + 1`
     /// values.
     pub objective: Vec<f64>,
+    /// The encoder's features of `images` at the tap (as `encoder.features` returns them),
+    /// from the objective's last evaluation.
+    pub features: Tensor,
 }
 
 /// Per image: the squared feature distance over the target's squared norm (so 1 for the
@@ -132,7 +135,8 @@ pub fn invert_by_optimization(
     let paper = OptimConfig::default();
     let mut adam = Adam::new(&map, cfg.lr, paper.beta1, paper.beta2, paper.eps)?;
     let mut objective = Vec::with_capacity(cfg.steps + 1);
-    for step in 0..=cfg.steps {
+    let mut step = 0;
+    loop {
         let x = var.as_tensor();
         let features = encoder.features(x, &[tap])?.remove(0);
         let total = inversion_objective(&features, &target, x, cfg)?.sum_all()?;
@@ -144,12 +148,13 @@ pub fn invert_by_optimization(
         }
         objective.push(value);
         if step == cfg.steps {
-            break;
+            let features = features.detach();
+            return Ok(OptimInversion { images: var.as_tensor().detach(), objective, features });
         }
         adam.step(&total.backward()?)?;
         project(&var)?;
+        step += 1;
     }
-    Ok(OptimInversion { images: var.as_tensor().detach(), objective })
 }
 
 /// Clamps a variable back into [0, 1].

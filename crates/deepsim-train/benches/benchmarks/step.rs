@@ -8,16 +8,19 @@ use std::hint::black_box;
 
 use candle::backprop::GradStore;
 use candle::{Device, Tensor};
+use candle_nn::VarMap;
 use criterion::{criterion_group, Criterion};
-use deepsim_models::{Generator, GeneratorConfig};
-use deepsim_train::{normal, seeded, Adam, StepWorkload};
+use deepsim_models::Generator;
+use deepsim_train::{normal, seeded, Adam, OptimConfig, StepWorkload};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     normal(shape, seed, &Device::Cpu).expect("tensor")
 }
 
-fn generator_config(side: usize) -> GeneratorConfig {
-    StepWorkload::generator_config(side).expect("side")
+/// The step benchmark's generator (`bench_torch.py`'s) with its variables, seed 0.
+fn generator(side: usize) -> (Generator, VarMap) {
+    let config = StepWorkload::generator_config(side).expect("side");
+    seeded(0, &Device::Cpu, |vb| Ok(Generator::new(config, vb)?)).expect("generator")
 }
 
 fn bench_step(c: &mut Criterion, side: usize) {
@@ -44,9 +47,7 @@ fn bench_adam(c: &mut Criterion, side: usize) {
 
 /// Adam over a generator's variables, with fixed random gradients for all of them.
 fn adam_with_gradients(side: usize, fused: bool) -> (Adam, GradStore) {
-    let dev = Device::Cpu;
-    let (_, vars) =
-        seeded(0, &dev, |vb| Ok(Generator::new(generator_config(side), vb)?)).expect("generator");
+    let (_, vars) = generator(side);
     let mut grads = GradStore::default();
     let data = vars.data().lock().expect("vars").clone();
     let mut names: Vec<_> = data.keys().cloned().collect();
@@ -55,10 +56,11 @@ fn adam_with_gradients(side: usize, fused: bool) -> (Adam, GradStore) {
         let var = &data[name];
         grads.insert(var.as_tensor(), randn(var.dims(), 100 + i as u64));
     }
+    let o = OptimConfig::default();
     let adam = if fused {
-        Adam::new(&vars, 2e-4, 0.9, 0.999, 1e-8)
+        Adam::new(&vars, o.lr, o.beta1, o.beta2, o.eps)
     } else {
-        Adam::unfused(&vars, 2e-4, 0.9, 0.999, 1e-8)
+        Adam::unfused(&vars, o.lr, o.beta1, o.beta2, o.eps)
     };
     (adam.expect("adam"), grads)
 }
@@ -67,12 +69,7 @@ fn adam_with_gradients(side: usize, fused: bool) -> (Adam, GradStore) {
 fn bench_generator(c: &mut Criterion, side: usize) {
     let mut state: Option<(Generator, Tensor)> = None;
     c.bench_function(&format!("cpu_deepsim_gen_b8_{side}_fwd"), |b| {
-        let (g, z) = state.get_or_insert_with(|| {
-            let (g, _vars) =
-                seeded(0, &Device::Cpu, |vb| Ok(Generator::new(generator_config(side), vb)?))
-                    .expect("generator");
-            (g, randn(&[8, 4096], 1))
-        });
+        let (g, z) = state.get_or_insert_with(|| (generator(side).0, randn(&[8, 4096], 1)));
         b.iter(|| black_box(g.forward(z).expect("forward")))
     });
 }
