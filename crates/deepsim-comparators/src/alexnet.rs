@@ -13,7 +13,7 @@ use deepsim_kernels::{
 };
 
 use crate::chain::Stage;
-use crate::comparator::{check_input, check_taps, imagenet_normalize, load_weights, Comparator};
+use crate::comparator::{check_input, check_taps, imagenet_normalize, Comparator};
 use crate::error::{Error, Result};
 use crate::seeded;
 use crate::tap::Tap;
@@ -171,8 +171,7 @@ impl AlexNet {
                 })
             }
         };
-        let path = weights::resolve(arch, path)?;
-        let vb = load_weights(&path, device)?;
+        let (path, vb) = weights::load(arch, path, device)?;
         Self::new(arch.name(), layout, with_fc, vb)
             .map_err(|e| Error::BadFile { path, reason: e.to_string() })
     }

@@ -1,7 +1,7 @@
 //! A frozen sequential trunk and a per-image head on its taps as one autograd node: the
-//! forward pass runs preprocessing, convolutions (ReLU fused) and max-pools, and the head; the
-//! backward pass runs the head's and the layers' backward itself, accumulating each tap's
-//! gradient into the running one.
+//! forward pass runs preprocessing, convolutions (ReLU fused), max-pools, blur pools and ReLUs,
+//! and the head; the backward pass runs the head's and the layers' backward itself,
+//! accumulating each tap's gradient into the running one.
 //!
 //! Why: in candle's autograd every node's gradient starts as a zero tensor that the incoming
 //! gradient is added to (an allocation, a fill and an add over the full activation), and a tap
@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use candle::backend::BackendStorage;
 use candle::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use deepsim_kernels::{
-    max_pool2d, max_pool2d_backward, ChannelAffine, FrozenConv2d, MaxPool2dConfig,
+    blur_pool2d, blur_pool2d_backward, max_pool2d, max_pool2d_backward, BlurPool2dConfig,
+    ChannelAffine, FrozenConv2d, MaxPool2dConfig,
 };
 
 use crate::error::Result;
@@ -27,11 +28,51 @@ pub(crate) enum Stage {
     Conv { layer: FrozenConv2d, tapped: bool },
     /// A max-pool (never tapped here).
     Pool(MaxPool2dConfig),
+    /// An anti-aliased downsampling (never tapped here).
+    Blur(BlurPool2dConfig),
+    /// A ReLU of its own (after a blur, where it cannot be fused into the convolution).
+    Relu { tapped: bool },
 }
 
 impl Stage {
-    fn tapped(&self) -> bool {
-        matches!(self, Stage::Conv { tapped: true, .. })
+    pub(crate) fn tapped(&self) -> bool {
+        matches!(self, Stage::Conv { tapped: true, .. } | Stage::Relu { tapped: true })
+    }
+
+    /// The output length along an axis of `len` pixels (square kernels, equal strides), `None`
+    /// when the stage does not fit.
+    pub(crate) fn out_len(&self, len: usize) -> Option<usize> {
+        match self {
+            Stage::Conv { layer, .. } => {
+                let cfg = layer.config();
+                let k = layer.weight().dims().get(2).copied()?;
+                let span = cfg.dilation.0 * (k - 1) + 1;
+                Some((len + 2 * cfg.padding.0).checked_sub(span)? / cfg.stride.0 + 1)
+            }
+            Stage::Pool(cfg) => cfg.out_len(0, len),
+            Stage::Blur(cfg) => cfg.out_len(len),
+            Stage::Relu { .. } => Some(len),
+        }
+    }
+
+    /// The stage's output, through ops that candle's autograd differentiates.
+    pub(crate) fn forward(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Stage::Conv { layer, .. } => layer.forward(h)?,
+            Stage::Pool(cfg) => max_pool2d(h, cfg)?,
+            Stage::Blur(cfg) => blur_pool2d(h, cfg)?,
+            Stage::Relu { .. } => h.relu()?,
+        })
+    }
+
+    /// The gradient w.r.t. the stage's `input`, given its `output` and the output's gradient.
+    fn backward(&self, input: &Tensor, output: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Stage::Conv { layer, .. } => layer.backward(input, output, grad)?,
+            Stage::Pool(cfg) => max_pool2d_backward(input, output, grad, cfg)?,
+            Stage::Blur(cfg) => blur_pool2d_backward(grad, input.dims(), cfg)?,
+            Stage::Relu { .. } => (grad * output.gt(0.0)?.to_dtype(grad.dtype())?)?,
+        })
     }
 }
 
@@ -96,11 +137,7 @@ impl<H: TapHead> ChainOp<H> {
         let mut acts = vec![self.pre.forward(&x)?];
         let mut taps = Vec::new();
         for stage in &self.stages {
-            let h = acts.last().expect("starts with the input");
-            let y = match stage {
-                Stage::Conv { layer, .. } => layer.forward(h)?,
-                Stage::Pool(cfg) => max_pool2d(h, cfg)?,
-            };
+            let y = stage.forward(acts.last().expect("starts with the input"))?;
             if stage.tapped() {
                 taps.push(y.clone());
             }
@@ -136,11 +173,7 @@ impl<H: TapHead> ChainOp<H> {
                 });
             }
             let Some(gi) = g.take() else { continue };
-            let (input, output) = (&acts[i], &acts[i + 1]);
-            g = Some(match stage {
-                Stage::Conv { layer, .. } => layer.backward(input, output, &gi)?,
-                Stage::Pool(cfg) => max_pool2d_backward(input, output, &gi, cfg)?,
-            });
+            g = Some(stage.backward(&acts[i], &acts[i + 1], &gi)?);
         }
         Ok(match g {
             Some(g) => Some(self.pre.backward(&g)?),

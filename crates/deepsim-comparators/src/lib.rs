@@ -3,9 +3,11 @@
 //!
 //! Networks ([`Comparator`]s with named [`Tap`]s): torchvision AlexNet, CaffeNet, the video
 //! net of Wang & Gupta and AlexNet with seeded random weights ([`AlexNet`]), [`Vgg`] 16/19,
-//! [`SqueezeNet`] 1.1, [`EfficientNetLite0`] (also a classifier), and [`Lpips`] over alex, vgg
-//! and squeeze. All are frozen (backward computes only the input gradient, through
-//! deepsim-kernels) and take NCHW f32 RGB in [0, 1] of any batch and size above a minimum.
+//! [`SqueezeNet`] 1.1, [`EfficientNetLite`] 0/1/2 (also ImageNet classifiers), the
+//! shift-tolerant trunks of ST-LPIPS ([`ShiftTolerantNet`]), and [`Lpips`] over alex, vgg and
+//! squeeze and, as ST-LPIPS, over the shift-tolerant alex and vgg. All are frozen (backward
+//! computes only the input gradient, through deepsim-kernels) and take NCHW f32 RGB in [0, 1]
+//! of any batch and size above a minimum.
 //!
 //! The weights side ([`weights`]): readers for the files the networks' authors publish — PyTorch checkpoints in the zip and the legacy format (through a pickle
 //! reader that executes nothing and honours only an allow-list of globals), Caffe
@@ -35,16 +37,18 @@ mod lpips;
 mod registry;
 pub mod seeded;
 mod squeezenet;
+mod stlpips;
 mod tap;
 mod vgg;
 pub mod weights;
 
 pub use alexnet::{AlexNet, AlexNetLayout};
 pub use comparator::{check_input, Comparator};
-pub use efficientnet::{imagenet_classes, EfficientNetLite0};
+pub use efficientnet::{imagenet_classes, EfficientNetLite, EfficientNetVariant};
 pub use error::{Error, Result};
 pub use lpips::{Lpips, LpipsOutput};
 pub use registry::{by_name, COMPARATORS};
 pub use squeezenet::SqueezeNet;
+pub use stlpips::{ShiftTolerantNet, ShiftTolerantTrunk};
 pub use tap::Tap;
 pub use vgg::{Vgg, VggDepth};

@@ -1,7 +1,9 @@
 //! LPIPS (Zhang et al., *The Unreasonable Effectiveness of Deep Features as a Perceptual
 //! Metric*, CVPR 2018) over AlexNet, VGG16 or SqueezeNet 1.1, as the `lpips` package computes it
 //! (v0.1): unit-normalized activations at the trunk's taps, squared differences weighted per
-//! channel by the linear heads, averaged over space, summed over layers.
+//! channel by the linear heads, averaged over space, summed over layers — and ST-LPIPS
+//! (Ghildyal & Liu, ECCV 2022), the same head over a shift-tolerant trunk trained with it, as
+//! the `stlpips_pytorch` package computes it.
 
 use std::path::Path;
 
@@ -11,9 +13,10 @@ use deepsim_kernels::ChannelAffine;
 
 use crate::alexnet::{AlexNet, AlexNetLayout};
 use crate::chain::{self, TapHead};
-use crate::comparator::{check_input, load_weights};
+use crate::comparator::{check_input, Comparator};
 use crate::error::{Error, Result};
 use crate::squeezenet::SqueezeNet;
+use crate::stlpips::{ShiftTolerantNet, ShiftTolerantTrunk};
 use crate::tap::Tap;
 use crate::vgg::{Vgg, VggDepth};
 use crate::weights::{self, Arch};
@@ -30,6 +33,7 @@ enum Trunk {
     Alex(AlexNet),
     Vgg(Vgg),
     Squeeze(SqueezeNet),
+    ShiftTolerant(ShiftTolerantNet),
 }
 
 impl Trunk {
@@ -42,6 +46,7 @@ impl Trunk {
             Trunk::Squeeze(_) => {
                 [Tap::Relu1].into_iter().chain([3, 5, 6, 7, 8, 9].map(Tap::Fire)).collect()
             }
+            Trunk::ShiftTolerant(n) => n.trunk().taps().to_vec(),
         }
     }
 
@@ -50,6 +55,7 @@ impl Trunk {
             Trunk::Alex(_) => &ALEX_WIDTHS,
             Trunk::Vgg(_) => &VGG_WIDTHS,
             Trunk::Squeeze(_) => &SQUEEZE_WIDTHS,
+            Trunk::ShiftTolerant(n) => n.trunk().widths(),
         }
     }
 
@@ -58,6 +64,7 @@ impl Trunk {
             Trunk::Alex(_) => 63,
             Trunk::Vgg(_) => 16,
             Trunk::Squeeze(_) => 32,
+            Trunk::ShiftTolerant(n) => n.min_size().0,
         }
     }
 
@@ -66,6 +73,7 @@ impl Trunk {
             Trunk::Alex(n) => n.run(x, taps),
             Trunk::Vgg(n) => n.run(x, taps),
             Trunk::Squeeze(n) => n.run(x, taps),
+            Trunk::ShiftTolerant(n) => n.run(x, taps),
         }
     }
 }
@@ -128,6 +136,32 @@ impl Lpips {
         Self::with_trunk("lpips-squeeze", Trunk::Squeeze(trunk), heads)
     }
 
+    /// ST-LPIPS over a shift-tolerant trunk, heads `lin0` … `lin4`.
+    ///
+    /// # Errors
+    /// A head is missing or misshapen.
+    pub fn shift_tolerant(trunk: ShiftTolerantNet, heads: VarBuilder) -> Result<Self> {
+        let name = trunk.trunk().name();
+        Self::with_trunk(name, Trunk::ShiftTolerant(trunk), heads)
+    }
+
+    /// ST-LPIPS from converted weights (`stlpips-alex` / `stlpips-vgg`: trunk and heads in one
+    /// file): the explicit path, the weights cache, or the copy that ships with the repository.
+    ///
+    /// # Errors
+    /// [`Error::MissingWeights`] with the convert command; a file of another architecture or a
+    /// malformed one, named.
+    pub fn pretrained_shift_tolerant(
+        trunk: ShiftTolerantTrunk,
+        path: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        let (path, vb) = weights::load(trunk.arch(), path, device)?;
+        let bad = |e: Error| Error::BadFile { path: path.clone(), reason: e.to_string() };
+        let net = ShiftTolerantNet::new(trunk, vb.clone()).map_err(bad)?;
+        Self::shift_tolerant(net, vb).map_err(bad)
+    }
+
     fn with_trunk(name: &'static str, trunk: Trunk, heads: VarBuilder) -> Result<Self> {
         let lins = trunk
             .widths()
@@ -180,21 +214,14 @@ impl Lpips {
         Self::squeeze(trunk, load_heads(Arch::LpipsSqueeze, heads, device)?)
     }
 
-    /// The metric's name: `lpips-alex`, `lpips-vgg` or `lpips-squeeze`.
+    /// The metric's name: `lpips-alex`, `lpips-vgg`, `lpips-squeeze`, `stlpips-alex` or
+    /// `stlpips-vgg`.
     pub fn name(&self) -> &'static str {
         self.name
     }
 
-    /// LPIPS' input scaling of [0, 1] images, `(2x − 1 − shift) / scale`, as one map.
-    fn scaling() -> Result<ChannelAffine> {
-        const SHIFT: [f64; 3] = [-0.030, -0.088, -0.188];
-        const SCALE: [f64; 3] = [0.458, 0.448, 0.450];
-        let (mul, add) = (SCALE.map(|s| 2.0 / s), [0, 1, 2].map(|c| (-1.0 - SHIFT[c]) / SCALE[c]));
-        Ok(ChannelAffine::new(&mul, &add)?)
-    }
-
     fn scale(x: &Tensor) -> Result<Tensor> {
-        Ok(Self::scaling()?.forward(x)?)
+        Ok(scaling()?.forward(x)?)
     }
 
     /// Checks both inputs against the contract and each other.
@@ -223,9 +250,10 @@ impl Lpips {
             Trunk::Alex(n) => n.relu_stages(),
             Trunk::Vgg(n) => Some(n.stages(&taps)),
             Trunk::Squeeze(_) => None,
+            Trunk::ShiftTolerant(n) => Some(n.stages(&taps)),
         };
         let Some(stages) = stages else { return Ok(None) };
-        let scaling = Self::scaling()?;
+        let scaling = scaling()?;
         let fb = self.trunk.run(scaling.forward(b)?, &taps)?;
         let head = LpipsHead { fb, lins: self.lins.clone() };
         Ok(Some(chain::apply(a, scaling, stages, head)?))
@@ -319,6 +347,19 @@ impl Lpips {
     }
 }
 
+/// LPIPS' scaling layer (the `lpips` and `stlpips_pytorch` packages' `ScalingLayer`, shift
+/// −0.030, −0.088, −0.188 and scale 0.458, 0.448, 0.450) applied to [0, 1] images mapped to
+/// [−1, 1]: `(2x − 1 − shift) / scale`, as one map.
+pub(crate) fn scaling() -> Result<ChannelAffine> {
+    let (mul, add) = (SCALE.map(|s| 2.0 / s), [0, 1, 2].map(|c| (-1.0 - SHIFT[c]) / SCALE[c]));
+    Ok(ChannelAffine::new(&mul, &add)?)
+}
+
+/// The scaling layer's shift (see [`scaling`]).
+pub(crate) const SHIFT: [f64; 3] = [-0.030, -0.088, -0.188];
+/// The scaling layer's scale (see [`scaling`]).
+pub(crate) const SCALE: [f64; 3] = [0.458, 0.448, 0.450];
+
 /// LPIPS' head on the trunk's taps of `a`: each layer's spatially averaged distance to `b`'s
 /// taps, `[N, L]`.
 struct LpipsHead {
@@ -357,5 +398,5 @@ impl TapHead for LpipsHead {
 
 /// The heads of `arch` from `path` or the cache.
 fn load_heads(arch: Arch, path: Option<&Path>, device: &Device) -> Result<VarBuilder<'static>> {
-    load_weights(&weights::resolve(arch, path)?, device)
+    Ok(weights::load(arch, path, device)?.1)
 }

@@ -6,14 +6,15 @@ use candle::Device;
 
 use crate::alexnet::{AlexNet, AlexNetLayout};
 use crate::comparator::Comparator;
-use crate::efficientnet::EfficientNetLite0;
+use crate::efficientnet::{EfficientNetLite, EfficientNetVariant as V};
 use crate::error::{Error, Result};
 use crate::squeezenet::SqueezeNet;
+use crate::stlpips::{ShiftTolerantNet, ShiftTolerantTrunk as St};
 use crate::vgg::{Vgg, VggDepth};
 use crate::weights::Arch;
 
 /// The names [`by_name`] knows.
-pub const COMPARATORS: [&str; 9] = [
+pub const COMPARATORS: [&str; 13] = [
     "alexnet",
     "caffenet",
     "videonet",
@@ -21,12 +22,18 @@ pub const COMPARATORS: [&str; 9] = [
     "vgg19",
     "squeezenet1_1",
     "efficientnet-lite0",
+    "efficientnet-lite1",
+    "efficientnet-lite2",
+    "stlpips-alex",
+    "stlpips-vgg",
     "alexnet-random",
     "caffenet-random",
 ];
 
-/// The comparator called `name`, with weights from `weights` or the cache (`*-random` take
-/// none: seeded with 0, the same everywhere).
+/// The comparator called `name`, with weights from `weights`, the cache or the copy that ships
+/// with the repository (`*-random` take none: seeded with 0, the same everywhere).
+/// `stlpips-alex` / `stlpips-vgg` are ST-LPIPS' shift-tolerant trunks, trained on human
+/// judgments.
 ///
 /// # Errors
 /// An unknown name (listing the known ones); missing weights (with the convert command); a
@@ -43,7 +50,11 @@ pub fn by_name(
         "vgg16" => Box::new(Vgg::pretrained(VggDepth::Vgg16, weights, device)?),
         "vgg19" => Box::new(Vgg::pretrained(VggDepth::Vgg19, weights, device)?),
         "squeezenet1_1" => Box::new(SqueezeNet::pretrained(weights, device)?),
-        "efficientnet-lite0" => Box::new(EfficientNetLite0::pretrained(weights, device)?),
+        "efficientnet-lite0" => Box::new(EfficientNetLite::pretrained(V::Lite0, weights, device)?),
+        "efficientnet-lite1" => Box::new(EfficientNetLite::pretrained(V::Lite1, weights, device)?),
+        "efficientnet-lite2" => Box::new(EfficientNetLite::pretrained(V::Lite2, weights, device)?),
+        "stlpips-alex" => Box::new(ShiftTolerantNet::pretrained(St::Alex, weights, device)?),
+        "stlpips-vgg" => Box::new(ShiftTolerantNet::pretrained(St::Vgg, weights, device)?),
         "alexnet-random" => Box::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?),
         "caffenet-random" => Box::new(AlexNet::random(AlexNetLayout::Caffe, 0, device)?),
         other => {

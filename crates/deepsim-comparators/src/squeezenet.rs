@@ -9,9 +9,7 @@ use deepsim_kernels::{
     max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig, PoolRounding,
 };
 
-use crate::comparator::{
-    check_input, check_taps, imagenet_normalize, in_order, load_weights, Comparator,
-};
+use crate::comparator::{check_input, check_taps, imagenet_normalize, in_order, Comparator};
 use crate::error::Result;
 use crate::seeded;
 use crate::tap::Tap;
@@ -97,9 +95,8 @@ impl SqueezeNet {
     /// # Errors
     /// Missing weights (with the convert command); a malformed file.
     pub fn pretrained(path: Option<&Path>, device: &Device) -> Result<Self> {
-        let path = weights::resolve(Arch::Squeezenet, path)?;
-        Self::new(load_weights(&path, device)?)
-            .map_err(|e| crate::Error::BadFile { path, reason: e.to_string() })
+        let (path, vb) = weights::load(Arch::Squeezenet, path, device)?;
+        Self::new(vb).map_err(|e| crate::Error::BadFile { path, reason: e.to_string() })
     }
 
     /// Seeded random weights (PyTorch's default bounds), conv `i` in [`conv_specs`] order

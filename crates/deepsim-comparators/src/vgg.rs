@@ -8,9 +8,7 @@ use candle_nn::VarBuilder;
 use deepsim_kernels::{max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPool2dConfig};
 
 use crate::chain::Stage;
-use crate::comparator::{
-    check_input, check_taps, imagenet_normalize, in_order, load_weights, Comparator,
-};
+use crate::comparator::{check_input, check_taps, imagenet_normalize, in_order, Comparator};
 use crate::error::{Error, Result};
 use crate::seeded;
 use crate::tap::Tap;
@@ -102,9 +100,8 @@ impl Vgg {
             VggDepth::Vgg16 => Arch::Vgg16,
             VggDepth::Vgg19 => Arch::Vgg19,
         };
-        let path = weights::resolve(arch, path)?;
-        Self::new(depth, load_weights(&path, device)?)
-            .map_err(|e| Error::BadFile { path, reason: e.to_string() })
+        let (path, vb) = weights::load(arch, path, device)?;
+        Self::new(depth, vb).map_err(|e| Error::BadFile { path, reason: e.to_string() })
     }
 
     /// Seeded random weights (PyTorch's default bounds), conv `i` taking seeds `seed + 2i`

@@ -56,8 +56,9 @@ impl MaxPool2dConfig {
         Self { padding: (padding, padding), ..self }
     }
 
-    /// Output size along one axis of length `len`, `None` when the window does not fit.
-    fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
+    /// Output size along `axis` (0 rows, 1 columns) of an input of length `len`, `None` when
+    /// the window does not fit.
+    pub fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
         let pick = |p: (usize, usize)| if axis == 0 { p.0 } else { p.1 };
         let (k, s, p) = (pick(self.kernel), pick(self.stride), pick(self.padding));
         let free = (len + 2 * p).checked_sub(k)?;

