@@ -59,3 +59,29 @@ pub fn load_pair(a: &Path, b: &Path, resize: bool) -> Result<(Tensor, Tensor)> {
     }
     Ok((ta, tb))
 }
+
+/// Writes a `[1, 1, H, W]` map of non-negative values as an RGB PNG heat map (black through
+/// purple, red and orange to pale yellow: matplotlib's magma at five stops, linearly
+/// interpolated), scaled so that the largest value is the brightest; returns that value.
+pub fn write_heat_map(map: &Tensor, path: &Path) -> Result<f32> {
+    const STOPS: [[f32; 3]; 5] =
+        [[0., 0., 4.], [81., 18., 124.], [183., 55., 121.], [252., 137., 97.], [252., 253., 191.]];
+    let (_, _, h, w) = map.dims4()?;
+    let values: Vec<f32> = map.flatten_all()?.to_vec1()?;
+    let peak = values.iter().copied().fold(0f32, f32::max);
+    let colour = |v: f32| -> [u8; 3] {
+        let t = if peak > 0.0 { (v / peak).clamp(0.0, 1.0) } else { 0.0 } * 4.0;
+        let i = (t as usize).min(3);
+        let f = t - i as f32;
+        std::array::from_fn(|c| (STOPS[i][c] + f * (STOPS[i + 1][c] - STOPS[i][c])).round() as u8)
+    };
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for (p, &v) in img.pixels_mut().zip(&values) {
+        *p = image::Rgb(colour(v));
+    }
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    deepsim_data::write_atomic(path, &png)
+        .with_context(|| format!("{}: cannot write the map", path.display()))?;
+    Ok(peak)
+}

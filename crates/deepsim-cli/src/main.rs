@@ -12,11 +12,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
-use clap::{Parser, Subcommand};
-use deepsim_comparators::weights::{self, write_safetensors_atomic, RawTensor, TensorSet};
-use deepsim_comparators::{by_name, imagenet_classes, EfficientNetLite0, Lpips, Tap, COMPARATORS};
+use clap::{Parser, Subcommand, ValueEnum};
+use deepsim_comparators::weights::{self, write_safetensors_atomic, Arch, RawTensor, TensorSet};
+use deepsim_comparators::{
+    by_name, imagenet_classes, EfficientNetLite, EfficientNetVariant, Lpips, ShiftTolerantTrunk,
+    Tap, COMPARATORS,
+};
 use deepsim_metrics::{self as metrics, SsimConfig};
 use deepsim_train::OptimInversionConfig;
+use serde::Serialize;
 
 /// Deep perceptual similarity: features, distances and classes of images.
 #[derive(Parser)]
@@ -32,10 +36,11 @@ enum Command {
     /// tensor per image, named by its file stem).
     Features {
         /// Comparator: alexnet, caffenet, videonet, vgg16, vgg19, squeezenet1_1,
-        /// efficientnet-lite0, alexnet-random, caffenet-random.
+        /// efficientnet-lite0, efficientnet-lite1, efficientnet-lite2, stlpips-alex,
+        /// stlpips-vgg, alexnet-random, caffenet-random.
         #[arg(long)]
         comparator: String,
-        /// Converted weights (default: the weights cache).
+        /// Converted weights (default: the weights cache, then the shipped copy).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Tap, e.g. pool5, relu5_3, block15.
@@ -49,23 +54,30 @@ enum Command {
         images: Vec<PathBuf>,
     },
     /// The perceptual distance between two images (one number), or between the files of two
-    /// folders matched by name (one CSV line each).
+    /// folders matched by name (one CSV line each). By default ST-LPIPS-alex, from the weights
+    /// that ship with the repository.
     Compare {
-        /// lpips-alex, lpips-vgg, lpips-squeeze, feature:COMPARATOR:TAP (mean squared
-        /// difference at the tap); or, needing no weights: ssim, ms-ssim (a similarity: 1 for
-        /// identical images), psnr (dB), delta-e76, delta-e2000 (mean CIELAB colour difference
-        /// per pixel), opponent (mean squared opponent-colour difference, equal weights).
-        #[arg(long)]
+        /// stlpips-alex (default), stlpips-vgg (ST-LPIPS, shift-tolerant), lpips-alex,
+        /// lpips-vgg, lpips-squeeze, feature:COMPARATOR:TAP (mean squared difference at the
+        /// tap); or, needing no weights: ssim, ms-ssim (a similarity: 1 for identical images),
+        /// psnr (dB), delta-e76, delta-e2000 (mean CIELAB colour difference per pixel), opponent
+        /// (mean squared opponent-colour difference, equal weights).
+        #[arg(long, default_value = "stlpips-alex")]
         metric: String,
-        /// Converted trunk weights (default: the weights cache).
+        /// Converted weights: the trunk (LPIPS), the whole model (ST-LPIPS) or the comparator
+        /// (default: the weights cache, then the shipped copy).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Converted LPIPS heads (default: the weights cache).
         #[arg(long)]
         heads: Option<PathBuf>,
-        /// Print JSON with the per-layer values (LPIPS).
+        /// Print JSON with the per-layer values and their taps ((ST-)LPIPS).
         #[arg(long)]
         json: bool,
+        /// Write the spatial distance map ((ST-)LPIPS, at the input's size) as a PNG heat map,
+        /// scaled to its largest value (printed on stderr); one pair only.
+        #[arg(long)]
+        map: Option<PathBuf>,
         /// Resize B to A's size instead of refusing different sizes.
         #[arg(long)]
         resize: bool,
@@ -89,10 +101,13 @@ enum Command {
         /// Second WAV file (the reference for spectral convergence).
         b: PathBuf,
     },
-    /// The five most likely ImageNet classes of each image (EfficientNet-Lite0; shorter side
-    /// resized to 224, centre crop).
+    /// The five most likely ImageNet classes of each image (EfficientNet-Lite; shorter side
+    /// resized to the model's size, 224, 240 or 260, centre crop).
     Classify {
-        /// Converted weights (default: the weights cache).
+        /// The classifier (lite0 ships with the repository; lite1, lite2 need converting).
+        #[arg(long, value_enum, default_value_t = Classifier::Lite0)]
+        model: Classifier,
+        /// Converted weights (default: the weights cache, then the shipped copy).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// Class names, one per line in class order (default: the ImageNet-1k names).
@@ -101,6 +116,14 @@ enum Command {
         /// Images (PNG, JPEG).
         #[arg(required = true)]
         images: Vec<PathBuf>,
+    },
+    /// The converted weights each architecture would load, and from where: `explicit` never
+    /// (that is `--weights`), else the cache (`$DEEPSIM_HOME/weights`), else the copy that
+    /// ships with the repository; for the missing ones, the command that converts them.
+    Weights {
+        /// Print JSON (one object per architecture).
+        #[arg(long)]
+        json: bool,
     },
     /// Trains a generator from a TOML configuration (see configs/): checkpoints, metrics.jsonl,
     /// sample grids and loss curves in the run's `out` directory. Ctrl-C checkpoints and stops.
@@ -368,6 +391,27 @@ impl OptimArgs {
     }
 }
 
+/// The ImageNet classifiers `classify` offers.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Classifier {
+    /// EfficientNet-Lite0 at 224×224 (ships with the repository).
+    Lite0,
+    /// EfficientNet-Lite1 at 240×240.
+    Lite1,
+    /// EfficientNet-Lite2 at 260×260.
+    Lite2,
+}
+
+impl Classifier {
+    fn variant(self) -> EfficientNetVariant {
+        match self {
+            Classifier::Lite0 => EfficientNetVariant::Lite0,
+            Classifier::Lite1 => EfficientNetVariant::Lite1,
+            Classifier::Lite2 => EfficientNetVariant::Lite2,
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     // Training steps reallocate the same large buffers: keep freed memory for reuse.
     deepsim_train::retain_freed_memory();
@@ -385,12 +429,20 @@ fn run(command: Command) -> Result<()> {
         Command::Features { comparator, weights, tap, out, images } => {
             features(&comparator, weights.as_deref(), &tap, &out, &images)
         }
-        Command::Compare { metric, weights, heads, json, resize, a, b } => {
-            compare(&metric, weights.as_deref(), heads.as_deref(), json, resize, &a, &b)
-        }
+        Command::Compare { metric, weights, heads, json, map, resize, a, b } => compare(
+            &metric,
+            weights.as_deref(),
+            heads.as_deref(),
+            json,
+            map.as_deref(),
+            resize,
+            &a,
+            &b,
+        ),
+        Command::Weights { json } => list_weights(json),
         Command::CompareAudio { metric, json, a, b } => compare_audio(&metric, json, &a, &b),
-        Command::Classify { weights, labels, images } => {
-            classify(weights.as_deref(), labels.as_deref(), &images)
+        Command::Classify { model, weights, labels, images } => {
+            classify(model.variant(), weights.as_deref(), labels.as_deref(), &images)
         }
         Command::Train { config, resume, steps, device } => {
             train::train(&config, resume, steps, device)
@@ -567,10 +619,19 @@ impl PixelMetric {
 
 impl Metric {
     fn new(spec: &str, weights: Option<&Path>, heads: Option<&Path>) -> Result<Self> {
+        let cpu = &Device::Cpu;
+        let shift_tolerant = |trunk| -> Result<Metric> {
+            if heads.is_some() {
+                bail!("{spec} keeps its trunk and heads in one file: give it as --weights, without --heads");
+            }
+            Ok(Metric::Lpips(Lpips::pretrained_shift_tolerant(trunk, weights, cpu)?))
+        };
         Ok(match spec {
-            "lpips-alex" => Metric::Lpips(Lpips::pretrained_alex(weights, heads, &Device::Cpu)?),
-            "lpips-vgg" => Metric::Lpips(Lpips::pretrained_vgg(weights, heads, &Device::Cpu)?),
-            "lpips-squeeze" => Metric::Lpips(Lpips::pretrained_squeeze(weights, heads, &Device::Cpu)?),
+            "stlpips-alex" => shift_tolerant(ShiftTolerantTrunk::Alex)?,
+            "stlpips-vgg" => shift_tolerant(ShiftTolerantTrunk::Vgg)?,
+            "lpips-alex" => Metric::Lpips(Lpips::pretrained_alex(weights, heads, cpu)?),
+            "lpips-vgg" => Metric::Lpips(Lpips::pretrained_vgg(weights, heads, cpu)?),
+            "lpips-squeeze" => Metric::Lpips(Lpips::pretrained_squeeze(weights, heads, cpu)?),
             "ssim" => Metric::Pixel(PixelMetric::Ssim),
             "ms-ssim" => Metric::Pixel(PixelMetric::MsSsim),
             "psnr" => Metric::Pixel(PixelMetric::Psnr),
@@ -578,8 +639,8 @@ impl Metric {
             "delta-e2000" => Metric::Pixel(PixelMetric::DeltaE2000),
             "opponent" => Metric::Pixel(PixelMetric::Opponent),
             other => match other.split(':').collect::<Vec<_>>()[..] {
-                ["feature", comparator, tap] => Metric::Feature(by_name(comparator, weights, &Device::Cpu)?, parse_tap(tap)?),
-                _ => bail!("unknown metric `{other}`: lpips-alex, lpips-vgg, lpips-squeeze, ssim, ms-ssim, psnr, delta-e76, delta-e2000, opponent, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
+                ["feature", comparator, tap] => Metric::Feature(by_name(comparator, weights, cpu)?, parse_tap(tap)?),
+                _ => bail!("unknown metric `{other}`: stlpips-alex, stlpips-vgg, lpips-alex, lpips-vgg, lpips-squeeze, ssim, ms-ssim, psnr, delta-e76, delta-e2000, opponent, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
             },
         })
     }
@@ -604,27 +665,56 @@ impl Metric {
             Metric::Pixel(m) => Ok((m.value(a, b)?, Vec::new())),
         }
     }
+
+    /// The names of the per-layer values' taps.
+    fn taps(&self) -> Vec<&'static str> {
+        match self {
+            Metric::Lpips(l) => l.taps().into_iter().map(Tap::name).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
+/// One line of `compare --json`.
+#[derive(Serialize)]
+struct CompareRow<'a> {
+    metric: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<&'a str>,
+    distance: f32,
+    /// Each layer's share of the distance ((ST-)LPIPS), in the order of `taps`.
+    per_layer: &'a [f32],
+    taps: &'a [&'static str],
+}
+
+#[allow(clippy::too_many_arguments)]
 fn compare(
     spec: &str,
     weights: Option<&Path>,
     heads: Option<&Path>,
     json: bool,
+    map: Option<&Path>,
     resize: bool,
     a: &Path,
     b: &Path,
 ) -> Result<()> {
     let metric = Metric::new(spec, weights, heads)?;
-    let report = |name: Option<&str>, d: f32, layers: &[f32]| match (json, name) {
-        (true, n) => println!(
-            "{{\"metric\":\"{spec}\",{}\"distance\":{d},\"per_layer\":{layers:?}}}",
-            n.map(|n| format!("\"file\":\"{n}\",")).unwrap_or_default()
-        ),
-        (false, Some(n)) => println!("{n},{d}"),
-        (false, None) => println!("{d}"),
+    let taps = metric.taps();
+    let report = |file: Option<&str>, distance: f32, per_layer: &[f32]| -> Result<()> {
+        match (json, file) {
+            (true, file) => {
+                let row = CompareRow { metric: spec, file, distance, per_layer, taps: &taps };
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            (false, Some(n)) => println!("{n},{distance}"),
+            (false, None) => println!("{distance}"),
+        }
+        Ok(())
     };
     if a.is_dir() && b.is_dir() {
+        if map.is_some() {
+            bail!("--map writes the map of one pair of images, not of two folders");
+        }
         let mut names: Vec<String> = std::fs::read_dir(a)
             .with_context(|| format!("{}", a.display()))?
             .filter_map(|e| e.ok())
@@ -643,18 +733,76 @@ fn compare(
             }
             let (x, y) = images::load_pair(&a.join(&name), &other, resize)?;
             let (d, layers) = metric.distance(&x, &y).with_context(|| name.clone())?;
-            report(Some(&name), d, &layers);
+            report(Some(&name), d, &layers)?;
         }
         return Ok(());
     }
     let (x, y) = images::load_pair(a, b, resize)?;
     let (d, layers) = metric.distance(&x, &y)?;
-    report(None, d, &layers);
+    report(None, d, &layers)?;
+    if let Some(path) = map {
+        let Metric::Lpips(l) = &metric else {
+            bail!("--map needs a metric with a spatial map: stlpips-alex, stlpips-vgg or lpips-*");
+        };
+        let peak = images::write_heat_map(&l.spatial_map(&x, &y)?, path)?;
+        eprintln!("map → {} (white = {peak:.4} per pixel)", path.display());
+    }
     Ok(())
 }
 
-fn classify(weights: Option<&Path>, labels: Option<&Path>, images: &[PathBuf]) -> Result<()> {
-    let net = EfficientNetLite0::pretrained(weights, &Device::Cpu)?;
+/// One row of `deepsim weights --json`.
+#[derive(Serialize)]
+struct WeightsRow {
+    arch: &'static str,
+    /// `cache` or `shipped` where found, else `missing`.
+    origin: &'static str,
+    /// The file found, or where the cache would hold it.
+    path: PathBuf,
+    /// The command that makes the file, when missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convert: Option<String>,
+}
+
+fn list_weights(json: bool) -> Result<()> {
+    let rows: Vec<WeightsRow> = Arch::ALL
+        .into_iter()
+        .filter(|a| *a != Arch::Raw)
+        .map(|arch| match weights::locate(arch, None) {
+            Ok((origin, path)) => {
+                WeightsRow { arch: arch.name(), origin: origin.name(), path, convert: None }
+            }
+            Err(_) => WeightsRow {
+                arch: arch.name(),
+                origin: "missing",
+                path: weights::cached_path(arch),
+                convert: Some(format!(
+                    "cargo xtask convert-weights --arch {} --input {}",
+                    arch.name(),
+                    arch.source_hint()
+                )),
+            },
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for r in &rows {
+        match &r.convert {
+            None => println!("{:<20} {:<8} {}", r.arch, r.origin, r.path.display()),
+            Some(cmd) => println!("{:<20} {:<8} {cmd}", r.arch, r.origin),
+        }
+    }
+    Ok(())
+}
+
+fn classify(
+    variant: EfficientNetVariant,
+    weights: Option<&Path>,
+    labels: Option<&Path>,
+    images: &[PathBuf],
+) -> Result<()> {
+    let net = EfficientNetLite::pretrained(variant, weights, &Device::Cpu)?;
     let labels: Vec<String> = match labels {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("{}", p.display()))?;
@@ -667,7 +815,7 @@ fn classify(weights: Option<&Path>, labels: Option<&Path>, images: &[PathBuf]) -
         None => imagenet_classes().into_iter().map(str::to_owned).collect(),
     };
     for path in images {
-        let x = images::load_center_crop(path, 224)?;
+        let x = images::load_center_crop(path, variant.input_size() as u32)?;
         let probs = candle_nn::ops::softmax(&net.logits(&x)?.squeeze(0)?, 0)?.to_vec1::<f32>()?;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));

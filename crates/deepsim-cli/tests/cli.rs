@@ -22,6 +22,16 @@ fn deepsim(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `deepsim` with `DEEPSIM_HOME` at `home` and no shipped weights.
+fn deepsim_unshipped(home: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_deepsim"))
+        .env("DEEPSIM_HOME", home)
+        .env("DEEPSIM_SHIPPED_WEIGHTS", "")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 fn stdout(o: &Output) -> String {
     assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout.clone()).unwrap()
@@ -40,8 +50,8 @@ fn classify_compare_and_features() {
     let chelsea = data("chelsea_224.png");
     let (coffee_s, chelsea_s) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
 
-    // Without weights: the error says how to make them.
-    let err = stderr(&deepsim(&empty, &["classify", coffee_s]));
+    // Without weights (none cached, none shipped): the error says how to make them.
+    let err = stderr(&deepsim_unshipped(&empty, &["classify", coffee_s]));
     assert!(err.contains("cargo xtask convert-weights --arch efficientnet-lite0"), "{err}");
 
     let weights = home.join("weights/efficientnet-lite0.safetensors");
@@ -132,6 +142,81 @@ fn classify_compare_and_features() {
         ],
     ));
     assert!(err.contains("no tap `pool5`"), "{err}");
+}
+
+/// A fresh clone's first commands: `compare` with no metric is ST-LPIPS-alex from the shipped
+/// weights (the reference package's 0.6475546 for these photos, from
+/// `deepsim-comparators/tests/fixtures/export_stlpips_fixture.py`), `classify` is
+/// EfficientNet-Lite0's, `weights` says where each file comes from; Lite1 once converted.
+#[test]
+fn shipped_weights_work_with_no_set_up() {
+    let home = common::temp_dir("cli-shipped");
+    let coffee = data("coffee_224.png");
+    let chelsea = data("chelsea_224.png");
+    let (coffee_s, chelsea_s) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
+
+    let d: f64 = stdout(&deepsim(&home, &["compare", coffee_s, chelsea_s])).trim().parse().unwrap();
+    assert!((d - 0.647_554_6).abs() < 1e-5 * 0.65, "{d}");
+    let map = home.join("map.png");
+    let out =
+        deepsim(&home, &["compare", "--json", "--map", map.to_str().unwrap(), coffee_s, chelsea_s]);
+    let row: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(row["metric"], "stlpips-alex");
+    assert_eq!(row["taps"], serde_json::json!(["relu1", "relu2", "relu3", "relu4", "relu5"]));
+    let layers: Vec<f64> =
+        row["per_layer"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let sum: f64 = layers.iter().sum();
+    assert!((sum - row["distance"].as_f64().unwrap()).abs() < 1e-6, "{row}");
+    assert_eq!(png_size(&map), (224, 224));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("map →"));
+
+    let out = stdout(&deepsim(&home, &["classify", coffee_s]));
+    assert!(out.lines().nth(1).unwrap().ends_with("espresso"), "{out}");
+
+    let listing = stdout(&deepsim(&home, &["weights"]));
+    let line = |arch: &str| {
+        listing.lines().find(|l| l.starts_with(&format!("{arch} "))).unwrap().to_owned()
+    };
+    assert!(
+        line("stlpips-alex").contains("shipped") && line("stlpips-alex").contains("data/weights"),
+        "{listing}"
+    );
+    assert!(line("efficientnet-lite1").contains("missing"), "{listing}");
+    let err = stderr(&deepsim(&home, &["classify", "--model", "lite1", coffee_s]));
+    assert!(err.contains("cargo xtask convert-weights --arch efficientnet-lite1"), "{err}");
+
+    let lite1 = home.join("weights/efficientnet-lite1.safetensors");
+    convert_file(Arch::EfficientnetLite1, &common::efficientnet_lite(1), &lite1).unwrap();
+    let out = stdout(&deepsim(&home, &["classify", "--model", "lite1", coffee_s, chelsea_s]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[1].contains("class 967"), "{out}");
+    assert!(lines[7].contains("class 285"), "{out}");
+    let listing = stdout(&deepsim(&home, &["weights", "--json"]));
+    let rows: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    let lite1_row =
+        rows.as_array().unwrap().iter().find(|r| r["arch"] == "efficientnet-lite1").unwrap();
+    assert_eq!(lite1_row["origin"], "cache");
+
+    // Bad input: a file of another architecture, heads given to ST-LPIPS, a typo in --model.
+    let err = stderr(&deepsim(
+        &home,
+        &["compare", "--weights", lite1.to_str().unwrap(), coffee_s, chelsea_s],
+    ));
+    assert!(
+        err.contains("efficientnet-lite1.safetensors")
+            && err.contains("holds efficientnet-lite1 weights, not stlpips-alex"),
+        "{err}"
+    );
+    let err =
+        stderr(&deepsim(&home, &["compare", "--heads", "h.safetensors", coffee_s, chelsea_s]));
+    assert!(err.contains("without --heads"), "{err}");
+    let err = stderr(&deepsim(&home, &["classify", "--model", "lite3", coffee_s]));
+    assert!(err.contains("lite3") && err.contains("lite2"), "{err}");
+    let err = stderr(&deepsim(
+        &home,
+        &["compare", "--metric", "ssim", "--map", "m.png", coffee_s, chelsea_s],
+    ));
+    assert!(err.contains("--map needs"), "{err}");
 }
 
 /// The weight-free measures on the two CC0 photos, against scikit-image 0.26 and pytorch-msssim

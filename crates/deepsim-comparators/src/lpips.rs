@@ -214,6 +214,12 @@ impl Lpips {
         Self::squeeze(trunk, load_heads(Arch::LpipsSqueeze, heads, device)?)
     }
 
+    /// The trunk's taps whose distances LPIPS sums, shallow to deep (the order of
+    /// [`LpipsOutput::per_layer`]).
+    pub fn taps(&self) -> Vec<Tap> {
+        self.trunk.taps()
+    }
+
     /// The metric's name: `lpips-alex`, `lpips-vgg`, `lpips-squeeze`, `stlpips-alex` or
     /// `stlpips-vgg`.
     pub fn name(&self) -> &'static str {

@@ -463,6 +463,15 @@ mod tests {
         // torchvision's model docs: SqueezeNet 1.1, 1,235,496.
         assert_eq!(count(Arch::Squeezenet), 1_235_496);
         assert_eq!(Arch::EfficientnetLite0.expected().len(), 296 - 49);
+        // The published state dicts (counted with torch.load, batch-norm counters, blur
+        // filters and scaling constants left out): EfficientNet-Lite1 386 tensors, 5,470,344
+        // values; Lite2 6,150,168; ST-LPIPS alex 2,470,848 and vgg 14,716,160.
+        assert_eq!(count(Arch::EfficientnetLite0), 4_694_024);
+        assert_eq!(count(Arch::EfficientnetLite1), 5_470_344);
+        assert_eq!(Arch::EfficientnetLite1.expected().len(), 322);
+        assert_eq!(count(Arch::EfficientnetLite2), 6_150_168);
+        assert_eq!(count(Arch::StlpipsAlex), 2_470_848);
+        assert_eq!(count(Arch::StlpipsVgg), 14_716_160);
         assert_eq!(Arch::Raw.expected().len(), 0);
     }
 }
