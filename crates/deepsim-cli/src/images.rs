@@ -81,6 +81,9 @@ pub fn write_heat_map(map: &Tensor, path: &Path) -> Result<f32> {
     }
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
     deepsim_data::write_atomic(path, &png)
         .with_context(|| format!("{}: cannot write the map", path.display()))?;
     Ok(peak)

@@ -1,5 +1,6 @@
-//! Second derivatives through a frozen convolution without a fused activation: its input
-//! gradient is itself differentiable, by either CPU algorithm.
+//! Second derivatives through a frozen convolution without a fused activation (its input
+//! gradient is itself differentiable, by either CPU algorithm) and through a blur pool (its
+//! backward is its adjoint, whose backward is the blur pool again).
 //!
 //! candle detaches gradients unless `CANDLE_GRAD_DO_NOT_DETACH` is set when a thread first runs
 //! a backward pass, so this file holds a single test that sets it before anything else runs.
@@ -8,7 +9,7 @@ mod common;
 
 use candle::{DType, Var};
 use common::{check_grads, rand};
-use deepsim_kernels::{Conv2dConfig, ConvAlgorithm, FrozenConv2d};
+use deepsim_kernels::{blur_pool2d, BlurPool2dConfig, Conv2dConfig, ConvAlgorithm, FrozenConv2d};
 
 #[test]
 fn input_gradient_is_differentiable() {
@@ -28,4 +29,14 @@ fn input_gradient_is_differentiable() {
         };
         check_grads(&[rand(&[2, 4, 6, 5], 3, DType::F64)], input_grad, &format!("{algo:?}"));
     }
+    let cfg = BlurPool2dConfig::shift_tolerant(3);
+    let x = rand(&[2, 3, 7, 6], 4, DType::F64);
+    let blur_grad = |v: &[candle::Tensor]| {
+        let xv = Var::from_tensor(&x).unwrap();
+        let y = blur_pool2d(xv.as_tensor(), &cfg).unwrap();
+        let grads = (y * &v[0]).unwrap().sum_all().unwrap().backward().unwrap();
+        grads.get(xv.as_tensor()).unwrap().sqr().unwrap()
+    };
+    let v = rand(blur_pool2d(&x, &cfg).unwrap().dims(), 5, DType::F64);
+    check_grads(&[v], blur_grad, "blur pool");
 }

@@ -1,6 +1,6 @@
 //! Each comparator forward + backward w.r.t. the input (the cost of a perceptual loss per
 //! step, as `bench_torch.py` measures it: MSE to a fixed target, or the mean LPIPS distance),
-//! and LPIPS-alex on one 1080×800 pair.
+//! and LPIPS-alex and ST-LPIPS-alex (its shipped weights) on one 1080×800 pair.
 
 use std::cell::OnceCell;
 
@@ -8,7 +8,8 @@ use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use criterion::{black_box, Criterion};
 use deepsim_comparators::{
-    AlexNet, AlexNetLayout, Comparator, EfficientNetLite0, Lpips, Tap, Vgg, VggDepth,
+    AlexNet, AlexNetLayout, Comparator, EfficientNetLite, EfficientNetVariant, Lpips,
+    ShiftTolerantTrunk, Tap, Vgg, VggDepth,
 };
 
 use super::{image, slow};
@@ -87,6 +88,50 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| black_box(lpips().forward(a, b).unwrap()))
     });
 
+    // ST-LPIPS-alex, with the weights that ship with the repository (the same work as random
+    // ones, but the real thing): `stlpips_pytorch`'s LPIPS(net="alex", variant="shift_tolerant")
+    // is the PyTorch twin.
+    let st = OnceCell::new();
+    let st = || {
+        st.get_or_init(|| {
+            Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Alex, None, &Device::Cpu).unwrap()
+        })
+    };
+    let state = OnceCell::new();
+    c.bench_function("cpu_stlpips_alex_b16_227_fwdbwd_in", |b| {
+        let step = |m: &Lpips, x: &Var, y: &Tensor| {
+            let d = m.forward(x.as_tensor(), y).unwrap().distance.mean_all().unwrap();
+            d.backward().unwrap()
+        };
+        let (x, y) = state.get_or_init(|| {
+            let x = Var::from_tensor(&image(&[16, 3, 227, 227], 6)).unwrap();
+            let y = image(&[16, 3, 227, 227], 7);
+            step(st(), &x, &y);
+            (x, y)
+        });
+        b.iter(|| black_box(step(st(), x, y)))
+    });
+    let pair = OnceCell::new();
+    c.bench_function("cpu_stlpips_alex_1080x800_pair_fwd", |bch| {
+        let (a, b) = pair.get_or_init(|| {
+            let (a, b) = (image(&[1, 3, 800, 1080], 8), image(&[1, 3, 800, 1080], 9));
+            st().forward(&a, &b).unwrap();
+            (a, b)
+        });
+        bch.iter(|| black_box(st().forward(a, b).unwrap()))
+    });
+    let state = OnceCell::new();
+    c.bench_function("cpu_stlpips_alex_1080x800_pair_fwdbwd_in", |bch| {
+        let (a, b) = state.get_or_init(|| {
+            let a = Var::from_tensor(&image(&[1, 3, 800, 1080], 8)).unwrap();
+            (a, image(&[1, 3, 800, 1080], 9))
+        });
+        bch.iter(|| {
+            let d = st().forward(a.as_tensor(), b).unwrap().distance.sum_all().unwrap();
+            black_box(d.backward().unwrap())
+        })
+    });
+
     let state = OnceCell::new();
     c.bench_function("cpu_efficientnet_lite0_b16_224_fwd", |b| {
         let (eff, x) = state.get_or_init(|| {
@@ -97,8 +142,8 @@ fn bench(c: &mut Criterion) {
                 // Values in [0, 1): positive variances keep the folded batch norms finite.
                 .map(|(i, (name, shape))| (name, image(&shape, 100 + i as u64)))
                 .collect();
-            let eff =
-                EfficientNetLite0::new(VarBuilder::from_tensors(t, DType::F32, &cpu)).unwrap();
+            let vb = VarBuilder::from_tensors(t, DType::F32, &cpu);
+            let eff = EfficientNetLite::new(EfficientNetVariant::Lite0, vb).unwrap();
             (eff, image(&[16, 3, 224, 224], 10))
         });
         b.iter(|| black_box(eff.logits(x).unwrap()))
