@@ -12,15 +12,6 @@ use candle::{Device, Tensor, Var};
 use deepsim_comparators::weights::{arch::convert_file, Arch};
 use deepsim_comparators::{Comparator, EfficientNetLite, EfficientNetVariant, Tap};
 
-fn photo(name: &str) -> Tensor {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name);
-    let img = image::open(&path).unwrap().to_rgb8();
-    let (w, h) = img.dimensions();
-    let chw: Vec<f32> =
-        (0..3).flat_map(|c| img.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
-    Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &Device::Cpu).unwrap()
-}
-
 #[test]
 fn classifies_photos_as_pytorch_does() {
     let weights = common::temp_dir("effnet-classify").join("e.safetensors");
@@ -33,7 +24,8 @@ fn classifies_photos_as_pytorch_does() {
     let reference = candle::safetensors::load(fixture, &Device::Cpu).unwrap();
     // ImageNet classes: 967 espresso; 285 Egyptian cat, 282 tiger cat, 281 tabby.
     for (name, top1, p_min) in [("coffee", 967u32, 0.9), ("chelsea", 285, 0.3)] {
-        let logits = net.logits(&photo(&format!("{name}_224.png"))).unwrap().squeeze(0).unwrap();
+        let logits =
+            net.logits(&common::photo(&format!("{name}_224.png"))).unwrap().squeeze(0).unwrap();
         let want: Vec<f32> = reference[name].to_vec1().unwrap();
         let got: Vec<f32> = logits.to_vec1().unwrap();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -46,7 +38,7 @@ fn classifies_photos_as_pytorch_does() {
         assert!(p > p_min, "{name}: p = {p}");
     }
     // The taps: block outputs at their strides, and a finite input gradient through them all.
-    let x = Var::from_tensor(&photo("coffee_224.png")).unwrap();
+    let x = Var::from_tensor(&common::photo("coffee_224.png")).unwrap();
     let f = net.features(x.as_tensor(), &[Tap::Block(15), Tap::Stem, Tap::Block(0)]).unwrap();
     let dims: Vec<&[usize]> = f.iter().map(|t| t.dims()).collect();
     assert_eq!(dims, [&[1, 320, 7, 7][..], &[1, 32, 112, 112], &[1, 16, 112, 112]]);
@@ -73,7 +65,9 @@ fn lite1_and_lite2_classify_at_their_own_sizes_as_pytorch_does() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/efficientnet_lite12.safetensors");
     let reference = candle::safetensors::load(fixture, &Device::Cpu).unwrap();
-    let photos = Tensor::cat(&[photo("coffee_224.png"), photo("chelsea_224.png")], 0).unwrap();
+    let photos =
+        Tensor::cat(&[common::photo("coffee_224.png"), common::photo("chelsea_224.png")], 0)
+            .unwrap();
     // The script's odd crop: rows 10..107, columns 20..151 of each photo.
     let odd = photos.narrow(2, 10, 97).unwrap().narrow(3, 20, 131).unwrap();
     let dir = common::temp_dir("effnet-lite12");

@@ -19,18 +19,9 @@ fn reference() -> HashMap<String, Tensor> {
     candle::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
-fn photo(name: &str) -> Tensor {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name);
-    let img = image::open(&path).unwrap().to_rgb8();
-    let (w, h) = img.dimensions();
-    let chw: Vec<f32> =
-        (0..3).flat_map(|c| img.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
-    Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &Device::Cpu).unwrap()
-}
-
 /// The pairs of the export script, by name.
 fn pairs() -> Vec<(&'static str, Tensor, Tensor)> {
-    let (coffee, chelsea) = (photo("coffee_224.png"), photo("chelsea_224.png"));
+    let (coffee, chelsea) = (common::photo("coffee_224.png"), common::photo("chelsea_224.png"));
     let crop = |t: &Tensor| t.narrow(2, 10, 97).unwrap().narrow(3, 20, 131).unwrap();
     let cut = |t: &Tensor, dim, from| t.narrow(dim, from, 223).unwrap();
     vec![
@@ -118,7 +109,7 @@ fn stlpips_is_a_loss_with_a_finite_difference_gradient_and_a_metric() {
             .unwrap();
     // A 40×44 crop keeps the finite differences cheap.
     let crop = |t: &Tensor| t.narrow(2, 60, 40).unwrap().narrow(3, 90, 44).unwrap();
-    let (a, b) = (crop(&photo("coffee_224.png")), crop(&photo("chelsea_224.png")));
+    let (a, b) = (crop(&common::photo("coffee_224.png")), crop(&common::photo("chelsea_224.png")));
     let x = Var::from_tensor(&a).unwrap();
     let d = metric.forward(x.as_tensor(), &b).unwrap().distance;
     let g = d.sum_all().unwrap().backward().unwrap().get(x.as_tensor()).unwrap().clone();
@@ -190,7 +181,7 @@ fn the_fused_loss_equals_the_graph_of_layers() {
     )
     .unwrap();
     let crop = |t: &Tensor| t.narrow(2, 0, 37).unwrap().narrow(3, 0, 41).unwrap();
-    let (a, b) = (crop(&photo("coffee_224.png")), crop(&photo("chelsea_224.png")));
+    let (a, b) = (crop(&common::photo("coffee_224.png")), crop(&common::photo("chelsea_224.png")));
     let run = |b: &Tensor| {
         let x = Var::from_tensor(&a).unwrap();
         let out = metric.forward(x.as_tensor(), b).unwrap();

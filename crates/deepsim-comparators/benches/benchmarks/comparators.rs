@@ -30,6 +30,47 @@ fn heads(widths: &[usize]) -> VarBuilder<'static> {
     VarBuilder::from_tensors(t, DType::F32, &Device::Cpu)
 }
 
+/// The mean distance of a batch of pairs of `shape` and its gradient w.r.t. the first images.
+fn distance_fwdbwd<'a>(
+    c: &mut Criterion,
+    name: &str,
+    metric: &'a dyn Fn() -> &'a Lpips,
+    shape: [usize; 4],
+) {
+    let step = |m: &Lpips, x: &Var, y: &Tensor| {
+        let d = m.forward(x.as_tensor(), y).unwrap().distance.mean_all().unwrap();
+        d.backward().unwrap()
+    };
+    let state = OnceCell::new();
+    c.bench_function(name, |b| {
+        let (x, y) = state.get_or_init(|| {
+            let x = Var::from_tensor(&image(&shape, 6)).unwrap();
+            let y = image(&shape, 7);
+            step(metric(), &x, &y);
+            (x, y)
+        });
+        b.iter(|| black_box(step(metric(), x, y)))
+    });
+}
+
+/// The distances of a batch of pairs of `shape`, no gradient.
+fn distance_fwd<'a>(
+    c: &mut Criterion,
+    name: &str,
+    metric: &'a dyn Fn() -> &'a Lpips,
+    shape: [usize; 4],
+) {
+    let pair = OnceCell::new();
+    c.bench_function(name, |bch| {
+        let (a, b) = pair.get_or_init(|| {
+            let (a, b) = (image(&shape, 8), image(&shape, 9));
+            metric().forward(&a, &b).unwrap();
+            (a, b)
+        });
+        bch.iter(|| black_box(metric().forward(a, b).unwrap()))
+    });
+}
+
 fn bench(c: &mut Criterion) {
     // Criterion calls each closure once per sample (and during warm-up), and only for the
     // benchmarks the filter selects: setup runs on the first call and is kept (a `OnceCell`),
@@ -63,30 +104,9 @@ fn bench(c: &mut Criterion) {
             Lpips::alex(trunk, heads(&[64, 192, 384, 256, 256])).unwrap()
         })
     };
-    let state = OnceCell::new();
-    c.bench_function("cpu_lpips_alex_b16_227_fwdbwd_in", |b| {
-        let step = |lpips: &Lpips, x: &Var, y: &Tensor| {
-            let d = lpips.forward(x.as_tensor(), y).unwrap().distance.mean_all().unwrap();
-            d.backward().unwrap()
-        };
-        let (x, y) = state.get_or_init(|| {
-            let x = Var::from_tensor(&image(&[16, 3, 227, 227], 6)).unwrap();
-            let y = image(&[16, 3, 227, 227], 7);
-            step(lpips(), &x, &y);
-            (x, y)
-        });
-        b.iter(|| black_box(step(lpips(), x, y)))
-    });
+    distance_fwdbwd(c, "cpu_lpips_alex_b16_227_fwdbwd_in", &lpips, [16, 3, 227, 227]);
     // pyiqa publishes 0.205 s per 1080×800 pair for LPIPS-alex on a CPU.
-    let pair = OnceCell::new();
-    c.bench_function("cpu_lpips_alex_1080x800_pair_fwd", |bch| {
-        let (a, b) = pair.get_or_init(|| {
-            let (a, b) = (image(&[1, 3, 800, 1080], 8), image(&[1, 3, 800, 1080], 9));
-            lpips().forward(&a, &b).unwrap();
-            (a, b)
-        });
-        bch.iter(|| black_box(lpips().forward(a, b).unwrap()))
-    });
+    distance_fwd(c, "cpu_lpips_alex_1080x800_pair_fwd", &lpips, [1, 3, 800, 1080]);
 
     // ST-LPIPS-alex, with the weights that ship with the repository (the same work as random
     // ones, but the real thing): `stlpips_pytorch`'s LPIPS(net="alex", variant="shift_tolerant")
@@ -97,40 +117,9 @@ fn bench(c: &mut Criterion) {
             Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Alex, None, &Device::Cpu).unwrap()
         })
     };
-    let state = OnceCell::new();
-    c.bench_function("cpu_stlpips_alex_b16_227_fwdbwd_in", |b| {
-        let step = |m: &Lpips, x: &Var, y: &Tensor| {
-            let d = m.forward(x.as_tensor(), y).unwrap().distance.mean_all().unwrap();
-            d.backward().unwrap()
-        };
-        let (x, y) = state.get_or_init(|| {
-            let x = Var::from_tensor(&image(&[16, 3, 227, 227], 6)).unwrap();
-            let y = image(&[16, 3, 227, 227], 7);
-            step(st(), &x, &y);
-            (x, y)
-        });
-        b.iter(|| black_box(step(st(), x, y)))
-    });
-    let pair = OnceCell::new();
-    c.bench_function("cpu_stlpips_alex_1080x800_pair_fwd", |bch| {
-        let (a, b) = pair.get_or_init(|| {
-            let (a, b) = (image(&[1, 3, 800, 1080], 8), image(&[1, 3, 800, 1080], 9));
-            st().forward(&a, &b).unwrap();
-            (a, b)
-        });
-        bch.iter(|| black_box(st().forward(a, b).unwrap()))
-    });
-    let state = OnceCell::new();
-    c.bench_function("cpu_stlpips_alex_1080x800_pair_fwdbwd_in", |bch| {
-        let (a, b) = state.get_or_init(|| {
-            let a = Var::from_tensor(&image(&[1, 3, 800, 1080], 8)).unwrap();
-            (a, image(&[1, 3, 800, 1080], 9))
-        });
-        bch.iter(|| {
-            let d = st().forward(a.as_tensor(), b).unwrap().distance.sum_all().unwrap();
-            black_box(d.backward().unwrap())
-        })
-    });
+    distance_fwdbwd(c, "cpu_stlpips_alex_fwdbwd_in_b16_227", &st, [16, 3, 227, 227]);
+    distance_fwd(c, "cpu_stlpips_alex_fwd_pair_1080x800", &st, [1, 3, 800, 1080]);
+    distance_fwdbwd(c, "cpu_stlpips_alex_fwdbwd_in_pair_1080x800", &st, [1, 3, 800, 1080]);
 
     let state = OnceCell::new();
     c.bench_function("cpu_efficientnet_lite0_b16_224_fwd", |b| {

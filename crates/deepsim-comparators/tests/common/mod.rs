@@ -98,6 +98,17 @@ pub fn efficientnet_lite(variant: u8) -> PathBuf {
     )
 }
 
+/// A photo of `data/` (the repository's CC0 crops) as `[1, 3, H, W]` f32 in [0, 1], as the
+/// export scripts read it (`np.asarray(Image.open(p).convert("RGB")) / 255`).
+pub fn photo(name: &str) -> candle::Tensor {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name);
+    let img = image::open(&path).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let chw: Vec<f32> =
+        (0..3).flat_map(|c| img.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
+    candle::Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &candle::Device::Cpu).unwrap()
+}
+
 /// A fresh directory under the system's temporary directory.
 pub fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deepsim-{name}-{}", std::process::id()));
