@@ -15,6 +15,25 @@
 //! into our key names with verification, and the cache from which comparators resolve weights
 //! by name. `cargo xtask convert-weights` is its command-line front.
 //!
+//! ST-LPIPS as the loss of an image being optimized, with the trained weights that ship with
+//! the repository (a clone needs no conversion):
+//!
+//! ```
+//! use candle::{Device, Tensor, Var};
+//! use deepsim_comparators::{Lpips, ShiftTolerantTrunk};
+//!
+//! # fn main() -> deepsim_comparators::Result<()> {
+//! let metric = Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Alex, None, &Device::Cpu)?;
+//! let x = Var::rand(0f32, 1f32, (2, 3, 64, 64), &Device::Cpu)?;
+//! let target = Tensor::rand(0f32, 1f32, (2, 3, 64, 64), &Device::Cpu)?;
+//! let out = metric.forward(x.as_tensor(), &target)?;
+//! assert_eq!(out.per_layer.len(), 5); // relu1 … relu5
+//! let grads = out.distance.mean_all()?.backward()?;
+//! assert_eq!(grads.get(x.as_tensor()).unwrap().dims(), &[2, 3, 64, 64]);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```no_run
 //! use deepsim_comparators::weights::{self, Arch};
 //!

@@ -238,6 +238,10 @@ fn files_of_the_wrong_kind_are_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("vgg_shift_tolerant.pth") && err.contains("not stlpips-alex"), "{err}");
+    assert!(
+        err.contains("--arch stlpips-alex converts") && err.contains("alex_shift_tolerant.pth"),
+        "{err}"
+    );
     // A converted file of another architecture, passed as the weights.
     let heads = dir.join("lpips-alex.safetensors");
     convert_file(Arch::LpipsAlex, &common::lpips("v0.1", "alex"), &heads).unwrap();

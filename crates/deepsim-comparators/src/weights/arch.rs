@@ -379,7 +379,10 @@ pub fn convert_bytes(arch: Arch, input: &Path, bytes: &[u8], output: &Path) -> R
     let tensors = arch.convert(source).map_err(|reason| Error::Verify {
         arch: arch.name().into(),
         path: input.to_owned(),
-        reason,
+        reason: match arch {
+            Arch::Raw => reason,
+            _ => format!("{reason}\n(--arch {} converts {})", arch.name(), arch.source_hint()),
+        },
     })?;
     super::write_safetensors_atomic(output, &tensors, arch.metadata(input, &sha256))?;
     Ok(Conversion { read, tensors, sha256 })
