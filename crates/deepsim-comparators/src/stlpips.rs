@@ -156,8 +156,8 @@ impl ShiftTolerantTrunk {
 /// scaling) and as the trunk of [`Lpips::pretrained_shift_tolerant`](crate::Lpips).
 ///
 /// Input: the comparator contract (NCHW f32 RGB in [0, 1]), mapped to [−1, 1] and scaled by
-/// LPIPS' constants; at least [`Comparator::min_size`] (alex 17×17, vgg 32×32), where every
-/// reflection padding fits.
+/// LPIPS' constants; at least [`Comparator::min_size`] (alex 21×21, vgg 18×18), where every
+/// reflection padding fits (PyTorch's reflection pad needs more pixels than it pads).
 pub struct ShiftTolerantNet {
     trunk: ShiftTolerantTrunk,
     /// Every layer up to the last tap, with the tap it produces.

@@ -191,6 +191,10 @@ fn the_fused_loss_equals_the_graph_of_layers() {
         let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().clone();
         (scalar(&out.distance), g)
     };
+    // VGG's four pool + blur steps need 18 pixels (each blur reflects 2 of at least 3).
+    let small = crop(&a).narrow(2, 0, 17).unwrap();
+    let err = metric.forward(&small, &small).unwrap_err().to_string();
+    assert!(err.contains("stlpips-vgg") && err.contains("minimum 18×18"), "{err}");
     let (d_fused, g_fused) = run(&b);
     let bv = Var::from_tensor(&b).unwrap();
     let (d_graph, g_graph) = run(bv.as_tensor());
@@ -211,6 +215,9 @@ fn trunks_are_comparators_with_their_taps() {
     let net = ShiftTolerantNet::pretrained(ShiftTolerantTrunk::Alex, Some(&weights), &Device::Cpu)
         .unwrap();
     assert_eq!(net.name(), "stlpips-alex");
+    // conv1 (11×11, padding 2) leaves 15 of 21 pixels, and every blur pool after it still
+    // finds more than 2 pixels to reflect.
+    assert_eq!(net.min_size(), (21, 21));
     let (min, _) = net.min_size();
     let x = Tensor::full(0.5f32, (2, 3, min, min + 3), &Device::Cpu).unwrap();
     let f = net.features(&x, &[Tap::Relu5, Tap::Relu1]).unwrap();
