@@ -299,7 +299,7 @@ pub fn weights_dir() -> PathBuf {
 
 /// The cached file of converted weights for `arch`.
 pub fn cached_path(arch: Arch) -> PathBuf {
-    weights_dir().join(format!("{}.safetensors", arch.name()))
+    weights_dir().join(file_name(arch))
 }
 
 /// Where [`locate`] found a weights file.
@@ -378,7 +378,8 @@ pub fn locate(arch: Arch, explicit: Option<&Path>) -> Result<(Origin, PathBuf)> 
         command.push_str(&format!(" --output {}", places[0].1.display()));
     } else if arch.ships() {
         command.push_str(&format!(
-            "\n(or restore the copy that ships with the repository: git checkout -- data/weights/{}{})",
+            "\n(or restore the copy that ships with the repository: \
+             git checkout -- data/weights/{}{})",
             file_name(arch),
             match shipped_dir() {
                 Some(d) => format!(", looked for at {}", d.join(file_name(arch)).display()),
@@ -409,10 +410,10 @@ pub fn load(
     device: &candle::Device,
 ) -> Result<(PathBuf, candle_nn::VarBuilder<'static>)> {
     let (origin, path) = locate(arch, explicit)?;
-    let fix = || {
-        match origin {
+    let fix = || match origin {
         Origin::Shipped => format!(
-            "this copy ships with the repository: restore it with `git checkout -- data/weights/{}`",
+            "this copy ships with the repository: restore it with \
+             `git checkout -- data/weights/{}`",
             file_name(arch)
         ),
         _ => format!(
@@ -420,7 +421,6 @@ pub fn load(
             arch.name(),
             arch.source_hint()
         ),
-    }
     };
     let bytes = read_file(&path)?;
     let bad = |reason: String| bad_file(&path, format!("{reason}; {}", fix()));
