@@ -10,6 +10,7 @@
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
 //! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
 //! | [`blur_pool2d`] | anti-aliased downsampling (reflection pad, binomial low-pass, subsample: ST-LPIPS' layer) in one separable pass; candle has no reflection padding and no grouped-conv backward |
+//! | [`straight_through_clamp`] | a clamp with the identity's gradient that is exactly the clamp (`x + (clamp(x) − x).detach()` is not, in floating point, once `x` is large) |
 //! | [`unit_weighted_sq_distance`] | LPIPS' per-layer distance map in one pass, instead of a dozen elementwise ops |
 //!
 //! Every op is a candle custom op on the CPU (the CPU kernel is the reference) with a backward
@@ -37,6 +38,7 @@ mod affine;
 mod bias;
 mod blur;
 mod check;
+mod clamp;
 mod conv;
 mod depthwise;
 mod error;
@@ -51,6 +53,7 @@ mod winograd;
 pub use affine::{value_range, ChannelAffine};
 pub use bias::bias_leaky_relu;
 pub use blur::{blur_pool2d, blur_pool2d_backward, BlurPool2dConfig};
+pub use clamp::straight_through_clamp;
 pub use conv::{
     conv2d, conv_transpose2d, Activation, Conv2dConfig, ConvAlgorithm, ConvTranspose2dConfig,
     FrozenConv2d,
@@ -66,6 +69,7 @@ pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_bac
 /// hold them against the kernels on any device.
 pub mod composite {
     pub use crate::blur::composite::blur_pool2d;
+    pub use crate::clamp::composite::straight_through_clamp;
     pub use crate::conv::composite::{conv2d, conv_transpose2d};
     pub use crate::lrn::composite::local_response_norm;
     pub use crate::pool::composite::max_pool2d;

@@ -49,6 +49,9 @@ pub enum Error {
     /// The image measures (the optimization baseline's priors).
     #[error(transparent)]
     Metrics(#[from] deepsim_metrics::Error),
+    /// A kernel (the straight-through clamp).
+    #[error(transparent)]
+    Kernels(#[from] deepsim_kernels::Error),
     /// A tensor operation.
     #[error(transparent)]
     Candle(#[from] candle::Error),

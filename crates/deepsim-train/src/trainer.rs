@@ -623,10 +623,11 @@ fn check_finite(vars: &VarMap, step: u64, what: &str) -> Result<()> {
 
 /// `clamp(x, 0, 1)` forward with the identity's gradient: G's linear output enters the
 /// losses (and the comparators, whose inputs must lie in [0, 1]) clamped, while pixels
-/// outside the range still receive the gradient that pulls them back.
+/// outside the range still receive the gradient that pulls them back. Exactly the clamp
+/// (`deepsim_kernels::straight_through_clamp`): `x + (clamp(x) − x).detach()` let values such
+/// as 2 through once G's outputs grew large, and the comparator refused them.
 fn straight_through_clamp(x: &Tensor) -> Result<Tensor> {
-    let clamped = x.clamp(0f32, 1f32)?;
-    Ok((x + (clamped - x)?.detach())?)
+    Ok(deepsim_kernels::straight_through_clamp(x, 0.0, 1.0)?)
 }
 
 /// Reads a line written by [`StepLog::to_json`].
