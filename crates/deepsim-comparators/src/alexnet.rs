@@ -171,9 +171,7 @@ impl AlexNet {
                 })
             }
         };
-        let (path, vb) = weights::load(arch, path, device)?;
-        Self::new(arch.name(), layout, with_fc, vb)
-            .map_err(|e| Error::BadFile { path, reason: e.to_string() })
+        weights::build(arch, path, device, |vb| Self::new(arch.name(), layout, with_fc, vb))
     }
 
     /// The network with seeded random weights, as PyTorch initializes layers (uniform in

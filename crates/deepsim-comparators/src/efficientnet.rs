@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use deepsim_kernels::{Conv2dConfig, FrozenConv2d};
 
 use crate::comparator::{check_input, check_taps, in_order, Comparator};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tap::Tap;
 use crate::weights::{self, Arch};
 
@@ -266,15 +266,14 @@ impl EfficientNetLite {
     /// (Lite0) the copy that ships with the repository.
     ///
     /// # Errors
-    /// [`Error::MissingWeights`] with the convert command; a file of another architecture, a
-    /// malformed file or a missing tensor, named.
+    /// [`Error::MissingWeights`](crate::Error::MissingWeights) with the convert command; a
+    /// file of another architecture, a malformed file or a missing tensor, named.
     pub fn pretrained(
         variant: EfficientNetVariant,
         path: Option<&Path>,
         device: &Device,
     ) -> Result<Self> {
-        let (path, vb) = weights::load(variant.arch(), path, device)?;
-        Self::new(variant, vb).map_err(|e| Error::BadFile { path, reason: e.to_string() })
+        weights::build(variant.arch(), path, device, |vb| Self::new(variant, vb))
     }
 
     /// Which variant this is.

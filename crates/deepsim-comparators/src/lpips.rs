@@ -156,10 +156,9 @@ impl Lpips {
         path: Option<&Path>,
         device: &Device,
     ) -> Result<Self> {
-        let (path, vb) = weights::load(trunk.arch(), path, device)?;
-        let bad = |e: Error| Error::BadFile { path: path.clone(), reason: e.to_string() };
-        let net = ShiftTolerantNet::new(trunk, vb.clone()).map_err(bad)?;
-        Self::shift_tolerant(net, vb).map_err(bad)
+        weights::build(trunk.arch(), path, device, |vb| {
+            Self::shift_tolerant(ShiftTolerantNet::new(trunk, vb.clone())?, vb)
+        })
     }
 
     fn with_trunk(name: &'static str, trunk: Trunk, heads: VarBuilder) -> Result<Self> {

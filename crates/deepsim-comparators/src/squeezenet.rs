@@ -95,11 +95,10 @@ impl SqueezeNet {
     /// # Errors
     /// Missing weights (with the convert command); a malformed file.
     pub fn pretrained(path: Option<&Path>, device: &Device) -> Result<Self> {
-        let (path, vb) = weights::load(Arch::Squeezenet, path, device)?;
-        Self::new(vb).map_err(|e| crate::Error::BadFile { path, reason: e.to_string() })
+        weights::build(Arch::Squeezenet, path, device, Self::new)
     }
 
-    /// Seeded random weights (PyTorch's default bounds), conv `i` in [`conv_specs`] order
+    /// Seeded random weights (PyTorch's default bounds), conv `i` in `conv_specs` order
     /// taking seeds `seed + 2i` and `seed + 2i + 1`.
     ///
     /// # Errors

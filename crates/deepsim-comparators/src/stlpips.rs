@@ -14,7 +14,7 @@ use deepsim_kernels::{Activation, BlurPool2dConfig, Conv2dConfig, FrozenConv2d, 
 
 use crate::chain::Stage;
 use crate::comparator::{check_input, check_taps, in_order, Comparator};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::lpips::{self, ALEX_WIDTHS, VGG_WIDTHS};
 use crate::tap::Tap;
 use crate::weights::{self, Arch};
@@ -200,15 +200,14 @@ impl ShiftTolerantNet {
     /// path, the weights cache, or the copy that ships with the repository.
     ///
     /// # Errors
-    /// [`Error::MissingWeights`] with the convert command; a file of another architecture or a
-    /// malformed one, named.
+    /// [`Error::MissingWeights`](crate::Error::MissingWeights) with the convert command; a
+    /// file of another architecture or a malformed one, named.
     pub fn pretrained(
         trunk: ShiftTolerantTrunk,
         path: Option<&Path>,
         device: &Device,
     ) -> Result<Self> {
-        let (path, vb) = weights::load(trunk.arch(), path, device)?;
-        Self::new(trunk, vb).map_err(|e| Error::BadFile { path, reason: e.to_string() })
+        weights::build(trunk.arch(), path, device, |vb| Self::new(trunk, vb))
     }
 
     /// Which trunk this is.

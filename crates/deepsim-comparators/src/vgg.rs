@@ -9,7 +9,7 @@ use deepsim_kernels::{max_pool2d, Activation, Conv2dConfig, FrozenConv2d, MaxPoo
 
 use crate::chain::Stage;
 use crate::comparator::{check_input, check_taps, imagenet_normalize, in_order, Comparator};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::seeded;
 use crate::tap::Tap;
 use crate::weights::{self, Arch};
@@ -94,14 +94,14 @@ impl Vgg {
     /// in the file is not used.
     ///
     /// # Errors
-    /// [`Error::MissingWeights`] with the convert command; a malformed file.
+    /// [`Error::MissingWeights`](crate::Error::MissingWeights) with the convert command; a
+    /// malformed file.
     pub fn pretrained(depth: VggDepth, path: Option<&Path>, device: &Device) -> Result<Self> {
         let arch = match depth {
             VggDepth::Vgg16 => Arch::Vgg16,
             VggDepth::Vgg19 => Arch::Vgg19,
         };
-        let (path, vb) = weights::load(arch, path, device)?;
-        Self::new(depth, vb).map_err(|e| Error::BadFile { path, reason: e.to_string() })
+        weights::build(arch, path, device, |vb| Self::new(depth, vb))
     }
 
     /// Seeded random weights (PyTorch's default bounds), conv `i` taking seeds `seed + 2i`

@@ -149,7 +149,7 @@ pub fn blur_pool2d(input: &Tensor, cfg: &BlurPool2dConfig) -> Result<Tensor> {
     if !input.device().is_cpu() {
         return composite::blur_pool2d(input, cfg);
     }
-    Ok(input.apply_op1(BlurOp(g))?)
+    Ok(input.apply_op1(BlurOp { g, adjoint: false })?)
 }
 
 /// The input gradient of [`blur_pool2d`] from the gradient `grad` w.r.t. its output, outside
@@ -175,7 +175,7 @@ pub fn blur_pool2d_backward(
     if !grad.device().is_cpu() {
         return Err(invalid(OP, "grad", grad.dims(), "not on the CPU"));
     }
-    Ok(grad.apply_op1(BlurAdjointOp(g))?)
+    Ok(grad.apply_op1(BlurOp { g, adjoint: true })?)
 }
 
 /// `out[i, j] = Σ_a Σ_b f_a f_b x[rows[i, a], cols[j, b]]`, separably: columns first into a
@@ -231,51 +231,38 @@ fn adjoint<T: Real>(grad: &[T], g: &BlurGeom) -> Vec<T> {
     out
 }
 
-/// The forward op.
-struct BlurOp(BlurGeom);
+/// The forward op (`adjoint` false) or its adjoint, the input gradient (`adjoint` true:
+/// `[N, C, H', W']` → `[N, C, H, W]`). Each one's backward is the other.
+#[derive(Clone)]
+struct BlurOp {
+    g: BlurGeom,
+    adjoint: bool,
+}
 
-/// Its adjoint, the input gradient: `[N, C, H', W']` → `[N, C, H, W]`.
-struct BlurAdjointOp(BlurGeom);
-
-fn run<T: Real>(
-    s: &CpuStorage,
-    l: &Layout,
-    g: &BlurGeom,
-    adjoint_pass: bool,
-) -> candle::Result<CpuStorage> {
+fn run<T: Real>(s: &CpuStorage, l: &Layout, op: &BlurOp) -> candle::Result<CpuStorage> {
     let x = contiguous(s.as_slice::<T>()?, l);
-    Ok(T::to_cpu_storage_owned(if adjoint_pass { adjoint(&x, g) } else { forward(&x, g) }))
+    Ok(T::to_cpu_storage_owned(if op.adjoint { adjoint(&x, &op.g) } else { forward(&x, &op.g) }))
 }
 
 impl CustomOp1 for BlurOp {
     fn name(&self) -> &'static str {
-        "deepsim-blur-pool2d"
+        if self.adjoint {
+            "deepsim-blur-pool2d-backward"
+        } else {
+            "deepsim-blur-pool2d"
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let op = self.name();
         let [n, c, _, _] = dims4("blur_pool2d", "input", l)?;
-        let out = by_float_dtype!("blur_pool2d", s.dtype(), run(s, l, &self.0, false))?;
-        Ok((out, Shape::from((n, c, self.0.oh, self.0.ow))))
+        let out = by_float_dtype!(op, s.dtype(), run(s, l, self))?;
+        let (h, w) = if self.adjoint { (self.g.h, self.g.w) } else { (self.g.oh, self.g.ow) };
+        Ok((out, Shape::from((n, c, h, w))))
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(grad.apply_op1(BlurAdjointOp(self.0.clone()))?))
-    }
-}
-
-impl CustomOp1 for BlurAdjointOp {
-    fn name(&self) -> &'static str {
-        "deepsim-blur-pool2d-backward"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        let [n, c, _, _] = dims4("blur_pool2d backward", "grad", l)?;
-        let out = by_float_dtype!("blur_pool2d backward", s.dtype(), run(s, l, &self.0, true))?;
-        Ok((out, Shape::from((n, c, self.0.h, self.0.w))))
-    }
-
-    fn bwd(&self, _g: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(grad.apply_op1(BlurOp(self.0.clone()))?))
+        Ok(Some(grad.apply_op1(BlurOp { g: self.g.clone(), adjoint: !self.adjoint })?))
     }
 }
 

@@ -445,3 +445,18 @@ pub fn load(
         .map_err(|e| bad(format!("cannot load tensors ({e})")))?;
     Ok((path, candle_nn::VarBuilder::from_tensors(tensors, candle::DType::F32, device)))
 }
+
+/// `build` applied to `arch`'s weights from [`load`]: a network built from its file, where a
+/// tensor that is missing or misshapen is an [`Error::BadFile`] naming the file.
+///
+/// # Errors
+/// As [`load`]; whatever `build` returns, wrapped with the file's path.
+pub fn build<T>(
+    arch: Arch,
+    explicit: Option<&Path>,
+    device: &candle::Device,
+    build: impl FnOnce(candle_nn::VarBuilder<'static>) -> Result<T>,
+) -> Result<T> {
+    let (path, vb) = load(arch, explicit, device)?;
+    build(vb).map_err(|e| Error::BadFile { path, reason: e.to_string() })
+}
