@@ -12,7 +12,7 @@ use candle::{Device, Tensor};
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_train::{
     edge_ratio, invert_by_optimization, normalized_error, parse_device, write_grid, write_image,
-    Model, OptimInversionConfig,
+    Model, OptimInversionConfig, PerceptualDistance,
 };
 
 use crate::generate::{create_dir, load_all, load_model, load_square, stem, write_png_rows};
@@ -81,6 +81,9 @@ struct Row {
     image_error: f64,
     feature_error: Option<f64>,
     edge_ratio: f64,
+    /// Mean ST-LPIPS-alex to the originals (a network no run here trains against); absent
+    /// when its weights are not found.
+    perceptual: Option<f64>,
     seconds: f64,
     #[serde(skip)]
     tap: Tap,
@@ -115,6 +118,16 @@ pub fn eval(
     type Baseline = (Arc<dyn Comparator + Send + Sync>, usize, Device, Tensor);
     let mut layers: BTreeMap<(String, Tap), Baseline> = BTreeMap::new();
     let mut sets = ImageSets::default();
+    let perceptual = match PerceptualDistance::new(None, &Device::Cpu) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("warning: no {} column: {e}", PerceptualDistance::NAME);
+            None
+        }
+    };
+    let distance = |a: &Tensor, b: &Tensor| -> Result<Option<f64>> {
+        Ok(perceptual.as_ref().map(|p| p.mean(a, b)).transpose()?)
+    };
     for ckpt in checkpoints {
         let model = load_model(ckpt, device)?;
         let Some((encoder, tap)) = model.encoder() else {
@@ -136,6 +149,7 @@ pub fn eval(
             image_error: normalized_error(&recon, &x)?,
             feature_error: Some(normalized_error(&recon_code, &code)?),
             edge_ratio: edge_ratio(&recon, &x)?,
+            perceptual: distance(&recon, &x)?,
             seconds: started.elapsed().as_secs_f64(),
         });
         let (encoder, side, dev) = (encoder.clone(), model.side(), model.device().clone());
@@ -166,6 +180,7 @@ pub fn eval(
                 image_error: normalized_error(&inv.images, x)?,
                 feature_error: Some(normalized_error(&inv.reached, &inv.targets)?),
                 edge_ratio: edge_ratio(&inv.images, x)?,
+                perceptual: distance(&inv.images, x)?,
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
@@ -272,15 +287,19 @@ fn markdown_table(rows: &[Row], images: usize, data: &Path) -> String {
         }
         s.push('\n');
     }
-    s.push_str(
-        "\nEdge ratio (neighbour contrast of the reconstructions over the originals'), with \
-         the source and the seconds taken to reconstruct the images (or to optimize them):\n\n",
-    );
+    s.push_str(&format!(
+        "\n{} to the originals (a perceptual distance no run here trains against; lower is \
+         closer) and edge ratio (neighbour contrast of the reconstructions over the originals'), \
+         with the source and the seconds taken to reconstruct the images (or to optimize \
+         them):\n\n",
+        PerceptualDistance::NAME
+    ));
     for r in rows {
         s.push_str(&format!(
-            "- {} at {}: {:.2} ({}, {:.1} s)\n",
+            "- {} at {}: {}, edge {:.2} ({}, {:.1} s)\n",
             r.method,
             r.tap.name(),
+            r.perceptual.map_or("−".into(), |p| format!("{p:.3}")),
             r.edge_ratio,
             r.source,
             r.seconds

@@ -95,6 +95,13 @@ pub struct StepInputs<'a> {
     /// The step and the generator's last layer, for the adaptive adversarial weight (needed
     /// when the loss has one, [`DeepSimLoss::with_adaptive_weight`]).
     pub adaptive: Option<(u64, &'a Var)>,
+    /// Feature-term phase jitter: both images enter the comparator one pixel smaller in each
+    /// direction, starting at row `dy` and column `dx` (each 0 or 1). Drawn at random each
+    /// step, it moves the comparator's stride-2 sampling grid against the image, so that a
+    /// pattern the network cannot see at one phase (the 2-pixel checkerboard of
+    /// up-convolutions) is seen at the other. Needs the target's features to be computed
+    /// here (`target_features` absent).
+    pub feature_phase: Option<(usize, usize)>,
 }
 
 /// The generator's DeePSiM objective.
@@ -154,9 +161,19 @@ impl DeepSimLoss {
         let w = &self.weights;
         let mut total: Option<Tensor> = None;
         let feat = match (&self.feature, w.feat > 0.0) {
-            (Some(f), true) => Some(match inputs.target_features {
-                Some(want) => f.forward_to(generated, want)?.total,
-                None => f.forward(generated, target)?.total,
+            (Some(f), true) => Some(match (inputs.target_features, inputs.feature_phase) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::Config {
+                        what: "StepInputs::feature_phase",
+                        reason: "the target's features were precomputed at phase (0, 0)".into(),
+                    })
+                }
+                (Some(want), None) => f.forward_to(generated, want)?.total,
+                (None, None) => f.forward(generated, target)?.total,
+                (None, Some(phase)) => {
+                    let (a, b) = (phase_crop(generated, phase)?, phase_crop(target, phase)?);
+                    f.forward(&a, &b)?.total
+                }
             }),
             _ => None,
         };
@@ -332,4 +349,21 @@ impl AdaptiveAdversarialWeight {
         let (r, a) = (norm(rec, "rec")?, norm(adv, "adv")?);
         Ok((r / (a + self.eps)).clamp(0.0, self.max))
     }
+}
+
+/// `x` (`[N, C, H, W]`) one pixel smaller in each direction, from row `dy` and column `dx`.
+fn phase_crop(x: &Tensor, (dy, dx): (usize, usize)) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() != 4 || dims[2] < 2 || dims[3] < 2 || dy > 1 || dx > 1 {
+        return Err(Error::Shape {
+            loss: "DeepSimLoss",
+            arg: "generated",
+            shape: dims.to_vec(),
+            reason: format!(
+                "feature_phase ({dy}, {dx}) needs [N, C, H ≥ 2, W ≥ 2] images and offsets of 0 \
+                 or 1"
+            ),
+        });
+    }
+    Ok(x.narrow(2, dy, dims[2] - 1)?.narrow(3, dx, dims[3] - 1)?)
 }

@@ -470,3 +470,44 @@ fn diversity_penalty_by_hand_and_gradient() {
     check_grad(&x, &[3, 3], |s| diversity_penalty(&Toy, Tap::Conv1, s, 0.5).unwrap(), "diversity");
     assert!(diversity_penalty(&Toy, Tap::Conv1, &t(&x[..3], &[1, 3]), 0.5).is_err());
 }
+
+#[test]
+fn feature_phase_crops_both_images_one_pixel_at_its_corner() {
+    let toy: Arc<dyn Comparator + Send + Sync> = Arc::new(Toy);
+    let feature =
+        FeatureLoss::new(toy, &[(Tap::Conv1, 1.0)], FeatureNorm::Sum, Reduction::Sum).unwrap();
+    let only_feat = DeepSimWeights { feat: 1.0, adv: 0.0, img: 0.0, kl: 0.0, pixel_scale: 1.0 };
+    let loss =
+        DeepSimLoss::new(only_feat, Some(feature), AdversarialKind::Logistic, Reduction::Sum)
+            .unwrap();
+    // a = [[0 1 2] [3 4 5] [6 7 8]], b = 0: the toy's conv1 is 2x, so the term is 4·Σ a² over
+    // the 2×2 window that starts at (dy, dx).
+    let a = t(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[1, 1, 3, 3]);
+    let b = a.zeros_like().unwrap();
+    for (phase, window) in [
+        ((0, 0), 0.0 + 1.0 + 9.0 + 16.0),
+        ((1, 0), 9.0 + 16.0 + 36.0 + 49.0),
+        ((0, 1), 1.0 + 4.0 + 16.0 + 25.0),
+        ((1, 1), 16.0 + 25.0 + 49.0 + 64.0),
+    ] {
+        let inputs = StepInputs { feature_phase: Some(phase), ..Default::default() };
+        let terms = loss.generator_terms(&a, &b, inputs).unwrap();
+        assert_eq!(vals(terms.feat.as_ref().unwrap())[0], 4.0 * window, "phase {phase:?}");
+    }
+    // Without a phase the whole image counts: 4·Σ a² = 4·204.
+    let whole = loss.generator_terms(&a, &b, StepInputs::default()).unwrap();
+    assert_eq!(vals(whole.feat.as_ref().unwrap())[0], 4.0 * 204.0);
+    // Offsets beyond one pixel, and precomputed target features (taken at phase 0), are refused.
+    let e = loss
+        .generator_terms(&a, &b, StepInputs { feature_phase: Some((2, 0)), ..Default::default() })
+        .unwrap_err();
+    assert!(e.to_string().contains("feature_phase (2, 0)"), "{e}");
+    let want = [b.clone()];
+    let both = StepInputs {
+        feature_phase: Some((1, 0)),
+        target_features: Some(&want),
+        ..Default::default()
+    };
+    let e = loss.generator_terms(&a, &b, both).unwrap_err();
+    assert!(e.to_string().contains("feature_phase"), "{e}");
+}

@@ -54,6 +54,21 @@ pub struct GeneratorConfig {
     /// The image side to return: the tower's output is centre-cropped to it (the paper trains
     /// at 227 from a 256 output).
     pub output: usize,
+    /// How the last layer starts.
+    pub output_init: OutputInit,
+}
+
+/// The initialization of the generator's last layer (the one that outputs pixels).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutputInit {
+    /// He-initialized weights and zero bias, as every other layer (the paper's presets).
+    #[default]
+    He,
+    /// He's weights scaled by 0.1 and the bias at 0.5: the first images are a mid-grey with
+    /// faint structure. Without it the first images are saturated noise wherever the encoder's
+    /// features are large (EfficientNet's linear bottlenecks reach ±10), and the first hundreds
+    /// of steps go to undoing that noise.
+    Quiet,
 }
 
 /// The paper's tower (Table 1): uconv 256, conv 512, uconv 256, conv 256, uconv 128, conv 128,
@@ -85,6 +100,7 @@ impl GeneratorConfig {
             tower: paper_tower(),
             alpha: 0.3,
             output: 227,
+            output_init: OutputInit::He,
         }
     }
 
@@ -100,6 +116,7 @@ impl GeneratorConfig {
             tower: paper_tower(),
             alpha: 0.3,
             output: 227,
+            output_init: OutputInit::He,
         }
     }
 
@@ -145,6 +162,60 @@ impl GeneratorConfig {
         Ok(cfg)
     }
 
+    /// A CPU preset for a feature map `[channels, size, size]` from a shallower layer than
+    /// [`Self::cpu_64_map`] takes (EfficientNet-Lite's 40×16×16 `block4` at 128×128 input):
+    /// two 3×3 convolutions of `256·width` channels at the map's side, then one
+    /// up-convolution and one 3×3 convolution per doubling up to `output`, with
+    /// `min(256, 4096 / side)·width` channels at each side (128 at 32, 64 at 64, 32 at 128),
+    /// and a last 3×3 convolution to the 3 image channels. The last layer is a convolution
+    /// rather than Table 1's up-convolution: a stride-2 up-convolution straight to pixels
+    /// gives every 2×2 block of the image the same four kernel phases, a checkerboard that a
+    /// perceptual loss's gradient amplifies.
+    ///
+    /// # Errors
+    /// A `size` below 4, or an `output` that is not `size` times a power of two (at least 2).
+    pub fn cpu_map(channels: usize, size: usize, output: usize, width: f64) -> Result<Self> {
+        if !Self::cpu_map_takes(size, output) {
+            return Err(Error::Config {
+                what: "GeneratorConfig::cpu_map",
+                reason: format!(
+                    "map side {size} for an output of {output}: the output must be the side \
+                     times 2, 4, 8, …, and the side at least 4"
+                ),
+            });
+        }
+        use TowerLayer::{Conv as C, Up as U};
+        let c = |n: usize| scaled(n, width);
+        let mut tower = Vec::new();
+        let mut side = size;
+        while side < output {
+            side *= 2;
+            let n = c((4096 / side).min(256));
+            tower.extend([U(n), C(n)]);
+        }
+        tower.push(C(3));
+        let cfg = Self {
+            input: GeneratorInput::Map { channels, size },
+            head_width: c(256),
+            head_layers: 2,
+            seed_map: (c(256), size),
+            tower,
+            alpha: 0.3,
+            output,
+            output_init: OutputInit::Quiet,
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Whether [`Self::cpu_map`] takes a map of side `size` for an `output`-pixel image.
+    pub fn cpu_map_takes(size: usize, output: usize) -> bool {
+        size >= 4
+            && output > size
+            && output.is_multiple_of(size)
+            && (output / size).is_power_of_two()
+    }
+
     /// Whether [`Self::cpu_64_map`] takes a map of side `size` (4, 7 or 8).
     pub fn cpu_64_takes_map(size: usize) -> bool {
         size == 4 || size.div_ceil(2) == 4
@@ -178,6 +249,7 @@ impl GeneratorConfig {
             tower,
             alpha: 0.3,
             output,
+            output_init: OutputInit::He,
         }
     }
 
@@ -319,9 +391,21 @@ impl Generator {
         };
         let mut c = cfg.seed_map.0;
         let mut tower = Vec::new();
+        let last = cfg.tower.len() - 1;
         for (i, layer) in cfg.tower.iter().enumerate() {
             let vb = vb.pp(format!("tower.{i}"));
+            let quiet = i == last && cfg.output_init == OutputInit::Quiet;
             tower.push(match *layer {
+                TowerLayer::Up(o) if quiet => {
+                    let s = Stage::Up(UpConv::new_scaled(c, o, a, 0.1, 0.5, vb)?);
+                    c = o;
+                    s
+                }
+                TowerLayer::Conv(o) if quiet => {
+                    let s = Stage::Conv(Conv::new_scaled(c, o, 3, 1, 1, a, 0.1, 0.5, vb)?);
+                    c = o;
+                    s
+                }
                 TowerLayer::Up(o) => {
                     let s = Stage::Up(UpConv::new(c, o, a, vb)?);
                     c = o;

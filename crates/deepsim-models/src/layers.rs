@@ -66,6 +66,14 @@ pub(crate) fn he_init(fan_in: usize, alpha: f64) -> Init {
     Init::Randn { mean: 0.0, stdev: (2.0 / ((1.0 + alpha * alpha) * fan_in as f64)).sqrt() }
 }
 
+/// `init` with its standard deviation multiplied by `gain`.
+fn scaled_init(init: Init, gain: f64) -> Init {
+    match init {
+        Init::Randn { mean, stdev } => Init::Randn { mean, stdev: stdev * gain },
+        other => other,
+    }
+}
+
 /// A trainable 2-D convolution with bias (`weight` `[out, in, k, k]`, `bias` `[out]`).
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -89,9 +97,28 @@ impl Conv {
         alpha: f64,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let weight =
-            vb.get_with_hints((out_c, in_c, k, k), "weight", he_init(in_c * k * k, alpha))?;
-        let bias = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
+        Self::new_scaled(in_c, out_c, k, stride, padding, alpha, 1.0, 0.0, vb)
+    }
+
+    /// [`Conv::new`] with He's weights multiplied by `gain` and the bias starting at `bias`
+    /// (a generator's quiet last layer).
+    ///
+    /// # Errors
+    /// From the variable builder.
+    pub fn new_scaled(
+        in_c: usize,
+        out_c: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        alpha: f64,
+        gain: f64,
+        bias: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let init = scaled_init(he_init(in_c * k * k, alpha), gain);
+        let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
+        let bias = vb.get_with_hints(out_c, "bias", Init::Const(bias))?;
         Ok(Self { weight, bias, cfg: Conv2dConfig::new(stride, padding) })
     }
 
@@ -134,9 +161,26 @@ impl UpConv {
     /// # Errors
     /// From the variable builder.
     pub fn new(in_c: usize, out_c: usize, alpha: f64, vb: VarBuilder) -> Result<Self> {
+        Self::new_scaled(in_c, out_c, alpha, 1.0, 0.0, vb)
+    }
+
+    /// [`UpConv::new`] with He's weights multiplied by `gain` and the bias starting at
+    /// `bias` (a generator's quiet last layer).
+    ///
+    /// # Errors
+    /// From the variable builder.
+    pub fn new_scaled(
+        in_c: usize,
+        out_c: usize,
+        alpha: f64,
+        gain: f64,
+        bias: f64,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         // A bed-of-nails input has one non-zero in four: the effective fan-in is a quarter.
-        let weight = vb.get_with_hints((out_c, in_c, 4, 4), "weight", he_init(in_c * 4, alpha))?;
-        let bias = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
+        let init = scaled_init(he_init(in_c * 4, alpha), gain);
+        let weight = vb.get_with_hints((out_c, in_c, 4, 4), "weight", init)?;
+        let bias = vb.get_with_hints(out_c, "bias", Init::Const(bias))?;
         Ok(Self { weight, bias })
     }
 

@@ -33,6 +33,6 @@ mod vae;
 
 pub use discriminator::{Discriminator, DiscriminatorConfig, DropoutMasks};
 pub use error::{Error, Result};
-pub use generator::{Generator, GeneratorConfig, GeneratorInput, TowerLayer};
+pub use generator::{Generator, GeneratorConfig, GeneratorInput, OutputInit, TowerLayer};
 pub use layers::{leaky_relu, Conv, Dense, UpConv};
 pub use vae::{EncoderConv, Vae, VaeConfig, VaeOutput};

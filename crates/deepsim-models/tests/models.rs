@@ -79,6 +79,9 @@ fn every_preset_has_its_output_shape_and_parameter_count() {
         (GeneratorConfig::cpu_64_map(192, 7, 0.25).unwrap(), vec![2, 192, 7, 7], 64),
         (GeneratorConfig::cpu_64_map(32, 8, 0.25).unwrap(), vec![1, 32, 8, 8], 64),
         (GeneratorConfig::cpu_64_map(16, 4, 0.5).unwrap(), vec![2, 16, 4, 4], 64),
+        (GeneratorConfig::cpu_map(24, 24, 96, 0.5).unwrap(), vec![2, 24, 24, 24], 96),
+        (GeneratorConfig::cpu_map(40, 12, 96, 0.25).unwrap(), vec![1, 40, 12, 12], 96),
+        (GeneratorConfig::cpu_map(40, 16, 128, 0.25).unwrap(), vec![2, 40, 16, 16], 128),
     ];
     for (cfg, input, side) in cases {
         let (map, vb) = vars(DType::F32);
@@ -97,6 +100,15 @@ fn every_preset_has_its_output_shape_and_parameter_count() {
     // 2, 7 → 4) 36,928; tower U64 65,600, C64 36,928, U32 32,800, C32 9,248, U16 8,208,
     // U3 771 → 301,139.
     assert_eq!(GeneratorConfig::cpu_64_map(192, 7, 0.25).unwrap().param_count(), 301_139);
+    // EfficientNet-Lite0 block2 at 96×96 (24×24×24), width 0.5, by hand: head C128 27,776 and
+    // C128 147,584 at 24×24; at 48, 4096/48 = 85 channels · 0.5 → 43: U43 88,107, C43 16,684;
+    // at 96, 4096/96 = 42 · 0.5 → 21: U21 14,469, C21 3,990; the last C3 570 → 299,180.
+    assert_eq!(GeneratorConfig::cpu_map(24, 24, 96, 0.5).unwrap().param_count(), 299_180);
+    // Sides that no number of doublings joins, and maps too small, are refused.
+    for (size, output) in [(24, 64), (3, 96), (96, 96), (40, 64)] {
+        let err = GeneratorConfig::cpu_map(8, size, output, 0.5).unwrap_err();
+        assert!(err.to_string().contains(&format!("map side {size}")), "{err}");
+    }
     for (cfg, hw) in [
         (DiscriminatorConfig::paper(Some(4096)), 227),
         (DiscriminatorConfig::cpu_64(None, 0.5), 64),

@@ -80,6 +80,13 @@ pub struct RunConfig {
     /// Validation images in the sample grid.
     #[serde(default = "default_samples")]
     pub samples: usize,
+    /// Start the generator (and a VAE's encoder) from the weights of this checkpoint of
+    /// another run instead of the seed's initialization: a warm start, e.g. a DeePSiM run
+    /// that begins where an image-loss run of the same networks ended. Adam's moments, the
+    /// discriminator, the data order and the step count start afresh. The checkpoint must
+    /// come from a run of the same task, encoder and tap and hold tensors of the same shapes.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// `[data]`.
@@ -130,6 +137,11 @@ pub enum GeneratorPreset {
     Cpu128,
     /// The paper's Table 1 from a vector: three fully connected layers, 256 → 227.
     Paper,
+    /// From a feature map whose side divides `data.crop` by 2, 4, 8, …: convolutions at the
+    /// map's side, then an up-convolution and a convolution per doubling
+    /// (`GeneratorConfig::cpu_map`; EfficientNet-Lite0's `block4` at 96 or 128 px).
+    #[serde(rename = "cpu_map")]
+    CpuMap,
 }
 
 /// `[generator]`.
@@ -217,6 +229,12 @@ pub struct LossConfig {
     /// The discriminator pauses while L_discr / L_adv is below this (the paper: 0.1).
     #[serde(default = "default_pause")]
     pub pause_threshold: f64,
+    /// Each step, crop both images by one pixel at a seeded random corner before the
+    /// comparator (`StepInputs::feature_phase` of deepsim-losses), so that its stride-2
+    /// layers meet the image at a random phase and the up-convolutions' checkerboard, which
+    /// a strided network cannot see at a fixed phase, is penalized.
+    #[serde(default)]
+    pub feature_jitter: bool,
 }
 
 /// One tap name or a list of them.
@@ -457,7 +475,7 @@ impl TrainConfig {
                             format!("{} must be 4096 with generator.preset paper", vae.latent),
                         );
                     }
-                    GeneratorPreset::Cpu128 => {
+                    GeneratorPreset::Cpu128 | GeneratorPreset::CpuMap => {
                         return bad(
                             "generator.preset",
                             "task vae has the presets cpu_64 and paper".into(),
@@ -492,6 +510,8 @@ impl TrainConfig {
             GeneratorPreset::Cpu64 => 64,
             GeneratorPreset::Cpu128 => 128,
             GeneratorPreset::Paper => 227,
+            // Any side: the map's side is checked against it when the encoder is built.
+            GeneratorPreset::CpuMap => self.data.crop,
         };
         if self.data.crop != side {
             return bad(

@@ -55,30 +55,45 @@ pub fn write_image(path: &Path, image: &Tensor) -> Result<()> {
 /// # Errors
 /// Rows of different shapes; tensor and I/O errors.
 pub fn write_grid(path: &Path, rows: &[&Tensor]) -> Result<()> {
-    let dims = rows.first().map(|r| r.dims().to_vec()).unwrap_or_default();
+    let rows: Vec<(&str, &Tensor)> = rows.iter().map(|r| ("", *r)).collect();
+    write_labelled_grid(path, &rows)
+}
+
+/// [`write_grid`] with each row's name written to its left (lower-case letters, digits and
+/// `. - + :`; other characters are left blank).
+///
+/// # Errors
+/// Rows of different shapes; tensor and I/O errors.
+pub fn write_labelled_grid(path: &Path, rows: &[(&str, &Tensor)]) -> Result<()> {
+    let dims = rows.first().map(|(_, r)| r.dims().to_vec()).unwrap_or_default();
     let [n, 3, h, w] = dims[..] else {
         return Err(Error::Config(format!("write_grid: rows must be [N, 3, H, W], got {dims:?}")));
     };
     let gap = 2;
+    // Glyphs are 3×5 cells on a 4-cell pitch at scale 2: 8 pixels a character.
+    let longest = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
+    let margin = if longest == 0 { 0 } else { longest * 8 + 8 };
     let mut grid = RgbImage::from_pixel(
-        (n * (w + gap) + gap) as u32,
+        (margin + n * (w + gap) + gap) as u32,
         (rows.len() * (h + gap) + gap) as u32,
         Rgb([255, 255, 255]),
     );
-    for (r, row) in rows.iter().enumerate() {
+    for (r, (label, row)) in rows.iter().enumerate() {
         if row.dims() != dims {
             return Err(Error::Config(format!(
                 "write_grid: row {r} is {:?}, row 0 {dims:?}",
                 row.dims()
             )));
         }
+        let top = gap + r * (h + gap);
+        text(&mut grid, 4, (top + h / 2) as i64 - 5, label, Rgb([0, 0, 0]));
         let v = levels(row)?;
         for i in 0..n {
             for y in 0..h {
                 for x in 0..w {
                     let at = |c: usize| v[((i * 3 + c) * h + y) * w + x];
-                    let px = (gap + i * (w + gap) + x) as u32;
-                    let py = (gap + r * (h + gap) + y) as u32;
+                    let px = (margin + gap + i * (w + gap) + x) as u32;
+                    let py = (top + y) as u32;
                     grid.put_pixel(px, py, Rgb([at(0), at(1), at(2)]));
                 }
             }

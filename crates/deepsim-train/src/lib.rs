@@ -29,8 +29,8 @@ pub use config::{
     TapList, Task, TrainConfig, VaeSection,
 };
 pub use error::{Error, Result};
-pub use eval::{edge_ratio, normalized_error};
-pub use images::{write_curves, write_grid, write_image};
+pub use eval::{edge_ratio, normalized_error, PerceptualDistance};
+pub use images::{write_curves, write_grid, write_image, write_labelled_grid};
 pub use init::seeded;
 pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;

@@ -67,7 +67,7 @@ impl Model {
                 let probe = Tensor::zeros((1, 3, side, side), DType::F32, device)?;
                 let shape = encoder.features(&probe, &[tap])?[0].dims().to_vec();
                 let dim: usize = shape[1..].iter().product();
-                let gcfg = generator_config(config.generator.preset, &shape, width)?;
+                let gcfg = generator_config(config.generator.preset, &shape, side, width)?;
                 let map_input = matches!(gcfg.input, GeneratorInput::Map { .. });
                 let (generator, vars) =
                     seeded(seed, device, |vb| Ok(Generator::new(gcfg, vb.pp("generator"))?))?;
@@ -82,7 +82,7 @@ impl Model {
                 let vcfg = match config.generator.preset {
                     GeneratorPreset::Cpu64 => VaeConfig::cpu_64(latent, width),
                     GeneratorPreset::Paper => VaeConfig::paper(),
-                    GeneratorPreset::Cpu128 => {
+                    GeneratorPreset::Cpu128 | GeneratorPreset::CpuMap => {
                         return Err(Error::Config(
                             "generator.preset: task vae has the presets cpu_64 and paper".into(),
                         ))
@@ -120,6 +120,36 @@ impl Model {
             .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
         set_vars(&model.vars, &tensors).map_err(bad)?;
         Ok(model)
+    }
+
+    /// Sets the trained variables from another run's checkpoint (`run.init`, a warm start),
+    /// after checking that the run trained the same task on the same encoder and tap.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] naming the file: missing, corrupt, foreign, another task or
+    /// encoder, or tensors of other shapes.
+    pub(crate) fn warm_start(&self, checkpoint: &Path) -> Result<()> {
+        let bad = |reason: String| Error::Checkpoint { path: checkpoint.to_path_buf(), reason };
+        let bytes = std::fs::read(checkpoint)
+            .map_err(|e| Error::Io { path: checkpoint.to_path_buf(), source: e })?;
+        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
+        let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
+        let source: TrainConfig = toml::from_str(text)
+            .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
+        let inverted = |c: &TrainConfig| {
+            (c.run.task, c.encoder.as_ref().map(|e| (e.network.clone(), e.tap.clone())))
+        };
+        if inverted(&source) != inverted(&self.config) {
+            return Err(bad(format!(
+                "run.init: that run trained {:?}, this one trains {:?} (task, encoder and tap \
+                 must match)",
+                inverted(&source),
+                inverted(&self.config)
+            )));
+        }
+        let tensors = candle::safetensors::load_buffer(&bytes, &self.device)
+            .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
+        set_vars(&self.vars, &tensors).map_err(|e| bad(format!("run.init: {e}")))
     }
 
     /// The configuration it was built from.
@@ -211,10 +241,12 @@ impl Model {
 
 /// The generator for an encoder output of `shape` (`[1, dim]` or `[1, C, S, S]`): a map
 /// input where the preset has one for the map's size (the paper's 256×6×6 pool5; a CPU map of
-/// side 4, 7 or 8), otherwise the flattened vector through fully connected layers.
+/// side 4, 7 or 8; `cpu_map`'s map whose side divides the image side `side` by a power of two),
+/// otherwise the flattened vector through fully connected layers.
 fn generator_config(
     preset: GeneratorPreset,
     shape: &[usize],
+    side: usize,
     width: f64,
 ) -> Result<GeneratorConfig> {
     let dim: usize = shape[1..].iter().product();
@@ -228,6 +260,17 @@ fn generator_config(
         }
         (GeneratorPreset::Cpu64, _) => GeneratorConfig::cpu_64(dim, width),
         (GeneratorPreset::Cpu128, _) => GeneratorConfig::cpu_128(dim, width),
+        (GeneratorPreset::CpuMap, Some((c, s))) if GeneratorConfig::cpu_map_takes(s, side) => {
+            GeneratorConfig::cpu_map(c, s, side, width)?
+        }
+        (GeneratorPreset::CpuMap, _) => {
+            return Err(Error::Config(format!(
+                "generator.preset cpu_map: the encoder's output {:?} is not a square map whose \
+                 side divides data.crop ({side}) by 2, 4, 8, …; choose a tap with such a map, \
+                 or the preset cpu_64 / cpu_128",
+                &shape[1..]
+            )))
+        }
         (GeneratorPreset::Paper, Some(m)) => {
             let paper = GeneratorConfig::paper_conv5();
             match paper.input {

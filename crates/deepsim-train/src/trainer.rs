@@ -34,6 +34,7 @@ const CHECKPOINT: &str = "checkpoint.safetensors";
 const PREVIOUS: &str = "checkpoint.prev.safetensors";
 const DROPOUT: u64 = 0xD0;
 const NOISE: u64 = 0x5A;
+const JITTER: u64 = 0x1F;
 
 /// What one step did: its position in the data, every loss term (unweighted), whether the
 /// discriminator was updated, and the wall time.
@@ -108,7 +109,11 @@ impl Trainer {
                 config.run.out.display()
             )));
         }
-        Self::build(config)
+        let trainer = Self::build(config)?;
+        if let Some(init) = &trainer.config().run.init {
+            trainer.model.warm_start(init)?;
+        }
+        Ok(trainer)
     }
 
     /// Continues the run in `run.out` from its checkpoint, exactly where it stopped.
@@ -382,6 +387,10 @@ impl Trainer {
             }
             None => (None, None),
         };
+        let feature_phase = self.config().loss.feature_jitter.then(|| {
+            let mut rng = Rng::derive(self.config().run.seed, &[JITTER, step]);
+            (rng.below(2) as usize, rng.below(2) as usize)
+        });
         let out = self.loss.generator_terms(
             &generated,
             &x,
@@ -390,8 +399,9 @@ impl Trainer {
                 posterior: posterior.as_ref().map(|(m, v)| (m, v)),
                 target_features: target_map
                     .as_ref()
-                    .filter(|_| self.comparator_is_encoder)
+                    .filter(|_| self.comparator_is_encoder && feature_phase.is_none())
                     .map(std::slice::from_ref),
+                feature_phase,
                 ..Default::default()
             },
         )?;

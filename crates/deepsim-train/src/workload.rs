@@ -50,6 +50,7 @@ impl StepWorkload {
             tower,
             alpha: 0.3,
             output: side,
+            output_init: deepsim_models::OutputInit::He,
         })
     }
 

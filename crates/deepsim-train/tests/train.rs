@@ -213,7 +213,7 @@ fn configuration_errors_name_the_field() {
     let data = tiny_data("cfg");
     let out = temp_dir("cfg-out");
     let good = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/demo-deepsim.toml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/table2/conv5-deepsim.toml"),
     )
     .unwrap();
     let cfg = TrainConfig::from_toml(&good).unwrap();
@@ -236,7 +236,7 @@ fn configuration_errors_name_the_field() {
     let err =
         TrainConfig::from_toml(&good.replace("crop = 64", "crop = 60")).unwrap_err().to_string();
     assert!(err.contains("data.crop"), "{err}");
-    let err = TrainConfig::from_toml(&good.replace("steps = 1200", "steps = \"many\""))
+    let err = TrainConfig::from_toml(&good.replace("steps = 1000", "steps = \"many\""))
         .unwrap_err()
         .to_string();
     assert!(err.contains("steps"), "{err}");
@@ -326,6 +326,22 @@ fn every_shipped_configuration_is_valid() {
     ] {
         assert!(seen.iter().any(|s| s == expected), "configs/{expected}.toml missing: {seen:?}");
     }
+    // The demo's two runs differ in the loss alone.
+    let load = |name: &str| -> TrainConfig {
+        toml::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    };
+    let (base, deep) = (load("demo-image-loss.toml"), load("demo-deepsim.toml"));
+    assert_eq!(base.method(), "image loss");
+    assert_eq!(deep.method(), "DeePSiM efficientnet-lite0 block0+block2");
+    assert_eq!(
+        (&base.data, &base.encoder, &base.generator),
+        (&deep.data, &deep.encoder, &deep.generator)
+    );
+    assert_eq!(
+        (&base.optim, base.run.steps, base.run.seed),
+        (&deep.optim, deep.run.steps, deep.run.seed)
+    );
+    assert_eq!(base.loss.lambda_img, deep.loss.lambda_img);
 }
 
 /// A checkpoint loads as a [`Model`] without the trainer: the same reconstructions, bit for
@@ -433,4 +449,44 @@ fn the_pause_rule_acts_in_the_loop() {
         assert_eq!(t.pause().paused_steps, if paused { 6 } else { 0 });
         assert_eq!(before == after, paused, "threshold {threshold}");
     }
+}
+
+/// The generator's variables of a trainer, by name, as flat f32 vectors.
+fn generator_values(t: &Trainer) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let vars = t.generator_vars().data().lock().unwrap().clone();
+    vars.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_warm_start_begins_where_another_run_ended() {
+    let data = tiny_data("warm");
+    let source_out = temp_dir("warm-source");
+    let mut source = config(&data, &source_out, "");
+    source.loss.lambda_feat = 0.0;
+    source.loss.lambda_adv = 0.0;
+    let source = run(source).unwrap();
+    let ckpt = source_out.join("checkpoint.safetensors");
+
+    let mut warm = config(&data, &temp_dir("warm-run"), "");
+    warm.run.init = Some(ckpt.clone());
+    let warm = Trainer::new(warm).unwrap();
+    let cold = Trainer::new(config(&data, &temp_dir("warm-cold"), "")).unwrap();
+    let (trained, warm_values) = (generator_values(&source), generator_values(&warm));
+    assert_eq!(warm.step_count(), 0, "the step count starts afresh");
+    assert_eq!(trained, warm_values, "every generator tensor is the source run's last");
+    assert_ne!(generator_values(&cold), warm_values, "and not the seed's initialization");
+
+    // Another layer, or no file, is refused naming the file and the setting.
+    let mut other = config(&data, &temp_dir("warm-other"), "");
+    other.encoder.as_mut().unwrap().tap = "conv4".into();
+    other.run.init = Some(ckpt.clone());
+    let err = Trainer::new(other).err().unwrap().to_string();
+    assert!(err.contains("run.init") && err.contains("conv4") && err.contains("conv5"), "{err}");
+    assert!(err.contains("checkpoint.safetensors"), "{err}");
+    let mut missing = config(&data, &temp_dir("warm-missing"), "");
+    missing.run.init = Some(source_out.join("nothing.safetensors"));
+    let err = Trainer::new(missing).err().unwrap().to_string();
+    assert!(err.contains("nothing.safetensors"), "{err}");
 }
