@@ -129,27 +129,31 @@ impl Model {
     /// [`Error::Checkpoint`] naming the file: missing, corrupt, foreign, another task or
     /// encoder, or tensors of other shapes.
     pub(crate) fn warm_start(&self, checkpoint: &Path) -> Result<()> {
-        let bad = |reason: String| Error::Checkpoint { path: checkpoint.to_path_buf(), reason };
+        let bad = |reason: String| Error::Checkpoint {
+            path: checkpoint.to_path_buf(),
+            reason: format!("run.init: {reason}"),
+        };
         let bytes = std::fs::read(checkpoint)
             .map_err(|e| Error::Io { path: checkpoint.to_path_buf(), source: e })?;
         let meta = checkpoint_metadata(&bytes).map_err(bad)?;
         let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
         let source: TrainConfig = toml::from_str(text)
             .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
-        let inverted = |c: &TrainConfig| {
-            (c.run.task, c.encoder.as_ref().map(|e| (e.network.clone(), e.tap.clone())))
+        let inverted = |c: &TrainConfig| match (c.run.task, &c.encoder) {
+            (Task::Vae, _) => "a VAE".to_owned(),
+            (Task::Invert, Some(e)) => format!("an inverter of {} {}", e.network, e.tap),
+            (Task::Invert, None) => "an inverter".to_owned(),
         };
         if inverted(&source) != inverted(&self.config) {
             return Err(bad(format!(
-                "run.init: that run trained {:?}, this one trains {:?} (task, encoder and tap \
-                 must match)",
+                "that run trained {}, this one trains {} (task, encoder and tap must match)",
                 inverted(&source),
                 inverted(&self.config)
             )));
         }
         let tensors = candle::safetensors::load_buffer(&bytes, &self.device)
             .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
-        set_vars(&self.vars, &tensors).map_err(|e| bad(format!("run.init: {e}")))
+        set_vars(&self.vars, &tensors).map_err(bad)
     }
 
     /// The configuration it was built from.
