@@ -274,8 +274,10 @@ fn configuration_errors_name_the_field() {
 fn every_shipped_configuration_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let mut seen = Vec::new();
-    let files =
-        std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("table2")).unwrap());
+    let files = std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("table2")).unwrap())
+        .chain(std::fs::read_dir(dir.join("demo-comparators")).unwrap());
     for entry in files {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
@@ -342,6 +344,31 @@ fn every_shipped_configuration_is_valid() {
         (&deep.optim, deep.run.steps, deep.run.seed)
     );
     assert_eq!(base.loss.lambda_img, deep.loss.lambda_img);
+    // The comparator study changes the DeePSiM run's feature term alone, from the warm-up.
+    for (name, method) in [
+        ("demo-comparators/random-alexnet.toml", "DeePSiM alexnet-random conv1+conv2"),
+        ("demo-comparators/no-feat.toml", "DeePSiM, no feat"),
+    ] {
+        let c = load(name);
+        assert_eq!(c.method(), method, "{name}");
+        assert_eq!(
+            (&c.data, &c.encoder, &c.generator),
+            (&deep.data, &deep.encoder, &deep.generator)
+        );
+        assert_eq!(
+            (&c.optim, c.run.steps, c.run.seed),
+            (&deep.optim, deep.run.steps, deep.run.seed)
+        );
+        let (l, d) = (&c.loss, &deep.loss);
+        assert_eq!(
+            (l.lambda_adv, l.lambda_img, l.feature_jitter),
+            (d.lambda_adv, d.lambda_img, d.feature_jitter)
+        );
+        assert_eq!(
+            c.run.init.as_deref(),
+            Some(Path::new("runs/demo/warmup/checkpoint.safetensors"))
+        );
+    }
 }
 
 /// A checkpoint loads as a [`Model`] without the trainer: the same reconstructions, bit for
