@@ -394,29 +394,19 @@ impl Generator {
         let last = cfg.tower.len() - 1;
         for (i, layer) in cfg.tower.iter().enumerate() {
             let vb = vb.pp(format!("tower.{i}"));
-            let quiet = i == last && cfg.output_init == OutputInit::Quiet;
-            tower.push(match *layer {
-                TowerLayer::Up(o) if quiet => {
-                    let s = Stage::Up(UpConv::new_scaled(c, o, a, 0.1, 0.5, vb)?);
-                    c = o;
-                    s
-                }
-                TowerLayer::Conv(o) if quiet => {
-                    let s = Stage::Conv(Conv::new_scaled(c, o, 3, 1, 1, a, 0.1, 0.5, vb)?);
-                    c = o;
-                    s
-                }
-                TowerLayer::Up(o) => {
-                    let s = Stage::Up(UpConv::new(c, o, a, vb)?);
-                    c = o;
-                    s
-                }
+            // The last layer's initial (weight gain, bias): quiet, or He's as everywhere.
+            let (gain, bias) = match cfg.output_init {
+                OutputInit::Quiet if i == last => (0.1, 0.5),
+                _ => (1.0, 0.0),
+            };
+            let (stage, out) = match *layer {
+                TowerLayer::Up(o) => (Stage::Up(UpConv::new_scaled(c, o, a, gain, bias, vb)?), o),
                 TowerLayer::Conv(o) => {
-                    let s = Stage::Conv(Conv::new(c, o, 3, 1, 1, a, vb)?);
-                    c = o;
-                    s
+                    (Stage::Conv(Conv::new_scaled(c, o, 3, 1, 1, a, gain, bias, vb)?), o)
                 }
-            });
+            };
+            tower.push(stage);
+            c = out;
         }
         Ok(Self { cfg, head, tower })
     }

@@ -29,7 +29,7 @@ pub(crate) fn scaled(n: usize, width: f64) -> usize {
 /// A fully connected layer `in_dim → out_dim`: He-initialized weights for a leaky ReLU of
 /// slope `alpha`, zero bias; variables `weight` and `bias`.
 pub(crate) fn linear(in_dim: usize, out_dim: usize, alpha: f64, vb: VarBuilder) -> Result<Dense> {
-    let weight = vb.get_with_hints((out_dim, in_dim), "weight", he_init(in_dim, alpha))?;
+    let weight = vb.get_with_hints((out_dim, in_dim), "weight", he_init(in_dim, alpha, 1.0))?;
     let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
     Ok(Dense { weight, bias })
 }
@@ -61,17 +61,11 @@ impl Module for Dense {
 }
 
 /// He initialization for a layer followed by a leaky ReLU of slope `alpha` (normal, std
-/// `√(2 / ((1 + α²)·fan_in))`), as the networks here use everywhere; biases start at 0.
-pub(crate) fn he_init(fan_in: usize, alpha: f64) -> Init {
-    Init::Randn { mean: 0.0, stdev: (2.0 / ((1.0 + alpha * alpha) * fan_in as f64)).sqrt() }
-}
-
-/// `init` with its standard deviation multiplied by `gain`.
-fn scaled_init(init: Init, gain: f64) -> Init {
-    match init {
-        Init::Randn { mean, stdev } => Init::Randn { mean, stdev: stdev * gain },
-        other => other,
-    }
+/// `√(2 / ((1 + α²)·fan_in))`), as the networks here use everywhere, times `gain` (1 but for a
+/// generator's quiet last layer); biases start at 0 unless said otherwise.
+pub(crate) fn he_init(fan_in: usize, alpha: f64, gain: f64) -> Init {
+    let stdev = (2.0 / ((1.0 + alpha * alpha) * fan_in as f64)).sqrt();
+    Init::Randn { mean: 0.0, stdev: stdev * gain }
 }
 
 /// A trainable 2-D convolution with bias (`weight` `[out, in, k, k]`, `bias` `[out]`).
@@ -116,7 +110,7 @@ impl Conv {
         bias: f64,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let init = scaled_init(he_init(in_c * k * k, alpha), gain);
+        let init = he_init(in_c * k * k, alpha, gain);
         let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
         let bias = vb.get_with_hints(out_c, "bias", Init::Const(bias))?;
         Ok(Self { weight, bias, cfg: Conv2dConfig::new(stride, padding) })
@@ -178,7 +172,7 @@ impl UpConv {
         vb: VarBuilder,
     ) -> Result<Self> {
         // A bed-of-nails input has one non-zero in four: the effective fan-in is a quarter.
-        let init = scaled_init(he_init(in_c * 4, alpha), gain);
+        let init = he_init(in_c * 4, alpha, gain);
         let weight = vb.get_with_hints((out_c, in_c, 4, 4), "weight", init)?;
         let bias = vb.get_with_hints(out_c, "bias", Init::Const(bias))?;
         Ok(Self { weight, bias })

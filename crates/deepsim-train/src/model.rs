@@ -104,22 +104,22 @@ impl Model {
     /// not fit the configuration stored in it.
     pub fn load(checkpoint: &Path, device: Option<&str>) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint { path: checkpoint.to_path_buf(), reason };
-        let bytes = std::fs::read(checkpoint)
-            .map_err(|e| Error::Io { path: checkpoint.to_path_buf(), source: e })?;
-        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
-        let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
-        let mut config: TrainConfig = toml::from_str(text)
-            .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
+        let (bytes, mut config) = read_checkpoint(checkpoint, bad)?;
         if let Some(d) = device {
             config.run.device = d.to_string();
         }
         config.validate()?;
         let device = parse_device(&config.run.device)?;
         let model = Model::build(&config, &device)?;
-        let tensors = candle::safetensors::load_buffer(&bytes, &device)
-            .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
-        set_vars(&model.vars, &tensors).map_err(bad)?;
+        model.set_from(&bytes).map_err(bad)?;
         Ok(model)
+    }
+
+    /// Sets the trained variables from a checkpoint's bytes, checking names and shapes.
+    fn set_from(&self, bytes: &[u8]) -> std::result::Result<(), String> {
+        let tensors = candle::safetensors::load_buffer(bytes, &self.device)
+            .map_err(|e| format!("corrupt or truncated ({e})"))?;
+        set_vars(&self.vars, &tensors)
     }
 
     /// Sets the trained variables from another run's checkpoint (`run.init`, a warm start),
@@ -133,12 +133,7 @@ impl Model {
             path: checkpoint.to_path_buf(),
             reason: format!("run.init: {reason}"),
         };
-        let bytes = std::fs::read(checkpoint)
-            .map_err(|e| Error::Io { path: checkpoint.to_path_buf(), source: e })?;
-        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
-        let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
-        let source: TrainConfig = toml::from_str(text)
-            .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
+        let (bytes, source) = read_checkpoint(checkpoint, bad)?;
         let inverted = |c: &TrainConfig| match (c.run.task, &c.encoder) {
             (Task::Vae, _) => "a VAE".to_owned(),
             (Task::Invert, Some(e)) => format!("an inverter of {} {}", e.network, e.tap),
@@ -151,9 +146,7 @@ impl Model {
                 inverted(&self.config)
             )));
         }
-        let tensors = candle::safetensors::load_buffer(&bytes, &self.device)
-            .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
-        set_vars(&self.vars, &tensors).map_err(bad)
+        self.set_from(&bytes).map_err(bad)
     }
 
     /// The configuration it was built from.
@@ -295,6 +288,18 @@ pub(crate) fn standard_normal(
     let shape = shape.into();
     let v: Vec<f32> = (0..shape.elem_count()).map(|_| rng.normal() as f32).collect();
     Ok(Tensor::from_vec(v, shape, device)?)
+}
+
+/// A checkpoint's bytes and the configuration stored in it, after checking its format; a
+/// file that cannot be read is [`Error::Io`], a bad one `bad(reason)`.
+fn read_checkpoint(path: &Path, bad: impl Fn(String) -> Error) -> Result<(Vec<u8>, TrainConfig)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
+    let meta = checkpoint_metadata(&bytes).map_err(&bad)?;
+    let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
+    let config = toml::from_str(text)
+        .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
+    Ok((bytes, config))
 }
 
 /// The metadata of a checkpoint, after checking its format.
