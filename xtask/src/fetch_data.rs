@@ -13,7 +13,14 @@ Downloads four Debian packages (about 175 MB) and builds, in --out (default targ
   photos/train, photos/val   natural photos: scikit-image's sample photos (python3-skimage),
                              OpenCV's example photos (opencv-doc), MATE's nature backgrounds
                              (mate-backgrounds, GPL-2+: for local use, never commit them);
-                             one in eight files, chosen by name, goes to val
+                             one in eight files, chosen by name, goes to val, and so do
+                             scikit-image's chelsea and coffee (the demo's held-out photos)
+  tiles/train, tiles/val     144×144 JPEG tiles of those photos, cut as data/photos' are
+                             (the shorter side resized to 288 and 432, tiles every 96 px,
+                             for train; to 300 and 400, tiles side by side, for val; nearly
+                             flat tiles and tiles of drawings, masks or text dropped): the
+                             data of `experiment table2`.
+                             A photo's tiles stay on its side of the split
   fashion-mnist/             the four IDX files of Fashion-MNIST (dataset-fashion-mnist, MIT)
   SOURCES.md, licenses/      package versions and their copyright files
 
@@ -38,6 +45,10 @@ const SKIMAGE_PHOTOS: &[&str] = &[
     "motorcycle_left.png",
     "motorcycle_right.png",
 ];
+
+/// Photos always held out: the demo's validation photos (`data/photos/val`), so that no
+/// training set of this project contains them.
+const HELD_OUT: &[&str] = &["skimage_chelsea.png", "skimage_coffee.png"];
 
 const PACKAGES: &[&str] =
     &["python3-skimage", "opencv-doc", "mate-backgrounds", "dataset-fashion-mnist"];
@@ -117,11 +128,26 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         let stem = path.file_name().unwrap().to_string_lossy().replace(' ', "_");
         let name = format!("{source}_{stem}");
-        let split = if fnv1a(name.as_bytes()).is_multiple_of(8) { "val" } else { "train" };
+        let split = if HELD_OUT.contains(&name.as_str()) || fnv1a(name.as_bytes()).is_multiple_of(8)
+        {
+            "val"
+        } else {
+            "train"
+        };
         let dest = out.join("photos").join(split).join(&name);
         std::fs::copy(path, &dest)
             .map_err(|e| format!("{} → {}: {e}", path.display(), dest.display()))?;
         *counts.entry((source, split)).or_default() += 1;
+    }
+
+    let mut tiles: BTreeMap<&str, usize> = BTreeMap::new();
+    for split in ["train", "val"] {
+        let dir = out.join("tiles").join(split);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for photo in files_under(&out.join("photos").join(split)) {
+            *tiles.entry(split).or_default() += write_tiles(&photo, &dir, split == "val")?;
+        }
     }
 
     let fm_src = roots["dataset-fashion-mnist"].1.join("usr/share/datasets/fashion-mnist");
@@ -164,8 +190,81 @@ pub fn run(args: &[String]) -> Result<()> {
         println!("{source:>8} {split:<5} {n}");
     }
     println!("left out {small} files under 128 px or unreadable");
-    println!("→ {}/photos/{{train,val}}, {}/fashion-mnist", out.display(), out.display());
+    for (split, n) in &tiles {
+        println!("   tiles {split:<5} {n}");
+    }
+    println!(
+        "→ {0}/photos/{{train,val}}, {0}/tiles/{{train,val}}, {0}/fashion-mnist",
+        out.display()
+    );
     Ok(())
+}
+
+/// Side of a tile.
+const TILE: u32 = 144;
+
+/// Cuts `photo` into [`TILE`]-pixel tiles in `dir` as `data/make_photo_set.py` does: for
+/// training, the shorter side resized (bilinear) to 288 and to 432 and a tile every 96 pixels;
+/// for validation, 300 and 400 and tiles side by side. Tiles whose pixel values have a standard
+/// deviation under 12 (out of 255), and tiles that do not [look natural](looks_natural), are
+/// dropped. Written as JPEG, quality 92; the number written.
+fn write_tiles(photo: &Path, dir: &Path, val: bool) -> Result<usize> {
+    let (image, _) = deepsim_data::decode(photo, deepsim_data::ColorMode::Rgb)
+        .map_err(|e| format!("{}: {e}", photo.display()))?;
+    let image = image.to_rgb8();
+    // The whole name (`a.png` and `a.jpg` both exist in OpenCV's examples).
+    let stem = photo.file_name().unwrap().to_string_lossy().replace('.', "_");
+    let (sides, step) = if val { ([300, 400], TILE) } else { ([288, 432], 96) };
+    let mut n = 0;
+    for short in sides {
+        let scale = short as f64 / image.width().min(image.height()) as f64;
+        let (w, h) = (
+            (image.width() as f64 * scale).round() as u32,
+            (image.height() as f64 * scale).round() as u32,
+        );
+        if w < TILE || h < TILE {
+            continue;
+        }
+        let resized = image::imageops::resize(&image, w, h, image::imageops::FilterType::Triangle);
+        for y in (0..=h.saturating_sub(TILE)).step_by(step as usize) {
+            for x in (0..=w.saturating_sub(TILE)).step_by(step as usize) {
+                let tile = image::imageops::crop_imm(&resized, x, y, TILE, TILE).to_image();
+                if std_dev(tile.as_raw()) < 12.0 || !looks_natural(&tile) {
+                    continue;
+                }
+                let dest = dir.join(format!("{stem}_s{short}_y{y}_x{x}.jpg"));
+                let mut bytes = Vec::new();
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 92)
+                    .encode_image(&tile)
+                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                deepsim_data::write_atomic(&dest, &bytes)
+                    .map_err(|e| format!("{}: {e}", dest.display()))?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Whether a tile has the grey levels of a photograph rather than of a drawing, a mask, a
+/// logo or a page of text (OpenCV's examples have all of these): at least 48 distinct luma
+/// levels, none covering a fifth of the tile.
+fn looks_natural(tile: &image::RgbImage) -> bool {
+    let mut histogram = [0usize; 256];
+    for p in tile.pixels() {
+        let [r, g, b] = p.0.map(u32::from);
+        histogram[((r * 299 + g * 587 + b * 114) / 1000) as usize] += 1;
+    }
+    let pixels = (tile.width() * tile.height()) as usize;
+    let levels = histogram.iter().filter(|&&n| n > 0).count();
+    levels >= 48 && histogram.iter().all(|&n| n * 5 < pixels)
+}
+
+/// Standard deviation of a slice of 8-bit values.
+fn std_dev(values: &[u8]) -> f64 {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    (values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
 }
 
 fn find_or_download(debs: &Path, package: &str) -> Result<PathBuf> {
@@ -231,4 +330,68 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drawings_and_text_are_not_photos() {
+        // A chessboard (two levels), a page of text (white with a few dark strokes) and a
+        // photograph-like tile (smoothly varying with noise, from a seeded LCG).
+        let chess = image::RgbImage::from_fn(144, 144, |x, y| {
+            image::Rgb([if (x / 18 + y / 18) % 2 == 0 { 0 } else { 255 }; 3])
+        });
+        let text = image::RgbImage::from_fn(144, 144, |x, y| {
+            image::Rgb([if y % 12 < 2 && x % 7 < 3 { (x * 13 % 200) as u8 } else { 255 }; 3])
+        });
+        let mut state = 12345u32;
+        let photo = image::RgbImage::from_fn(144, 144, |x, y| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = (x + y) / 2 + (state >> 27);
+            image::Rgb([v as u8, (v / 2) as u8, 200 - (v / 3) as u8])
+        });
+        assert!(!looks_natural(&chess));
+        assert!(!looks_natural(&text));
+        assert!(looks_natural(&photo));
+        assert!(std_dev(chess.as_raw()) > 100.0);
+    }
+
+    #[test]
+    fn tiles_follow_the_scheme_and_skip_flat_ones() {
+        let dir = std::env::temp_dir().join(format!("deepsim-tiles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // 300×200 noise photo, its left third flat: at short side 288 (432×288) the training
+        // grid is 4 × 2 tiles, at 432 (648×432) 6 × 4. The flat third is x < 144 at 288 and
+        // x < 216 at 432: a tile inside it is flat (dropped for its deviation), a tile a third
+        // or more inside it has one grey level over a fifth of its pixels (dropped as not a
+        // photo), the tile at x 192 of the larger size is 17 % flat and stays.
+        let mut state = 7u32;
+        let photo = image::RgbImage::from_fn(300, 200, |x, _| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            image::Rgb([if x < 100 { 128 } else { (state >> 24) as u8 }; 3])
+        });
+        let path = dir.join("p.png");
+        photo.save(&path).unwrap();
+        let out = dir.join("train");
+        std::fs::create_dir_all(&out).unwrap();
+        let n = write_tiles(&path, &out, false).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), n);
+        assert!(!names.contains(&"p_png_s288_y0_x0.jpg".to_string()), "{names:?}");
+        assert!(names.contains(&"p_png_s288_y96_x288.jpg".to_string()), "{names:?}");
+        assert!(names.contains(&"p_png_s432_y288_x480.jpg".to_string()), "{names:?}");
+        assert!(names.contains(&"p_png_s432_y0_x192.jpg".to_string()), "{names:?}");
+        assert!(!names.contains(&"p_png_s288_y0_x96.jpg".to_string()), "{names:?}");
+        assert_eq!(n, 2 * 2 + 4 * 4, "{names:?}");
+        let tile = image::open(out.join("p_png_s288_y0_x192.jpg")).unwrap();
+        assert_eq!((tile.width(), tile.height()), (144, 144));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -12,7 +12,7 @@ use candle::{Device, Tensor};
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_train::{
     edge_ratio, invert_by_optimization, normalized_error, parse_device, write_grid, write_image,
-    Model, OptimInversionConfig, PerceptualDistance,
+    write_labelled_grid, Model, OptimInversionConfig, PerceptualDistance,
 };
 
 use crate::generate::{create_dir, load_all, load_model, load_square, stem, write_png_rows};
@@ -400,6 +400,8 @@ pub fn ablation(
 ) -> Result<()> {
     let mut rows = Vec::new();
     let mut names = vec!["originals".to_owned()];
+    // The grid's row labels: the methods (the names printed add the checkpoints).
+    let mut labels = names.clone();
     let mut sets = ImageSets::default();
     // The row of originals is the first checkpoint's view of the images; every other
     // checkpoint must see the same (resize, crop), or its row would show other pixels.
@@ -423,9 +425,15 @@ pub fn ablation(
             rows.push(x.clone());
         }
         rows.push(batched(&x, |b| Ok(model.reconstruct(b)?))?);
+        labels.push(model.config().method());
         names.push(format!("{} ({})", model.config().method(), ckpt.display()));
     }
-    write_png_rows(out, &rows)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir(dir)?;
+    }
+    let labelled: Vec<(&str, &Tensor)> =
+        labels.iter().map(String::as_str).zip(rows.iter()).collect();
+    write_labelled_grid(out, &labelled)?;
     for (i, n) in names.iter().enumerate() {
         println!("row {}: {n}", i + 1);
     }

@@ -318,7 +318,7 @@ enum Command {
         queries: Vec<PathBuf>,
     },
     /// Loss terms side by side (paper Fig. 1): the originals, then one row of reconstructions
-    /// per checkpoint (e.g. runs with λ_adv or λ_feat set to 0).
+    /// per checkpoint (e.g. runs with λ_adv or λ_feat set to 0), each labelled with its method.
     Ablation {
         /// Checkpoints, one row each, in order.
         #[arg(long = "checkpoint", required = true)]

@@ -59,8 +59,8 @@ pub fn write_grid(path: &Path, rows: &[&Tensor]) -> Result<()> {
     write_labelled_grid(path, &rows)
 }
 
-/// [`write_grid`] with each row's name written to its left (lower-case letters, digits and
-/// `. - + :`; other characters are left blank).
+/// [`write_grid`] with each row's name written to its left (letters, drawn in lower case,
+/// digits and `. - + : / ( ) &`; other characters are left blank).
 ///
 /// # Errors
 /// Rows of different shapes; tensor and I/O errors.
@@ -119,21 +119,34 @@ fn glyph(c: char) -> [u8; 5] {
         '-' => [0, 0, 7, 0, 0],
         '+' => [0, 2, 7, 2, 0],
         ':' => [0, 2, 0, 2, 0],
+        '/' => [1, 1, 2, 4, 4],
+        '(' => [1, 2, 2, 2, 1],
+        ')' => [4, 2, 2, 2, 4],
+        '&' => [2, 5, 2, 5, 3],
         'a' => [2, 5, 7, 5, 5],
+        'b' => [4, 4, 6, 5, 6],
         'c' => [7, 4, 4, 4, 7],
         'd' => [6, 5, 5, 5, 6],
         'e' => [7, 4, 7, 4, 7],
         'f' => [7, 4, 7, 4, 4],
         'g' => [7, 4, 5, 5, 7],
+        'h' => [4, 4, 6, 5, 5],
         'i' => [7, 2, 2, 2, 7],
+        'j' => [1, 1, 1, 5, 7],
+        'k' => [5, 5, 6, 5, 5],
         'l' => [4, 4, 4, 4, 7],
         'm' => [5, 7, 7, 5, 5],
         'n' => [6, 5, 5, 5, 5],
         'p' => [6, 5, 6, 4, 4],
+        'q' => [7, 5, 5, 7, 1],
         'r' => [6, 5, 6, 5, 5],
         't' => [7, 2, 2, 2, 2],
+        'u' => [5, 5, 5, 5, 7],
         'v' => [5, 5, 5, 5, 2],
+        'w' => [5, 5, 7, 7, 5],
         'x' => [5, 5, 2, 5, 5],
+        'y' => [5, 5, 7, 1, 7],
+        'z' => [7, 1, 2, 4, 7],
         _ => [0; 5],
     }
 }
@@ -141,7 +154,7 @@ fn glyph(c: char) -> [u8; 5] {
 fn text(img: &mut RgbImage, x0: i64, y0: i64, s: &str, color: Rgb<u8>) {
     const SCALE: i64 = 2;
     for (k, c) in s.chars().enumerate() {
-        let g = glyph(c);
+        let g = glyph(c.to_ascii_lowercase());
         for (row, bits) in g.iter().enumerate() {
             for col in 0..3 {
                 if bits >> (2 - col) & 1 == 1 {

@@ -208,15 +208,56 @@ fn a_non_finite_loss_stops_the_run_naming_term_and_step() {
     assert_eq!(resumed.step_count(), step - 1);
 }
 
+/// A DeePSiM run inverting random AlexNet's conv5 at 64×64: the configuration the error
+/// messages below are cut from.
+const CONV5_DEEPSIM: &str = r#"[run]
+out = "runs/table2/conv5-deepsim"
+steps = 1000
+seed = 1
+device = "cpu"
+checkpoint_every = 500
+sample_every = 500
+samples = 8
+
+[data]
+train = "data/demo/train"
+val = "data/demo/val"
+resize = 80
+crop = 64
+batch_size = 16
+workers = 2
+
+[encoder]
+network = "alexnet-random"
+tap = "conv5"
+
+[generator]
+preset = "cpu_64"
+width = 0.25
+
+[discriminator]
+preset = "cpu_64"
+width = 0.25
+
+[loss]
+comparator = "alexnet-random"
+comparator_tap = ["conv1", "conv2"]
+feature_norm = "mean"
+lambda_feat = 1.0
+lambda_adv = 0.002
+lambda_img = 0.00008
+pause_threshold = 0.1
+
+[optim]
+lr = 0.001
+"#;
+
 #[test]
 fn configuration_errors_name_the_field() {
     let data = tiny_data("cfg");
     let out = temp_dir("cfg-out");
-    let good = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/table2/conv5-deepsim.toml"),
-    )
-    .unwrap();
-    let cfg = TrainConfig::from_toml(&good).unwrap();
+    let good = CONV5_DEEPSIM;
+    let cfg = TrainConfig::from_toml(good).unwrap();
     assert_eq!(cfg.method(), "DeePSiM alexnet-random conv1+conv2");
     let image_only = good.replace("lambda_feat = 1.0", "lambda_feat = 0.0");
     let image_only = image_only.replace("lambda_adv = 0.002", "lambda_adv = 0.0");
@@ -303,9 +344,9 @@ fn every_shipped_configuration_is_valid() {
             let (layer, method) = name.split_once('-').unwrap();
             assert_eq!(cfg.encoder.as_ref().unwrap().tap, layer, "{name}");
             let expected = match method {
-                "image-loss" => "image loss",
-                "deepsim" => "DeePSiM alexnet-random conv1+conv2",
-                "no-adv" => "DeePSiM alexnet-random conv1+conv2, no adv",
+                "warmup" | "image-loss" => "image loss",
+                "deepsim" => "DeePSiM efficientnet-lite0 block0+block2",
+                "random-alexnet" => "DeePSiM alexnet-random conv1+conv2",
                 "no-feat" => "DeePSiM, no feat",
                 other => panic!("configs/table2/{name}.toml: unknown method {other}"),
             };
@@ -323,8 +364,8 @@ fn every_shipped_configuration_is_valid() {
         "paper-fc8",
         "paper-vae",
         "cpu-vae",
-        "conv5-deepsim",
-        "fc6-image-loss",
+        "block2-deepsim",
+        "block10-deepsim",
     ] {
         assert!(seen.iter().any(|s| s == expected), "configs/{expected}.toml missing: {seen:?}");
     }
@@ -369,6 +410,41 @@ fn every_shipped_configuration_is_valid() {
             Some(Path::new("runs/demo/warmup/checkpoint.safetensors"))
         );
     }
+    // Table 2's runs are the demo's recipe on the fetched tiles at two depths: at each depth
+    // every run but the warm-up starts from that depth's warm-up, and each differs from the
+    // demo's run of its method in the data, the layer, the steps and where it writes alone.
+    let demo = |method: &str| match method {
+        "warmup" | "image-loss" => load("demo-image-loss.toml"),
+        "deepsim" => load("demo-deepsim.toml"),
+        other => load(&format!("demo-comparators/{other}.toml")),
+    };
+    let mut table2 = 0;
+    for entry in std::fs::read_dir(dir.join("table2")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (layer, method) = name.split_once('-').unwrap();
+        let mut c = load(&format!("table2/{name}.toml"));
+        let warmup = format!("runs/table2/{layer}-warmup/checkpoint.safetensors");
+        let expected_init = (method != "warmup").then(|| PathBuf::from(&warmup));
+        assert_eq!(c.run.init, expected_init, "{name}");
+        assert_eq!(c.run.out, PathBuf::from(format!("runs/table2/{name}")), "{name}");
+        assert_eq!(c.data.train, PathBuf::from("target/data/tiles/train"), "{name}");
+        assert_eq!(c.data.val, PathBuf::from("target/data/tiles/val"), "{name}");
+        let d = demo(method);
+        c.encoder.as_mut().unwrap().tap = "block2".into();
+        assert_eq!(
+            (&c.loss, &c.optim, &c.generator, &c.discriminator, &c.encoder),
+            (&d.loss, &d.optim, &d.generator, &d.discriminator, &d.encoder),
+            "{name}"
+        );
+        assert_eq!(
+            (c.data.resize, c.data.crop, c.data.batch_size, c.run.seed),
+            (d.data.resize, d.data.crop, d.data.batch_size, d.run.seed),
+            "{name}"
+        );
+        table2 += 1;
+    }
+    assert_eq!(table2, 8);
 }
 
 /// A checkpoint loads as a [`Model`] without the trainer: the same reconstructions, bit for
