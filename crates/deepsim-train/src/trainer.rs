@@ -508,12 +508,14 @@ impl Trainer {
     fn compat(&self) -> String {
         let c = self.config();
         format!(
-            "task {:?} encoder {:?} vae {:?} comparator {:?}:{} generator {:?} width {} discriminator {:?} lambdas {} {} {} {} crop {} resize {} seed {}",
+            "task {:?} encoder {:?} vae {:?} comparator {:?}:{} norm {:?} jitter {} generator {:?} width {} discriminator {:?} lambdas {} {} {} {} crop {} resize {} seed {}",
             c.run.task,
             c.encoder.as_ref().map(|e| format!("{}:{}", e.network, e.tap)),
             c.vae.as_ref().map(|v| v.latent),
             c.loss.comparator,
             c.loss.comparator_tap.as_ref().map(ToString::to_string).unwrap_or_default(),
+            c.loss.feature_norm,
+            c.loss.feature_jitter,
             c.generator.preset,
             c.generator.width,
             self.discriminator.as_ref().map(|_| (&c.discriminator.preset, c.discriminator.width, c.discriminator.conditioned)),

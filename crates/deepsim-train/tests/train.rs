@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use deepsim_train::{Error, Model, TapList, Task, TrainConfig, Trainer, VaeSection};
+use deepsim_train::{
+    Error, FeatureNormName, Model, TapList, Task, TrainConfig, Trainer, VaeSection,
+};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("deepsim-train-{name}-{}", std::process::id()));
@@ -161,6 +163,18 @@ fn bad_checkpoints_are_refused_and_kept() {
     other.generator.width = 0.25;
     let err = Trainer::resume(other).err().unwrap().to_string();
     assert!(err.contains("another configuration") && err.contains("width"), "{err}");
+    // The feature term's reduction or its jitter changed: another loss.
+    let mut other = config(&data, &out, "");
+    other.loss.feature_jitter = !other.loss.feature_jitter;
+    let err = Trainer::resume(other).err().unwrap().to_string();
+    assert!(err.contains("another configuration") && err.contains("jitter"), "{err}");
+    let mut other = config(&data, &out, "");
+    other.loss.feature_norm = match other.loss.feature_norm {
+        FeatureNormName::Sum => FeatureNormName::Mean,
+        FeatureNormName::Mean => FeatureNormName::Sum,
+    };
+    let err = Trainer::resume(other).err().unwrap().to_string();
+    assert!(err.contains("another configuration") && err.contains("norm"), "{err}");
     // Truncated.
     let bytes = std::fs::read(&ckpt).unwrap();
     std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
