@@ -7,10 +7,21 @@ use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use image::imageops::FilterType;
 
+/// `path` decoded by deepsim-data's loader, the one every command reads images through: a
+/// JPEG cut short, a header declaring more than [`deepsim_data::MAX_PIXELS`] or content in no
+/// supported format is an error naming the file.
+fn open(path: &Path) -> Result<image::DynamicImage> {
+    if path.is_dir() {
+        bail!("{} is a folder, not an image", path.display());
+    }
+    let (img, _) = deepsim_data::decode(path, deepsim_data::ColorMode::Rgb)
+        .map_err(|why| anyhow::anyhow!("{}: cannot use the image: {why}", path.display()))?;
+    Ok(img)
+}
+
 /// The image at `path` as `[1, 3, H, W]`, optionally resized to `size` (width, height).
 pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Tensor> {
-    let img =
-        image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?;
+    let img = open(path)?;
     let img = match size {
         Some((w, h)) if (w, h) != (img.width(), img.height()) => {
             img.resize_exact(w, h, FilterType::Triangle)
@@ -27,8 +38,7 @@ pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Tensor> {
 /// The shorter side resized to `side` (bilinear), then the centre `side × side`: the usual
 /// ImageNet evaluation crop.
 pub fn load_center_crop(path: &Path, side: u32) -> Result<Tensor> {
-    let img =
-        image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?;
+    let img = open(path)?;
     let (w, h) = (img.width(), img.height());
     let scale = f64::from(side) / f64::from(w.min(h));
     let (nw, nh) = (

@@ -246,6 +246,70 @@ fn pixel_and_colour_metrics_match_the_references() {
     assert!(err.contains("unknown metric `ssimm`") && err.contains("delta-e2000"), "{err}");
 }
 
+/// A JPEG cut in half, a PNG whose header declares 100000×100000 pixels and a folder given as
+/// an image are refused by name, with a non-zero exit and no abort, by every command that
+/// reads image files (compare, classify, features).
+#[test]
+fn damaged_and_oversized_images_are_refused_by_name() {
+    let home = common::temp_dir("cli-bad-images");
+    let coffee = data("coffee_224.png");
+    let coffee_s = coffee.to_str().unwrap();
+    let cut = home.join("cut.jpg");
+    image::open(&coffee).unwrap().save(&cut).unwrap();
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    // PNG signature, an IHDR declaring 100000×100000 8-bit RGB, a tiny IDAT, an IEND.
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend(&body);
+        c.extend(crc32(&body).to_be_bytes());
+        c
+    };
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    bomb.extend(chunk(b"IHDR", &[0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0, 8, 2, 0, 0, 0]));
+    bomb.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]));
+    bomb.extend(chunk(b"IEND", &[]));
+    let bomb_path = home.join("bomb.png");
+    std::fs::write(&bomb_path, &bomb).unwrap();
+    let (cut_s, bomb_s, dir_s) =
+        (cut.to_str().unwrap(), bomb_path.to_str().unwrap(), home.to_str().unwrap());
+    let out = home.join("f.safetensors");
+    let out_s = out.to_str().unwrap();
+    for (bad, why) in
+        [(cut_s, "end-of-image"), (bomb_s, "100000×100000"), (dir_s, "a folder, not an image")]
+    {
+        let features =
+            ["features", "--comparator", "efficientnet-lite0", "--tap", "block0", "--out", out_s];
+        let mut commands =
+            vec![vec!["classify", bad], features.iter().copied().chain([bad]).collect::<Vec<_>>()];
+        // (`compare` reads two folders as a folder comparison.)
+        if bad != dir_s {
+            commands.push(vec!["compare", "--metric", "psnr", coffee_s, bad]);
+            commands.push(vec!["compare", "--metric", "ssim", bad, coffee_s]);
+        }
+        for args in commands {
+            let out = deepsim(&home, &args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(bad) && err.contains(why), "{args:?}: {err}");
+        }
+    }
+    assert!(!out.exists());
+}
+
+/// CRC-32 (IEEE) of PNG chunk bytes.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 /// deepsim-metrics' test signal (two sines and a chirp), as f32 samples.
 fn signal(len: usize, phase: f64) -> Vec<f32> {
     (0..len)

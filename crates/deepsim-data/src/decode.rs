@@ -114,9 +114,19 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// The most pixels [`decode`] decodes (16384 × 16384, a 268-megapixel image: 1 GB as 8-bit
+/// RGBA); larger headers are refused as [`SkipReason::TooLarge`] before any allocation.
+pub const MAX_PIXELS: u64 = 1 << 28;
+
 /// The image's width and height, from its header only.
+/// Headers declaring more than [`MAX_PIXELS`] are refused as [`SkipReason::TooLarge`], as
+/// [`decode`] would refuse them.
 pub fn probe(path: &Path) -> Result<(u32, u32), SkipReason> {
-    open(path)?.into_dimensions().map_err(classify)
+    let (width, height) = open(path)?.into_dimensions().map_err(classify)?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(SkipReason::TooLarge { width, height });
+    }
+    Ok((width, height))
 }
 
 /// A baseline or progressive JPEG's entropy-coded data cannot contain the bytes FF D9 (EOI):
@@ -177,6 +187,12 @@ pub fn decode(path: &Path, mode: ColorMode) -> Result<(DynamicImage, Vec<Convers
     let decoder = ImageReader::with_format(Cursor::new(&bytes[..]), format)
         .into_decoder()
         .map_err(classify)?;
+    // The header is read; nothing is allocated for the pixels yet. A few bytes can declare
+    // 100000×100000 pixels, and allocating that aborts the process: refuse it here.
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(SkipReason::TooLarge { width, height });
+    }
     cmyk |= matches!(
         decoder.original_color_type(),
         ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16

@@ -46,7 +46,9 @@ mod transform;
 pub use cache::{write_atomic, CacheKey, CacheOptions, CacheStatus, FeatureCache};
 pub use cifar::{Cifar10, CIFAR10_CLASSES, CIFAR10_RECORD};
 pub use dataset::{stack, Dataset, Sample, Stacked};
-pub use decode::{decode, probe, ColorMode, IMAGE_EXTENSIONS, UNSUPPORTED_IMAGE_EXTENSIONS};
+pub use decode::{
+    decode, probe, ColorMode, IMAGE_EXTENSIONS, MAX_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS,
+};
 pub use error::{Error, Result};
 pub use folder::{FolderConfig, ImageFolder, Labels, Validation};
 pub use idx::{parse_idx, read_idx, IdxArray, IdxData, IdxDataset, Split, FASHION_MNIST_CLASSES};

@@ -34,6 +34,14 @@ pub enum SkipReason {
         /// The height every image must have.
         expected_height: u32,
     },
+    /// The header declares more pixels than [`crate::MAX_PIXELS`] (a decompression bomb, or a
+    /// scan too large to decode into memory); refused before any pixel is allocated.
+    TooLarge {
+        /// Width declared.
+        width: u32,
+        /// Height declared.
+        height: u32,
+    },
     /// Labels come from sub-folders, and this file lies directly in the root.
     NoClassFolder,
     /// The file could not be read (permissions, I/O error).
@@ -49,6 +57,7 @@ impl SkipReason {
             SkipReason::Corrupt(_) => "corrupt or truncated",
             SkipReason::TooSmall { .. } => "too small",
             SkipReason::SizeMismatch { .. } => "size differs",
+            SkipReason::TooLarge { .. } => "too large to decode",
             SkipReason::NoClassFolder => "outside class folders",
             SkipReason::Unreadable(_) => "unreadable",
         }
@@ -69,6 +78,12 @@ impl fmt::Display for SkipReason {
                 f,
                 "image is {width}×{height} but the dataset's images are \
                  {expected_width}×{expected_height} (set a crop or resize)"
+            ),
+            SkipReason::TooLarge { width, height } => write!(
+                f,
+                "the header declares {width}×{height} pixels, more than the {} million this \
+                 loader decodes (a decompression bomb, or an image to downscale first)",
+                crate::MAX_PIXELS / 1_000_000
             ),
             SkipReason::NoClassFolder => {
                 write!(f, "lies in the root, not in a class sub-folder (labels come from folders)")

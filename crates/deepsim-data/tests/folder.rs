@@ -306,3 +306,67 @@ fn resize_and_centre_crop_match_pillow_geometry() {
     assert_eq!(px[10 * 56 + 55], 1.0);
     assert!(px[10 * 56 + 26] < 0.05 && px[10 * 56 + 29] > 0.95);
 }
+
+/// CRC-32 (IEEE, reflected 0xEDB88320) of PNG chunk bytes.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// A PNG of a few dozen bytes whose header declares `w`×`h` RGB pixels.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
+        c.extend(&body);
+        c.extend(crc32(&body).to_be_bytes());
+        c
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    // zlib stream of a few zero bytes.
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+#[test]
+fn decompression_bombs_are_refused_before_allocation() {
+    assert_eq!(crc32(b"IEND"), 0xAE42_6082); // the CRC every PNG's IEND chunk carries
+    let dir = temp_dir("bombs");
+    let png = png_declaring(100_000, 100_000);
+    assert!(png.len() < 80, "{}", png.len());
+    std::fs::write(dir.join("bomb.png"), &png).unwrap();
+    // A real JPEG whose frame header is rewritten to declare 65000×65000.
+    save(&pattern(64, 48, 3), &dir.join("small.jpg"));
+    let mut jpeg = std::fs::read(dir.join("small.jpg")).unwrap();
+    let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    assert_eq!(&jpeg[sof + 5..sof + 9], [0, 48, 0, 64]); // height, width
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xFD, 0xE8, 0xFD, 0xE8]);
+    std::fs::write(dir.join("bomb.jpg"), &jpeg).unwrap();
+    // A large image that is not a bomb still decodes: 16384 × 16384 is the limit.
+    std::fs::write(dir.join("edge.png"), png_declaring(1 << 14, 1 << 14)).unwrap();
+    for (name, w, h) in [("bomb.png", 100_000, 100_000), ("bomb.jpg", 65_000, 65_000)] {
+        let path = dir.join(name);
+        let expected = SkipReason::TooLarge { width: w, height: h };
+        assert_eq!(deepsim_data::probe(&path), Err(expected.clone()), "{name}");
+        assert_eq!(deepsim_data::decode(&path, ColorMode::Rgb).err(), Some(expected), "{name}");
+    }
+    assert_eq!(deepsim_data::probe(&dir.join("edge.png")), Ok((1 << 14, 1 << 14)));
+    let msg = SkipReason::TooLarge { width: 100_000, height: 100_000 }.to_string();
+    assert!(msg.contains("100000×100000") && msg.contains("268 million"), "{msg}");
+    // In a training folder the bombs are skipped, the good image kept.
+    std::fs::remove_file(dir.join("edge.png")).unwrap();
+    let set = ImageFolder::open(&dir, crop_config(32)).unwrap();
+    assert_eq!(set.len(), 1);
+    assert_eq!(set.summary().skipped["too large to decode"], 2);
+}
