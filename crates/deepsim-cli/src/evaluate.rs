@@ -15,7 +15,9 @@ use deepsim_train::{
     write_labelled_grid, Model, OptimInversionConfig, PerceptualDistance,
 };
 
-use crate::generate::{create_dir, load_all, load_model, load_square, stem, write_png_rows};
+use crate::generate::{
+    create_dir, load_all, load_model, load_square, output_names, stem, write_png_rows,
+};
 
 /// Images per forward pass when encoding and decoding many.
 const BATCH: usize = 32;
@@ -335,8 +337,8 @@ pub fn invert_optim(
     )?;
     let inv = optimize_in_batches(&encoder, tap, &x, size as usize, cfg, &device)?;
     create_dir(out)?;
-    for (i, path) in images.iter().enumerate() {
-        write_image(&out.join(format!("{}.png", stem(path))), &inv.images.get(i)?)?;
+    for (i, name) in output_names(images).iter().enumerate() {
+        write_image(&out.join(format!("{name}.png")), &inv.images.get(i)?)?;
     }
     write_grid(&out.join("grid.png"), &[&x, &inv.images])?;
     let (first, last) = (inv.curve[0], inv.curve[inv.curve.len() - 1]);

@@ -47,6 +47,23 @@ pub(crate) fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
 }
 
+/// The names (without `.png`) of the per-image files a command writes beside `grid.png`: each
+/// input's stem, with `_` appended until it differs from `grid` and from every earlier name
+/// (`a/x.png` and `b/x.jpg` become `x` and `x_`; an input named `grid.png` becomes `grid_`).
+pub(crate) fn output_names(images: &[PathBuf]) -> Vec<String> {
+    let mut taken = std::collections::HashSet::from(["grid".to_owned()]);
+    images
+        .iter()
+        .map(|path| {
+            let mut name = stem(path);
+            while !taken.insert(name.clone()) {
+                name.push('_');
+            }
+            name
+        })
+        .collect()
+}
+
 pub(crate) fn create_dir(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
@@ -64,12 +81,7 @@ pub fn invert(
     let code = model.encode(&x)?;
     let recon = model.decode(&code)?;
     create_dir(out)?;
-    let mut names = std::collections::HashSet::new();
-    for (i, path) in images.iter().enumerate() {
-        let mut name = stem(path);
-        while !names.insert(name.clone()) {
-            name.push('_');
-        }
+    for (i, (path, name)) in images.iter().zip(output_names(images)).enumerate() {
         let file = out.join(format!("{name}.png"));
         write_image(&file, &recon.get(i)?)?;
         println!("{} → {}", path.display(), file.display());
@@ -169,4 +181,16 @@ pub(crate) fn write_png_rows(out: &Path, rows: &[Tensor]) -> Result<()> {
     }
     write_grid(out, &rows.iter().collect::<Vec<_>>())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_image_files_never_overwrite_the_grid_or_each_other() {
+        let paths: Vec<PathBuf> =
+            ["a/grid.png", "a/x.png", "b/x.jpg", "c/x_.png", "y.png"].map(PathBuf::from).into();
+        assert_eq!(output_names(&paths), ["grid_", "x", "x_", "x__", "y"]);
+    }
 }
