@@ -414,6 +414,9 @@ impl TrainConfig {
         if self.run.steps == 0 {
             return bad("run.steps", "must be at least 1".into());
         }
+        if self.run.out.as_os_str().is_empty() {
+            return bad("run.out", "is empty: name the directory the run writes to".into());
+        }
         if self.run.checkpoint_every == 0 || self.run.sample_every == 0 {
             return bad("run.checkpoint_every / run.sample_every", "must be at least 1".into());
         }

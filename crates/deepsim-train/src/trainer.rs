@@ -100,13 +100,29 @@ impl Trainer {
     /// A fresh run: networks initialized from `run.seed`, nothing written yet.
     ///
     /// # Errors
-    /// [`Error::Config`] when `run.out` already holds a checkpoint (resume it, or choose
-    /// another directory); data, comparator and model errors.
+    /// [`Error::Config`] when `run.out` already holds a run (a checkpoint, the previous
+    /// checkpoint a failed save leaves alone, or a `metrics.jsonl` a killed run left): a fresh
+    /// run would overwrite it or append to its log, so it must be resumed, moved or removed;
+    /// data, comparator and model errors.
     pub fn new(config: TrainConfig) -> Result<Self> {
-        if config.run.out.join(CHECKPOINT).exists() {
+        let out = &config.run.out;
+        let left: Vec<&str> = [CHECKPOINT, PREVIOUS, "metrics.jsonl"]
+            .into_iter()
+            .filter(|f| out.join(f).exists())
+            .collect();
+        if !left.is_empty() {
+            let resume = if left.contains(&CHECKPOINT) {
+                "resume it (--resume), move it away"
+            } else if left.contains(&PREVIOUS) {
+                "a save was interrupted; rename checkpoint.prev.safetensors to \
+                 checkpoint.safetensors and resume (--resume), move it away"
+            } else {
+                "a run stopped before its first checkpoint; move it away"
+            };
             return Err(Error::Config(format!(
-                "run.out {} already holds a checkpoint: resume it (--resume) or choose another run.out",
-                config.run.out.display()
+                "run.out {} already holds a run ({}): {resume}, or choose another run.out",
+                out.display(),
+                left.join(", ")
             )));
         }
         let trainer = Self::build(config)?;

@@ -147,7 +147,27 @@ fn a_resumed_run_logs_what_an_uninterrupted_one_logs() {
     assert_eq!(a, b, "losses differ after resuming");
     // A fresh run into a directory with a checkpoint is refused.
     let err = Trainer::new(config(&data, &parts, "")).err().unwrap().to_string();
-    assert!(err.contains("already holds a checkpoint"), "{err}");
+    assert!(err.contains("already holds a run (checkpoint.safetensors"), "{err}");
+    // What a failed save leaves (only the previous checkpoint) and what a run killed before
+    // its first checkpoint leaves (only its log) are refused too, with what to do; the files
+    // are untouched.
+    let ckpt = parts.join("checkpoint.safetensors");
+    let prev = parts.join("checkpoint.prev.safetensors");
+    std::fs::rename(&ckpt, &prev).unwrap();
+    let log = std::fs::read(parts.join("metrics.jsonl")).unwrap();
+    let prev_bytes = std::fs::read(&prev).unwrap();
+    let err = Trainer::new(config(&data, &parts, "")).err().unwrap().to_string();
+    assert!(err.contains("checkpoint.prev.safetensors, metrics.jsonl") && err.contains("rename"));
+    std::fs::remove_file(&prev).unwrap();
+    let err = Trainer::new(config(&data, &parts, "")).err().unwrap().to_string();
+    assert!(err.contains("(metrics.jsonl)") && err.contains("before its first checkpoint"));
+    assert_eq!(std::fs::read(parts.join("metrics.jsonl")).unwrap(), log);
+    assert!(!prev_bytes.is_empty() && !ckpt.exists());
+    // An empty run.out would write the run into the working directory.
+    let mut here = config(&data, &parts, "");
+    here.run.out = PathBuf::new();
+    let err = Trainer::new(here).err().unwrap().to_string();
+    assert!(err.contains("run.out") && err.contains("empty"), "{err}");
 }
 
 #[test]
