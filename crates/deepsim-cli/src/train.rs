@@ -15,7 +15,8 @@ use deepsim_train::{
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Raised by Ctrl-C: the trainer checkpoints and stops after the current step.
+/// Raised by Ctrl-C, SIGTERM or SIGHUP (a scheduler ending the job, a closed terminal): the
+/// trainer checkpoints and stops after the current step.
 fn stop_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
@@ -56,15 +57,7 @@ fn run_with_bar(trainer: &mut Trainer, label: &str) -> Result<bool> {
     });
     bar.finish();
     result?;
-    let finished = trainer.step_count() >= total;
-    if !finished {
-        eprintln!(
-            "stopped at step {}; checkpoint in {} (continue with --resume)",
-            trainer.step_count(),
-            trainer.config().run.out.display()
-        );
-    }
-    Ok(finished)
+    Ok(trainer.step_count() >= total)
 }
 
 /// `deepsim train CONFIG`.
@@ -84,7 +77,16 @@ pub fn train(
     cfg.validate()?;
     let mut trainer = if resume { Trainer::resume(cfg)? } else { Trainer::new(cfg)? };
     let out = trainer.config().run.out.clone();
-    run_with_bar(&mut trainer, "train")?;
+    if !run_with_bar(&mut trainer, "train")? {
+        anyhow::bail!(
+            "interrupted at step {} of {}; the checkpoint is in {} (continue with `deepsim train {} \
+             --resume`)",
+            trainer.step_count(),
+            trainer.config().run.steps,
+            out.display(),
+            config.display()
+        );
+    }
     println!(
         "{}: {} steps; metrics.jsonl, samples/, curves.png, checkpoint.safetensors",
         out.display(),

@@ -392,6 +392,41 @@ fn data_check_reports_the_demo_set_and_bad_files() {
     assert!(err.starts_with("error: ") && err.contains("broken.jpg"), "{err}");
 }
 
+/// SIGTERM (a scheduler ending the job) stops a run as Ctrl-C does: after the current step,
+/// with a checkpoint, a non-zero exit and a message saying how to continue; the run resumes.
+#[test]
+fn sigterm_checkpoints_and_exits_non_zero() {
+    let dir = common::temp_dir("cli-sigterm");
+    let config =
+        tiny_config(&dir, "invert", "[encoder]\nnetwork = \"alexnet-random\"\ntap = \"conv5\"");
+    let config_s = config.to_str().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_deepsim"))
+        .env("DEEPSIM_HOME", &dir)
+        .args(["train", config_s, "--steps", "100000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.join("run/metrics.jsonl");
+    let logged = || std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count());
+    let start = std::time::Instant::now();
+    while logged() < 2 {
+        assert!(start.elapsed().as_secs() < 300, "no steps logged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted at step") && err.contains("--resume"), "{err}");
+    let steps = logged();
+    assert!((2..100000).contains(&steps), "{steps}");
+    assert!(dir.join("run/checkpoint.safetensors").is_file());
+    let more = (steps + 1).to_string();
+    stdout(&deepsim(&dir, &["train", config_s, "--resume", "--steps", &more]));
+    assert_eq!(logged(), steps + 1);
+}
+
 /// A tiny training config on the demo's validation tiles (`extra` adds sections).
 fn tiny_config(dir: &Path, task: &str, extra: &str) -> PathBuf {
     let val = data("demo/val");
