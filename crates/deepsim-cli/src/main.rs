@@ -712,46 +712,89 @@ fn compare(
 ) -> Result<()> {
     let metric = Metric::new(spec, weights, heads)?;
     let taps = metric.taps();
-    let report = |file: Option<&str>, distance: f32, per_layer: &[f32]| -> Result<()> {
+    let mut csv = csv::Writer::from_writer(std::io::stdout());
+    let report = |csv: &mut csv::Writer<std::io::Stdout>,
+                  file: Option<&str>,
+                  distance: f32,
+                  per_layer: &[f32]|
+     -> Result<()> {
         match (json, file) {
             (true, file) => {
                 let row = CompareRow { metric: spec, file, distance, per_layer, taps: &taps };
                 println!("{}", serde_json::to_string(&row)?);
             }
-            (false, Some(n)) => println!("{n},{distance}"),
+            (false, Some(n)) => {
+                csv.write_record([n, &distance.to_string()])?;
+                csv.flush()?;
+            }
             (false, None) => println!("{distance}"),
         }
         Ok(())
     };
-    if a.is_dir() && b.is_dir() {
+    if a.is_dir() || b.is_dir() {
+        if !(a.is_dir() && b.is_dir()) {
+            bail!(
+                "{} is a folder and {} is not: give two images, or two folders to compare their \
+                 files of the same name",
+                if a.is_dir() { a } else { b }.display(),
+                if a.is_dir() { b } else { a }.display()
+            );
+        }
         if map.is_some() {
             bail!("--map writes the map of one pair of images, not of two folders");
         }
-        let mut names: Vec<String> = std::fs::read_dir(a)
-            .with_context(|| format!("{}", a.display()))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_file())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        if !json {
-            println!("file,{spec}");
+        let files = |dir: &Path| -> Result<Vec<String>> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .with_context(|| format!("{}", dir.display()))?
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            Ok(names)
+        };
+        let (names, in_b) = (files(a)?, files(b)?);
+        for name in in_b.iter().filter(|n| names.binary_search(n).is_err()) {
+            eprintln!("warning: {name} is in {} only; skipped", b.display());
         }
-        for name in names {
-            let other = b.join(&name);
-            if !other.is_file() {
-                eprintln!("warning: {} has no counterpart in {}; skipped", name, b.display());
-                continue;
+        let pairs: Vec<&String> = names.iter().filter(|n| in_b.binary_search(n).is_ok()).collect();
+        for name in names.iter().filter(|n| in_b.binary_search(n).is_err()) {
+            eprintln!("warning: {name} is in {} only; skipped", a.display());
+        }
+        if pairs.is_empty() {
+            bail!(
+                "{} and {} have no file of the same name to compare ({} and {} files)",
+                a.display(),
+                b.display(),
+                names.len(),
+                in_b.len()
+            );
+        }
+        if !json {
+            csv.write_record(["file", spec])?;
+        }
+        let mut failed = 0;
+        for name in pairs {
+            let pair = images::load_pair(&a.join(name), &b.join(name), resize)
+                .and_then(|(x, y)| metric.distance(&x, &y));
+            match pair {
+                Ok((d, layers)) => report(&mut csv, Some(name), d, &layers)?,
+                Err(e) => {
+                    eprintln!("warning: {name}: {e:#}; skipped");
+                    failed += 1;
+                }
             }
-            let (x, y) = images::load_pair(&a.join(&name), &other, resize)?;
-            let (d, layers) = metric.distance(&x, &y).with_context(|| name.clone())?;
-            report(Some(&name), d, &layers)?;
+        }
+        if failed > 0 {
+            bail!(
+                "{failed} pair(s) could not be compared (warnings above); the others are printed"
+            );
         }
         return Ok(());
     }
     let (x, y) = images::load_pair(a, b, resize)?;
     let (d, layers) = metric.distance(&x, &y)?;
-    report(None, d, &layers)?;
+    report(&mut csv, None, d, &layers)?;
     if let Some(path) = map {
         let Metric::Lpips(l) = &metric else {
             bail!("--map needs a metric with a spatial map: stlpips-alex, stlpips-vgg or lpips-*");
@@ -883,7 +926,8 @@ fn compare_audio(metric: &str, json: bool, a: &Path, b: &Path) -> Result<()> {
     .squeeze(0)?
     .to_scalar::<f64>()?;
     if json {
-        println!("{{\"metric\":\"{metric}\",\"distance\":{d}}}");
+        // serde_json writes a distance that is not finite as null.
+        println!("{}", serde_json::json!({ "metric": metric, "distance": d }));
     } else {
         println!("{d}");
     }

@@ -298,6 +298,48 @@ fn damaged_and_oversized_images_are_refused_by_name() {
     assert!(!out.exists());
 }
 
+/// Folder comparison: CSV with quoted names, a warning for each file in one folder only, a
+/// pair that cannot be read skipped with its warning (the others printed, exit 1), no pairs
+/// at all an error; `--json` is JSON even for an infinite PSNR.
+#[test]
+fn folder_compare_reports_every_pair_it_can() {
+    let home = common::temp_dir("cli-folders");
+    let (a, b) = (home.join("a"), home.join("b"));
+    for d in [&a, &b] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::copy(data("coffee_224.png"), d.join("p,q \"1\".png")).unwrap();
+        std::fs::copy(data("chelsea_224.png"), d.join("cat.png")).unwrap();
+    }
+    std::fs::copy(data("coffee_224.png"), a.join("only-a.png")).unwrap();
+    std::fs::copy(data("coffee_224.png"), b.join("only-b.png")).unwrap();
+    std::fs::copy(data("coffee_224.png"), a.join("broken.png")).unwrap();
+    std::fs::write(b.join("broken.png"), b"not an image").unwrap();
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let o = deepsim(&home, &["compare", "--metric", "psnr", a_s, b_s]);
+    assert_eq!(o.status.code(), Some(1));
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(out, "file,psnr\ncat.png,inf\n\"p,q \"\"1\"\".png\",inf\n", "{err}");
+    assert!(err.contains("only-a.png is in") && err.contains("only-b.png is in"), "{err}");
+    assert!(err.contains("broken.png") && err.contains("1 pair(s) could not be compared"));
+    // JSON lines: the name escaped, the infinite PSNR as null.
+    let o = deepsim(&home, &["compare", "--json", "--metric", "psnr", a_s, b_s]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["file"], "p,q \"1\".png");
+    assert!(lines[1]["distance"].is_null());
+    let (e1, e2) = (home.join("e1"), home.join("e2"));
+    std::fs::create_dir_all(&e1).unwrap();
+    std::fs::create_dir_all(&e2).unwrap();
+    let err = stderr(&deepsim(&home, &["compare", e1.to_str().unwrap(), e2.to_str().unwrap()]));
+    assert!(err.contains("no file of the same name"), "{err}");
+    let coffee = data("coffee_224.png");
+    let err = stderr(&deepsim(&home, &["compare", a_s, coffee.to_str().unwrap()]));
+    assert!(err.contains("is a folder and"), "{err}");
+}
+
 /// CRC-32 (IEEE) of PNG chunk bytes.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
