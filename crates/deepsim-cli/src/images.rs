@@ -37,9 +37,19 @@ pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Tensor> {
 
 /// The shorter side resized to `side` (bilinear), then the centre `side × side`: the usual
 /// ImageNet evaluation crop.
+///
+/// An image more than 64 times longer than wide (or the reverse) is refused: resized to
+/// `side` on its short side it would be 64 crops long, and a 100000×1 strip would need
+/// gigabytes.
 pub fn load_center_crop(path: &Path, side: u32) -> Result<Tensor> {
     let img = open(path)?;
     let (w, h) = (img.width(), img.height());
+    if w.max(h) > 64 * w.min(h) {
+        bail!(
+            "{} is {w}×{h}: an aspect ratio beyond 64:1 is not a photo to classify (crop it first)",
+            path.display()
+        );
+    }
     let scale = f64::from(side) / f64::from(w.min(h));
     let (nw, nh) = (
         ((f64::from(w) * scale).round() as u32).max(side),

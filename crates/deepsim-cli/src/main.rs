@@ -162,9 +162,9 @@ enum Command {
         /// A checkpoint written by `deepsim train`.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Images decoded between the two ends, both included.
-        #[arg(long, default_value_t = 8)]
-        steps: usize,
+        /// Images decoded between the two ends, both included (2 to 256: one row of them).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=256))]
+        steps: u16,
         /// The PNG to write.
         #[arg(long)]
         out: PathBuf,
@@ -181,9 +181,9 @@ enum Command {
         /// A checkpoint of a VAE run (`run.task = "vae"`).
         #[arg(long)]
         checkpoint: PathBuf,
-        /// How many.
-        #[arg(long, default_value_t = 16)]
-        n: usize,
+        /// How many (1 to 4096; one PNG each, and the grid).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        n: u16,
         /// Seed of the latent draws.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -457,10 +457,10 @@ fn run(command: Command) -> Result<()> {
             generate::invert(&checkpoint, &images, &out, device.as_deref())
         }
         Command::Interpolate { checkpoint, steps, out, device, a, b } => {
-            generate::interpolate(&checkpoint, &a, &b, steps, &out, device.as_deref())
+            generate::interpolate(&checkpoint, &a, &b, steps.into(), &out, device.as_deref())
         }
         Command::Sample { checkpoint, n, seed, out, device } => {
-            generate::sample(&checkpoint, n, seed, &out, device.as_deref())
+            generate::sample(&checkpoint, n.into(), seed, &out, device.as_deref())
         }
         Command::Demo { out, steps, warmup, baseline, deepsim } => {
             train::demo(train::DemoOptions {

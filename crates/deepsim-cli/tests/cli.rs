@@ -340,6 +340,27 @@ fn folder_compare_reports_every_pair_it_can() {
     assert!(err.contains("is a folder and"), "{err}");
 }
 
+/// Requests that would run for minutes into gigabytes are refused up front: a 100000×1 strip
+/// to classify, 100000 interpolation steps, a million samples.
+#[test]
+fn unreasonable_sizes_are_refused_up_front() {
+    let home = common::temp_dir("cli-sizes");
+    let strip = home.join("strip.png");
+    image::RgbImage::new(100_000, 1).save(&strip).unwrap();
+    let err = stderr(&deepsim(&home, &["classify", strip.to_str().unwrap()]));
+    assert!(err.contains("100000×1") && err.contains("64:1"), "{err}");
+    let (x, c) = (data("coffee_224.png"), home.join("none.safetensors"));
+    let (x, c) = (x.to_str().unwrap(), c.to_str().unwrap());
+    let err = stderr(&deepsim(
+        &home,
+        &["interpolate", "--checkpoint", c, "--steps", "100000", "--out", "o.png", x, x],
+    ));
+    assert!(err.contains("--steps") && err.contains("2..=256"), "{err}");
+    let err =
+        stderr(&deepsim(&home, &["sample", "--checkpoint", c, "--n", "1000000", "--out", "o"]));
+    assert!(err.contains("--n") && err.contains("1..=4096"), "{err}");
+}
+
 /// CRC-32 (IEEE) of PNG chunk bytes.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;

@@ -104,7 +104,7 @@ pub struct DataConfig {
     /// Images per step (the paper: 64).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Loader threads (0: one per core).
+    /// Loader threads (0: one per core; at most 64).
     #[serde(default)]
     pub workers: usize,
     /// Random horizontal flips in training.
@@ -396,6 +396,8 @@ impl TrainConfig {
     /// # Errors
     /// [`Error::Config`] with the field's dotted name.
     pub fn validate(&self) -> Result<()> {
+        /// Decoding threads beyond which a configuration is refused: each holds its images.
+        const MAX_WORKERS: usize = 64;
         let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
         let positive = |field: &str, v: f64| -> Result<()> {
             if v.is_finite() && v > 0.0 {
@@ -413,6 +415,15 @@ impl TrainConfig {
         };
         if self.run.steps == 0 {
             return bad("run.steps", "must be at least 1".into());
+        }
+        if self.data.workers > MAX_WORKERS {
+            return bad(
+                "data.workers",
+                format!(
+                    "{} is more than {MAX_WORKERS} decoding threads (0 = one per core)",
+                    self.data.workers
+                ),
+            );
         }
         if self.run.out.as_os_str().is_empty() {
             return bad("run.out", "is empty: name the directory the run writes to".into());

@@ -319,6 +319,10 @@ fn configuration_errors_name_the_field() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("run.device"), "{err}");
+    let err = TrainConfig::from_toml(&good.replace("workers = 2", "workers = 100000"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("data.workers") && err.contains("100000"), "{err}");
     let err = TrainConfig::from_file(out.join("missing.toml")).unwrap_err().to_string();
     assert!(err.contains("missing.toml"), "{err}");
     let mut cfg = config(&data, &out, "");
