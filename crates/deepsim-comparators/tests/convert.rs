@@ -126,6 +126,27 @@ fn non_finite_values_are_refused() {
     assert!(err.contains("`lin0.weight` holds NaN at element 1"), "{err}");
 }
 
+/// A file with no tensors converts to nothing useful: refused, nothing written. Converting one
+/// file twice gives the same bytes (the metadata in a fixed order).
+#[test]
+fn raw_conversion_refuses_an_empty_file_and_is_reproducible() {
+    let dir = common::temp_dir("raw-empty");
+    let empty = dir.join("empty.safetensors");
+    // A safetensors file whose header lists nothing: 8-byte length, `{}` padded with spaces.
+    std::fs::write(&empty, [&8u64.to_le_bytes()[..], b"{}      "].concat()).unwrap();
+    let out = dir.join("out.safetensors");
+    let err = convert_file(Arch::Raw, &empty, &out).unwrap_err().to_string();
+    assert!(err.contains("empty.safetensors") && err.contains("no tensors"), "{err}");
+    assert!(!out.exists());
+    let source = common::lpips("v0.1", "alex");
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    for arch in [Arch::Raw, Arch::LpipsAlex] {
+        convert_file(arch, &source, &a).unwrap();
+        convert_file(arch, &source, &b).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{arch:?}");
+    }
+}
+
 #[test]
 fn unwritable_output_is_an_io_error() {
     let dir = common::temp_dir("unwritable");

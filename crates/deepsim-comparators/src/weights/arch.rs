@@ -191,6 +191,9 @@ impl Arch {
     /// The message names the missing, misshapen, unexpected or non-finite tensors.
     pub fn convert(self, source: TensorSet) -> std::result::Result<TensorSet, String> {
         let source = strip_wrappers(source);
+        if source.is_empty() {
+            return Err("the file holds no tensors".into());
+        }
         if self == Arch::Raw {
             for (name, t) in source.iter() {
                 if let Some(v) = t.to_f32() {

@@ -245,9 +245,34 @@ pub fn write_safetensors_atomic(
     tensors: &TensorSet,
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let bytes = safetensors::tensor::serialize(tensors.iter(), Some(metadata))
-        .map_err(|e| bad_file(path, format!("cannot serialize: {e}")))?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &safetensors_bytes(path, tensors, &metadata)?)
+}
+
+/// The safetensors file of `tensors` with `metadata`, the same bytes for the same input: the
+/// `safetensors` crate writes metadata in a `HashMap`'s order, which changes from run to run,
+/// so the tensors are serialized without it and the metadata is put in the header here, its
+/// keys sorted (padding the header with spaces to a multiple of 8 bytes, as the format asks).
+fn safetensors_bytes(
+    path: &Path,
+    tensors: &TensorSet,
+    metadata: &HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let serialize = |e: &dyn std::fmt::Display| bad_file(path, format!("cannot serialize: {e}"));
+    let body = safetensors::tensor::serialize(tensors.iter(), None).map_err(|e| serialize(&e))?;
+    let n = u64::from_le_bytes(body[..8].try_into().expect("8 bytes")) as usize;
+    let header = std::str::from_utf8(&body[8..8 + n]).map_err(|e| serialize(&e))?.trim_end();
+    let sorted: std::collections::BTreeMap<&String, &String> = metadata.iter().collect();
+    let meta = serde_json::to_string(&sorted).map_err(|e| serialize(&e))?;
+    let rest = header.strip_prefix('{').ok_or_else(|| serialize(&"header is not an object"))?;
+    let comma = if rest == "}" { "" } else { "," };
+    let mut header = format!("{{\"__metadata__\":{meta}{comma}{rest}");
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&body[8 + n..]);
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
