@@ -302,7 +302,43 @@ fn read_checkpoint(path: &Path, bad: impl Fn(String) -> Error) -> Result<(Vec<u8
     Ok((bytes, config))
 }
 
-/// The metadata of a checkpoint, after checking its format.
+/// The metadata key of the SHA-256 of a checkpoint's tensor data (the bytes after the header).
+pub(crate) const DATA_SHA256: &str = "data_sha256";
+/// What the checksum is written as before it is known: as long as the hex digest, and no
+/// other metadata value holds it.
+pub(crate) const CHECKSUM_PENDING: &str =
+    "????????????????????????????????????????????????????????????????";
+/// The start of the reason given for a checkpoint whose data does not match its checksum.
+pub(crate) const DAMAGED: &str = "damaged";
+
+/// The lowercase hex SHA-256 of the tensor data of a safetensors file (after its header).
+fn data_sha256(bytes: &[u8]) -> std::result::Result<String, String> {
+    use sha2::Digest;
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+        .ok_or("corrupt or truncated (no header)")?;
+    let data = bytes.get(8 + n..).ok_or("corrupt or truncated (header beyond the end)")?;
+    Ok(sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Replaces the [`CHECKSUM_PENDING`] value in a serialized checkpoint's header by the
+/// SHA-256 of its tensor data (same length: the header keeps its size).
+pub(crate) fn seal_checksum(bytes: &mut [u8]) -> std::result::Result<(), String> {
+    let digest = data_sha256(bytes)?;
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = &mut bytes[8..8 + n];
+    let at = header
+        .windows(CHECKSUM_PENDING.len())
+        .position(|w| w == CHECKSUM_PENDING.as_bytes())
+        .ok_or("the checksum's place is missing from the header")?;
+    header[at..at + digest.len()].copy_from_slice(digest.as_bytes());
+    Ok(())
+}
+
+/// The metadata of a checkpoint, after checking its format and, where it carries one (every
+/// checkpoint written since checksums were added), the checksum of its tensor data: a flipped
+/// bit or a zeroed tail is refused instead of resuming with other weights.
 pub(crate) fn checkpoint_metadata(
     bytes: &[u8],
 ) -> std::result::Result<std::collections::HashMap<String, String>, String> {
@@ -311,6 +347,15 @@ pub(crate) fn checkpoint_metadata(
     let meta = header.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(format!("not a deepsim-train checkpoint (format {:?})", meta.get("format")));
+    }
+    if let Some(expected) = meta.get(DATA_SHA256) {
+        let found = data_sha256(bytes)?;
+        if &found != expected {
+            return Err(format!(
+                "{DAMAGED}: its tensor data does not match the checksum written with it \
+                 (SHA-256 {found}, written {expected})"
+            ));
+        }
     }
     Ok(meta)
 }

@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::images::{write_curves, write_grid};
 use crate::init::seeded;
 use crate::model::{
-    checkpoint_metadata, set_vars, standard_normal, tap_named, Kind, Model, FORMAT,
+    checkpoint_metadata, seal_checksum, set_vars, standard_normal, tap_named, Kind, Model,
+    CHECKSUM_PENDING, DAMAGED, DATA_SHA256, FORMAT,
 };
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -565,6 +566,7 @@ impl Trainer {
             .map_err(|e| Error::Config(format!("the configuration does not serialize: {e}")))?;
         meta.insert("config".into(), config);
         meta.insert("step".into(), self.step.to_string());
+        meta.insert(DATA_SHA256.into(), CHECKSUM_PENDING.into());
         meta.insert("adam_g.t".into(), self.g_adam.t.to_string());
         meta.insert("pause.paused".into(), self.pause.paused_steps.to_string());
         meta.insert("pause.updated".into(), self.pause.updated_steps.to_string());
@@ -576,9 +578,11 @@ impl Trainer {
             meta.insert("adam_d.t".into(), d.adam.t.to_string());
         }
         let path = out.join(CHECKPOINT);
-        let bytes =
+        let mut bytes =
             safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
                 .map_err(|e| Error::Checkpoint { path: path.clone(), reason: e.to_string() })?;
+        seal_checksum(&mut bytes)
+            .map_err(|reason| Error::Checkpoint { path: path.clone(), reason })?;
         if path.exists() {
             let prev = out.join(PREVIOUS);
             std::fs::rename(&path, &prev).map_err(|e| Error::Io { path: prev, source: e })?;
@@ -588,7 +592,19 @@ impl Trainer {
     }
 
     fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
-        let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
+        let prev = self.config().run.out.join(PREVIOUS);
+        let bad = |reason: String| {
+            let reason = if reason.contains(DAMAGED) && prev.is_file() {
+                format!(
+                    "{reason}; {} holds the checkpoint before it: rename it to {CHECKPOINT} to \
+                     resume from there",
+                    prev.display()
+                )
+            } else {
+                reason
+            };
+            Error::Checkpoint { path: path.to_path_buf(), reason }
+        };
         let bytes =
             std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
         let meta = checkpoint_metadata(&bytes).map_err(bad)?;

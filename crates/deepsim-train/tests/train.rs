@@ -195,8 +195,27 @@ fn bad_checkpoints_are_refused_and_kept() {
     };
     let err = Trainer::resume(other).err().unwrap().to_string();
     assert!(err.contains("another configuration") && err.contains("norm"), "{err}");
-    // Truncated.
+    // One bit flipped in the tensor data, or its last kilobyte zeroed (as a torn write
+    // leaves it): the file still parses, the checksum refuses it, the previous one is offered.
     let bytes = std::fs::read(&ckpt).unwrap();
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x10;
+    let mut zeroed = bytes.clone();
+    let tail = zeroed.len() - 1024;
+    zeroed[tail..].fill(0);
+    for damaged in [flipped, zeroed] {
+        std::fs::write(&ckpt, &damaged).unwrap();
+        let err = Trainer::resume(config(&data, &out, "")).err().unwrap().to_string();
+        assert!(err.contains("does not match the checksum"), "{err}");
+        assert!(err.contains("checkpoint.prev.safetensors") && err.contains("rename"), "{err}");
+        let err = Model::load(&ckpt, None).err().unwrap().to_string();
+        assert!(err.contains("does not match the checksum"), "{err}");
+    }
+    // The intact file still loads.
+    std::fs::write(&ckpt, &bytes).unwrap();
+    assert!(Model::load(&ckpt, None).is_ok());
+    // Truncated.
     std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
     let err = Trainer::resume(config(&data, &out, "")).err().unwrap().to_string();
     assert!(
