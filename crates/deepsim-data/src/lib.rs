@@ -43,7 +43,9 @@ mod report;
 mod rng;
 mod transform;
 
-pub use cache::{write_atomic, CacheKey, CacheOptions, CacheStatus, FeatureCache};
+pub use cache::{
+    remove_stale_temporaries, write_atomic, CacheKey, CacheOptions, CacheStatus, FeatureCache,
+};
 pub use cifar::{Cifar10, CIFAR10_CLASSES, CIFAR10_RECORD};
 pub use dataset::{stack, Dataset, Sample, Stacked};
 pub use decode::{

@@ -97,6 +97,14 @@ pub struct Trainer {
     history: Vec<StepLog>,
 }
 
+/// Removes what a process killed while writing into `out` left behind (temporary files of
+/// atomic writes), saying so.
+fn clean_after_kill(out: &Path) {
+    for path in deepsim_data::remove_stale_temporaries(out) {
+        eprintln!("removed {}, left by a run killed while writing it", path.display());
+    }
+}
+
 impl Trainer {
     /// A fresh run: networks initialized from `run.seed`, nothing written yet.
     ///
@@ -107,6 +115,7 @@ impl Trainer {
     /// data, comparator and model errors.
     pub fn new(config: TrainConfig) -> Result<Self> {
         let out = &config.run.out;
+        clean_after_kill(out);
         let left: Vec<&str> = [CHECKPOINT, PREVIOUS, "metrics.jsonl"]
             .into_iter()
             .filter(|f| out.join(f).exists())
@@ -139,6 +148,7 @@ impl Trainer {
     /// [`Error::Checkpoint`] for a missing, corrupt or mismatched checkpoint (naming what
     /// differs); the checkpoint files are left as they are.
     pub fn resume(config: TrainConfig) -> Result<Self> {
+        clean_after_kill(&config.run.out);
         let path = config.run.out.join(CHECKPOINT);
         if !path.is_file() {
             let prev = config.run.out.join(PREVIOUS);

@@ -138,8 +138,16 @@ fn a_resumed_run_logs_what_an_uninterrupted_one_logs() {
     let mut first = config(&data, &parts, "");
     first.run.steps = 4; // stops between checkpoints: the checkpoint at the end is step 4
     run(first).unwrap();
-    // The process ends; a fresh one resumes with the full length.
+    // The process ends, killed while writing a checkpoint: its temporary file stays behind
+    // (PID 4000000000 is beyond Linux's largest, so that process is gone). A fresh process
+    // resumes with the full length and removes it; this process's own temporary stays.
+    let stale = parts.join(".checkpoint.safetensors.tmp-4000000000");
+    let own = parts.join(format!(".notes.txt.tmp-{}", std::process::id()));
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    std::fs::write(&own, b"being written").unwrap();
     let mut t = Trainer::resume(config(&data, &parts, "")).unwrap();
+    assert!(!stale.exists() && own.exists());
+    std::fs::remove_file(&own).unwrap();
     assert_eq!(t.step_count(), 4);
     t.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     let (a, b) = (metrics(&whole), metrics(&parts));
