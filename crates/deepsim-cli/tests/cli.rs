@@ -340,6 +340,26 @@ fn folder_compare_reports_every_pair_it_can() {
     assert!(err.contains("is a folder and"), "{err}");
 }
 
+/// A PyTorch file given where converted weights or a deepsim checkpoint belong is named for
+/// what it is, with the command that converts it (instead of "header too large").
+#[test]
+fn pytorch_files_are_named_where_safetensors_belong() {
+    let home = common::temp_dir("cli-pth");
+    let coffee = data("coffee_224.png");
+    let coffee_s = coffee.to_str().unwrap();
+    let (zip, pickle) = (home.join("model.pth"), home.join("legacy.pth"));
+    std::fs::write(&zip, b"PK\x03\x04 a torch.save archive").unwrap();
+    std::fs::write(&pickle, b"\x80\x02\x8a\x0alz\xfc\x9cF\xf9 j\xa8P\x19.").unwrap();
+    for (file, kind) in [(&zip, "a zip archive"), (&pickle, "a pickle")] {
+        let f = file.to_str().unwrap();
+        let err = stderr(&deepsim(&home, &["compare", "--weights", f, coffee_s, coffee_s]));
+        assert!(err.contains(f) && err.contains(kind), "{err}");
+        assert!(err.contains("cargo xtask convert-weights --arch stlpips-alex --input"), "{err}");
+        let err = stderr(&deepsim(&home, &["invert", "--checkpoint", f, "--out", "o", coffee_s]));
+        assert!(err.contains(f) && err.contains(kind) && err.contains("deepsim train"), "{err}");
+    }
+}
+
 /// Requests that would run for minutes into gigabytes are refused up front: a 100000×1 strip
 /// to classify, 100000 interpolation steps, a million samples.
 #[test]

@@ -342,6 +342,9 @@ pub(crate) fn seal_checksum(bytes: &mut [u8]) -> std::result::Result<(), String>
 pub(crate) fn checkpoint_metadata(
     bytes: &[u8],
 ) -> std::result::Result<std::collections::HashMap<String, String>, String> {
+    if let Some(kind) = deepsim_comparators::weights::foreign_format(bytes) {
+        return Err(format!("{kind}, not a checkpoint written by `deepsim train`"));
+    }
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| format!("corrupt or truncated ({e})"))?;
     let meta = header.metadata().clone().unwrap_or_default();

@@ -188,6 +188,15 @@ impl Trainer {
         } else {
             config.data.workers
         };
+        if train.len() < config.data.batch_size {
+            return Err(Error::Config(format!(
+                "data.train {} has {} usable images, fewer than one batch (data.batch_size = {}): \
+                 lower data.batch_size or add images",
+                config.data.train.display(),
+                train.len(),
+                config.data.batch_size
+            )));
+        }
         let loader = Loader::new(
             Arc::new(train),
             LoaderConfig {

@@ -353,6 +353,10 @@ fn configuration_errors_name_the_field() {
     let err = TrainConfig::from_file(out.join("missing.toml")).unwrap_err().to_string();
     assert!(err.contains("missing.toml"), "{err}");
     let mut cfg = config(&data, &out, "");
+    cfg.data.batch_size = 1000;
+    let err = Trainer::new(cfg).err().unwrap().to_string();
+    assert!(err.contains("data.batch_size = 1000") && !err.contains("drop_last"), "{err}");
+    let mut cfg = config(&data, &out, "");
     cfg.encoder.as_mut().unwrap().tap = "conv9".into();
     assert!(Trainer::new(cfg).err().unwrap().to_string().contains("encoder.tap"));
     // The task's sections.

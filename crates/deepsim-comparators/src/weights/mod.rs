@@ -234,6 +234,19 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// What a file that is not safetensors is, from its first bytes, when it is one of the formats
+/// published weights come in: the start of an error message (`None` otherwise).
+pub fn foreign_format(bytes: &[u8]) -> Option<&'static str> {
+    match bytes {
+        [b'P', b'K', 3, 4, ..] => Some("a zip archive (a PyTorch checkpoint, .pt/.pth)"),
+        // Pickle protocol 2 to 5 starts with PROTO n; legacy torch.save files with a magic
+        // number pickled at protocol 2.
+        [0x80, 2..=5, ..] => Some("a pickle (a legacy PyTorch checkpoint, .pth)"),
+        [0x89, b'H', b'D', b'F', ..] => Some("an HDF5 file (Keras weights)"),
+        _ => None,
+    }
+}
+
 /// Writes `tensors` as safetensors with `metadata`, atomically: into a temporary file beside
 /// `path`, flushed to disk, then renamed over it, so that a crash or a full disk leaves either
 /// the old file or the new one, never a torn one.
@@ -449,6 +462,17 @@ pub fn load(
     };
     let bytes = read_file(&path)?;
     let bad = |reason: String| bad_file(&path, format!("{reason}; {}", fix()));
+    if let Some(kind) = foreign_format(&bytes) {
+        return Err(bad_file(
+            &path,
+            format!(
+                "{kind}, not converted weights; convert it once: cargo xtask convert-weights \
+                 --arch {} --input {}",
+                arch.name(),
+                path.display()
+            ),
+        ));
+    }
     let metadata = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?
         .1;
