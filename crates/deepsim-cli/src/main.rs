@@ -652,6 +652,7 @@ impl Metric {
             "opponent" => Metric::Pixel(PixelMetric::Opponent),
             other => match other.split(':').collect::<Vec<_>>()[..] {
                 ["feature", comparator, tap] => Metric::Feature(by_name(comparator, weights, cpu)?, parse_tap(tap)?),
+                ["feature", comparator] => bail!("`{other}` needs a tap: feature:{comparator}:TAP, e.g. feature:alexnet:conv5 or feature:efficientnet-lite0:block2"),
                 _ => bail!("unknown metric `{other}`: stlpips-alex, stlpips-vgg, lpips-alex, lpips-vgg, lpips-squeeze, ssim, ms-ssim, psnr, delta-e76, delta-e2000, opponent, or feature:COMPARATOR:TAP with COMPARATOR one of {}", COMPARATORS.join(", ")),
             },
         })

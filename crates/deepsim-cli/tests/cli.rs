@@ -242,6 +242,8 @@ fn pixel_and_colour_metrics_match_the_references() {
     let same: f64 =
         stdout(&deepsim(&home, &["compare", "--metric", "opponent", a, a])).trim().parse().unwrap();
     assert_eq!(same, 0.0);
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "feature:alexnet", a, b]));
+    assert!(err.contains("needs a tap: feature:alexnet:TAP"), "{err}");
     let err = stderr(&deepsim(&home, &["compare", "--metric", "ssimm", a, b]));
     assert!(err.contains("unknown metric `ssimm`") && err.contains("delta-e2000"), "{err}");
 }
