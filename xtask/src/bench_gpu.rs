@@ -11,19 +11,26 @@ use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const HELP: &str = "usage: cargo xtask bench-gpu [options]
-
-Builds the deepsim binary with the GPU feature of this machine (cuda where nvidia-smi lists a
-GPU, metal on macOS), runs each benchmark of `deepsim bench` in its own process on the GPU and
-writes results.json and results.md (ms per call, images/s, peak memory). Without a GPU it
-says so and runs the CPU set.
-
-options:
-  --iterations N   timed calls per benchmark, after two warm-up calls (default 10; e.g.
-                   --only deepsim_step_64 --iterations 1000 checks that memory does not grow)
-  --only NAME      run only this benchmark (repeatable)
-  --cpu            run the CPU set even where a GPU is present
-  --out DIR        output folder (default target/bench-gpu)";
+/// Builds the deepsim binary with the GPU feature of this machine (cuda where nvidia-smi lists
+/// a GPU, metal on macOS), runs each benchmark of `deepsim bench` in its own process on the
+/// GPU and writes results.json and results.md (ms per call, images/s, peak memory). Without a
+/// GPU it says so and runs the CPU set.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Timed calls per benchmark, after two warm-up calls (e.g. `--only deepsim_step_64
+    /// --iterations 1000` checks that memory does not grow).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    iterations: u32,
+    /// Run only this benchmark (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Run the CPU set even where a GPU is present.
+    #[arg(long)]
+    cpu: bool,
+    /// Output folder.
+    #[arg(long, default_value = "target/bench-gpu")]
+    out: PathBuf,
+}
 
 /// Where the benchmarks run.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -51,44 +58,6 @@ impl Backend {
     }
 }
 
-#[derive(Debug)]
-struct Options {
-    iterations: usize,
-    only: Vec<String>,
-    cpu: bool,
-    out: PathBuf,
-}
-
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let mut o =
-        Options { iterations: 10, only: Vec::new(), cpu: false, out: "target/bench-gpu".into() };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        match flag.as_str() {
-            "-h" | "--help" => {
-                println!("{HELP}");
-                return Ok(None);
-            }
-            "--cpu" => o.cpu = true,
-            "--iterations" | "--only" | "--out" => {
-                let v = it.next().ok_or_else(|| format!("{flag} needs a value\n\n{HELP}"))?;
-                match flag.as_str() {
-                    "--iterations" => {
-                        o.iterations = v.parse().map_err(|_| format!("--iterations {v}"))?
-                    }
-                    "--only" => o.only.push(v.clone()),
-                    _ => o.out = v.into(),
-                }
-            }
-            _ => return Err(format!("unknown option {flag}\n\n{HELP}").into()),
-        }
-    }
-    if o.iterations == 0 {
-        return Err("--iterations must be at least 1".into());
-    }
-    Ok(Some(o))
-}
-
 /// The GPU of this machine, or why there is none.
 fn detect() -> std::result::Result<Backend, String> {
     if cfg!(target_os = "macos") {
@@ -107,8 +76,7 @@ fn detect() -> std::result::Result<Backend, String> {
 }
 
 /// Runs the task.
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(o) = parse(args)? else { return Ok(()) };
+pub fn run(o: Args) -> Result<()> {
     let backend = if o.cpu {
         Backend::Cpu
     } else {
@@ -156,7 +124,7 @@ fn run_one(
     bin: &Path,
     name: &str,
     backend: Backend,
-    iterations: usize,
+    iterations: u32,
     json: &Path,
 ) -> Result<Option<u64>> {
     let mut child = Command::new(bin)
@@ -261,15 +229,26 @@ mod tests {
 
     #[test]
     fn options_are_checked() {
-        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let o =
-            parse(&args(&["--only", "lrn_fwdbwd", "--cpu", "--iterations", "3"])).unwrap().unwrap();
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let parse =
+            |v: &[&str]| Cli::try_parse_from(std::iter::once("bench-gpu").chain(v.iter().copied()));
+        let o = parse(&["--only", "lrn_fwdbwd", "--cpu", "--iterations", "3"]).unwrap().args;
         assert_eq!(
             (o.only.as_slice(), o.cpu, o.iterations),
             (&["lrn_fwdbwd".to_string()][..], true, 3)
         );
-        assert!(parse(&args(&["--iterations", "0"])).is_err());
-        assert!(parse(&args(&["--only"])).unwrap_err().to_string().contains("needs a value"));
+        assert!(parse(&["--iterations", "0"]).is_err());
+        assert!(parse(&["--only"]).err().unwrap().to_string().contains("a value is required"));
+        assert!(parse(&["--bogus"])
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unexpected argument '--bogus'"));
     }
 
     #[test]

@@ -10,62 +10,37 @@ use std::process::Command;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const HELP: &str = "usage: cargo xtask bench-vs-torch [options]
-
-options:
-  --name NAME       benchmark name shared by both sides
-                    (default alexnet_tv_pool5_b16_227_fwdbwd_in)
-  --package PKG     crate holding the criterion benchmark (default deepsim-kernels)
-  --rounds N        alternations (default 3)
-  --python PATH     Python with torch and torchvision (default ~/.torch-venv/bin/python)
-  --script PATH     bench_torch.py (default ../shared/bench/bench_torch.py)
-  --fma PATH        FMA probe binary built from ../shared/bench/fmapeak/fma.c (optional)";
-
-struct Options {
+/// Runs one deepsim criterion benchmark and its PyTorch twin alternately, several rounds, and
+/// prints both medians.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Benchmark name shared by both sides.
+    #[arg(long, default_value = "alexnet_tv_pool5_b16_227_fwdbwd_in")]
     name: String,
+    /// Crate holding the criterion benchmark.
+    #[arg(long, default_value = "deepsim-kernels")]
     package: String,
-    rounds: usize,
+    /// Alternations.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Python with torch and torchvision.
+    #[arg(long, default_value_os_t = default_python())]
     python: PathBuf,
+    /// bench_torch.py.
+    #[arg(long, default_value = "../shared/bench/bench_torch.py")]
     script: PathBuf,
+    /// FMA probe binary built from ../shared/bench/fmapeak/fma.c (optional).
+    #[arg(long)]
     fma: Option<PathBuf>,
 }
 
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let mut o = Options {
-        name: "alexnet_tv_pool5_b16_227_fwdbwd_in".into(),
-        package: "deepsim-kernels".into(),
-        rounds: 3,
-        python: Path::new(&home).join(".torch-venv/bin/python"),
-        script: "../shared/bench/bench_torch.py".into(),
-        fma: None,
-    };
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{HELP}");
-            return Ok(None);
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n\n{HELP}"))?;
-        match flag.as_str() {
-            "--name" => o.name = value.clone(),
-            "--package" => o.package = value.clone(),
-            "--rounds" => o.rounds = value.parse().map_err(|_| format!("--rounds {value}"))?,
-            "--python" => o.python = value.into(),
-            "--script" => o.script = value.into(),
-            "--fma" => o.fma = Some(value.into()),
-            _ => return Err(format!("unknown option {flag}\n\n{HELP}").into()),
-        }
-    }
-    if o.rounds == 0 {
-        return Err("--rounds must be at least 1".into());
-    }
-    Ok(Some(o))
+/// `~/.torch-venv/bin/python`, where ../shared/bench/README.md installs PyTorch.
+fn default_python() -> PathBuf {
+    Path::new(&std::env::var("HOME").unwrap_or_default()).join(".torch-venv/bin/python")
 }
 
 /// Runs the task.
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(o) = parse(args)? else { return Ok(()) };
+pub fn run(o: Args) -> Result<()> {
     for (what, path) in [("--python", &o.python), ("--script", &o.script)] {
         if !path.exists() {
             return Err(format!(
@@ -105,7 +80,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Median of the criterion benchmark `cpu_<name>`, in ms.
-fn deepsim_ms(o: &Options) -> Result<f64> {
+fn deepsim_ms(o: &Args) -> Result<f64> {
     let id = format!("cpu_{}", o.name);
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["bench", "-p", &o.package, "--bench", "bench_main", "--"])
@@ -118,13 +93,13 @@ fn deepsim_ms(o: &Options) -> Result<f64> {
     let estimates = Path::new("target/criterion").join(&id).join("new/estimates.json");
     let text = std::fs::read_to_string(&estimates)
         .map_err(|e| format!("{}: {e} (no benchmark named {id}?)", estimates.display()))?;
-    Ok(json_number_after(&text, "\"median\"", "\"point_estimate\":")
+    Ok(criterion_median(&text)
         .ok_or_else(|| format!("{}: no median point estimate", estimates.display()))?
         / 1e6)
 }
 
 /// Median of the PyTorch benchmark `name`, in ms, from the script's progress line.
-fn torch_ms(o: &Options, out_dir: &Path) -> Result<f64> {
+fn torch_ms(o: &Args, out_dir: &Path) -> Result<f64> {
     let output = Command::new(&o.python)
         .arg(&o.script)
         .args(["--only", &o.name, "--no-matmul", "--out"])
@@ -155,11 +130,9 @@ fn fma_probe(exe: &Path) -> Result<f64> {
 }
 
 /// The number after `key` that follows the first `section` in a JSON text.
-fn json_number_after(text: &str, section: &str, key: &str) -> Option<f64> {
-    let rest = &text[text.find(section)?..];
-    let rest = rest[rest.find(key)? + key.len()..].trim_start();
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))?;
-    rest[..end].parse().ok()
+/// The median's point estimate of criterion's `estimates.json`.
+fn criterion_median(text: &str) -> Option<f64> {
+    serde_json::from_str::<serde_json::Value>(text).ok()?["median"]["point_estimate"].as_f64()
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -180,8 +153,9 @@ mod tests {
     fn reads_criterion_median() {
         let text = r#"{"mean":{"point_estimate":5.0},"median":{"confidence_interval":
             {"lower_bound":1.0},"point_estimate":1.25e8,"standard_error":3.0}}"#;
-        assert_eq!(json_number_after(text, "\"median\"", "\"point_estimate\":"), Some(1.25e8));
-        assert_eq!(json_number_after(text, "\"nope\"", "\"point_estimate\":"), None);
+        assert_eq!(criterion_median(text), Some(1.25e8));
+        assert_eq!(criterion_median(r#"{"mean":{"point_estimate":5.0}}"#), None);
+        assert_eq!(criterion_median("not json"), None);
     }
 
     #[test]

@@ -9,44 +9,40 @@ use deepsim_comparators::weights::{self, arch::convert_bytes, hub::HubFile, Arch
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn help() -> String {
-    let archs: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
-    format!(
-        "usage: cargo xtask convert-weights --arch ARCH (--input FILE | --hub OWNER/NAME[:FILE]) [--output FILE]
-
-  --arch ARCH     one of: {}
-  --input FILE    .pth/.pt/.bin/.ckpt (PyTorch zip or legacy), .caffemodel, .safetensors
-  --hub SPEC      a safetensors file on the Hugging Face Hub, e.g. timm/vgg16.tv_in1k
-                  (honours HF_HUB_OFFLINE=1; then says where to put a manual download)
-  --output FILE   default: {}/ARCH.safetensors ($DEEPSIM_HOME/weights)",
-        archs.join(", "),
-        weights::weights_dir().display()
-    )
+/// Converts a published weights file (PyTorch zip or legacy, Caffe, safetensors, or a Hub file)
+/// into deepsim's safetensors layout, verified, written atomically into the weights cache.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "hub"])))]
+pub struct Args {
+    /// The architecture the file holds.
+    #[arg(long, value_parser = parse_arch)]
+    arch: Arch,
+    /// .pth/.pt/.bin/.ckpt (PyTorch zip or legacy), .caffemodel, .safetensors.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// A safetensors file on the Hugging Face Hub, OWNER/NAME[:FILE], e.g. timm/vgg16.tv_in1k
+    /// (honours HF_HUB_OFFLINE=1; then says where to put a manual download).
+    #[arg(long, value_parser = parse_hub)]
+    hub: Option<HubFile>,
+    /// Output file (default: $DEEPSIM_HOME/weights/ARCH.safetensors, the weights cache).
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
-/// Runs the task with the arguments after its name.
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut arch, mut input, mut hub, mut output) = (None, None, None, None);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{}", help());
-            return Ok(());
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n\n{}", help()))?;
-        match flag.as_str() {
-            "--arch" => arch = Some(Arch::from_name(value)?),
-            "--input" => input = Some(PathBuf::from(value)),
-            "--hub" => hub = Some(HubFile::parse(value)?),
-            "--output" => output = Some(PathBuf::from(value)),
-            _ => return Err(format!("unknown option {flag}\n\n{}", help()).into()),
-        }
-    }
-    let arch = arch.ok_or_else(|| format!("--arch is required\n\n{}", help()))?;
+fn parse_arch(name: &str) -> std::result::Result<Arch, String> {
+    Arch::from_name(name).map_err(|e| e.to_string())
+}
+
+fn parse_hub(spec: &str) -> std::result::Result<HubFile, String> {
+    HubFile::parse(spec).map_err(|e| e.to_string())
+}
+
+/// Runs the task.
+pub fn run(Args { arch, input, hub, output }: Args) -> Result<()> {
     let input = match (input, hub) {
-        (Some(p), None) => p,
+        (Some(p), _) => p,
         (None, Some(h)) => h.fetch()?,
-        _ => return Err(format!("give exactly one of --input and --hub\n\n{}", help()).into()),
+        (None, None) => return Err("give --input or --hub".into()),
     };
     let output = output.unwrap_or_else(|| weights::cached_path(arch));
     let bytes = read_with_progress(&input)?;

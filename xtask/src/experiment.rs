@@ -18,20 +18,34 @@ use std::time::Instant;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-const HELP: &str = "usage: cargo xtask experiment table2 [options]
+/// The experiments.
+#[derive(clap::Subcommand, Debug)]
+pub enum Experiment {
+    /// Trains the runs of configs/table2/ and configs/cpu-vae.toml on the tiles that `cargo
+    /// xtask fetch-data` writes to target/data/tiles, evaluates them on the tiles of the
+    /// held-out photos with the optimization baseline, draws the figures into docs/results/
+    /// and writes docs/RESULTS.md. About an hour on 2 CPU cores.
+    Table2(Options),
+}
 
-Trains the runs of configs/table2/ and configs/cpu-vae.toml on the tiles that
-`cargo xtask fetch-data` writes to target/data/tiles, evaluates them on the tiles of the
-held-out photos with the optimization baseline, draws the figures into docs/results/ and
-writes docs/RESULTS.md. About an hour on 2 CPU cores.
-
-options:
-  --steps N       override every run's steps (a quick check; RESULTS.md records it)
-  --vae-steps N   override the VAE's steps only (configs/cpu-vae.toml: 3000)
-  --reuse         keep a run whose metrics.jsonl already reaches its steps instead of
-                  training it again (its time is still the sum of its logged step times);
-                  a run is retrained whenever the warm-up it starts from was
-  --bin PATH      use this deepsim binary instead of building target/release/deepsim";
+/// Options of `experiment table2`.
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Override every run's steps (a quick check; RESULTS.md records it).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override the VAE's steps only (configs/cpu-vae.toml: 3000).
+    #[arg(long)]
+    vae_steps: Option<u64>,
+    /// Keep a run whose metrics.jsonl already reaches its steps instead of training it again
+    /// (its time is still the sum of its logged step times); a run is retrained whenever the
+    /// warm-up it starts from was.
+    #[arg(long)]
+    reuse: bool,
+    /// Use this deepsim binary instead of building target/release/deepsim.
+    #[arg(long)]
+    bin: Option<PathBuf>,
+}
 
 /// The shallow and the deep layer inverted (EfficientNet-Lite0 blocks: 24 channels at a
 /// quarter of the side, 112 channels at a sixteenth).
@@ -83,49 +97,6 @@ const PAPER: [(&str, [Cell; 4]); 5] = [
     ("VideoNet CONV5", [None, Some((51, Some(57))), None, None]),
 ];
 
-struct Options {
-    steps: Option<u64>,
-    vae_steps: Option<u64>,
-    reuse: bool,
-    bin: Option<PathBuf>,
-}
-
-fn parse(args: &[String]) -> Result<Option<Options>> {
-    match args.first().map(String::as_str) {
-        Some("table2") => {}
-        Some("-h" | "--help") | None => {
-            println!("{HELP}");
-            return Ok(None);
-        }
-        Some(other) => return Err(format!("unknown experiment `{other}`\n\n{HELP}").into()),
-    }
-    let mut o = Options { steps: None, vae_steps: None, reuse: false, bin: None };
-    let mut it = args[1..].iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{HELP}");
-            return Ok(None);
-        }
-        if flag == "--reuse" {
-            o.reuse = true;
-            continue;
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n\n{HELP}"))?;
-        match flag.as_str() {
-            "--steps" => {
-                o.steps = Some(value.parse().map_err(|_| format!("--steps {value}: not a count"))?)
-            }
-            "--vae-steps" => {
-                o.vae_steps =
-                    Some(value.parse().map_err(|_| format!("--vae-steps {value}: not a count"))?)
-            }
-            "--bin" => o.bin = Some(value.into()),
-            _ => return Err(format!("unknown option {flag}\n\n{HELP}").into()),
-        }
-    }
-    Ok(Some(o))
-}
-
 /// Runs `bin args`, echoing the command; its stdout.
 fn deepsim(bin: &Path, args: &[&str]) -> Result<String> {
     eprintln!("$ deepsim {}", args.join(" "));
@@ -144,10 +115,13 @@ fn deepsim(bin: &Path, args: &[&str]) -> Result<String> {
 /// `run.steps` of a configuration file.
 fn config_steps(config: &str) -> Result<u64> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("{config}: {e}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("steps = "))
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("{config}: no `steps = N` line").into())
+    let value: toml::Table = toml::from_str(&text).map_err(|e| format!("{config}: {e}"))?;
+    value
+        .get("run")
+        .and_then(|r| r.get("steps"))
+        .and_then(toml::Value::as_integer)
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| format!("{config}: no run.steps").into())
 }
 
 /// The last step a run logged and the sum of its logged step times (0, 0 without a log).
@@ -348,8 +322,8 @@ fn spread(files: &[String], n: usize) -> Vec<&str> {
     files.iter().step_by(step).take(n).map(String::as_str).collect()
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    let Some(o) = parse(args)? else { return Ok(()) };
+/// Runs the experiment.
+pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
     let started = Instant::now();
     let (train_tiles, val_tiles) = (images_in(TRAIN)?, images_in(VAL)?);
     if train_tiles.is_empty() || val_tiles.len() < 8 {

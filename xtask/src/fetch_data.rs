@@ -7,25 +7,29 @@ use std::process::Command;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-const HELP: &str = "usage: cargo xtask fetch-data [--out DIR] [--debs DIR]
-
-Downloads four Debian packages (about 175 MB) and builds, in --out (default target/data):
-  photos/train, photos/val   natural photos: scikit-image's sample photos (python3-skimage),
-                             OpenCV's example photos (opencv-doc), MATE's nature backgrounds
-                             (mate-backgrounds, GPL-2+: for local use, never commit them);
-                             one in eight files, chosen by name, goes to val, and so do
-                             scikit-image's chelsea and coffee (the demo's held-out photos)
-  tiles/train, tiles/val     144×144 JPEG tiles of those photos, cut as data/photos' are
-                             (the shorter side resized to 288 and 432, tiles every 96 px,
-                             for train; to 300 and 400, tiles side by side, for val; nearly
-                             flat tiles and tiles of drawings, masks or text dropped): the
-                             data of `experiment table2`.
-                             A photo's tiles stay on its side of the split
-  fashion-mnist/             the four IDX files of Fashion-MNIST (dataset-fashion-mnist, MIT)
-  SOURCES.md, licenses/      package versions and their copyright files
-
-  --debs DIR   where the .deb files are kept (default OUT/debs); existing ones are reused,
-               so a machine without apt-get can use debs downloaded elsewhere";
+/// Downloads four Debian packages (about 175 MB) and builds, in --out:
+///
+/// - photos/train, photos/val: natural photos: scikit-image's sample photos (python3-skimage),
+///   OpenCV's example photos (opencv-doc), MATE's nature backgrounds (mate-backgrounds,
+///   GPL-2+: for local use, never commit them); one in eight files, chosen by name, goes to
+///   val, and so do scikit-image's chelsea and coffee (the demo's held-out photos);
+/// - tiles/train, tiles/val: 144×144 JPEG tiles of those photos, cut as data/photos' are (the
+///   shorter side resized to 288 and 432, tiles every 96 px, for train; to 300 and 400, tiles
+///   side by side, for val; nearly flat tiles and tiles of drawings, masks or text dropped):
+///   the data of `experiment table2`; a photo's tiles stay on its side of the split;
+/// - fashion-mnist/: the four IDX files of Fashion-MNIST (dataset-fashion-mnist, MIT);
+/// - SOURCES.md, licenses/: package versions and their copyright files.
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Output folder.
+    #[arg(long, default_value = "target/data")]
+    out: PathBuf,
+    /// Where the .deb files are kept (default OUT/debs); existing ones are reused, so a
+    /// machine without apt-get can use debs downloaded elsewhere.
+    #[arg(long)]
+    debs: Option<PathBuf>,
+}
 
 /// The photos of scikit-image's sample data that are photographs (not test patterns).
 const SKIMAGE_PHOTOS: &[&str] = &[
@@ -53,22 +57,8 @@ const HELD_OUT: &[&str] = &["skimage_chelsea.png", "skimage_coffee.png"];
 const PACKAGES: &[&str] =
     &["python3-skimage", "opencv-doc", "mate-backgrounds", "dataset-fashion-mnist"];
 
-/// Runs the task with the arguments after its name.
-pub fn run(args: &[String]) -> Result<()> {
-    let (mut out, mut debs) = (PathBuf::from("target/data"), None);
-    let mut it = args.iter();
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            println!("{HELP}");
-            return Ok(());
-        }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value\n\n{HELP}"))?;
-        match flag.as_str() {
-            "--out" => out = PathBuf::from(value),
-            "--debs" => debs = Some(PathBuf::from(value)),
-            _ => return Err(format!("unknown option {flag}\n\n{HELP}").into()),
-        }
-    }
+/// Runs the task.
+pub fn run(Args { out, debs }: Args) -> Result<()> {
     let debs = debs.unwrap_or_else(|| out.join("debs"));
     std::fs::create_dir_all(&debs).map_err(|e| format!("{}: {e}", debs.display()))?;
     let mut roots = BTreeMap::new();

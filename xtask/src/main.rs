@@ -19,33 +19,40 @@ mod fetch_data;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask <task> [options]
+use clap::{Parser, Subcommand};
 
-tasks:
-  bench-gpu        kernel, comparator and train-step benchmarks on the GPU (CPU without one)
-                   with ms, images/s and peak memory (cargo xtask bench-gpu --help)
-  bench-vs-torch   alternate a deepsim benchmark and its PyTorch twin; print medians
-                   (cargo xtask bench-vs-torch --help for options)
-  convert-weights  convert published weights (PyTorch, Caffe, safetensors, Hub) into
-                   deepsim's layout and cache (cargo xtask convert-weights --help)
-  fetch-data       build target/data (photos, Fashion-MNIST) from Debian packages
-                   (cargo xtask fetch-data --help)
-  experiment       train and evaluate the paper's Table 2 at CPU scale, write
-                   docs/RESULTS.md (cargo xtask experiment table2 --help)";
+/// deepsim's developer tasks.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Kernel, comparator and train-step benchmarks on the GPU (CPU without one) with ms,
+    /// images/s and peak memory.
+    BenchGpu(bench_gpu::Args),
+    /// Alternate a deepsim benchmark and its PyTorch twin; print medians.
+    BenchVsTorch(bench_vs_torch::Args),
+    /// Convert published weights (PyTorch, Caffe, safetensors, Hub) into deepsim's layout and
+    /// cache.
+    ConvertWeights(convert_weights::Args),
+    /// Build target/data (photos, tiles, Fashion-MNIST) from Debian packages.
+    FetchData(fetch_data::Args),
+    /// Train and evaluate the paper's Table 2 at CPU scale; write docs/RESULTS.md.
+    #[command(subcommand)]
+    Experiment(experiment::Experiment),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("bench-gpu") => bench_gpu::run(&args[1..]),
-        Some("bench-vs-torch") => bench_vs_torch::run(&args[1..]),
-        Some("convert-weights") => convert_weights::run(&args[1..]),
-        Some("fetch-data") => fetch_data::run(&args[1..]),
-        Some("experiment") => experiment::run(&args[1..]),
-        Some("-h" | "--help") | None => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Some(other) => Err(format!("unknown task `{other}`\n\n{USAGE}").into()),
+    let result = match Cli::parse().task {
+        Task::BenchGpu(a) => bench_gpu::run(a),
+        Task::BenchVsTorch(a) => bench_vs_torch::run(a),
+        Task::ConvertWeights(a) => convert_weights::run(a),
+        Task::FetchData(a) => fetch_data::run(a),
+        Task::Experiment(e) => experiment::run(e),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
