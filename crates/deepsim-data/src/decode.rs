@@ -170,23 +170,31 @@ fn jpeg_components(bytes: &[u8]) -> Option<u8> {
 pub fn decode(path: &Path, mode: ColorMode) -> Result<(DynamicImage, Vec<Conversion>), SkipReason> {
     // One read: the format, the JPEG checks and the decoder all use these bytes.
     let bytes = std::fs::read(path).map_err(|e| SkipReason::Unreadable(e.to_string()))?;
+    decode_bytes(&bytes, mode)
+}
+
+/// [`decode`] on a file's bytes, already in memory. Any input gives an image or a
+/// [`SkipReason`]: never a panic, and never an allocation beyond [`MAX_PIXELS`]' worth.
+pub fn decode_bytes(
+    bytes: &[u8],
+    mode: ColorMode,
+) -> Result<(DynamicImage, Vec<Conversion>), SkipReason> {
     if bytes.is_empty() {
         return Err(SkipReason::ZeroBytes);
     }
     let format = sniff(&bytes[..bytes.len().min(32)])?;
     let mut cmyk = false;
     if format == ImageFormat::Jpeg {
-        if !jpeg_is_complete(&bytes) {
+        if !jpeg_is_complete(bytes) {
             return Err(SkipReason::Corrupt(
                 "JPEG data ends before its end-of-image marker".into(),
             ));
         }
         // The JPEG decoder reports the converted type; the frame header tells CMYK apart.
-        cmyk = jpeg_components(&bytes) == Some(4);
+        cmyk = jpeg_components(bytes) == Some(4);
     }
-    let decoder = ImageReader::with_format(Cursor::new(&bytes[..]), format)
-        .into_decoder()
-        .map_err(classify)?;
+    let decoder =
+        ImageReader::with_format(Cursor::new(bytes), format).into_decoder().map_err(classify)?;
     // The header is read; nothing is allocated for the pixels yet. A few bytes can declare
     // 100000×100000 pixels, and allocating that aborts the process: refuse it here.
     let (width, height) = decoder.dimensions();

@@ -49,7 +49,8 @@ pub use cache::{
 pub use cifar::{Cifar10, CIFAR10_CLASSES, CIFAR10_RECORD};
 pub use dataset::{stack, Dataset, Sample, Stacked};
 pub use decode::{
-    decode, probe, ColorMode, IMAGE_EXTENSIONS, MAX_PIXELS, UNSUPPORTED_IMAGE_EXTENSIONS,
+    decode, decode_bytes, probe, ColorMode, IMAGE_EXTENSIONS, MAX_PIXELS,
+    UNSUPPORTED_IMAGE_EXTENSIONS,
 };
 pub use error::{Error, Result};
 pub use folder::{FolderConfig, ImageFolder, Labels, Validation};
