@@ -9,12 +9,14 @@
 //! - `fetch-data`: builds a larger local image set and Fashion-MNIST from Debian packages.
 //! - `experiment table2`: trains and evaluates the paper's Table 2 at CPU scale and writes
 //!   `docs/RESULTS.md`.
+//! - `tidy`: the repository's rules that no compiler checks (also run by its test).
 
 mod bench_gpu;
 mod bench_vs_torch;
 mod convert_weights;
 mod experiment;
 mod fetch_data;
+mod tidy;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -44,6 +46,9 @@ enum Task {
     /// Train and evaluate the paper's Table 2 at CPU scale; write docs/RESULTS.md.
     #[command(subcommand)]
     Experiment(experiment::Experiment),
+    /// Check the rules no compiler checks: crate edges against docs/ARCHITECTURE.md, a `//!`
+    /// line on every Rust file, no should_panic or ignore, anyhow only in binaries.
+    Tidy,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Task::ConvertWeights(a) => convert_weights::run(a),
         Task::FetchData(a) => fetch_data::run(a),
         Task::Experiment(e) => experiment::run(e),
+        Task::Tidy => tidy::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
