@@ -3,6 +3,8 @@
 
 #[path = "../../deepsim-comparators/tests/common/mod.rs"]
 mod common;
+#[path = "../../deepsim-data/tests/common/mod.rs"]
+mod data_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -260,18 +262,8 @@ fn damaged_and_oversized_images_are_refused_by_name() {
     image::open(&coffee).unwrap().save(&cut).unwrap();
     let bytes = std::fs::read(&cut).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    // PNG signature, an IHDR declaring 100000×100000 8-bit RGB, a tiny IDAT, an IEND.
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-        let mut c = (data.len() as u32).to_be_bytes().to_vec();
-        c.extend(&body);
-        c.extend(crc32(&body).to_be_bytes());
-        c
-    };
-    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
-    bomb.extend(chunk(b"IHDR", &[0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0, 8, 2, 0, 0, 0]));
-    bomb.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0, 0, 0, 1, 0, 1]));
-    bomb.extend(chunk(b"IEND", &[]));
+    // A PNG of a few dozen bytes declaring 100000×100000 pixels.
+    let bomb = data_common::png_declaring(100_000, 100_000);
     let bomb_path = home.join("bomb.png");
     std::fs::write(&bomb_path, &bomb).unwrap();
     let (cut_s, bomb_s, dir_s) =
@@ -381,18 +373,6 @@ fn unreasonable_sizes_are_refused_up_front() {
     let err =
         stderr(&deepsim(&home, &["sample", "--checkpoint", c, "--n", "1000000", "--out", "o"]));
     assert!(err.contains("--n") && err.contains("1..=4096"), "{err}");
-}
-
-/// CRC-32 (IEEE) of PNG chunk bytes.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// deepsim-metrics' test signal (two sines and a chirp), as f32 samples.

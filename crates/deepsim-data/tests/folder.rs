@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fixture, pattern, save, temp_dir};
+use common::{crc32, fixture, pattern, png_declaring, save, temp_dir};
 use deepsim_data::{
     ColorMode, Conversion, Crop, Dataset, Error, Filter, FolderConfig, ImageFolder, Labels, Rng,
     SkipReason, Transform, Validation,
@@ -305,38 +305,6 @@ fn resize_and_centre_crop_match_pillow_geometry() {
     assert_eq!(px[10 * 56], 0.0);
     assert_eq!(px[10 * 56 + 55], 1.0);
     assert!(px[10 * 56 + 26] < 0.05 && px[10 * 56 + 29] > 0.95);
-}
-
-/// CRC-32 (IEEE, reflected 0xEDB88320) of PNG chunk bytes.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
-}
-
-/// A PNG of a few dozen bytes whose header declares `w`×`h` RGB pixels.
-fn png_declaring(w: u32, h: u32) -> Vec<u8> {
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut c = (data.len() as u32).to_be_bytes().to_vec();
-        let body: Vec<u8> = kind.iter().chain(data).copied().collect();
-        c.extend(&body);
-        c.extend(crc32(&body).to_be_bytes());
-        c
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend(h.to_be_bytes());
-    ihdr.extend([8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    // zlib stream of a few zero bytes.
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]));
-    png.extend(chunk(b"IEND", &[]));
-    png
 }
 
 #[test]
