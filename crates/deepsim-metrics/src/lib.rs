@@ -1,7 +1,9 @@
 //! Perceptual measures beyond deep features, for candle: the structural similarity family
 //! ([`ssim`], [`ms_ssim`], [`psnr`]) and colour ([`srgb_to_lab`] and back, [`delta_e76`],
 //! [`delta_e2000`], the opponent colour space and [`opponent_loss`]), and priors
-//! ([`total_variation`], the ε = JND colour loss [`jnd_insensitive_loss`]), and spectrogram
+//! ([`total_variation`], [`alpha_norm`], the ε = JND colour loss [`jnd_insensitive_loss`]),
+//! measures of reconstructions ([`normalized_error`], the paper's Table 2 measure, and
+//! [`edge_ratio`]), and spectrogram
 //! losses for audio ([`stft`], [`spectrogram_distance`], [`multi_resolution_stft_loss`]). Each is differentiable
 //! where it serves as a loss, and checked against published values (the CIEDE2000 test data of
 //! Sharma, Wu & Dalal) and reference implementations (scikit-image, pytorch-msssim).
@@ -24,6 +26,7 @@ mod audio;
 mod color;
 mod error;
 mod priors;
+mod reconstruction;
 mod ssim;
 
 pub use audio::{
@@ -35,5 +38,6 @@ pub use color::{
     srgb_to_linear, srgb_to_opponent, Ciede2000Weights,
 };
 pub use error::{Error, Result};
-pub use priors::{jnd_insensitive_loss, total_variation, JND_DELTA_E};
+pub use priors::{alpha_norm, jnd_insensitive_loss, total_variation, JND_DELTA_E};
+pub use reconstruction::{edge_ratio, normalized_error};
 pub use ssim::{ms_ssim, psnr, ssim, SsimConfig, MS_SSIM_WEIGHTS};

@@ -69,3 +69,26 @@ pub fn jnd_insensitive_loss(a: &Tensor, b: &Tensor, epsilon: Option<f64>) -> Res
     let d = delta_e2000(&srgb_to_lab(a)?, &srgb_to_lab(b)?, Ciede2000Weights::default())?;
     Ok((d - eps)?.relu()?.flatten_from(1)?.mean(1)?)
 }
+
+/// The α-norm prior of each image of `x` `[N, …]` in [0, 1]: the mean of |2x − 1|^α. `[N]`.
+///
+/// # Errors
+/// Tensor errors.
+pub fn alpha_norm(x: &Tensor, alpha: i32) -> Result<Tensor> {
+    let centred = ((x * 2.0)? - 1.0)?.abs()?.flatten_from(1)?;
+    Ok(centred.powf(alpha as f64)?.mean(1)?)
+}
+
+#[cfg(test)]
+mod alpha_tests {
+    use super::*;
+
+    #[test]
+    fn alpha_norm_by_hand() {
+        // |2x − 1|^6: 0 at grey, 1 at the bounds, 0.5^6 at 0.75.
+        let x = Tensor::from_vec(vec![0.5f32, 1.0, 0.0, 0.75], (4, 1, 1, 1), &candle::Device::Cpu)
+            .unwrap();
+        let a = alpha_norm(&x, 6).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, [0.0, 1.0, 1.0, 0.015625]);
+    }
+}

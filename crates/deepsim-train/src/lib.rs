@@ -28,14 +28,16 @@ pub use config::{
     FeatureNormName, GeneratorPreset, GeneratorSection, LossConfig, OptimConfig, RunConfig,
     TapList, Task, TrainConfig, VaeSection,
 };
+pub use deepsim_metrics::alpha_norm;
+pub use deepsim_metrics::{edge_ratio, normalized_error};
 pub use error::{Error, Result};
-pub use eval::{edge_ratio, normalized_error, PerceptualDistance};
+pub use eval::PerceptualDistance;
 pub use images::{write_curves, write_grid, write_image, write_labelled_grid};
 pub use init::seeded;
 pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;
 pub use optim::{
-    alpha_norm, inversion_objective, invert_by_optimization, OptimInversion, OptimInversionConfig,
+    inversion_objective, invert_by_optimization, OptimInversion, OptimInversionConfig,
 };
 pub use trainer::{parse_log, StepLog, Trainer};
 pub use workload::{normal, StepWorkload};

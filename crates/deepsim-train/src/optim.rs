@@ -8,6 +8,7 @@ use std::sync::Arc;
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use deepsim_comparators::{Comparator, Tap};
+use deepsim_metrics::alpha_norm;
 
 use crate::adam::Adam;
 use crate::config::OptimConfig;
@@ -89,15 +90,6 @@ pub fn inversion_objective(
 fn tv_prior(x: &Tensor) -> Result<Tensor> {
     let (_, c, h, w) = x.dims4()?;
     Ok((deepsim_metrics::total_variation(x, 2.0)? / (c * h * w) as f64)?)
-}
-
-/// The α-norm prior of each image of `x` `[N, …]` in [0, 1]: the mean of |2x − 1|^α. `[N]`.
-///
-/// # Errors
-/// Tensor errors.
-pub fn alpha_norm(x: &Tensor, alpha: i32) -> Result<Tensor> {
-    let centred = ((x * 2.0)? - 1.0)?.abs()?.flatten_from(1)?;
-    Ok(centred.powf(alpha as f64)?.mean(1)?)
 }
 
 /// Reconstructs images from `target`, the features of `encoder` at `tap` (as
@@ -201,9 +193,6 @@ mod tests {
         assert_eq!(scalars(&tv.unwrap()), [0.0, 0.1875]);
         assert_eq!(scalars(&tv_prior(&checker).unwrap()), [0.5]);
         assert!(tv_prior(&t(vec![0.0; 3], (1, 1, 1, 3))).is_err());
-        // |2x − 1|^6: 0 at grey, 1 at the bounds, 0.5^6 at 0.75.
-        let a = alpha_norm(&t(vec![0.5, 1.0, 0.0, 0.75], (4, 1, 1, 1)), 6).unwrap();
-        assert_eq!(scalars(&a), [0.0, 1.0, 1.0, 0.015625]);
     }
 
     #[test]
