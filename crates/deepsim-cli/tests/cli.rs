@@ -681,7 +681,9 @@ fn train_then_invert_interpolate_and_sample() {
         &["ablation", "--checkpoint", &c, "--checkpoint", &c, "--out", &abl, &t0, &t1],
     ));
     assert!(out.contains("row 3: DeePSiM alexnet-random conv5 ("), "{out}");
-    assert_eq!(png_size(&fig.join("ablation.png")), (2 * 66 + 2, 3 * 66 + 2));
+    // Rows labelled with their methods: the longest, "DeePSiM alexnet-random conv5", is 28
+    // glyphs of 8 pixels, plus 8 of margin.
+    assert_eq!(png_size(&fig.join("ablation.png")), (28 * 8 + 8 + 2 * 66 + 2, 3 * 66 + 2));
     let err = stderr(&deepsim(
         &home,
         &["reencode", "--checkpoint", &c, "--iterations", "0", "--out", &reencode, &t0],
