@@ -711,7 +711,7 @@ fn train_then_invert_interpolate_and_sample() {
             &s(&tiles[1]),
         ],
     ));
-    assert!(err.contains("--steps 1"), "{err}");
+    assert!(err.contains("'1' for '--steps") && err.contains("2..=256"), "{err}");
     let missing = inv.join("missing.png");
     let err = stderr(&deepsim(
         &home,
