@@ -341,6 +341,7 @@ pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
     let mut timings = Vec::new();
     // Runs trained in this invocation: a run whose warm-up is among them is trained again.
     let mut trained: BTreeSet<String> = BTreeSet::new();
+    let mut reused = 0;
     let mut train =
         |config: &str, out: &str, init: Option<&str>, steps: Option<u64>| -> Result<()> {
             let steps = match steps {
@@ -354,6 +355,8 @@ pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
                 let n = steps.to_string();
                 deepsim(&bin, &["train", config, "--steps", &n])?;
                 trained.insert(out.to_owned());
+            } else {
+                reused += 1;
             }
             let (last, seconds) = logged_steps(out);
             if last != steps {
@@ -507,11 +510,13 @@ pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
         if o.reuse { " --reuse" } else { "" },
         machine(),
         total / 60.0,
-        if o.reuse {
-            " (with --reuse: runs already trained to their steps were kept, and their \
-             training is not in this time; the training table gives their logged times)"
+        if reused > 0 {
+            format!(
+                " ({reused} runs already trained to their steps were kept (--reuse), and their \
+                 training is not in this time; the training table gives their logged times)"
+            )
         } else {
-            ""
+            String::new()
         }
     ));
     doc.push_str(&format!(
