@@ -304,16 +304,12 @@ fn paper_table() -> String {
 }
 
 /// The image files of `dir`, sorted by name.
-fn images_in(dir: &str) -> Result<Vec<String>> {
-    let mut files: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{dir}: {e}; run `cargo xtask fetch-data` first"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
+fn images_in(dir: &str) -> Vec<String> {
+    crate::fetch_data::files_under(Path::new(dir))
+        .into_iter()
+        .filter(|p| crate::fetch_data::is_photo_name(p))
         .map(|p| p.display().to_string())
-        .collect();
-    files.sort();
-    Ok(files)
+        .collect()
 }
 
 /// `n` of `files`, evenly spaced, the first included.
@@ -325,7 +321,7 @@ fn spread(files: &[String], n: usize) -> Vec<&str> {
 /// Runs the experiment.
 pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
     let started = Instant::now();
-    let (train_tiles, val_tiles) = (images_in(TRAIN)?, images_in(VAL)?);
+    let (train_tiles, val_tiles) = (images_in(TRAIN), images_in(VAL));
     if train_tiles.is_empty() || val_tiles.len() < 8 {
         return Err(format!(
             "{TRAIN} has {} tiles and {VAL} {}: run `cargo xtask fetch-data` first",

@@ -292,7 +292,8 @@ fn find_dir(root: &Path, suffix: &str) -> Option<PathBuf> {
     children.into_iter().filter(|p| p.is_dir()).find_map(|p| find_dir(&p, suffix))
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, recursively, sorted (none if it cannot be read).
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -310,7 +311,8 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn is_photo_name(p: &Path) -> bool {
+/// Whether a file name ends in .jpg, .jpeg or .png (any case).
+pub(crate) fn is_photo_name(p: &Path) -> bool {
     let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     matches!(ext.as_str(), "jpg" | "jpeg" | "png")
 }

@@ -118,14 +118,20 @@ fn read_up_to(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// RGBA); larger headers are refused as [`SkipReason::TooLarge`] before any allocation.
 pub const MAX_PIXELS: u64 = 1 << 28;
 
+/// [`SkipReason::TooLarge`] for a header declaring more than [`MAX_PIXELS`].
+fn within_limit(width: u32, height: u32) -> Result<(), SkipReason> {
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(SkipReason::TooLarge { width, height });
+    }
+    Ok(())
+}
+
 /// The image's width and height, from its header only.
 /// Headers declaring more than [`MAX_PIXELS`] are refused as [`SkipReason::TooLarge`], as
 /// [`decode`] would refuse them.
 pub fn probe(path: &Path) -> Result<(u32, u32), SkipReason> {
     let (width, height) = open(path)?.into_dimensions().map_err(classify)?;
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(SkipReason::TooLarge { width, height });
-    }
+    within_limit(width, height)?;
     Ok((width, height))
 }
 
@@ -198,9 +204,7 @@ pub fn decode_bytes(
     // The header is read; nothing is allocated for the pixels yet. A few bytes can declare
     // 100000×100000 pixels, and allocating that aborts the process: refuse it here.
     let (width, height) = decoder.dimensions();
-    if u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(SkipReason::TooLarge { width, height });
-    }
+    within_limit(width, height)?;
     cmyk |= matches!(
         decoder.original_color_type(),
         ExtendedColorType::Cmyk8 | ExtendedColorType::Cmyk16
