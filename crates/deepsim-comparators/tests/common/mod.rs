@@ -109,9 +109,10 @@ pub fn photo(name: &str) -> candle::Tensor {
     candle::Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &candle::Device::Cpu).unwrap()
 }
 
-/// A fresh directory under the system's temporary directory.
+/// A fresh directory under cargo's `target/tmp` (emptied first; reused by the next run, so
+/// repeated test runs leave one copy, and a clean clone's CI leaves none outside its tree).
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deepsim-{name}-{}", std::process::id()));
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

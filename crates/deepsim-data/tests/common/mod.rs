@@ -8,9 +8,10 @@ use std::process::Command;
 
 use image::{DynamicImage, Rgb, RgbImage};
 
-/// A fresh directory under the system's temporary directory.
+/// A fresh directory under cargo's `target/tmp` (emptied first; reused by the next run, so
+/// repeated test runs leave one copy, and a clean clone's CI leaves none outside its tree).
 pub fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("deepsim-data-{name}-{}", std::process::id()));
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-data-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
