@@ -13,8 +13,10 @@ use candle::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use crate::error::{Error, Result};
 use crate::reduction::Reduction;
 
-/// The adversarial objective.
+/// The adversarial objective (`logistic`, `hinge` or `least_squares` with serde).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum AdversarialKind {
     /// The paper's (and the original GAN's) log-loss: discriminator
     /// `softplus(−l_real) + softplus(l_fake)`, generator `softplus(−l_fake)` (the

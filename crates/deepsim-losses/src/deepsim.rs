@@ -3,6 +3,8 @@
 //! reported on its own; the discriminator's pause rule; and the adaptive adversarial weight of
 //! later work (Esser et al. 2021, taming transformers).
 
+use std::sync::Arc;
+
 use candle::{Tensor, Var};
 
 use crate::adversarial::{generator_loss, AdversarialKind};
@@ -10,7 +12,50 @@ use crate::error::{Error, Result};
 use crate::feature::FeatureLoss;
 use crate::image::{image_loss, ImageDistance};
 use crate::kl::kl_divergence;
+use crate::lpips::LpipsLoss;
 use crate::reduction::Reduction;
+
+/// The feature term L_feat of the objective.
+#[derive(Clone)]
+pub enum FeatureTerm {
+    /// `Σ ‖C(G(y)) − C(x)‖²` at taps of a comparator: the paper's.
+    Taps(FeatureLoss),
+    /// A learned perceptual metric (LPIPS, ST-LPIPS) between G(y) and x: the comparator's
+    /// features unit-normalized per channel, weighted by heads fitted to human judgments.
+    Metric(Arc<LpipsLoss>),
+}
+
+impl From<FeatureLoss> for FeatureTerm {
+    fn from(f: FeatureLoss) -> Self {
+        FeatureTerm::Taps(f)
+    }
+}
+
+impl From<LpipsLoss> for FeatureTerm {
+    fn from(m: LpipsLoss) -> Self {
+        FeatureTerm::Metric(Arc::new(m))
+    }
+}
+
+impl FeatureTerm {
+    /// The term between `generated` and `target` (the target's taps precomputed in `want`).
+    fn value(
+        &self,
+        generated: &Tensor,
+        target: &Tensor,
+        want: Option<&[Tensor]>,
+    ) -> Result<Tensor> {
+        match (self, want) {
+            (FeatureTerm::Taps(f), Some(want)) => Ok(f.forward_to(generated, want)?.total),
+            (FeatureTerm::Taps(f), None) => Ok(f.forward(generated, target)?.total),
+            (FeatureTerm::Metric(m), None) => Ok(m.forward(generated, target)?.0),
+            (FeatureTerm::Metric(_), Some(_)) => Err(Error::Config {
+                what: "StepInputs::target_features",
+                reason: "a learned metric compares images: it takes no precomputed features".into(),
+            }),
+        }
+    }
+}
 
 /// The weights λ of the DeePSiM objective. A weight of 0 switches its term off (it is not
 /// computed): the paper's ablations.
@@ -108,20 +153,21 @@ pub struct StepInputs<'a> {
 #[derive(Clone)]
 pub struct DeepSimLoss {
     weights: DeepSimWeights,
-    feature: Option<FeatureLoss>,
+    feature: Option<FeatureTerm>,
     adversarial: AdversarialKind,
     reduction: Reduction,
     adaptive: Option<AdaptiveAdversarialWeight>,
 }
 
 impl DeepSimLoss {
-    /// The objective with `weights`; `feature` is required when λ_feat > 0.
+    /// The objective with `weights`; `feature` (a [`FeatureLoss`] or an [`LpipsLoss`], through
+    /// [`FeatureTerm`]'s `From`) is required when λ_feat > 0.
     ///
     /// # Errors
     /// A weight out of range, or λ_feat > 0 without a feature loss.
     pub fn new(
         weights: DeepSimWeights,
-        feature: Option<FeatureLoss>,
+        feature: Option<FeatureTerm>,
         adversarial: AdversarialKind,
         reduction: Reduction,
     ) -> Result<Self> {
@@ -129,7 +175,8 @@ impl DeepSimLoss {
         if weights.feat > 0.0 && feature.is_none() {
             return Err(Error::Config {
                 what: "DeepSimLoss",
-                reason: "λ_feat > 0 needs a FeatureLoss (a comparator and taps)".into(),
+                reason: "λ_feat > 0 needs a feature term (a comparator and taps, or a metric)"
+                    .into(),
             });
         }
         Ok(Self { weights, feature, adversarial, reduction, adaptive: None })
@@ -168,11 +215,10 @@ impl DeepSimLoss {
                         reason: "the target's features were precomputed at phase (0, 0)".into(),
                     })
                 }
-                (Some(want), None) => f.forward_to(generated, want)?.total,
-                (None, None) => f.forward(generated, target)?.total,
+                (want, None) => f.value(generated, target, want)?,
                 (None, Some(phase)) => {
                     let (a, b) = (phase_crop(generated, phase)?, phase_crop(target, phase)?);
-                    f.forward(&a, &b)?.total
+                    f.value(&a, &b, None)?
                 }
             }),
             _ => None,
@@ -303,7 +349,10 @@ impl DiscriminatorPause {
 
 /// The adaptive adversarial weight of Esser et al. (2021): `λ = ‖∇_w L_rec‖ / (‖∇_w L_adv‖ +
 /// 10⁻⁴)` at the generator's last layer `w`, clamped to `[0, max]`, and 0 before `start_step`.
+/// With serde, every field may be left out (its default is taken).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct AdaptiveAdversarialWeight {
     /// Steps before the adversarial term starts (the weight is 0 until then).
     pub start_step: u64,

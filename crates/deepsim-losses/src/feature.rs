@@ -10,8 +10,10 @@ use deepsim_comparators::{Comparator, Tap};
 use crate::error::{same_shape, Error, Result};
 use crate::reduction::{per_sample_mean, per_sample_sum, Reduction};
 
-/// How a tap's squared differences are summed within a sample.
+/// How a tap's squared differences are summed within a sample (`sum` or `mean` with serde).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum FeatureNorm {
     /// `‖C(a) − C(b)‖²`, the sum over the tap's elements: the paper's L_feat.
     #[default]

@@ -46,7 +46,7 @@ pub use adversarial::{
 };
 pub use deepsim::{
     AdaptiveAdversarialWeight, DeepSimLoss, DeepSimTerms, DeepSimWeights, DiscriminatorPause,
-    StepInputs,
+    FeatureTerm, StepInputs,
 };
 pub use error::{Error, Result};
 pub use feature::{feature_loss, FeatureLoss, FeatureLossOutput, FeatureNorm};

@@ -9,7 +9,7 @@ use deepsim_losses::{
     discriminator_loss, diversity_penalty, generator_loss, image_loss, kl_divergence,
     perceptual_gradient_norm, softplus, two_way_logit, AdaptiveAdversarialWeight, AdversarialKind,
     DeepSimLoss, DeepSimWeights, DiscriminatorPause, Error, FeatureLoss, FeatureNorm,
-    ImageDistance, Reduction, StepInputs,
+    ImageDistance, LpipsLoss, Reduction, StepInputs,
 };
 
 const CPU: Device = Device::Cpu;
@@ -272,9 +272,13 @@ fn deepsim_loss_weights_terms_and_switches_them_off() {
     let (mu, lv) = (t(&[0.5, -1.0, 2.0, 0.1], &[2, 2]), t(&[0.0, -0.5, 0.3, -2.0], &[2, 2]));
     let paper = DeepSimWeights::paper_alexnet_conv5();
     assert_eq!((paper.feat, paper.adv, paper.img, paper.kl), (0.01, 100.0, 2e-6, 20.0));
-    let loss =
-        DeepSimLoss::new(paper, Some(feature.clone()), AdversarialKind::Logistic, Reduction::Sum)
-            .unwrap();
+    let loss = DeepSimLoss::new(
+        paper,
+        Some(feature.clone().into()),
+        AdversarialKind::Logistic,
+        Reduction::Sum,
+    )
+    .unwrap();
     let inputs =
         StepInputs { fake_logits: Some(&fake), posterior: Some((&mu, &lv)), ..Default::default() };
     let terms = loss.generator_terms(&a, &b, inputs).unwrap();
@@ -288,7 +292,8 @@ fn deepsim_loss_weights_terms_and_switches_them_off() {
     // Ablation: λ_adv = 0 removes the term and its input requirement.
     let no_adv = DeepSimWeights { adv: 0.0, ..paper };
     let loss =
-        DeepSimLoss::new(no_adv, Some(feature), AdversarialKind::Logistic, Reduction::Sum).unwrap();
+        DeepSimLoss::new(no_adv, Some(feature.into()), AdversarialKind::Logistic, Reduction::Sum)
+            .unwrap();
     let inputs = StepInputs { posterior: Some((&mu, &lv)), ..Default::default() };
     let terms = loss.generator_terms(&a, &b, inputs).unwrap();
     assert!(terms.adv.is_none() && terms.feat.is_some());
@@ -477,9 +482,13 @@ fn feature_phase_crops_both_images_one_pixel_at_its_corner() {
     let feature =
         FeatureLoss::new(toy, &[(Tap::Conv1, 1.0)], FeatureNorm::Sum, Reduction::Sum).unwrap();
     let only_feat = DeepSimWeights { feat: 1.0, adv: 0.0, img: 0.0, kl: 0.0, pixel_scale: 1.0 };
-    let loss =
-        DeepSimLoss::new(only_feat, Some(feature), AdversarialKind::Logistic, Reduction::Sum)
-            .unwrap();
+    let loss = DeepSimLoss::new(
+        only_feat,
+        Some(feature.into()),
+        AdversarialKind::Logistic,
+        Reduction::Sum,
+    )
+    .unwrap();
     // a = [[0 1 2] [3 4 5] [6 7 8]], b = 0: the toy's conv1 is 2x, so the term is 4·Σ a² over
     // the 2×2 window that starts at (dy, dx).
     let a = t(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], &[1, 1, 3, 3]);
@@ -510,4 +519,61 @@ fn feature_phase_crops_both_images_one_pixel_at_its_corner() {
     };
     let e = loss.generator_terms(&a, &b, both).unwrap_err();
     assert!(e.to_string().contains("feature_phase"), "{e}");
+}
+
+#[test]
+fn a_learned_metric_as_the_feature_term() {
+    // Two 2×3×32×32 images of smooth gradients in [0, 1], and ST-LPIPS-alex (shipped weights).
+    let img = |k: f64| -> Tensor {
+        let v: Vec<f64> = (0..2 * 3 * 32 * 32)
+            .map(|i| {
+                let (c, y, x) = ((i / 1024) % 3, (i / 32) % 32, i % 32);
+                0.5 + 0.4 * ((k * x as f64 / 7.0 + y as f64 / 11.0 + c as f64).sin())
+            })
+            .collect();
+        t(&v, &[2, 3, 32, 32]).to_dtype(DType::F32).unwrap()
+    };
+    let (a, b) = (img(1.0), img(1.7));
+    let lpips = || {
+        deepsim_comparators::Lpips::pretrained_shift_tolerant(
+            deepsim_comparators::ShiftTolerantTrunk::Alex,
+            None,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let metric = lpips();
+    let by_metric = |a: &Tensor, b: &Tensor| -> f64 {
+        let d = vals(&metric.forward(a, b).unwrap().distance);
+        d.iter().sum::<f64>() / d.len() as f64
+    };
+    let weights = DeepSimWeights { feat: 3.0, adv: 0.0, img: 2.0, kl: 0.0, pixel_scale: 1.0 };
+    let loss = DeepSimLoss::new(
+        weights,
+        Some(LpipsLoss::new(lpips(), Reduction::Mean).into()),
+        AdversarialKind::Logistic,
+        Reduction::Mean,
+    )
+    .unwrap();
+    let terms = loss.generator_terms(&a, &b, StepInputs::default()).unwrap();
+    let feat = vals(terms.feat.as_ref().unwrap())[0];
+    let want = by_metric(&a, &b);
+    assert!(want > 0.01 && (feat - want).abs() < 1e-5 * want, "{feat} vs {want}");
+    // L_img: ‖a − b‖² per image, averaged over the batch.
+    let sq = vals(&(&a - &b).unwrap().sqr().unwrap().sum_all().unwrap())[0] / 2.0;
+    assert!((vals(terms.img.as_ref().unwrap())[0] - sq).abs() < 1e-5 * sq);
+    let total = vals(&terms.total)[0];
+    assert!((total - (3.0 * want + 2.0 * sq)).abs() < 1e-5 * total, "{total}");
+    // With phase jitter, the metric compares the two images cropped one pixel at (dy, dx).
+    let crop = |x: &Tensor| x.narrow(2, 1, 31).unwrap().narrow(3, 0, 31).unwrap();
+    let inputs = StepInputs { feature_phase: Some((1, 0)), ..Default::default() };
+    let terms = loss.generator_terms(&a, &b, inputs).unwrap();
+    let want = by_metric(&crop(&a), &crop(&b));
+    let feat = vals(terms.feat.as_ref().unwrap())[0];
+    assert!((feat - want).abs() < 1e-5 * want, "{feat} vs {want}");
+    // A metric takes images, not precomputed features.
+    let features = [a.clone()];
+    let inputs = StepInputs { target_features: Some(&features), ..Default::default() };
+    let err = loss.generator_terms(&a, &b, inputs).unwrap_err().to_string();
+    assert!(err.contains("learned metric"), "{err}");
 }

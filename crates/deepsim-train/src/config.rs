@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -110,6 +111,31 @@ pub struct DataConfig {
     /// Random horizontal flips in training.
     #[serde(default = "yes")]
     pub flip: bool,
+    /// What `train` and `val` are: `folder` (image files, searched recursively; the default),
+    /// `idx` (IDX image files such as MNIST's and Fashion-MNIST's `*-images-idx3-ubyte[.gz]`,
+    /// grey made RGB) or `cifar10` (the `cifar-10-batches-bin` directory; `train` and `val`
+    /// may name the same one: the training batches and the test batch are taken).
+    #[serde(default)]
+    pub format: DataFormat,
+    /// Cache the encoder's features of the training images in this directory (task `invert`):
+    /// built on the first run (resumably), reused when the data, encoder, weights and tap are
+    /// the same, rebuilt otherwise. The encoder then runs only for the sample grids. Needs a
+    /// deterministic view of the data: `flip = false` and `resize = crop`.
+    #[serde(default)]
+    pub feature_cache: Option<PathBuf>,
+}
+
+/// `data.format`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// A folder of image files.
+    #[default]
+    Folder,
+    /// An IDX images file.
+    Idx,
+    /// CIFAR-10's binary batches.
+    Cifar10,
 }
 
 /// `[encoder]`.
@@ -187,14 +213,36 @@ pub enum DiscriminatorPreset {
     Paper,
 }
 
-/// How the feature difference is reduced.
+/// A learned perceptual metric as the feature term (`loss.metric`).
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum FeatureNormName {
-    /// ‖·‖², the paper's.
-    Sum,
-    /// Mean over the tap's elements.
-    Mean,
+pub enum MetricName {
+    /// ST-LPIPS over the shift-tolerant AlexNet (weights ship with deepsim).
+    #[serde(rename = "stlpips-alex")]
+    StlpipsAlex,
+    /// ST-LPIPS over the shift-tolerant VGG16.
+    #[serde(rename = "stlpips-vgg")]
+    StlpipsVgg,
+    /// LPIPS over AlexNet (trunk `alexnet`, heads `lpips-alex`).
+    #[serde(rename = "lpips-alex")]
+    LpipsAlex,
+    /// LPIPS over VGG16 (trunk `vgg16`, heads `lpips-vgg`).
+    #[serde(rename = "lpips-vgg")]
+    LpipsVgg,
+    /// LPIPS over SqueezeNet 1.1 (trunk `squeezenet1_1`, heads `lpips-squeeze`).
+    #[serde(rename = "lpips-squeeze")]
+    LpipsSqueeze,
+}
+
+impl std::fmt::Display for MetricName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetricName::StlpipsAlex => "stlpips-alex",
+            MetricName::StlpipsVgg => "stlpips-vgg",
+            MetricName::LpipsAlex => "lpips-alex",
+            MetricName::LpipsVgg => "lpips-vgg",
+            MetricName::LpipsSqueeze => "lpips-squeeze",
+        })
+    }
 }
 
 /// `[loss]`. A weight of 0 switches its term off (the baselines and ablations).
@@ -223,9 +271,29 @@ pub struct LossConfig {
     /// Pixels are multiplied by this in the image term (255: the paper's λ_img on 0–255).
     #[serde(default = "one")]
     pub pixel_scale: f64,
+    /// The feature term as a learned perceptual metric instead of a comparator's taps:
+    /// `stlpips-alex`, `stlpips-vgg`, `lpips-alex`, `lpips-vgg` or `lpips-squeeze` (then leave
+    /// `comparator` and `comparator_tap` out). Its weights: `comparator_weights` (the trunk for
+    /// LPIPS, the whole model for ST-LPIPS) and `metric_heads` (LPIPS's heads), each
+    /// defaulting to the weights cache (ST-LPIPS-alex: the shipped copy).
+    #[serde(default)]
+    pub metric: Option<MetricName>,
+    /// LPIPS's heads (default: the weights cache).
+    #[serde(default)]
+    pub metric_heads: Option<PathBuf>,
     /// `sum` (the paper's) or `mean`.
-    #[serde(default = "default_norm")]
-    pub feature_norm: FeatureNormName,
+    #[serde(default)]
+    pub feature_norm: FeatureNorm,
+    /// The adversarial objective of both networks: `logistic` (the paper's `−log D`), `hinge`
+    /// or `least_squares`.
+    #[serde(default)]
+    pub adversarial: AdversarialKind,
+    /// Scale λ_adv each step by the adaptive weight of Esser et al. (2021),
+    /// `‖∇L_rec‖ / (‖∇L_adv‖ + eps)` at the generator's last layer, clamped to `[0, max]`
+    /// and 0 before `start_step` (`adaptive_adversarial = { start_step = 200 }`; every field
+    /// has a default). The factor is logged as `adv_weight`.
+    #[serde(default)]
+    pub adaptive_adversarial: Option<AdaptiveAdversarialWeight>,
     /// The discriminator pauses while L_discr / L_adv is below this (the paper: 0.1).
     #[serde(default = "default_pause")]
     pub pause_threshold: f64,
@@ -313,9 +381,6 @@ fn one() -> f64 {
 fn default_disc_preset() -> DiscriminatorPreset {
     DiscriminatorPreset::Cpu64
 }
-fn default_norm() -> FeatureNormName {
-    FeatureNormName::Sum
-}
 fn default_pause() -> f64 {
     0.1
 }
@@ -347,6 +412,9 @@ impl TrainConfig {
                 (l.lambda_feat > 0.0, &l.comparator, &l.comparator_tap)
             {
                 name.push_str(&format!(" {c} {t}"));
+            }
+            if let (true, Some(m)) = (l.lambda_feat > 0.0, l.metric) {
+                name.push_str(&format!(" {m}"));
             }
             let dropped: Vec<&str> =
                 [("feat", l.lambda_feat), ("adv", l.lambda_adv), ("img", l.lambda_img)]
@@ -501,13 +569,74 @@ impl TrainConfig {
         if self.loss.lambda_feat + self.loss.lambda_adv + self.loss.lambda_img == 0.0 {
             return bad("loss", "every λ is 0: nothing to minimize".into());
         }
-        if self.loss.lambda_feat > 0.0
-            && (self.loss.comparator.is_none() || self.loss.comparator_tap.is_none())
+        let l = &self.loss;
+        if let Some(metric) = l.metric {
+            if l.comparator.is_some() || l.comparator_tap.is_some() {
+                return bad(
+                    "loss.metric",
+                    format!(
+                        "{metric} is the feature term; leave loss.comparator and \
+                         loss.comparator_tap out (or drop loss.metric to use taps)"
+                    ),
+                );
+            }
+            if l.metric_heads.is_some()
+                && matches!(metric, MetricName::StlpipsAlex | MetricName::StlpipsVgg)
+            {
+                return bad(
+                    "loss.metric_heads",
+                    format!("{metric} keeps its heads in its own weights file (loss.comparator_weights)"),
+                );
+            }
+        } else if l.metric_heads.is_some() {
+            return bad("loss.metric_heads", "belongs to loss.metric = \"lpips-…\"".into());
+        }
+        if l.lambda_feat > 0.0
+            && l.metric.is_none()
+            && (l.comparator.is_none() || l.comparator_tap.is_none())
         {
             return bad(
                 "loss.comparator",
-                "lambda_feat > 0 needs loss.comparator and loss.comparator_tap".into(),
+                "lambda_feat > 0 needs loss.comparator and loss.comparator_tap (or loss.metric)"
+                    .into(),
             );
+        }
+        if let Some(rule) = &l.adaptive_adversarial {
+            if l.lambda_adv == 0.0 {
+                return bad(
+                    "loss.adaptive_adversarial",
+                    "scales λ_adv, which is 0: there is no adversarial term".into(),
+                );
+            }
+            if l.lambda_feat + l.lambda_img + l.lambda_kl == 0.0 {
+                return bad(
+                    "loss.adaptive_adversarial",
+                    "balances the adversarial term against a reconstruction term (λ_feat, λ_img \
+                     or λ_kl > 0); every one is 0"
+                        .into(),
+                );
+            }
+            weight("loss.adaptive_adversarial.max", rule.max)?;
+            positive("loss.adaptive_adversarial.eps", rule.eps)?;
+        }
+        if let Some(dir) = &self.data.feature_cache {
+            if self.run.task != Task::Invert {
+                return bad(
+                    "data.feature_cache",
+                    "caches an encoder's features: task invert only".into(),
+                );
+            }
+            if self.data.flip || self.data.resize != self.data.crop {
+                return bad(
+                    "data.feature_cache",
+                    format!(
+                        "{} caches one view of each image: set data.flip = false and data.resize = \
+                         data.crop ({}), or drop the cache",
+                        dir.display(),
+                        self.data.crop
+                    ),
+                );
+            }
         }
         if self.loss.comparator_tap.as_ref().is_some_and(|t| t.names().is_empty()) {
             return bad("loss.comparator_tap", "the list is empty".into());

@@ -8,7 +8,7 @@ use deepsim_data::write_atomic;
 use image::{Rgb, RgbImage};
 
 use crate::error::{Error, Result};
-use crate::trainer::StepLog;
+use crate::log::StepLog;
 
 fn save_png(path: &Path, image: &RgbImage) -> Result<()> {
     let mut bytes = Vec::new();

@@ -11,11 +11,13 @@
 //! every step; sample grids and loss curves are written as PNG.
 
 mod adam;
+mod checkpoint;
 mod config;
 mod error;
 mod eval;
 mod images;
 mod init;
+mod log;
 mod memory;
 mod model;
 mod optim;
@@ -23,21 +25,26 @@ mod trainer;
 mod workload;
 
 pub use adam::Adam;
+pub use checkpoint::{resume_differences, RESUME_MAY_CHANGE};
 pub use config::{
-    parse_device, DataConfig, DiscriminatorPreset, DiscriminatorSection, EncoderConfig,
-    FeatureNormName, GeneratorPreset, GeneratorSection, LossConfig, OptimConfig, RunConfig,
-    TapList, Task, TrainConfig, VaeSection,
+    parse_device, DataConfig, DataFormat, DiscriminatorPreset, DiscriminatorSection, EncoderConfig,
+    GeneratorPreset, GeneratorSection, LossConfig, MetricName, OptimConfig, RunConfig, TapList,
+    Task, TrainConfig, VaeSection,
 };
+/// The loss settings a configuration embeds (`loss.feature_norm`, `loss.adversarial`,
+/// `loss.adaptive_adversarial`), deepsim-losses' own types.
+pub use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm};
 pub use deepsim_metrics::alpha_norm;
 pub use deepsim_metrics::{edge_ratio, normalized_error};
 pub use error::{Error, Result};
 pub use eval::PerceptualDistance;
 pub use images::{write_curves, write_grid, write_image, write_labelled_grid};
 pub use init::seeded;
+pub use log::StepLog;
 pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;
 pub use optim::{
     inversion_objective, invert_by_optimization, OptimInversion, OptimInversionConfig,
 };
-pub use trainer::{parse_log, StepLog, Trainer};
+pub use trainer::Trainer;
 pub use workload::{normal, StepWorkload};

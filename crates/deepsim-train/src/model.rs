@@ -10,12 +10,10 @@ use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_data::Rng;
 use deepsim_models::{Generator, GeneratorConfig, GeneratorInput, Vae, VaeConfig};
 
+use crate::checkpoint::{read_checkpoint, set_vars};
 use crate::config::{parse_device, GeneratorPreset, Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::init::seeded;
-
-/// The checkpoint format this crate writes and reads.
-pub(crate) const FORMAT: &str = "deepsim-train checkpoint v1";
 
 /// A frozen encoder and the generator that inverts it.
 pub(crate) struct Inversion {
@@ -26,6 +24,20 @@ pub(crate) struct Inversion {
     /// The generator takes the tap's map as it is (the paper's conv5 generator), not flattened.
     pub map_input: bool,
     pub generator: Generator,
+}
+
+/// What [`Model::forward_train`] gives.
+pub(crate) struct TrainingForward {
+    /// G's output before the clamp, with its graph.
+    pub raw: Tensor,
+    /// The encoder's features of the batch at the tap (an inverter): C(x) when the comparator
+    /// is the encoder at that tap.
+    pub target_features: Option<Tensor>,
+    /// The generator's input flattened, `[N, dim]` (an inverter): the discriminator's
+    /// condition.
+    pub code: Option<Tensor>,
+    /// The VAE's (μ, log σ²).
+    pub posterior: Option<(Tensor, Tensor)>,
 }
 
 pub(crate) enum Kind {
@@ -199,6 +211,87 @@ impl Model {
         }
     }
 
+    /// The training pass on a batch `x`: the generator's raw (unclamped) output with its
+    /// graph, and what the losses need beside it. For an inverter, `cached` may hold the
+    /// encoder's features of `x` at the tap (from a feature cache), which are used instead of
+    /// running the encoder; the VAE draws its reparameterization noise from `noise`.
+    ///
+    /// # Errors
+    /// Images or cached features of another shape; the encoder's input contract.
+    pub(crate) fn forward_train(
+        &self,
+        x: &Tensor,
+        cached: Option<&Tensor>,
+        noise: &mut Rng,
+    ) -> Result<TrainingForward> {
+        match &self.kind {
+            Kind::Invert(inv) => {
+                let map = match cached {
+                    Some(f) => f.to_device(&self.device)?.detach(),
+                    None => inv.encoder.features(x, &[inv.tap])?.remove(0).detach(),
+                };
+                let code = map.flatten_from(1)?;
+                if code.dim(1)? != inv.dim {
+                    return Err(Error::Config(format!(
+                        "cached features of {:?} per image, the encoder's {} has {} elements",
+                        &map.dims()[1..],
+                        inv.tap.name(),
+                        inv.dim
+                    )));
+                }
+                let raw = inv.generator.forward(if inv.map_input { &map } else { &code })?;
+                Ok(TrainingForward {
+                    raw,
+                    target_features: Some(map),
+                    code: Some(code),
+                    posterior: None,
+                })
+            }
+            Kind::Vae(vae) => {
+                let latent = vae.config().latent;
+                let eps = standard_normal(noise, (x.dim(0)?, latent), &self.device)?;
+                let out = vae.forward_with_noise(x, &eps)?;
+                Ok(TrainingForward {
+                    raw: out.reconstruction,
+                    target_features: None,
+                    code: None,
+                    posterior: Some((out.mu, out.log_var)),
+                })
+            }
+        }
+    }
+
+    /// Elements of one image's code (an inverter's features at its tap; `None` for a VAE,
+    /// whose discriminator is never conditioned).
+    pub(crate) fn code_dim(&self) -> Option<usize> {
+        match &self.kind {
+            Kind::Invert(inv) => Some(inv.dim),
+            Kind::Vae(_) => None,
+        }
+    }
+
+    /// The weight of the generator's last layer (the decoder's, for a VAE): where the adaptive
+    /// adversarial weight compares the two gradients.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when no variable has the expected name (a generator without a tower).
+    pub(crate) fn last_layer(&self) -> Result<candle::Var> {
+        let prefix = match self.kind {
+            Kind::Invert(_) => "generator.tower.",
+            Kind::Vae(_) => "vae.decoder.tower.",
+        };
+        let vars = self.vars.data().lock().unwrap_or_else(|e| e.into_inner());
+        vars.iter()
+            .filter_map(|(name, var)| {
+                let index =
+                    name.strip_prefix(prefix)?.strip_suffix(".weight")?.parse::<usize>().ok()?;
+                Some((index, var))
+            })
+            .max_by_key(|(index, _)| *index)
+            .map(|(_, var)| var.clone())
+            .ok_or_else(|| Error::Config(format!("the generator has no variable {prefix}N.weight")))
+    }
+
     /// Images (clamped to [0, 1]) from codes shaped as [`Model::encode`] returns them.
     ///
     /// # Errors
@@ -288,97 +381,4 @@ pub(crate) fn standard_normal(
     let shape = shape.into();
     let v: Vec<f32> = (0..shape.elem_count()).map(|_| rng.normal() as f32).collect();
     Ok(Tensor::from_vec(v, shape, device)?)
-}
-
-/// A checkpoint's bytes and the configuration stored in it, after checking its format; a
-/// file that cannot be read is [`Error::Io`], a bad one `bad(reason)`.
-fn read_checkpoint(path: &Path, bad: impl Fn(String) -> Error) -> Result<(Vec<u8>, TrainConfig)> {
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-    let meta = checkpoint_metadata(&bytes).map_err(&bad)?;
-    let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
-    let config = toml::from_str(text)
-        .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
-    Ok((bytes, config))
-}
-
-/// The metadata key of the SHA-256 of a checkpoint's tensor data (the bytes after the header).
-pub(crate) const DATA_SHA256: &str = "data_sha256";
-/// What the checksum is written as before it is known: as long as the hex digest, and no
-/// other metadata value holds it.
-pub(crate) const CHECKSUM_PENDING: &str =
-    "????????????????????????????????????????????????????????????????";
-/// The start of the reason given for a checkpoint whose data does not match its checksum.
-pub(crate) const DAMAGED: &str = "damaged";
-
-/// The lowercase hex SHA-256 of the tensor data of a safetensors file (after its header).
-fn data_sha256(bytes: &[u8]) -> std::result::Result<String, String> {
-    use sha2::Digest;
-    let n = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-        .ok_or("corrupt or truncated (no header)")?;
-    let data = bytes.get(8 + n..).ok_or("corrupt or truncated (header beyond the end)")?;
-    Ok(sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Replaces the [`CHECKSUM_PENDING`] value in a serialized checkpoint's header by the
-/// SHA-256 of its tensor data (same length: the header keeps its size).
-pub(crate) fn seal_checksum(bytes: &mut [u8]) -> std::result::Result<(), String> {
-    let digest = data_sha256(bytes)?;
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let header = &mut bytes[8..8 + n];
-    let at = header
-        .windows(CHECKSUM_PENDING.len())
-        .position(|w| w == CHECKSUM_PENDING.as_bytes())
-        .ok_or("the checksum's place is missing from the header")?;
-    header[at..at + digest.len()].copy_from_slice(digest.as_bytes());
-    Ok(())
-}
-
-/// The metadata of a checkpoint, after checking its format and, where it carries one (every
-/// checkpoint written since checksums were added), the checksum of its tensor data: a flipped
-/// bit or a zeroed tail is refused instead of resuming with other weights.
-pub(crate) fn checkpoint_metadata(
-    bytes: &[u8],
-) -> std::result::Result<std::collections::HashMap<String, String>, String> {
-    if let Some(kind) = deepsim_comparators::weights::foreign_format(bytes) {
-        return Err(format!("{kind}, not a checkpoint written by `deepsim train`"));
-    }
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| format!("corrupt or truncated ({e})"))?;
-    let meta = header.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(format!("not a deepsim-train checkpoint (format {:?})", meta.get("format")));
-    }
-    if let Some(expected) = meta.get(DATA_SHA256) {
-        let found = data_sha256(bytes)?;
-        if &found != expected {
-            return Err(format!(
-                "{DAMAGED}: its tensor data does not match the checksum written with it \
-                 (SHA-256 {found}, written {expected})"
-            ));
-        }
-    }
-    Ok(meta)
-}
-
-/// Sets every variable of `map` from the tensor of its name, checking shapes.
-pub(crate) fn set_vars(
-    map: &VarMap,
-    tensors: &std::collections::HashMap<String, Tensor>,
-) -> std::result::Result<(), String> {
-    for (name, var) in map.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        let t = tensors.get(name).ok_or_else(|| format!("no tensor {name}"))?;
-        if t.dims() != var.dims() {
-            return Err(format!(
-                "{name} has shape {:?}, the model's is {:?}",
-                t.dims(),
-                var.dims()
-            ));
-        }
-        let t = t.to_dtype(var.dtype()).map_err(|e| format!("{name}: {e}"))?;
-        var.set(&t).map_err(|e| format!("{name}: {e}"))?;
-    }
-    Ok(())
 }

@@ -1,94 +1,62 @@
-//! The training loop for feature inversion (§3 of the paper): y = E(x) at a tap of a frozen
-//! encoder, x̂ = G(y), G trained with the DeePSiM loss (or any λ = 0 ablation of it), the
-//! discriminator trained alongside with the pause rule; checkpoints, metrics and samples.
+//! The training loop (§3 and §4.2 of the paper): x̂ = G(code) for the code of x (a frozen
+//! encoder's features at a tap, or the VAE's latent), G trained with the DeePSiM loss (or any
+//! λ = 0 ablation of it), the discriminator trained alongside with the pause rule
+//! ([`adversary`]); metrics, samples and checkpoints.
+//!
+//! Construction (this file) reads the configuration into data, networks and the loss; the
+//! step runs the model's training pass ([`Model::forward_train`]), the discriminator and the
+//! loss; the checkpoint's format and the resume rules are [`crate::checkpoint`]'s.
 
-use std::collections::BTreeMap;
+mod adversary;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle::{DType, Tensor};
+use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use deepsim_comparators::{by_name, Comparator};
+use deepsim_comparators::{by_name, Comparator, Lpips, ShiftTolerantTrunk};
 use deepsim_data::{
-    stack, write_atomic, Dataset, FolderConfig, ImageFolder, Loader, LoaderConfig, Position, Rng,
-    Stream, Transform, Validation,
+    stack, write_atomic, CacheKey, CacheOptions, CacheStatus, Cifar10, ColorMode, Dataset,
+    FeatureCache, FolderConfig, IdxDataset, ImageFolder, Loader, LoaderConfig, Position, Rng,
+    Split, Stream, Transform, Validation,
 };
 use deepsim_losses::{
-    discriminator_loss, two_way_logit, AdversarialKind, DeepSimLoss, DeepSimWeights,
-    DiscriminatorPause, FeatureLoss, FeatureNorm, Reduction, StepInputs,
+    DeepSimLoss, DeepSimWeights, FeatureLoss, FeatureTerm, LpipsLoss, Reduction, StepInputs,
 };
-use deepsim_models::{Discriminator, DiscriminatorConfig, DropoutMasks};
 
+use self::adversary::Adversary;
 use crate::adam::Adam;
-use crate::config::{parse_device, DiscriminatorPreset, FeatureNormName, TrainConfig};
-use crate::error::{Error, Result};
-use crate::images::{write_curves, write_grid};
-use crate::init::seeded;
-use crate::model::{
-    checkpoint_metadata, seal_checksum, set_vars, standard_normal, tap_named, Kind, Model,
+use crate::checkpoint::{
+    checkpoint_metadata, read_checkpoint, resume_differences, seal_checksum, set_vars,
     CHECKSUM_PENDING, DAMAGED, DATA_SHA256, FORMAT,
 };
+use crate::config::{parse_device, DataFormat, MetricName, TrainConfig};
+use crate::error::{Error, Result};
+use crate::images::{write_curves, write_grid};
+use crate::log::StepLog;
+use crate::model::{tap_named, Model};
 
 const CHECKPOINT: &str = "checkpoint.safetensors";
 const PREVIOUS: &str = "checkpoint.prev.safetensors";
-const DROPOUT: u64 = 0xD0;
+/// Domains of the step's random streams (with the run's seed and the step).
 const NOISE: u64 = 0x5A;
 const JITTER: u64 = 0x1F;
 
-/// What one step did: its position in the data, every loss term (unweighted), whether the
-/// discriminator was updated, and the wall time.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StepLog {
-    /// The step just completed (from 1).
-    pub step: u64,
-    /// The batch it used.
-    pub position: Position,
-    /// `feat`, `img`, `adv`, `discr` (those switched on) and `total` (the weighted sum the
-    /// generator minimizes).
-    pub terms: BTreeMap<String, f64>,
-    /// Whether the discriminator was updated (the pause rule), when there is one.
-    pub discriminator_updated: Option<bool>,
-    /// Seconds the step took.
-    pub seconds: f64,
-}
-
-impl StepLog {
-    /// The step as one JSON line of `metrics.jsonl`.
-    pub fn to_json(&self) -> String {
-        let mut s = format!(
-            "{{\"step\":{},\"epoch\":{},\"batch\":{}",
-            self.step, self.position.epoch, self.position.batch
-        );
-        for (k, v) in &self.terms {
-            s.push_str(&format!(",\"{k}\":{v:e}"));
-        }
-        if let Some(u) = self.discriminator_updated {
-            s.push_str(&format!(",\"d_updated\":{u}"));
-        }
-        s.push_str(&format!(",\"seconds\":{:.4}}}", self.seconds));
-        s
-    }
-}
-
-/// The networks of an inversion run and their optimizers.
-struct Discrim {
-    net: Discriminator,
-    vars: VarMap,
-    adam: Adam,
-}
-
-/// A feature-inversion training run.
+/// A training run.
 pub struct Trainer {
     /// The networks, the run's configuration and device.
     model: Model,
     g_adam: Adam,
-    discriminator: Option<Discrim>,
+    /// The discriminator, when λ_adv > 0.
+    adversary: Option<Adversary>,
     loss: DeepSimLoss,
+    /// The generator's last layer, for the adaptive adversarial weight.
+    last_layer: Option<Var>,
     /// The loss's comparator and tap are the encoder's: the target's features are y.
     comparator_is_encoder: bool,
-    pause: DiscriminatorPause,
     loader: Loader,
     stream: Option<Stream>,
     position: Position,
@@ -103,6 +71,147 @@ fn clean_after_kill(out: &Path) {
     for path in deepsim_data::remove_stale_temporaries(out) {
         eprintln!("removed {}, left by a run killed while writing it", path.display());
     }
+}
+
+/// The training set (random crops and flips as configured) and the validation set (centre
+/// crops), in `data.format`.
+fn open_data(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+    let d = &config.data;
+    let val_t = Transform::eval(d.resize, d.crop);
+    let train_t = if d.feature_cache.is_some() {
+        // The cache holds one view of each image (validated: no flips, resize = crop): the
+        // same pixels as the random crop of a crop-sized image, marked deterministic.
+        val_t
+    } else {
+        let mut t = Transform::train(d.resize, d.crop);
+        t.hflip = d.flip;
+        t
+    };
+    Ok(match d.format {
+        DataFormat::Folder => {
+            let folder = |t: Transform, dir: &Path| -> Result<Arc<dyn Dataset>> {
+                let mut c = FolderConfig::new(t);
+                c.validation = Validation::Full;
+                Ok(Arc::new(ImageFolder::open(dir, c)?))
+            };
+            (folder(train_t, &d.train)?, folder(val_t, &d.val)?)
+        }
+        DataFormat::Idx => (
+            Arc::new(IdxDataset::open(&d.train, None, train_t, ColorMode::Rgb)?),
+            Arc::new(IdxDataset::open(&d.val, None, val_t, ColorMode::Rgb)?),
+        ),
+        DataFormat::Cifar10 => (
+            Arc::new(Cifar10::open(&d.train, Split::Train, train_t, ColorMode::Rgb)?),
+            Arc::new(Cifar10::open(&d.val, Split::Test, val_t, ColorMode::Rgb)?),
+        ),
+    })
+}
+
+/// The learned metric of `loss.metric`, from its weights (default: the cache; ST-LPIPS-alex
+/// also the shipped copy).
+fn metric(config: &TrainConfig, name: MetricName, device: &Device) -> Result<Lpips> {
+    let (weights, heads) =
+        (config.loss.comparator_weights.as_deref(), config.loss.metric_heads.as_deref());
+    Ok(match name {
+        MetricName::StlpipsAlex => {
+            Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Alex, weights, device)?
+        }
+        MetricName::StlpipsVgg => {
+            Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Vgg, weights, device)?
+        }
+        MetricName::LpipsAlex => Lpips::pretrained_alex(weights, heads, device)?,
+        MetricName::LpipsVgg => Lpips::pretrained_vgg(weights, heads, device)?,
+        MetricName::LpipsSqueeze => Lpips::pretrained_squeeze(weights, heads, device)?,
+    })
+}
+
+/// The loss of `config` for `model`, and whether its feature term is the encoder at the
+/// encoder's tap (then the step hands the encoder's features to the loss as C(x)).
+fn build_loss(config: &TrainConfig, model: &Model) -> Result<(DeepSimLoss, bool)> {
+    let l = &config.loss;
+    let device = model.device();
+    let mut comparator_is_encoder = false;
+    let feature: Option<FeatureTerm> = match (&l.metric, &l.comparator, &l.comparator_tap) {
+        _ if l.lambda_feat == 0.0 => None,
+        (Some(m), _, _) => {
+            Some(LpipsLoss::new(metric(config, *m, device)?, Reduction::Mean).into())
+        }
+        (None, Some(name), Some(ctaps)) => {
+            let shared = match (model.encoder(), &config.encoder) {
+                (Some((encoder, tap)), Some(enc))
+                    if *name == enc.network && l.comparator_weights == enc.weights =>
+                {
+                    comparator_is_encoder = ctaps.names() == [tap.name()];
+                    Some(encoder.clone())
+                }
+                _ => None,
+            };
+            let c: Arc<dyn Comparator + Send + Sync> = match shared {
+                Some(c) => c,
+                None => Arc::from(by_name(name, l.comparator_weights.as_deref(), device)?),
+            };
+            let taps = ctaps
+                .names()
+                .into_iter()
+                .map(|t| Ok((tap_named(t, "loss.comparator_tap")?, 1.0)))
+                .collect::<Result<Vec<_>>>()?;
+            Some(FeatureLoss::new(c, &taps, l.feature_norm, Reduction::Mean)?.into())
+        }
+        // Refused by `TrainConfig::validate`.
+        (None, _, _) => {
+            return Err(Error::Config(
+                "loss.comparator: lambda_feat > 0 needs a comparator and its taps, or a metric"
+                    .into(),
+            ))
+        }
+    };
+    let weights = DeepSimWeights {
+        feat: l.lambda_feat,
+        adv: l.lambda_adv,
+        img: l.lambda_img,
+        kl: l.lambda_kl,
+        pixel_scale: l.pixel_scale,
+    };
+    let mut loss = DeepSimLoss::new(weights, feature, l.adversarial, Reduction::Mean)?;
+    if let Some(rule) = l.adaptive_adversarial {
+        loss = loss.with_adaptive_weight(rule);
+    }
+    Ok((loss, comparator_is_encoder))
+}
+
+/// Caches the encoder's features of `train` in `data.feature_cache` (building what is
+/// missing) and attaches them to the loader.
+fn attach_feature_cache(
+    config: &TrainConfig,
+    model: &Model,
+    train: &dyn Dataset,
+    loader: Loader,
+) -> Result<Loader> {
+    let (Some(dir), Some((encoder, tap)), Some(enc)) =
+        (&config.data.feature_cache, model.encoder(), &config.encoder)
+    else {
+        return Ok(loader);
+    };
+    let key = CacheKey {
+        comparator: format!(
+            "{} ({})",
+            enc.network,
+            enc.weights.as_ref().map_or("default weights".into(), |w| w.display().to_string())
+        ),
+        tap: tap.name().to_string(),
+    };
+    let device = model.device().clone();
+    let encode = |x: &Tensor| -> candle::Result<Tensor> {
+        let x = x.to_device(&device)?;
+        let f = encoder.features(&x, &[tap]).map_err(|e| candle::Error::Msg(e.to_string()))?;
+        f[0].to_device(&Device::Cpu)
+    };
+    let options = CacheOptions { batch_size: config.data.batch_size, ..CacheOptions::default() };
+    let (cache, status) = FeatureCache::open_or_build(dir, train, &key, &options, encode)?;
+    if let CacheStatus::Built { .. } = status {
+        eprintln!("feature cache {}: built ({} images)", dir.display(), train.len());
+    }
+    Ok(loader.with_features(Arc::new(cache))?)
 }
 
 impl Trainer {
@@ -168,26 +277,7 @@ impl Trainer {
     fn build(config: TrainConfig) -> Result<Self> {
         config.validate()?;
         let device = parse_device(&config.run.device)?;
-        let seed = config.run.seed;
-
-        // Data: training crops (random unless flips and crops are off) and validation centre
-        // crops for the sample grids.
-        let mut train_t = Transform::train(config.data.resize, config.data.crop);
-        train_t.hflip = config.data.flip;
-        let mut folder = FolderConfig::new(train_t);
-        folder.validation = Validation::Full;
-        let train = ImageFolder::open(&config.data.train, folder)?;
-        let mut val_cfg = FolderConfig::new(Transform::eval(config.data.resize, config.data.crop));
-        val_cfg.validation = Validation::Full;
-        let val_set = ImageFolder::open(&config.data.val, val_cfg)?;
-        let n_val = config.run.samples.min(val_set.len()).max(1);
-        let shown: Vec<usize> = (0..n_val).collect();
-        let val = stack(&val_set, &shown, |_| Rng::new(0))?.images.to_device(&device)?;
-        let workers = if config.data.workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        } else {
-            config.data.workers
-        };
+        let (train, val_set) = open_data(&config)?;
         if train.len() < config.data.batch_size {
             return Err(Error::Config(format!(
                 "data.train {} has {} usable images, fewer than one batch (data.batch_size = {}): \
@@ -197,92 +287,43 @@ impl Trainer {
                 config.data.batch_size
             )));
         }
+        // The sample grids' images: the first validation images, centre-cropped.
+        let shown: Vec<usize> = (0..config.run.samples.min(val_set.len()).max(1)).collect();
+        let val = stack(val_set.as_ref(), &shown, |_| Rng::new(0))?.images.to_device(&device)?;
+
+        let model = Model::build(&config, &device)?;
+        let workers = match config.data.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
         let loader = Loader::new(
-            Arc::new(train),
+            train.clone(),
             LoaderConfig {
                 batch_size: config.data.batch_size,
                 shuffle: true,
                 drop_last: true,
-                seed,
+                seed: config.run.seed,
                 workers,
                 prefetch: 2 * workers,
             },
         )?;
+        let loader = attach_feature_cache(&config, &model, train.as_ref(), loader)?;
 
-        // The generator and what feeds it: the encoder E, or the VAE's own encoder.
-        let model = Model::build(&config, &device)?;
         let o = &config.optim;
         let g_adam = Adam::new(&model.vars, o.lr, o.beta1, o.beta2, o.eps)?;
-        let cond_dim = match &model.kind {
-            Kind::Invert(inv) => Some(inv.dim),
-            Kind::Vae(_) => None,
+        let adversary = Adversary::build(&config, model.code_dim(), &device)?;
+        let (loss, comparator_is_encoder) = build_loss(&config, &model)?;
+        let last_layer = match config.loss.adaptive_adversarial {
+            Some(_) => Some(model.last_layer()?),
+            None => None,
         };
-
-        let l = &config.loss;
-        let discriminator = if l.lambda_adv > 0.0 {
-            let cond = cond_dim.filter(|_| config.discriminator.conditioned);
-            let dcfg = match config.discriminator.preset {
-                DiscriminatorPreset::Cpu64 => {
-                    DiscriminatorConfig::cpu_64(cond, config.discriminator.width)
-                }
-                DiscriminatorPreset::Paper => DiscriminatorConfig::paper(cond),
-            };
-            let (net, vars) = seeded(seed ^ 0xD15C, &device, |vb| {
-                Ok(Discriminator::new(dcfg, vb.pp("discriminator"))?)
-            })?;
-            let adam = Adam::new(&vars, o.lr, o.beta1, o.beta2, o.eps)?;
-            Some(Discrim { net, vars, adam })
-        } else {
-            None
-        };
-
-        // When the comparator is the encoder at the same tap (the paper's setup), C(x) = y: the
-        // step hands the encoder's features to the loss instead of computing them twice.
-        let mut comparator_is_encoder = false;
-        let feature = match (&l.comparator, &l.comparator_tap) {
-            (Some(name), Some(ctaps)) if l.lambda_feat > 0.0 => {
-                let shared = match (&model.kind, &config.encoder) {
-                    (Kind::Invert(inv), Some(enc))
-                        if *name == enc.network && l.comparator_weights == enc.weights =>
-                    {
-                        comparator_is_encoder = ctaps.names() == [enc.tap.as_str()];
-                        Some(inv.encoder.clone())
-                    }
-                    _ => None,
-                };
-                let c: Arc<dyn Comparator + Send + Sync> = match shared {
-                    Some(c) => c,
-                    None => Arc::from(by_name(name, l.comparator_weights.as_deref(), &device)?),
-                };
-                let norm = match l.feature_norm {
-                    FeatureNormName::Sum => FeatureNorm::Sum,
-                    FeatureNormName::Mean => FeatureNorm::Mean,
-                };
-                let taps = ctaps
-                    .names()
-                    .into_iter()
-                    .map(|t| Ok((tap_named(t, "loss.comparator_tap")?, 1.0)))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(FeatureLoss::new(c, &taps, norm, Reduction::Mean)?)
-            }
-            _ => None,
-        };
-        let weights = DeepSimWeights {
-            feat: l.lambda_feat,
-            adv: l.lambda_adv,
-            img: l.lambda_img,
-            kl: l.lambda_kl,
-            pixel_scale: l.pixel_scale,
-        };
-        let loss = DeepSimLoss::new(weights, feature, AdversarialKind::Logistic, Reduction::Mean)?;
-        let pause = DiscriminatorPause::with_threshold(l.pause_threshold)?;
         Ok(Trainer {
             model,
             g_adam,
-            discriminator,
+            adversary,
             loss,
+            last_layer,
             comparator_is_encoder,
-            pause,
             loader,
             stream: None,
             position: Position::default(),
@@ -302,9 +343,9 @@ impl Trainer {
         self.step
     }
 
-    /// The discriminator's pause counters.
-    pub fn pause(&self) -> &DiscriminatorPause {
-        &self.pause
+    /// The discriminator's pause counters, when the run has a discriminator.
+    pub fn pause(&self) -> Option<&deepsim_losses::DiscriminatorPause> {
+        self.adversary.as_ref().map(|a| &a.pause)
     }
 
     /// The generator's variables (name → tensor); for a VAE, its encoder's too.
@@ -319,7 +360,7 @@ impl Trainer {
 
     /// The discriminator's variables, when there is one.
     pub fn discriminator_vars(&self) -> Option<&VarMap> {
-        self.discriminator.as_ref().map(|d| &d.vars)
+        self.adversary.as_ref().map(|a| &a.vars)
     }
 
     /// The code the generator takes for `x` (the encoder's features, or the VAE's μ), without
@@ -344,19 +385,6 @@ impl Trainer {
         &self.val
     }
 
-    fn masks(&self, d: &Discriminator, n: usize, which: u64) -> Result<DropoutMasks> {
-        let p = d.dropout_rate();
-        let (wp, wh) = d.dropout_widths();
-        let mut rng = Rng::derive(self.config().run.seed, &[DROPOUT, self.step, which]);
-        let keep = 1.0 / (1.0 - p);
-        let mut draw = |w: usize| -> Result<Tensor> {
-            let v: Vec<f32> =
-                (0..n * w).map(|_| if rng.uniform() >= p { keep as f32 } else { 0.0 }).collect();
-            Ok(Tensor::from_vec(v, (n, w), self.model.device())?)
-        };
-        Ok(DropoutMasks { pooled: draw(wp)?, hidden: draw(wh)? })
-    }
-
     /// One generator step (and a discriminator step unless paused) on the next batch.
     ///
     /// # Errors
@@ -372,86 +400,55 @@ impl Trainer {
             stream.next().ok_or_else(|| Error::Config("the data stream ended".into()))??;
         self.position = stream.next_position();
         let step = self.step + 1;
+        let seed = self.config().run.seed;
         let x = batch.images.to_device(self.model.device())?;
-        let n = x.dim(0)?;
-        // The generator's output, what conditions the discriminator, C(x) when the
-        // comparator is the encoder, and the VAE's posterior.
-        let mut target_map = None;
-        let mut cond_y = None;
-        let mut posterior = None;
-        let raw = match &self.model.kind {
-            Kind::Invert(inv) => {
-                let map = inv.encoder.features(&x, &[inv.tap])?.remove(0).detach();
-                let y = map.flatten_from(1)?;
-                let raw = inv.generator.forward(if inv.map_input { &map } else { &y })?;
-                target_map = Some(map);
-                cond_y = Some(y);
-                raw
-            }
-            Kind::Vae(vae) => {
-                let latent = vae.config().latent;
-                let mut rng = Rng::derive(self.config().run.seed, &[NOISE, step]);
-                let eps = standard_normal(&mut rng, (n, latent), self.model.device())?;
-                let out = vae.forward_with_noise(&x, &eps)?;
-                posterior = Some((out.mu, out.log_var));
-                out.reconstruction
-            }
-        };
-        let raw_sum = raw.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let mut noise = Rng::derive(seed, &[NOISE, step]);
+        let fwd = self.model.forward_train(&x, batch.features.as_ref(), &mut noise)?;
+        let raw_sum = fwd.raw.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !raw_sum.is_finite() {
             return Err(Error::NonFinite { step, term: "generator output".into(), value: raw_sum });
         }
-        let generated = straight_through_clamp(&raw)?;
-        let cond = cond_y.as_ref().filter(|_| self.config().discriminator.conditioned);
-
-        let mut terms = BTreeMap::new();
-        let (fake_logit, discr_loss) = match &self.discriminator {
-            Some(d) => {
-                let real_masks = self.masks(&d.net, n, 0)?;
-                let fake_masks = self.masks(&d.net, n, 1)?;
-                let real = two_way_logit(&d.net.forward_masked(&x, cond, &real_masks)?)?;
-                let fake_d = two_way_logit(&d.net.forward_masked(
-                    &generated.detach(),
-                    cond,
-                    &fake_masks,
-                )?)?;
-                let l_discr =
-                    discriminator_loss(&real, &fake_d, AdversarialKind::Logistic, Reduction::Mean)?;
-                let fake_g =
-                    two_way_logit(&d.net.forward_masked(&generated, cond, &fake_masks)?)?;
-                (Some(fake_g), Some(l_discr))
-            }
-            None => (None, None),
+        let generated = straight_through_clamp(&fwd.raw)?;
+        let judgement = match &self.adversary {
+            Some(a) => Some(a.judge(&x, &generated, fwd.code.as_ref(), step)?),
+            None => None,
         };
         let feature_phase = self.config().loss.feature_jitter.then(|| {
-            let mut rng = Rng::derive(self.config().run.seed, &[JITTER, step]);
+            let mut rng = Rng::derive(seed, &[JITTER, step]);
             (rng.below(2) as usize, rng.below(2) as usize)
         });
         let out = self.loss.generator_terms(
             &generated,
             &x,
             StepInputs {
-                fake_logits: fake_logit.as_ref(),
-                posterior: posterior.as_ref().map(|(m, v)| (m, v)),
-                target_features: target_map
+                fake_logits: judgement.as_ref().map(|j| &j.fake_logits),
+                posterior: fwd.posterior.as_ref().map(|(m, v)| (m, v)),
+                target_features: fwd
+                    .target_features
                     .as_ref()
                     .filter(|_| self.comparator_is_encoder && feature_phase.is_none())
                     .map(std::slice::from_ref),
                 feature_phase,
-                ..Default::default()
+                adaptive: self.last_layer.as_ref().map(|w| (step, w)),
             },
         )?;
+        let scalar =
+            |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
+        let mut terms = BTreeMap::new();
         for (name, t) in
             [("feat", &out.feat), ("img", &out.img), ("adv", &out.adv), ("kl", &out.kl)]
         {
             if let Some(t) = t {
-                terms.insert(name.to_string(), t.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+                terms.insert(name.to_string(), scalar(t)?);
             }
         }
-        if let Some(l) = &discr_loss {
-            terms.insert("discr".to_string(), l.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+        if let Some(j) = &judgement {
+            terms.insert("discr".to_string(), scalar(&j.loss)?);
         }
-        terms.insert("total".to_string(), out.total.to_dtype(DType::F64)?.to_scalar::<f64>()?);
+        if self.last_layer.is_some() {
+            terms.insert("adv_weight".to_string(), out.adv_factor);
+        }
+        terms.insert("total".to_string(), scalar(&out.total)?);
         for (term, &value) in &terms {
             if !value.is_finite() {
                 return Err(Error::NonFinite { step, term: term.clone(), value });
@@ -462,12 +459,10 @@ impl Trainer {
         self.g_adam.step(&grads)?;
         check_finite(&self.model.vars, step, "generator weights")?;
         let mut updated = None;
-        if let (Some(d), Some(l_discr)) = (self.discriminator.as_mut(), discr_loss) {
-            let update = self.pause.step(terms["discr"], terms["adv"]);
+        if let (Some(a), Some(j)) = (self.adversary.as_mut(), &judgement) {
+            let update = a.update(&j.loss, terms["discr"], terms["adv"])?;
             if update {
-                let grads = l_discr.backward()?;
-                d.adam.step(&grads)?;
-                check_finite(&d.vars, step, "discriminator weights")?;
+                check_finite(&a.vars, step, "discriminator weights")?;
             }
             updated = Some(update);
         }
@@ -539,34 +534,9 @@ impl Trainer {
         Ok(path)
     }
 
-    /// What a checkpoint must share with the configuration resuming it: everything that
-    /// shapes the networks, the optimizers, the data order or the loss.
-    fn compat(&self) -> String {
-        let c = self.config();
-        format!(
-            "task {:?} encoder {:?} vae {:?} comparator {:?}:{} norm {:?} jitter {} generator {:?} width {} discriminator {:?} lambdas {} {} {} {} crop {} resize {} seed {}",
-            c.run.task,
-            c.encoder.as_ref().map(|e| format!("{}:{}", e.network, e.tap)),
-            c.vae.as_ref().map(|v| v.latent),
-            c.loss.comparator,
-            c.loss.comparator_tap.as_ref().map(ToString::to_string).unwrap_or_default(),
-            c.loss.feature_norm,
-            c.loss.feature_jitter,
-            c.generator.preset,
-            c.generator.width,
-            self.discriminator.as_ref().map(|_| (&c.discriminator.preset, c.discriminator.width, c.discriminator.conditioned)),
-            c.loss.lambda_feat,
-            c.loss.lambda_adv,
-            c.loss.lambda_img,
-            c.loss.lambda_kl,
-            c.data.crop,
-            c.data.resize,
-            c.run.seed
-        )
-    }
-
     /// Writes the checkpoint (generator, discriminator, Adam moments, step, data position,
-    /// pause counters) atomically; the one it replaces becomes `checkpoint.prev.safetensors`.
+    /// pause counters, the configuration) atomically; the one it replaces becomes
+    /// `checkpoint.prev.safetensors`.
     ///
     /// # Errors
     /// I/O errors naming the file (the previous checkpoint is kept).
@@ -578,23 +548,16 @@ impl Trainer {
             tensors.push((name.clone(), var.as_tensor().clone()));
         }
         tensors.extend(self.g_adam.state("adam_g")?);
-        let mut meta = self.loader.resume_state(self.position);
+        let mut meta: HashMap<String, String> = self.loader.resume_state(self.position);
         meta.insert("format".into(), FORMAT.into());
-        meta.insert("compat".into(), self.compat());
         let config = toml::to_string(self.config())
             .map_err(|e| Error::Config(format!("the configuration does not serialize: {e}")))?;
         meta.insert("config".into(), config);
         meta.insert("step".into(), self.step.to_string());
         meta.insert(DATA_SHA256.into(), CHECKSUM_PENDING.into());
         meta.insert("adam_g.t".into(), self.g_adam.t.to_string());
-        meta.insert("pause.paused".into(), self.pause.paused_steps.to_string());
-        meta.insert("pause.updated".into(), self.pause.updated_steps.to_string());
-        if let Some(d) = &self.discriminator {
-            for (name, var) in d.vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                tensors.push((name.clone(), var.as_tensor().clone()));
-            }
-            tensors.extend(d.adam.state("adam_d")?);
-            meta.insert("adam_d.t".into(), d.adam.t.to_string());
+        if let Some(a) = &self.adversary {
+            a.save(&mut tensors, &mut meta)?;
         }
         let path = out.join(CHECKPOINT);
         let mut bytes =
@@ -624,32 +587,29 @@ impl Trainer {
             };
             Error::Checkpoint { path: path.to_path_buf(), reason }
         };
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
-        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
-        let compat = self.compat();
-        if meta.get("compat") != Some(&compat) {
+        let (bytes, then) = read_checkpoint(path, bad)?;
+        let differences = resume_differences(&then, self.config());
+        if !differences.is_empty() {
             return Err(bad(format!(
-                "written for another configuration:\n  checkpoint: {}\n  config:     {compat}",
-                meta.get("compat").map(String::as_str).unwrap_or("?")
+                "written for another configuration; a resume may change only {}, and these \
+                 differ:\n  {}",
+                crate::checkpoint::RESUME_MAY_CHANGE.join(", "),
+                differences.join("\n  ")
             )));
         }
+        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
         let tensors = candle::safetensors::load_buffer(&bytes, self.model.device())
             .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
-        let num = |key: &str| -> Result<u64> {
-            meta.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| bad(format!("no {key}")))
+        let num = |key: &str| -> std::result::Result<u64, String> {
+            meta.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| format!("no {key}"))
         };
         set_vars(&self.model.vars, &tensors).map_err(bad)?;
-        self.g_adam.load_state("adam_g", &tensors, num("adam_g.t")?).map_err(bad)?;
-        if let Some(d) = self.discriminator.as_mut() {
-            set_vars(&d.vars, &tensors).map_err(bad)?;
-            let t = num("adam_d.t")?;
-            d.adam.load_state("adam_d", &tensors, t).map_err(bad)?;
+        self.g_adam.load_state("adam_g", &tensors, num("adam_g.t").map_err(bad)?).map_err(bad)?;
+        if let Some(a) = self.adversary.as_mut() {
+            a.load(&tensors, &num).map_err(bad)?;
         }
         self.position = self.loader.resume_position(&meta).map_err(|e| bad(e.to_string()))?;
-        self.step = num("step")?;
-        self.pause.paused_steps = num("pause.paused")?;
-        self.pause.updated_steps = num("pause.updated")?;
+        self.step = num("step").map_err(bad)?;
         self.stream = None;
         Ok(())
     }
@@ -661,7 +621,8 @@ impl Trainer {
         let mut kept = String::new();
         self.history.clear();
         for line in text.lines() {
-            let Some(log) = parse_log(line) else { continue };
+            // A line a killed run left half-written is dropped with the steps after it.
+            let Ok(log) = StepLog::from_json(line) else { continue };
             if log.step <= self.step {
                 kept.push_str(line);
                 kept.push('\n');
@@ -691,31 +652,4 @@ fn check_finite(vars: &VarMap, step: u64, what: &str) -> Result<()> {
 /// as 2 through once G's outputs grew large, and the comparator refused them.
 fn straight_through_clamp(x: &Tensor) -> Result<Tensor> {
     Ok(deepsim_kernels::straight_through_clamp(x, 0.0, 1.0)?)
-}
-
-/// Reads a line written by [`StepLog::to_json`].
-pub fn parse_log(line: &str) -> Option<StepLog> {
-    let body = line.trim().strip_prefix('{')?.strip_suffix('}')?;
-    let mut log = StepLog {
-        step: 0,
-        position: Position::default(),
-        terms: BTreeMap::new(),
-        discriminator_updated: None,
-        seconds: 0.0,
-    };
-    for pair in body.split(',') {
-        let (k, v) = pair.split_once(':')?;
-        let k = k.trim().trim_matches('"');
-        match k {
-            "step" => log.step = v.parse().ok()?,
-            "epoch" => log.position.epoch = v.parse().ok()?,
-            "batch" => log.position.batch = v.parse().ok()?,
-            "seconds" => log.seconds = v.parse().ok()?,
-            "d_updated" => log.discriminator_updated = Some(v == "true"),
-            _ => {
-                log.terms.insert(k.to_string(), v.parse().ok()?);
-            }
-        }
-    }
-    Some(log)
 }

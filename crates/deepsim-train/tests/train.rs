@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use deepsim_train::{
-    Error, FeatureNormName, Model, TapList, Task, TrainConfig, Trainer, VaeSection,
+    resume_differences, AdaptiveAdversarialWeight, AdversarialKind, DataFormat, Error, FeatureNorm,
+    MetricName, Model, PerceptualDistance, TapList, Task, TrainConfig, Trainer, VaeSection,
 };
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -198,8 +199,8 @@ fn bad_checkpoints_are_refused_and_kept() {
     assert!(err.contains("another configuration") && err.contains("jitter"), "{err}");
     let mut other = config(&data, &out, "");
     other.loss.feature_norm = match other.loss.feature_norm {
-        FeatureNormName::Sum => FeatureNormName::Mean,
-        FeatureNormName::Mean => FeatureNormName::Sum,
+        FeatureNorm::Sum => FeatureNorm::Mean,
+        FeatureNorm::Mean => FeatureNorm::Sum,
     };
     let err = Trainer::resume(other).err().unwrap().to_string();
     assert!(err.contains("another configuration") && err.contains("norm"), "{err}");
@@ -618,7 +619,7 @@ fn the_pause_rule_acts_in_the_loop() {
             .unwrap();
         let after = snapshot(&t);
         assert_eq!(flags, vec![!paused; 6]);
-        assert_eq!(t.pause().paused_steps, if paused { 6 } else { 0 });
+        assert_eq!(t.pause().unwrap().paused_steps, if paused { 6 } else { 0 });
         assert_eq!(before == after, paused, "threshold {threshold}");
     }
 }
@@ -661,4 +662,233 @@ fn a_warm_start_begins_where_another_run_ended() {
     missing.run.init = Some(source_out.join("nothing.safetensors"));
     let err = Trainer::new(missing).err().unwrap().to_string();
     assert!(err.contains("nothing.safetensors"), "{err}");
+}
+
+/// The first `n` steps' terms of a run of `cfg` (a fresh `run.out`).
+fn first_terms(cfg: TrainConfig, n: u64) -> Vec<std::collections::BTreeMap<String, f64>> {
+    let mut t = Trainer::new(cfg).unwrap();
+    (0..n).map(|_| t.step().unwrap().terms).collect()
+}
+
+#[test]
+fn every_adversarial_kind_trains_and_reaches_the_loss() {
+    let data = tiny_data("kinds");
+    let mut discr = Vec::new();
+    for kind in ["logistic", "hinge", "least_squares"] {
+        let out = temp_dir(&format!("kinds-{kind}"));
+        let mut cfg = config(&data, &out, "");
+        cfg.loss.adversarial =
+            toml::from_str::<std::collections::BTreeMap<String, AdversarialKind>>(&format!(
+                "k = \"{kind}\""
+            ))
+            .unwrap()["k"];
+        let terms = first_terms(cfg, 3);
+        assert!(terms.iter().all(|t| t.values().all(|v| v.is_finite())), "{kind}: {terms:?}");
+        discr.push(terms[0]["discr"]);
+    }
+    // One discriminator (same seed, same first batch, same logits), three objectives (each
+    // objective's formula is deepsim-losses' test): the run reaches the configured one.
+    assert!(discr[0] != discr[1] && discr[1] != discr[2] && discr[0] != discr[2], "{discr:?}");
+    assert!(discr.iter().all(|d| *d > 0.0), "{discr:?}");
+    let text = toml::to_string(&config(&data, &temp_dir("kinds-bad"), "")).unwrap();
+    assert!(text.contains("adversarial = \"logistic\""), "{text}");
+    let err = TrainConfig::from_toml(
+        &text.replace("adversarial = \"logistic\"", "adversarial = \"wasserstein\""),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("wasserstein") && err.contains("hinge"), "{err}");
+}
+
+#[test]
+fn the_adaptive_adversarial_weight_starts_at_its_step() {
+    let data = tiny_data("adaptive");
+    let out = temp_dir("adaptive-out");
+    let mut cfg = config(&data, &out, "");
+    cfg.loss.adaptive_adversarial =
+        Some(AdaptiveAdversarialWeight { start_step: 2, ..Default::default() });
+    let terms = first_terms(cfg, 3);
+    // Steps count from 1: step 1 is before `start_step` 2, where the weight is 0.
+    let w: Vec<f64> = terms.iter().map(|t| t["adv_weight"]).collect();
+    assert_eq!(w[0], 0.0, "{w:?}");
+    assert!(w[1] > 0.0 && w[2] > 0.0 && w.iter().all(|x| x.is_finite()), "{w:?}");
+    // The total is the weighted sum with the adaptive factor on λ_adv.
+    let t = &terms[2];
+    let total = 2000.0 * t["feat"] + 0.00008 * t["img"] + 0.01 * w[2] * t["adv"];
+    assert!((t["total"] - total).abs() < 1e-4 * total.abs(), "{} vs {total}", t["total"]);
+    // Without an adversarial term there is nothing to scale.
+    let mut cfg = config(&data, &temp_dir("adaptive-bad"), "");
+    cfg.loss.adaptive_adversarial = Some(AdaptiveAdversarialWeight::default());
+    cfg.loss.lambda_adv = 0.0;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("loss.adaptive_adversarial"), "{err}");
+}
+
+#[test]
+fn st_lpips_as_the_feature_term_is_the_metric_of_the_reconstructions() {
+    let data = tiny_data("metric");
+    let out = temp_dir("metric-out");
+    let mut cfg = config(&data, &out, "");
+    cfg.loss.comparator = None;
+    cfg.loss.comparator_tap = None;
+    cfg.loss.metric = Some(MetricName::StlpipsAlex);
+    cfg.loss.lambda_feat = 1.0;
+    assert_eq!(cfg.method(), "DeePSiM stlpips-alex");
+    let mut t = Trainer::new(cfg.clone()).unwrap();
+    // Every batch is the four tiles: the first step's term is ST-LPIPS between the
+    // initial reconstructions and the tiles, measured here through the metric alone.
+    let x = stack_folder(&data);
+    let expected = PerceptualDistance::new(None, &candle::Device::Cpu)
+        .unwrap()
+        .mean(&t.reconstruct(&x).unwrap(), &x)
+        .unwrap();
+    let log = t.step().unwrap();
+    assert!(
+        (log.terms["feat"] - expected).abs() < 1e-4 * expected,
+        "{} vs {expected}",
+        log.terms["feat"]
+    );
+    for _ in 0..2 {
+        assert!(t.step().unwrap().terms["total"].is_finite());
+    }
+    // A metric beside a comparator is ambiguous.
+    let mut both = cfg;
+    both.loss.comparator = Some("alexnet-random".into());
+    let err = both.validate().unwrap_err().to_string();
+    assert!(err.contains("loss.metric"), "{err}");
+}
+
+/// The images of a folder written by `tiny_data`, `[4, 3, 64, 64]` in [0, 1].
+fn stack_folder(dir: &Path) -> candle::Tensor {
+    let mut v = Vec::new();
+    for i in 0..4 {
+        let img = image::open(dir.join(format!("{i}.png"))).unwrap().to_rgb8();
+        for c in 0..3 {
+            v.extend(img.pixels().map(|p| f32::from(p[c]) / 255.0));
+        }
+    }
+    candle::Tensor::from_vec(v, (4, 3, 64, 64), &candle::Device::Cpu).unwrap()
+}
+
+/// An IDX file of u8 images `[n, side, side]`, image `i` holding `(i * 40 + x) % 256` at
+/// column x.
+fn write_idx(path: &Path, n: usize, side: usize) {
+    let mut bytes = vec![0, 0, 0x08, 3];
+    for d in [n, side, side] {
+        bytes.extend((d as u32).to_be_bytes());
+    }
+    for i in 0..n {
+        for _ in 0..side {
+            bytes.extend((0..side).map(|x| ((i * 40 + x) % 256) as u8));
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn idx_and_cifar_files_train() {
+    // IDX: 64×64 grey images, made RGB; the sample grid's images are the file's pixels.
+    let dir = temp_dir("idx");
+    write_idx(&dir.join("train-images-idx3-ubyte"), 6, 64);
+    write_idx(&dir.join("t10k-images-idx3-ubyte"), 2, 64);
+    let out = temp_dir("idx-out");
+    let mut cfg = config(&dir, &out, "");
+    cfg.data.format = DataFormat::Idx;
+    cfg.data.train = dir.join("train-images-idx3-ubyte");
+    cfg.data.val = dir.join("t10k-images-idx3-ubyte");
+    let mut t = Trainer::new(cfg).unwrap();
+    let v = t.validation_images().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(t.validation_images().dims(), [2, 3, 64, 64]);
+    // Image 1, channel 2, row 5, column 7: (40 + 7) / 255.
+    let at = ((3 + 2) * 64 + 5) * 64 + 7;
+    assert!((v[at] - 47.0 / 255.0).abs() < 1e-6, "{}", v[at]);
+    for _ in 0..2 {
+        assert!(t.step().unwrap().terms["total"].is_finite());
+    }
+
+    // CIFAR-10: 32×32 records resized to 64; image i of the test batch is the colour
+    // (10 i, 100, 200 − 10 i), which a resize keeps.
+    let cifar = temp_dir("cifar").join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&cifar).unwrap();
+    let record = |i: usize| -> Vec<u8> {
+        let mut r = vec![(i % 10) as u8];
+        for value in [10 * i, 100, 200 - 10 * i] {
+            r.extend(std::iter::repeat_n(value as u8, 1024));
+        }
+        r
+    };
+    for b in 1..=5 {
+        std::fs::write(
+            cifar.join(format!("data_batch_{b}.bin")),
+            [record(b), record(b + 5)].concat(),
+        )
+        .unwrap();
+    }
+    std::fs::write(cifar.join("test_batch.bin"), [record(0), record(1)].concat()).unwrap();
+    let out = temp_dir("cifar-out");
+    let mut cfg = config(&cifar, &out, "");
+    cfg.data.format = DataFormat::Cifar10;
+    cfg.data.resize = 64;
+    let mut t = Trainer::new(cfg).unwrap();
+    let v = t.validation_images().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (c, want) in [(0usize, 10.0f32), (1, 100.0), (2, 190.0)] {
+        let at = ((3 + c) * 64 + 30) * 64 + 30;
+        assert!((v[at] - want / 255.0).abs() < 1e-5, "channel {c}: {}", v[at] * 255.0);
+    }
+    for _ in 0..2 {
+        assert!(t.step().unwrap().terms["total"].is_finite());
+    }
+}
+
+#[test]
+fn cached_features_train_as_computed_ones() {
+    let data = tiny_data("cache");
+    let plain = first_terms(config(&data, &temp_dir("cache-plain"), ""), 3);
+    let cache = temp_dir("cache-dir");
+    let mut cfg = config(&data, &temp_dir("cache-out"), "");
+    cfg.data.feature_cache = Some(cache.clone());
+    let cached = first_terms(cfg.clone(), 3);
+    assert!(cache.join("index.safetensors").is_file());
+    for (a, b) in plain.iter().zip(&cached) {
+        for (k, v) in a {
+            assert!((v - b[k]).abs() <= 1e-5 * v.abs().max(1e-12), "{k}: {v} vs {}", b[k]);
+        }
+    }
+    // The cache holds one view of each image: random flips are refused.
+    cfg.data.flip = true;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("data.feature_cache") && err.contains("flip"), "{err}");
+}
+
+#[test]
+fn a_resume_may_change_only_the_listed_fields() {
+    let data = tiny_data("fields");
+    let then = config(&data, &temp_dir("fields-out"), "");
+    let mut now = then.clone();
+    now.run.steps = 100;
+    now.run.device = "cpu".into();
+    now.optim.lr = 1e-4;
+    now.data.workers = 1;
+    assert!(resume_differences(&then, &now).is_empty());
+    now.loss.lambda_adv = 0.02;
+    now.data.flip = true;
+    now.loss.adversarial = AdversarialKind::Hinge;
+    assert_eq!(
+        resume_differences(&then, &now),
+        [
+            "data.flip: false in the checkpoint, true now",
+            "loss.adversarial: \"logistic\" in the checkpoint, \"hinge\" now",
+            "loss.lambda_adv: 0.01 in the checkpoint, 0.02 now",
+        ]
+    );
+    // In a real resume, the refusal names the field.
+    let out = temp_dir("fields-out");
+    let mut cfg = then.clone();
+    cfg.run.steps = 3;
+    run(cfg).unwrap();
+    let mut other = then;
+    other.loss.pixel_scale = 255.0;
+    let err = Trainer::resume(other).err().unwrap().to_string();
+    assert!(err.contains("loss.pixel_scale: 1.0 in the checkpoint, 255.0 now"), "{err}");
+    assert!(out.join("checkpoint.safetensors").is_file());
 }
