@@ -2,12 +2,9 @@
 //! same seed gives the same network on every machine and in every language that implements the
 //! hash (the PyTorch export script of the tests does, in numpy).
 
-/// The finalizer of SplitMix64 (Steele, Lea & Flood, 2014): a bijective 64-bit mix.
-pub fn splitmix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// The finalizer of SplitMix64 (Steele, Lea & Flood, 2014): a bijective 64-bit mix, the one
+/// deepsim-data's generator is built on.
+pub use deepsim_data::splitmix64;
 
 /// `n` values uniform on [−1, 1) with 24-bit resolution (exact in f32): value `i` is
 /// `2 · (top 24 bits of splitmix64(seed · φ + i)) / 2²⁴ − 1`, φ = 0x9E3779B97F4A7C15.

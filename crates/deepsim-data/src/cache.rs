@@ -20,6 +20,7 @@ use candle::{DType, Device, Tensor};
 use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 
+use crate::atomic::write_atomic;
 use crate::dataset::{stack, Dataset};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -95,57 +96,6 @@ pub enum CacheStatus {
         /// Shards kept from an earlier, interrupted build.
         reused_shards: usize,
     },
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// that `path` holds either its old content or all of the new.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// Removes from `dir` the temporary files [`write_atomic`] leaves when its process is killed
-/// mid-write (`.NAME.tmp-PID`), where that process is gone: on Linux, no `/proc/PID`; elsewhere,
-/// a file untouched for an hour. Returns the files removed; a directory that cannot be read
-/// removes nothing.
-pub fn remove_stale_temporaries(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut removed = Vec::new();
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")).map(|(_, p)| p)
-        else {
-            continue;
-        };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        let gone = if cfg!(target_os = "linux") {
-            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
-        } else {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 3600)
-        };
-        if gone && std::fs::remove_file(entry.path()).is_ok() {
-            removed.push(entry.path());
-        }
-    }
-    removed.sort();
-    removed
 }
 
 fn shard_name(i: usize) -> String {

@@ -31,6 +31,7 @@
 //! # Ok::<(), deepsim_data::Error>(())
 //! ```
 
+mod atomic;
 mod cache;
 mod cifar;
 mod dataset;
@@ -43,9 +44,8 @@ mod report;
 mod rng;
 mod transform;
 
-pub use cache::{
-    remove_stale_temporaries, write_atomic, CacheKey, CacheOptions, CacheStatus, FeatureCache,
-};
+pub use atomic::{remove_stale_temporaries, write_atomic, write_atomic_io};
+pub use cache::{CacheKey, CacheOptions, CacheStatus, FeatureCache};
 pub use cifar::{Cifar10, CIFAR10_CLASSES, CIFAR10_RECORD};
 pub use dataset::{stack, Dataset, Sample, Stacked};
 pub use decode::{
@@ -57,5 +57,5 @@ pub use folder::{FolderConfig, ImageFolder, Labels, Validation};
 pub use idx::{parse_idx, read_idx, IdxArray, IdxData, IdxDataset, Split, FASHION_MNIST_CLASSES};
 pub use loader::{Batch, Loader, LoaderConfig, Position, Stream};
 pub use report::{Conversion, SkipLog, SkipReason, Summary};
-pub use rng::{permutation, Rng};
+pub use rng::{permutation, splitmix64, Rng};
 pub use transform::{to_chw, Crop, Filter, Transform};

@@ -15,7 +15,9 @@ pub struct Rng {
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-fn mix(mut z: u64) -> u64 {
+/// The finalizer of SplitMix64: a bijective 64-bit mix (also what seeds deepsim-comparators'
+/// random weights, value `i` of seed `s` being `splitmix64(s·φ + i)`).
+pub fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -30,9 +32,11 @@ impl Rng {
     /// A generator for one purpose, derived from a seed and the words that name the purpose
     /// (for example `[EPOCH_ORDER, epoch]`); different word lists give unrelated streams.
     pub fn derive(seed: u64, words: &[u64]) -> Self {
-        let mut h = mix(seed ^ GOLDEN);
+        let mut h = splitmix64(seed ^ GOLDEN);
         for &w in words {
-            h = mix(h.wrapping_add(GOLDEN) ^ mix(w.wrapping_add(0x632B_E59B_D9B4_E019)));
+            h = splitmix64(
+                h.wrapping_add(GOLDEN) ^ splitmix64(w.wrapping_add(0x632B_E59B_D9B4_E019)),
+            );
         }
         Rng { state: h }
     }
@@ -50,7 +54,7 @@ impl Rng {
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN);
-        mix(self.state)
+        splitmix64(self.state)
     }
 
     /// A uniform integer in `0..n` without modulo bias (`n` > 0).

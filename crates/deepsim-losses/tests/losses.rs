@@ -362,7 +362,7 @@ fn real_comparators_as_losses() {
     let lpips =
         Lpips::alex(trunk, candle_nn::VarBuilder::from_tensors(heads, DType::F32, &CPU)).unwrap();
     let metric: Vec<f64> = vals(&lpips.forward(&a, &b).unwrap().distance);
-    let lpips_loss = deepsim_losses::LpipsLoss::new(lpips, Reduction::Mean);
+    let lpips_loss = LpipsLoss::new(lpips, Reduction::Mean);
     let av = Var::from_tensor(&a).unwrap();
     let (value, per_layer) = lpips_loss.forward(av.as_tensor(), &b).unwrap();
     assert!((vals(&value)[0] - metric[0]).abs() <= 1e-6 * metric[0]);

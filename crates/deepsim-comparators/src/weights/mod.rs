@@ -10,7 +10,6 @@ pub mod pickle;
 pub mod pytorch;
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use arch::Arch;
@@ -288,35 +287,14 @@ fn safetensors_bytes(
     Ok(bytes)
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the directory).
+/// Writes `bytes` to `path` atomically (deepsim-data's [`deepsim_data::write_atomic_io`]:
+/// temporary file, fsync, rename, fsync of the directory).
 ///
 /// # Errors
 /// Any I/O failure, naming the path; the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |source| Error::Io { path: path.to_owned(), source };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            // Persist the rename; not every platform can sync a directory.
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    deepsim_data::write_atomic_io(path, bytes)
+        .map_err(|source| Error::Io { path: path.to_owned(), source })
 }
 
 /// The deepsim home: `$DEEPSIM_HOME`, else `deepsim` in the platform's cache directory
