@@ -1,14 +1,201 @@
-//! PNG output of a run: sample grids (rows of images) and loss curves with labels drawn in a
-//! built-in 3×5 pixel font.
+//! PNG output of a run: sample grids (rows of images, optionally labelled) and loss curves,
+//! drawn with `plotters`; all text is set in the embedded DejaVu Sans.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
+use ab_glyph::{point, Font, FontRef, Glyph, InvalidFont, PxScale, ScaleFont};
 use candle::{DType, Tensor};
 use deepsim_data::write_atomic;
 use image::{Rgb, RgbImage};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind,
+};
 
 use crate::error::{Error, Result};
 use crate::log::StepLog;
+
+/// DejaVu Sans 2.37, as Debian's `fonts-dejavu-core` 2.37-6 ships it (Bitstream Vera and Arev
+/// licences, DejaVu changes in the public domain: `assets/LICENSE-DejaVu.txt`), so that
+/// drawing text needs no system font.
+const FONT_FILE: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// The embedded font, parsed once.
+///
+/// # Errors
+/// The font cannot be parsed (it is embedded, so a built crate does not see this).
+fn font() -> Result<&'static FontRef<'static>> {
+    static FONT: OnceLock<std::result::Result<FontRef<'static>, InvalidFont>> = OnceLock::new();
+    FONT.get_or_init(|| FontRef::try_from_slice(FONT_FILE))
+        .as_ref()
+        .map_err(|e| Error::Config(format!("the embedded font DejaVuSans.ttf: {e}")))
+}
+
+/// A text style of `size` pixels (ascent to descent) in `color`; [`Canvas`] sets it in the
+/// embedded font, whatever family the style names.
+fn text_style(size: f64, color: RGBColor) -> TextStyle<'static> {
+    let style = TextStyle::from((FontFamily::SansSerif, size).into_font());
+    TextStyle { color: color.to_backend_color(), ..style }
+}
+
+/// `text` set on one line at `size` pixels, kerned: its glyphs placed from a top-left origin,
+/// and the box it fills (advance width, ascent − descent).
+fn layout(font: &FontRef<'static>, size: f64, text: &str) -> (Vec<Glyph>, (u32, u32)) {
+    let font = font.as_scaled(PxScale::from(size as f32));
+    let (mut caret, mut previous, mut glyphs) = (0f32, None, Vec::new());
+    for c in text.chars() {
+        let id = font.glyph_id(c);
+        if let Some(previous) = previous {
+            caret += font.kern(previous, id);
+        }
+        glyphs.push(id.with_scale_and_position(font.scale(), point(caret, font.ascent())));
+        caret += font.h_advance(id);
+        previous = Some(id);
+    }
+    (glyphs, (caret.ceil() as u32, (font.ascent() - font.descent()).ceil() as u32))
+}
+
+/// The `plotters` bitmap backend over an RGB image, with its text set by `ab_glyph` in the
+/// embedded font: every figure's text (titles, tick labels, grid row labels) goes through
+/// here. (`plotters`' own `ab_glyph` text, in 0.3.7, drops the glyphs' side bearings and
+/// spaces letters unevenly.)
+struct Canvas<'a> {
+    bitmap: BitMapBackend<'a>,
+    font: &'static FontRef<'static>,
+}
+
+impl<'a> Canvas<'a> {
+    fn new(image: &'a mut RgbImage) -> Result<Self> {
+        let size = image.dimensions();
+        Ok(Self { bitmap: BitMapBackend::with_buffer(image, size), font: font()? })
+    }
+}
+
+/// What the bitmap backend's drawing calls return.
+type Drawn = std::result::Result<(), DrawingErrorKind<BitmapError>>;
+type BitmapError = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
+
+impl DrawingBackend for Canvas<'_> {
+    type ErrorType = BitmapError;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.bitmap.get_size()
+    }
+
+    fn ensure_prepared(&mut self) -> Drawn {
+        self.bitmap.ensure_prepared()
+    }
+
+    fn present(&mut self) -> Drawn {
+        self.bitmap.present()
+    }
+
+    fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> Drawn {
+        self.bitmap.draw_pixel(point, color)
+    }
+
+    fn draw_line<S: BackendStyle>(&mut self, from: BackendCoord, to: BackendCoord, s: &S) -> Drawn {
+        self.bitmap.draw_line(from, to, s)
+    }
+
+    fn draw_rect<S: BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Drawn {
+        self.bitmap.draw_rect(upper_left, bottom_right, style, fill)
+    }
+
+    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Drawn {
+        self.bitmap.draw_path(path, style)
+    }
+
+    fn draw_circle<S: BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Drawn {
+        self.bitmap.draw_circle(center, radius, style, fill)
+    }
+
+    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> Drawn {
+        self.bitmap.fill_polygon(vert, style)
+    }
+
+    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> Drawn {
+        self.bitmap.blit_bitmap(pos, size, src)
+    }
+
+    fn estimate_text_size<T: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &T,
+    ) -> std::result::Result<(u32, u32), DrawingErrorKind<BitmapError>> {
+        Ok(layout(self.font, style.size(), text).1)
+    }
+
+    fn draw_text<T: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &T,
+        pos: BackendCoord,
+    ) -> Drawn {
+        let color = style.color();
+        let (glyphs, (w, h)) = layout(self.font, style.size(), text);
+        let (w, h) = (w as i32, h as i32);
+        let anchor = style.anchor();
+        let dx = match anchor.h_pos {
+            HPos::Left => 0,
+            HPos::Center => -w / 2,
+            HPos::Right => -w,
+        };
+        let dy = match anchor.v_pos {
+            VPos::Top => 0,
+            VPos::Center => -h / 2,
+            VPos::Bottom => -h,
+        };
+        let turn = style.transform();
+        let mut covered = Vec::new();
+        for glyph in glyphs {
+            let Some(outline) = self.font.outline_glyph(glyph) else { continue };
+            let corner = outline.px_bounds().min;
+            outline.draw(|x, y, coverage| {
+                let (x, y) = (corner.x as i32 + x as i32, corner.y as i32 + y as i32);
+                covered.push((x, y, coverage));
+            });
+        }
+        for (x, y, coverage) in covered {
+            if coverage > 0.0 {
+                let (x, y) = turn.transform(x + dx, y + dy);
+                let alpha = color.alpha * f64::from(coverage.min(1.0));
+                self.bitmap.draw_pixel((pos.0 + x, pos.1 + y), BackendColor { alpha, ..color })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A `plotters` error while drawing `path`, as an I/O error of that file.
+fn draw_error<E>(path: &Path) -> impl Fn(E) -> Error + '_
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e) }
+}
 
 fn save_png(path: &Path, image: &RgbImage) -> Result<()> {
     let mut bytes = Vec::new();
@@ -59,8 +246,7 @@ pub fn write_grid(path: &Path, rows: &[&Tensor]) -> Result<()> {
     write_labelled_grid(path, &rows)
 }
 
-/// [`write_grid`] with each row's name written to its left (letters, drawn in lower case,
-/// digits and `. - + : / ( ) &`; other characters are left blank).
+/// [`write_grid`] with each row's name written to its left, in the embedded font.
 ///
 /// # Errors
 /// Rows of different shapes; tensor and I/O errors.
@@ -69,16 +255,21 @@ pub fn write_labelled_grid(path: &Path, rows: &[(&str, &Tensor)]) -> Result<()> 
     let [n, 3, h, w] = dims[..] else {
         return Err(Error::Config(format!("write_grid: rows must be [N, 3, H, W], got {dims:?}")));
     };
+    const LABEL_SIZE: f64 = 14.0;
     let gap = 2;
-    // Glyphs are 3×5 cells on a 4-cell pitch at scale 2: 8 pixels a character.
-    let longest = rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0);
-    let margin = if longest == 0 { 0 } else { longest * 8 + 8 };
+    let font = font()?;
+    let width = |label: &str| {
+        let (_, (width, _)) = layout(font, LABEL_SIZE, label);
+        width as usize
+    };
+    let longest = rows.iter().map(|(label, _)| width(label)).max().unwrap_or(0);
+    let margin = if longest == 0 { 0 } else { longest + 12 };
     let mut grid = RgbImage::from_pixel(
         (margin + n * (w + gap) + gap) as u32,
         (rows.len() * (h + gap) + gap) as u32,
         Rgb([255, 255, 255]),
     );
-    for (r, (label, row)) in rows.iter().enumerate() {
+    for (r, (_, row)) in rows.iter().enumerate() {
         if row.dims() != dims {
             return Err(Error::Config(format!(
                 "write_grid: row {r} is {:?}, row 0 {dims:?}",
@@ -86,7 +277,6 @@ pub fn write_labelled_grid(path: &Path, rows: &[(&str, &Tensor)]) -> Result<()> 
             )));
         }
         let top = gap + r * (h + gap);
-        text(&mut grid, 4, (top + h / 2) as i64 - 5, label, Rgb([0, 0, 0]));
         let v = levels(row)?;
         for i in 0..n {
             for y in 0..h {
@@ -99,178 +289,226 @@ pub fn write_labelled_grid(path: &Path, rows: &[(&str, &Tensor)]) -> Result<()> 
             }
         }
     }
+    if margin > 0 {
+        let area = Canvas::new(&mut grid)?.into_drawing_area();
+        let style = text_style(LABEL_SIZE, BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        for (r, (label, _)) in rows.iter().enumerate() {
+            let middle = gap + r * (h + gap) + h / 2;
+            area.draw_text(label, &style, (6, middle as i32)).map_err(draw_error(path))?;
+        }
+        area.present().map_err(draw_error(path))?;
+    }
     save_png(path, &grid)
 }
 
-/// 3×5 glyphs, rows top to bottom, three bits each (high bit left).
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' | 'o' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' | 's' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        '-' => [0, 0, 7, 0, 0],
-        '+' => [0, 2, 7, 2, 0],
-        ':' => [0, 2, 0, 2, 0],
-        '/' => [1, 1, 2, 4, 4],
-        '(' => [1, 2, 2, 2, 1],
-        ')' => [4, 2, 2, 2, 4],
-        '&' => [2, 5, 2, 5, 3],
-        'a' => [2, 5, 7, 5, 5],
-        'b' => [4, 4, 7, 5, 7],
-        'c' => [7, 4, 4, 4, 7],
-        'd' => [6, 5, 5, 5, 6],
-        'e' => [7, 4, 7, 4, 7],
-        'f' => [7, 4, 7, 4, 4],
-        'g' => [7, 4, 5, 5, 7],
-        'h' => [4, 4, 6, 5, 5],
-        'i' => [7, 2, 2, 2, 7],
-        'j' => [1, 1, 1, 5, 7],
-        'k' => [5, 5, 6, 5, 5],
-        'l' => [4, 4, 4, 4, 7],
-        'm' => [5, 7, 7, 5, 5],
-        'n' => [6, 5, 5, 5, 5],
-        'p' => [6, 5, 6, 4, 4],
-        'q' => [7, 5, 5, 7, 1],
-        'r' => [6, 5, 6, 5, 5],
-        't' => [7, 2, 2, 2, 2],
-        'u' => [5, 5, 5, 5, 7],
-        'v' => [5, 5, 5, 5, 2],
-        'w' => [5, 5, 7, 7, 5],
-        'x' => [5, 5, 2, 5, 5],
-        'y' => [5, 5, 7, 1, 7],
-        'z' => [7, 1, 2, 4, 7],
-        _ => [0; 5],
+/// Width of the curves figure, in pixels.
+const CURVES_WIDTH: u32 = 800;
+/// Height of one panel of the curves figure (title, plot and axis labels), in pixels.
+const PANEL_HEIGHT: u32 = 220;
+/// Steps in the moving average drawn dark.
+const WINDOW: usize = 25;
+/// The raw values' line.
+const LIGHT: RGBColor = RGBColor(170, 200, 235);
+/// The moving average's line.
+const DARK: RGBColor = RGBColor(20, 60, 160);
+/// The plot's frame and axes.
+const FRAME: RGBColor = RGBColor(140, 140, 140);
+
+/// One term's points as drawn: (step, |value|), non-finite values left out and zeros raised
+/// to the smallest positive magnitude, with their 25-step moving average (geometric mean).
+struct Curve {
+    raw: Vec<(u64, f64)>,
+    smooth: Vec<(u64, f64)>,
+    /// The first and last steps that logged the term, drawn or not.
+    steps: (u64, u64),
+    /// How many steps logged it.
+    logged: usize,
+    /// How many of those values were NaN or infinite.
+    skipped: usize,
+}
+
+impl Curve {
+    fn new(history: &[StepLog], name: &str) -> Self {
+        let values: Vec<(u64, f64)> =
+            history.iter().filter_map(|l| l.terms.get(name).map(|v| (l.step, *v))).collect();
+        let finite: Vec<(u64, f64)> =
+            values.iter().filter(|(_, v)| v.is_finite()).map(|&(s, v)| (s, v.abs())).collect();
+        let floor = finite.iter().map(|p| p.1).filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
+        let raw: Vec<(u64, f64)> = if floor.is_finite() {
+            finite.iter().map(|&(s, v)| (s, v.max(floor))).collect()
+        } else {
+            Vec::new()
+        };
+        let logs: Vec<f64> = raw.iter().map(|p| p.1.ln()).collect();
+        let smooth = (0..raw.len())
+            .map(|i| {
+                let lo = i.saturating_sub(WINDOW - 1);
+                let mean = logs[lo..=i].iter().sum::<f64>() / (i - lo + 1) as f64;
+                (raw[i].0, mean.exp())
+            })
+            .collect();
+        let steps = values.iter().fold((u64::MAX, 0), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+        Self { raw, smooth, steps, logged: values.len(), skipped: values.len() - finite.len() }
     }
 }
 
-fn text(img: &mut RgbImage, x0: i64, y0: i64, s: &str, color: Rgb<u8>) {
-    const SCALE: i64 = 2;
-    for (k, c) in s.chars().enumerate() {
-        let g = glyph(c.to_ascii_lowercase());
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..3 {
-                if bits >> (2 - col) & 1 == 1 {
-                    for dy in 0..SCALE {
-                        for dx in 0..SCALE {
-                            let x = x0 + (k as i64 * 4 + col) * SCALE + dx;
-                            let y = y0 + row as i64 * SCALE + dy;
-                            if x >= 0
-                                && y >= 0
-                                && (x as u32) < img.width()
-                                && (y as u32) < img.height()
-                            {
-                                img.put_pixel(x as u32, y as u32, color);
-                            }
-                        }
-                    }
-                }
-            }
+/// `v` to three significant digits: plain from 0.001 to 9999 (`0.0033`, `0.5`, `200`), else
+/// in `2.5e-5` form; trailing zeros dropped.
+fn number(v: f64) -> String {
+    fn trim(s: &str) -> &str {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.')
+        } else {
+            s
         }
+    }
+    if v == 0.0 || (1e-3..1e4).contains(&v.abs()) {
+        let decimals = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+        trim(&format!("{v:.decimals$}")).to_string()
+    } else {
+        let s = format!("{v:.2e}");
+        let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+        format!("{}e{exponent}", trim(mantissa))
     }
 }
 
-fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), color: Rgb<u8>) {
-    let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-    let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-    let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-    loop {
-        if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
-            img.put_pixel(x as u32, y as u32, color);
-        }
-        if x == x1 && y == y1 {
-            break;
-        }
-        let e2 = 2 * err;
-        if e2 >= dy {
-            err += dy;
-            x += sx;
-        }
-        if e2 <= dx {
-            err += dx;
-            y += sy;
+/// Ticks of a log axis over `lo..=hi`: the labelled ones (decades, thinned to at most 8; or
+/// 1-2-5 steps, or every m·10ᵏ, whichever is the sparsest with 3 labels) and the light grid
+/// lines (every m·10ᵏ, or the decades when there are more than 8).
+fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
+    let (first, last) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let within = |mantissas: &[f64], every: i32| -> Vec<f64> {
+        (first..=last)
+            .filter(|k| k.rem_euclid(every) == 0)
+            .flat_map(|k| mantissas.iter().map(move |m| m * 10f64.powi(k)))
+            .filter(|v| (lo..=hi).contains(v))
+            .collect()
+    };
+    let all: Vec<f64> = (1..10).map(f64::from).collect();
+    let decades = within(&[1.0], 1);
+    if decades.len() > 8 {
+        let every = (decades.len() as i32 + 7) / 8;
+        return (within(&[1.0], every), decades);
+    }
+    let light = within(&all, 1);
+    for mantissas in [&[1.0][..], &[1.0, 2.0, 5.0]] {
+        let labelled = within(mantissas, 1);
+        if labelled.len() >= 3 {
+            return (labelled, light);
         }
     }
+    (light.clone(), light)
 }
 
-/// Writes one panel per loss term (log₁₀ scale; raw values light, a 25-step moving average
-/// dark), labelled with the term's name, its last average and the axis range.
+/// Writes one panel per loss term, in the order `total`, `feat`, `img`, `adv`, `kl`,
+/// `discr`, then any other term alphabetically: the raw values light and their 25-step moving
+/// average (geometric mean) dark against the step, on a log₁₀ axis, titled with the term's
+/// name and its last averaged value.
+///
+/// A log axis shows magnitudes: a negative value is drawn as |value|, a zero at the term's
+/// smallest positive magnitude, and NaN or infinite values are left out (the title counts
+/// them). A history with no terms gives one empty panel saying so, so that a run's
+/// `curves.png` always exists. The PNG is written atomically.
 ///
 /// # Errors
-/// I/O errors.
+/// Drawing and I/O errors.
 pub fn write_curves(path: &Path, history: &[StepLog]) -> Result<()> {
+    const PREFERRED: [&str; 6] = ["total", "feat", "img", "adv", "kl", "discr"];
     let mut names: Vec<&str> = Vec::new();
-    for preferred in ["total", "feat", "img", "adv", "kl", "discr"] {
+    for preferred in PREFERRED {
         if history.iter().any(|l| l.terms.contains_key(preferred)) {
             names.push(preferred);
         }
     }
-    let (pw, ph, left, top) = (640i64, 130i64, 70i64, 16i64);
-    let mut img = RgbImage::from_pixel(
-        (pw + left + 10) as u32,
-        ((ph + top + 8) * names.len().max(1) as i64) as u32,
-        Rgb([255, 255, 255]),
-    );
-    for (p, name) in names.iter().enumerate() {
-        let y_off = p as i64 * (ph + top + 8) + top;
-        let pts: Vec<(f64, f64)> = history
-            .iter()
-            .filter_map(|l| l.terms.get(*name).map(|v| (l.step as f64, v.abs().max(1e-30).log10())))
-            .collect();
-        if pts.is_empty() {
-            continue;
+    let mut others: Vec<&str> = history
+        .iter()
+        .flat_map(|l| l.terms.keys().map(String::as_str))
+        .filter(|n| !PREFERRED.contains(n))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    names.extend(others);
+
+    let size = (CURVES_WIDTH, PANEL_HEIGHT * names.len().max(1) as u32);
+    let mut pixels = RgbImage::from_pixel(size.0, size.1, Rgb([255, 255, 255]));
+    {
+        let root = Canvas::new(&mut pixels)?.into_drawing_area();
+        let panels = root.split_evenly((names.len().max(1), 1));
+        if names.is_empty() {
+            let (middle_x, middle_y) = (size.0 as i32 / 2, size.1 as i32 / 2);
+            let style = text_style(16.0, BLACK).pos(Pos::new(HPos::Center, VPos::Center));
+            root.draw_text("no loss terms logged yet", &style, (middle_x, middle_y))
+                .map_err(draw_error(path))?;
         }
-        let window = 25usize;
-        let smooth: Vec<(f64, f64)> = (0..pts.len())
-            .map(|i| {
-                let lo = i.saturating_sub(window - 1);
-                let s: f64 = pts[lo..=i].iter().map(|p| p.1).sum();
-                (pts[i].0, s / (i - lo + 1) as f64)
-            })
-            .collect();
-        let (x_min, x_max) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1.0));
-        let y_min = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let y_max = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max).max(y_min + 1e-6);
-        let map = |(x, y): (f64, f64)| -> (i64, i64) {
-            let px = left + ((x - x_min) / (x_max - x_min) * (pw - 1) as f64).round() as i64;
-            let py =
-                y_off + ph - 1 - ((y - y_min) / (y_max - y_min) * (ph - 1) as f64).round() as i64;
-            (px, py)
-        };
-        let frame = Rgb([160, 160, 160]);
-        line(&mut img, (left, y_off), (left + pw - 1, y_off), frame);
-        line(&mut img, (left, y_off + ph - 1), (left + pw - 1, y_off + ph - 1), frame);
-        line(&mut img, (left, y_off), (left, y_off + ph - 1), frame);
-        line(&mut img, (left + pw - 1, y_off), (left + pw - 1, y_off + ph - 1), frame);
-        for w in pts.windows(2) {
-            line(&mut img, map(w[0]), map(w[1]), Rgb([170, 200, 235]));
+        for (name, panel) in names.iter().zip(&panels) {
+            draw_panel(path, panel, name, &Curve::new(history, name))?;
         }
-        for w in smooth.windows(2) {
-            line(&mut img, map(w[0]), map(w[1]), Rgb([20, 60, 160]));
-        }
-        let last = 10f64.powf(smooth[smooth.len() - 1].1);
-        text(
-            &mut img,
-            left,
-            y_off - 13,
-            &format!("{name}  {last:.3e}  steps {x_min}-{x_max}"),
-            Rgb([0, 0, 0]),
-        );
-        text(&mut img, 2, y_off, &format!("{:.1e}", 10f64.powf(y_max)), Rgb([80, 80, 80]));
-        text(
-            &mut img,
-            2,
-            y_off + ph - 10,
-            &format!("{:.1e}", 10f64.powf(y_min)),
-            Rgb([80, 80, 80]),
-        );
+        root.present().map_err(draw_error(path))?;
     }
-    save_png(path, &img)
+    save_png(path, &pixels)
+}
+
+/// One panel of [`write_curves`].
+fn draw_panel(
+    path: &Path,
+    panel: &DrawingArea<Canvas<'_>, plotters::coord::Shift>,
+    name: &str,
+    curve: &Curve,
+) -> Result<()> {
+    let mut title = match curve.smooth.last() {
+        Some((step, v)) => format!("{name}: {} at step {step} ({WINDOW}-step average)", number(*v)),
+        None => format!("{name}: no positive finite value in {} steps", curve.logged),
+    };
+    if curve.skipped > 0 && !curve.raw.is_empty() {
+        title.push_str(&format!("; {} NaN/inf not drawn", curve.skipped));
+    }
+    let (x_lo, x_hi) = (curve.steps.0, curve.steps.1.max(curve.steps.0 + 1));
+    let (mut y_lo, mut y_hi) = curve
+        .raw
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    if !(y_lo.is_finite() && y_hi.is_finite()) {
+        (y_lo, y_hi) = (0.1, 10.0);
+    }
+    // At least a factor of 10 in view, centred on the data (an empty panel shows 0.1 to 10).
+    let spread = (y_hi / y_lo).max(10.0).sqrt() / (y_hi / y_lo).sqrt();
+    let (y_lo, y_hi) = (y_lo / spread / 1.05, y_hi * spread * 1.05);
+
+    let (labelled, light) = log_ticks(y_lo, y_hi);
+    let y_range = (y_lo..y_hi).log_scale().with_key_points(labelled).with_light_points(light);
+    let mut chart = ChartBuilder::on(panel)
+        .caption(title, text_style(16.0, BLACK))
+        .margin(6)
+        .margin_right(24)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x_lo..x_hi, y_range)
+        .map_err(draw_error(path))?;
+    let label = text_style(12.0, RGBColor(60, 60, 60));
+    chart
+        .configure_mesh()
+        .label_style(label.clone())
+        .axis_desc_style(label)
+        .x_desc("step")
+        .y_label_formatter(&|v| number(*v))
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .axis_style(FRAME)
+        .draw()
+        .map_err(draw_error(path))?;
+    chart
+        .draw_series(LineSeries::new(curve.raw.iter().copied(), LIGHT))
+        .map_err(draw_error(path))?;
+    chart
+        .draw_series(LineSeries::new(curve.smooth.iter().copied(), Color::stroke_width(&DARK, 2)))
+        .map_err(draw_error(path))?;
+    if let [only] = curve.smooth[..] {
+        // One step makes no line: a dot.
+        chart.draw_series([Circle::new(only, 3, DARK.filled())]).map_err(draw_error(path))?;
+    }
+    let (x, y) = (chart.x_range(), chart.y_range());
+    chart
+        .draw_series([Rectangle::new([(x.start, y.end), (x.end, y.start)], FRAME)])
+        .map_err(draw_error(path))?;
+    Ok(())
 }
