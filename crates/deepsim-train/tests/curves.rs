@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle::{Device, Tensor};
-use deepsim_train::{parse_log, write_curves, write_grid, write_labelled_grid, StepLog};
+use deepsim_train::{write_curves, write_grid, write_labelled_grid, StepLog};
 use image::RgbImage;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -22,7 +22,7 @@ fn history(steps: u64, names: &[&str], f: impl Fn(&str, u64) -> f64) -> Vec<Step
             // A metrics.jsonl line with no terms, as the trainer writes one; terms set after,
             // so that NaN needs no JSON spelling.
             let line = format!(r#"{{"step":{step},"epoch":0,"batch":0,"seconds":0.0}}"#);
-            let mut log = parse_log(&line).expect("a metrics line");
+            let mut log = StepLog::from_json(&line).expect("a metrics line");
             log.step = step;
             log.terms =
                 names.iter().map(|n| (n.to_string(), f(n, step))).collect::<BTreeMap<_, _>>();
