@@ -1,10 +1,11 @@
-//! Images in: PNG and JPEG (whatever the image crate reads) to NCHW f32 RGB in [0, 1];
-//! grayscale becomes three channels and alpha is dropped.
+//! Images in: PNG and JPEG (whatever deepsim-data's decoder reads) to NCHW f32 RGB in [0, 1];
+//! grayscale becomes three channels and alpha is dropped. Image folders listed; heat maps out.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
+use deepsim_data::{to_chw, ColorMode, Rng, Transform};
 use image::imageops::FilterType;
 
 /// `path` decoded by deepsim-data's loader, the one every command reads images through: a
@@ -14,7 +15,7 @@ fn open(path: &Path) -> Result<image::DynamicImage> {
     if path.is_dir() {
         bail!("{} is a folder, not an image", path.display());
     }
-    let (img, _) = deepsim_data::decode(path, deepsim_data::ColorMode::Rgb)
+    let (img, _) = deepsim_data::decode(path, ColorMode::Rgb)
         .map_err(|why| anyhow::anyhow!("{}: cannot use the image: {why}", path.display()))?;
     Ok(img)
 }
@@ -61,6 +62,37 @@ pub fn load_center_crop(path: &Path, side: u32) -> Result<Tensor> {
     let chw: Vec<f32> =
         (0..3).flat_map(|c| rgb.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
     Ok(Tensor::from_vec(chw, (1, 3, side as usize, side as usize), &Device::Cpu)?)
+}
+
+/// An image with its shorter side resized to `resize`, then its centre `crop` square, as
+/// training's validation transform makes it; `[1, 3, crop, crop]` in [0, 1] on the CPU.
+pub fn load_square(path: &Path, resize: u32, crop: u32) -> Result<Tensor> {
+    let img = Transform::eval(resize, crop).apply(open(path)?, &mut Rng::new(0));
+    let side = crop as usize;
+    Ok(Tensor::from_vec(to_chw(&img, ColorMode::Rgb), (1, 3, side, side), &Device::Cpu)?)
+}
+
+/// The image files of a folder (the extensions of `deepsim_data::IMAGE_EXTENSIONS`, which
+/// its decoder reads), sorted by name.
+pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                deepsim_data::IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())
+            })
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!(
+            "{}: no images (files ending in {})",
+            dir.display(),
+            deepsim_data::IMAGE_EXTENSIONS.join(", ")
+        );
+    }
+    Ok(files)
 }
 
 /// Two images of one size: an error naming both sizes unless `resize` (then `b` is resized to

@@ -39,6 +39,15 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
+/// The stderr of a command line clap refuses: exit code 2 and nothing on stdout.
+fn refused(home: &Path, args: &[&str]) -> String {
+    let o = deepsim(home, args);
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(o.stdout.is_empty(), "{args:?}: {}", String::from_utf8_lossy(&o.stdout));
+    err
+}
+
 fn stderr(o: &Output) -> String {
     assert!(!o.status.success(), "should have failed: {}", String::from_utf8_lossy(&o.stdout));
     String::from_utf8(o.stderr.clone()).unwrap()
@@ -737,6 +746,8 @@ fn train_then_invert_interpolate_and_sample() {
             &s(&vae.join("run/checkpoint.safetensors")),
             "--n",
             "5",
+            "--device",
+            "cpu",
             "--out",
             &s(&samples),
         ],
@@ -772,7 +783,127 @@ fn bench_runs_a_kernel_and_writes_json() {
     let rate = m["images_per_s"].as_f64().unwrap();
     assert!((rate - 16.0 / (median / 1e3)).abs() < 1e-6 * rate, "{rate}");
 
-    assert!(stderr(&deepsim(&home, &["bench", "nope"])).contains("no benchmark \"nope\""));
+    assert_eq!(m["device"], "cpu");
+    // A name that is no benchmark is refused by clap, which lists them.
+    let err = refused(&home, &["bench", "nope"]);
+    assert!(err.contains("invalid value 'nope'") && err.contains("deepsim_step_256"), "{err}");
     assert!(stderr(&deepsim(&home, &["bench", "--iterations", "0"])).contains("--iterations 0"));
     assert!(stderr(&deepsim(&home, &["bench", "--device", "tpu"])).contains("tpu"));
+}
+
+/// A value outside a closed set (a metric, comparator, classifier, benchmark, tap) is refused
+/// by clap before anything runs: exit 2, the flag named, the allowed values or forms listed.
+#[test]
+fn clap_refuses_values_outside_their_sets() {
+    let home = common::temp_dir("cli-clap");
+    let coffee = data("coffee_224.png");
+    let c = coffee.to_str().unwrap();
+    let out = home.join("never.safetensors");
+    let o = out.to_str().unwrap();
+
+    let err = refused(&home, &["compare-audio", "--metric", "nope", "a.wav", "b.wav"]);
+    assert!(err.contains("invalid value 'nope' for '--metric <METRIC>'"), "{err}");
+    assert!(err.contains("[possible values: stft, mr-stft]"), "{err}");
+
+    let err = refused(&home, &["classify", "--model", "lite3", c]);
+    assert!(err.contains("[possible values: lite0, lite1, lite2]"), "{err}");
+
+    // The comparators are deepsim_comparators::COMPARATORS, for `features` and `invert-optim`.
+    let features = ["features", "--tap", "conv5", "--out", o, "--comparator"];
+    let err = refused(&home, &[&features[..], &["alexnett", c]].concat());
+    assert!(err.contains("invalid value 'alexnett' for '--comparator <COMPARATOR>'"), "{err}");
+    for name in deepsim_comparators::COMPARATORS {
+        assert!(err.contains(name), "{name}: {err}");
+    }
+    let err =
+        refused(&home, &["invert-optim", "--network", "vgg", "--tap", "conv5", "--out", o, c]);
+    assert!(err.contains("'--network <NETWORK>'") && err.contains("vgg16, vgg19"), "{err}");
+    let err =
+        refused(&home, &["features", "--comparator", "alexnet", "--tap", "pool9", "--out", o, c]);
+    assert!(err.contains("'--tap <TAP>': unknown tap `pool9`"), "{err}");
+
+    // compare's metric is open-ended (feature:COMPARATOR:TAP) but checked by clap all the same.
+    for (metric, why) in [
+        ("psnrr", "unknown metric `psnrr`: stlpips-alex,"),
+        ("feature:nonet:conv5", "unknown comparator `nonet` in `feature:nonet:conv5`"),
+        ("feature:alexnet:conv9", "unknown tap `conv9`"),
+        ("feature:alexnet", "needs a tap: feature:alexnet:TAP"),
+    ] {
+        let err = refused(&home, &["compare", "--metric", metric, c, c]);
+        assert!(err.contains(&format!("invalid value '{metric}' for '--metric <METRIC>'")));
+        assert!(err.contains(why), "{metric}: {err}");
+    }
+    assert!(!out.exists());
+}
+
+/// Every command that runs networks takes the one `--device` flag: a name that is no device
+/// is refused by clap naming the flag and the accepted names; `--device cpu` is the default
+/// where the command builds its own networks, and gives the same answer as no flag.
+#[test]
+fn device_is_one_flag_checked_by_clap() {
+    let home = common::temp_dir("cli-device");
+    let coffee = data("coffee_224.png");
+    let c = coffee.to_str().unwrap();
+    let commands: [&[&str]; 13] = [
+        &["features", "--comparator", "alexnet-random", "--tap", "conv5", "--out", "o", c],
+        &["compare", c, c],
+        &["classify", c],
+        &["invert-optim", "--network", "alexnet-random", "--tap", "conv5", "--out", "o", c],
+        &["bench"],
+        &["train", "config.toml"],
+        &["invert", "--checkpoint", "ck", "--out", "o", c],
+        &["interpolate", "--checkpoint", "ck", "--out", "o.png", c, c],
+        &["sample", "--checkpoint", "ck", "--out", "o"],
+        &["eval", "--checkpoint", "ck", "--data", "d"],
+        &["reencode", "--checkpoint", "ck", "--out", "o.png", c],
+        &["neighbours", "--checkpoint", "ck", "--train", "d", "--out", "o.png", c],
+        &["ablation", "--checkpoint", "ck", "--out", "o.png", c],
+    ];
+    for args in commands {
+        for bad in ["tpu", "cuda:x"] {
+            let err = refused(&home, &[args, &["--device", bad]].concat());
+            assert!(
+                err.contains(&format!("invalid value '{bad}' for '--device <DEVICE>'"))
+                    && err.contains("expected cpu, cuda, cuda:N or metal"),
+                "{args:?}: {err}"
+            );
+        }
+    }
+    if !cfg!(feature = "cuda") {
+        let err = refused(&home, &["compare", "--device", "cuda", c, c]);
+        assert!(err.contains("'cuda' for '--device <DEVICE>'") && err.contains("cuda"), "{err}");
+    }
+    // The help of a command that builds its own networks shows the default.
+    let help = stdout(&deepsim(&home, &["features", "--help"]));
+    assert!(help.contains("--device <DEVICE>") && help.contains("[default: cpu]"), "{help}");
+
+    let chelsea = data("chelsea_224.png");
+    let metric = ["--metric", "feature:alexnet-random:conv5", c, chelsea.to_str().unwrap()];
+    let d = |extra: &[&str]| -> f64 {
+        let args = [&["compare"], extra, &metric[..]].concat();
+        stdout(&deepsim(&home, &args)).trim().parse().unwrap()
+    };
+    let (default, cpu) = (d(&[]), d(&["--device", "cpu"]));
+    assert!(default > 0.0 && default == cpu, "{default} vs {cpu}");
+}
+
+/// `compare-audio --json` is the same distance as the plain answer, through serde_json, with
+/// the metric's name as given.
+#[test]
+fn compare_audio_json_names_its_metric() {
+    let dir = common::temp_dir("cli-audio-json");
+    let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
+    write_wav(&a, 16000, 1, &signal(3000, 0.0));
+    write_wav(&b, 16000, 1, &signal(3000, 0.9));
+    let (sa, sb) = (a.to_str().unwrap(), b.to_str().unwrap());
+    for metric in ["stft", "mr-stft"] {
+        let plain: f64 = stdout(&deepsim(&dir, &["compare-audio", "--metric", metric, sa, sb]))
+            .trim()
+            .parse()
+            .unwrap();
+        let json = stdout(&deepsim(&dir, &["compare-audio", "--json", "--metric", metric, sa, sb]));
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(v["metric"], metric);
+        assert!(plain > 0.0 && v["distance"].as_f64() == Some(plain), "{json} vs {plain}");
+    }
 }

@@ -3,53 +3,95 @@
 //! runs one benchmark per process through it (so each process's peak memory is that
 //! benchmark's) and writes the summary.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor, Var};
+use clap::ValueEnum;
 use deepsim_comparators::{AlexNet, AlexNetLayout, Comparator, Tap};
 use deepsim_kernels::{local_response_norm, max_pool2d, LrnConfig, MaxPool2dConfig};
 use deepsim_losses::{FeatureLoss, FeatureNorm, Reduction};
-use deepsim_train::{normal, parse_device, peak_resident_bytes, resident_bytes, StepWorkload};
+use deepsim_train::{normal, peak_resident_bytes, resident_bytes, StepWorkload};
 use serde::Serialize;
 
+use crate::args::DeviceArg;
+
+/// Times the kernel, comparator and training-step benchmarks on one device: median ms per
+/// call, images per second and resident memory (`cargo xtask bench-gpu` runs it on a GPU).
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Benchmarks to run (default: all).
+    #[arg(value_enum)]
+    names: Vec<Bench>,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Timed calls per benchmark, after two warm-up calls.
+    #[arg(long, default_value_t = 10)]
+    iterations: usize,
+    /// Also write the measurements as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Print the benchmark names, one per line, and run nothing.
+    #[arg(long)]
+    list: bool,
+}
+
 /// The benchmarks, in the order they run.
-pub const NAMES: [&str; 5] = [
-    "max_pool_3x3s2_fwdbwd",
-    "lrn_fwdbwd",
-    "alexnet_conv5_loss_fwdbwd",
-    "deepsim_step_64",
-    "deepsim_step_256",
-];
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Bench {
+    /// AlexNet's overlapping max-pool 3×3/2, forward and backward.
+    #[value(name = "max_pool_3x3s2_fwdbwd")]
+    MaxPool3x3s2,
+    /// CaffeNet's LRN (5 channels), forward and backward.
+    #[value(name = "lrn_fwdbwd")]
+    Lrn,
+    /// The MSE of AlexNet's conv5 features (random weights), forward and backward to the
+    /// input.
+    #[value(name = "alexnet_conv5_loss_fwdbwd")]
+    AlexnetConv5Loss,
+    /// A DeePSiM generator step with a 64×64 output.
+    #[value(name = "deepsim_step_64")]
+    DeepsimStep64,
+    /// A DeePSiM generator step with a 256×256 output.
+    #[value(name = "deepsim_step_256")]
+    DeepsimStep256,
+}
+
+impl Bench {
+    /// The benchmark's name, as `--list` prints it and the JSON records it.
+    fn name(self) -> String {
+        self.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+}
 
 /// One benchmark's measurement.
 #[derive(Serialize)]
-pub struct Measurement {
+struct Measurement {
     /// Benchmark name.
-    pub name: String,
+    name: String,
     /// What one call does, with its sizes.
-    pub what: String,
+    what: String,
     /// The device.
-    pub device: String,
+    device: String,
     /// Images per call.
-    pub batch: usize,
+    batch: usize,
     /// Timed calls (after two untimed warm-up calls).
-    pub iterations: usize,
+    iterations: usize,
     /// Median milliseconds per call.
-    pub median_ms: f64,
+    median_ms: f64,
     /// Fastest call.
-    pub min_ms: f64,
+    min_ms: f64,
     /// Images per second at the median.
-    pub images_per_s: f64,
+    images_per_s: f64,
     /// Resident memory after the warm-up calls (bytes; Linux).
-    pub resident_after_warmup: Option<u64>,
+    resident_after_warmup: Option<u64>,
     /// Resident memory after the last call (bytes; Linux): with `resident_after_warmup`, the
     /// growth over the timed calls.
-    pub resident_at_end: Option<u64>,
+    resident_at_end: Option<u64>,
     /// The process's peak resident memory (bytes; Linux).
-    pub peak_resident: Option<u64>,
+    peak_resident: Option<u64>,
 }
 
 /// A benchmark ready to run: a description, its batch and one call.
@@ -68,21 +110,21 @@ fn batch(device: &Device, gpu: usize, cpu: usize) -> usize {
     }
 }
 
-fn workload(name: &str, device: &Device) -> Result<Workload> {
-    Ok(match name {
-        "max_pool_3x3s2_fwdbwd" => {
+fn workload(bench: Bench, device: &Device) -> Result<Workload> {
+    Ok(match bench {
+        Bench::MaxPool3x3s2 => {
             let cfg = MaxPool2dConfig::square(3, 2);
             kernel(device, 64, 1, "AlexNet's overlapping max-pool 3×3/2", move |x| {
                 max_pool2d(x, &cfg)
             })?
         }
-        "lrn_fwdbwd" => {
+        Bench::Lrn => {
             let cfg = LrnConfig::caffenet();
             kernel(device, 96, 2, "CaffeNet's LRN (5 channels)", move |x| {
                 local_response_norm(x, &cfg)
             })?
         }
-        "alexnet_conv5_loss_fwdbwd" => {
+        Bench::AlexnetConv5Loss => {
             let n = batch(device, 64, 16);
             let net: Arc<dyn Comparator + Send + Sync> =
                 Arc::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?);
@@ -105,8 +147,8 @@ fn workload(name: &str, device: &Device) -> Result<Workload> {
                 }),
             }
         }
-        "deepsim_step_64" | "deepsim_step_256" => {
-            let side = if name.ends_with("64") { 64 } else { 256 };
+        Bench::DeepsimStep64 | Bench::DeepsimStep256 => {
+            let side = if bench == Bench::DeepsimStep64 { 64 } else { 256 };
             let n = batch(device, 64, 8);
             let mut w = StepWorkload::new(side, n, device)?;
             Workload {
@@ -123,7 +165,6 @@ fn workload(name: &str, device: &Device) -> Result<Workload> {
                 }),
             }
         }
-        other => bail!("no benchmark {other:?}; the benchmarks: {}", NAMES.join(", ")),
     })
 }
 
@@ -155,56 +196,63 @@ fn sync(t: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Runs the benchmarks `names` (all when empty) on `device`, `iterations` timed calls each
-/// after two warm-up calls; prints one line per benchmark and writes the JSON list to `json`.
-pub fn run(names: &[String], device: &str, iterations: usize, json: Option<&Path>) -> Result<()> {
-    if iterations == 0 {
-        bail!("--iterations 0: at least one timed call is needed");
-    }
-    let dev = parse_device(device)?;
-    let names: Vec<String> = if names.is_empty() {
-        NAMES.iter().map(|s| s.to_string()).collect()
-    } else {
-        names.to_vec()
-    };
-    let mut out = Vec::new();
-    for name in &names {
-        let mut w = workload(name, &dev).with_context(|| format!("benchmark {name}"))?;
-        for _ in 0..2 {
-            (w.call)().with_context(|| format!("benchmark {name}, warm-up"))?;
+impl BenchArgs {
+    /// With `--list`, the names; else the benchmarks named (all when none is), each timed
+    /// over `iterations` calls after two warm-up calls: one line each, and the JSON list.
+    pub fn run(self) -> Result<()> {
+        if self.list {
+            for bench in Bench::value_variants() {
+                println!("{}", bench.name());
+            }
+            return Ok(());
         }
-        let resident_after_warmup = resident_bytes();
-        let mut ms = Vec::with_capacity(iterations);
-        for _ in 0..iterations {
-            let t = Instant::now();
-            (w.call)().with_context(|| format!("benchmark {name}"))?;
-            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let iterations = self.iterations;
+        if iterations == 0 {
+            bail!("--iterations 0: at least one timed call is needed");
         }
-        ms.sort_by(f64::total_cmp);
-        let median = ms[ms.len() / 2];
-        let m = Measurement {
-            name: name.clone(),
-            what: w.what,
-            device: device.to_string(),
-            batch: w.batch,
-            iterations,
-            median_ms: median,
-            min_ms: ms[0],
-            images_per_s: w.batch as f64 / (median / 1e3),
-            resident_after_warmup,
-            resident_at_end: resident_bytes(),
-            peak_resident: peak_resident_bytes(),
-        };
-        println!(
-            "{:<28} {:>10.2} ms  {:>9.1} images/s  (batch {}, {} calls, min {:.2} ms)",
-            m.name, m.median_ms, m.images_per_s, m.batch, m.iterations, m.min_ms
-        );
-        out.push(m);
+        let dev = self.device.device();
+        let benches =
+            if self.names.is_empty() { Bench::value_variants().to_vec() } else { self.names };
+        let mut out = Vec::new();
+        for bench in benches {
+            let name = bench.name();
+            let mut w = workload(bench, dev).with_context(|| format!("benchmark {name}"))?;
+            for _ in 0..2 {
+                (w.call)().with_context(|| format!("benchmark {name}, warm-up"))?;
+            }
+            let resident_after_warmup = resident_bytes();
+            let mut ms = Vec::with_capacity(iterations);
+            for _ in 0..iterations {
+                let t = Instant::now();
+                (w.call)().with_context(|| format!("benchmark {name}"))?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            ms.sort_by(f64::total_cmp);
+            let median = ms[ms.len() / 2];
+            let m = Measurement {
+                name,
+                what: w.what,
+                device: self.device.name().to_owned(),
+                batch: w.batch,
+                iterations,
+                median_ms: median,
+                min_ms: ms[0],
+                images_per_s: w.batch as f64 / (median / 1e3),
+                resident_after_warmup,
+                resident_at_end: resident_bytes(),
+                peak_resident: peak_resident_bytes(),
+            };
+            println!(
+                "{:<28} {:>10.2} ms  {:>9.1} images/s  (batch {}, {} calls, min {:.2} ms)",
+                m.name, m.median_ms, m.images_per_s, m.batch, m.iterations, m.min_ms
+            );
+            out.push(m);
+        }
+        if let Some(path) = &self.json {
+            let text = serde_json::to_string_pretty(&out)?;
+            deepsim_data::write_atomic(path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
     }
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&out)?;
-        deepsim_data::write_atomic(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
 }

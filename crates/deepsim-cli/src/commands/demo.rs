@@ -1,98 +1,48 @@
-//! `deepsim train` and `deepsim demo`: training runs with a progress bar, Ctrl-C handling,
-//! and the demo's side-by-side comparison of the image loss and the DeePSiM loss.
+//! `deepsim demo`: an image-loss inverter and a DeePSiM inverter of a trained network, trained
+//! from one shared image-loss warm-up on the shipped photographs and compared on photographs
+//! no run saw.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle::{Device, Tensor};
 use deepsim_data::{stack, Dataset, FolderConfig, ImageFolder, Rng, Transform, Validation};
 use deepsim_train::{
-    edge_ratio, normalized_error, write_labelled_grid, PerceptualDistance, StepLog, TrainConfig,
-    Trainer,
+    edge_ratio, normalized_error, write_labelled_grid, PerceptualDistance, TrainConfig, Trainer,
 };
-use indicatif::{ProgressBar, ProgressStyle};
 
-/// Raised by Ctrl-C, SIGTERM or SIGHUP (a scheduler ending the job, a closed terminal): the
-/// trainer checkpoints and stops after the current step.
-fn stop_flag() -> Arc<AtomicBool> {
-    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
-    FLAG.get_or_init(|| {
-        let flag = Arc::new(AtomicBool::new(false));
-        let f = flag.clone();
-        // A second Ctrl-C while stopping ends the process at once.
-        let _ = ctrlc::set_handler(move || {
-            if f.swap(true, Ordering::SeqCst) {
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after this step (Ctrl-C again to quit at once)…");
-        });
-        flag
-    })
-    .clone()
-}
+use crate::progress::run_with_bar;
 
-fn terms_message(log: &StepLog) -> String {
-    log.terms.iter().map(|(k, v)| format!("{k} {v:.3e}")).collect::<Vec<_>>().join("  ")
-}
-
-/// Runs `trainer` to its configured steps with a progress bar; returns whether it finished.
-fn run_with_bar(trainer: &mut Trainer, label: &str) -> Result<bool> {
-    let total = trainer.config().run.steps;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} {bar:24} {pos}/{len} steps  {per_sec}  eta {eta}  {msg}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_prefix(label.to_string());
-    bar.set_position(trainer.step_count());
-    let stop = stop_flag();
-    let result = trainer.run(&stop, &mut |log| {
-        bar.set_position(log.step);
-        bar.set_message(terms_message(log));
-    });
-    bar.finish();
-    result?;
-    Ok(trainer.step_count() >= total)
-}
-
-/// `deepsim train CONFIG`.
-pub fn train(
-    config: &Path,
-    resume: bool,
+/// Trains an image-loss inverter and a DeePSiM inverter of a trained network
+/// (EfficientNet-Lite0, shipped) on the shipped photographs, both from one image-loss
+/// warm-up (about 7 minutes on 2 CPU cores), and writes a labelled comparison grid and a
+/// report measured on two photographs no run saw.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Output directory.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Override the number of steps of each compared run.
+    #[arg(long)]
     steps: Option<u64>,
-    device: Option<String>,
-) -> Result<()> {
-    let mut cfg = TrainConfig::from_file(config)?;
-    if let Some(s) = steps {
-        cfg.run.steps = s;
+    /// Steps of the image-loss warm-up that both compared runs start from (0: both start
+    /// from the seed's initialization).
+    #[arg(long, default_value_t = 400)]
+    warmup: u64,
+    /// Use this configuration for the image-loss run instead of configs/demo-image-loss.toml
+    /// (its data, encoder and out are the demo's).
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Use this configuration for the DeePSiM run instead of configs/demo-deepsim.toml.
+    #[arg(long)]
+    deepsim: Option<PathBuf>,
+}
+
+impl DemoArgs {
+    pub fn run(self) -> Result<()> {
+        demo(&self.out, self.steps, self.warmup, self.baseline.as_deref(), self.deepsim.as_deref())
     }
-    if let Some(d) = device {
-        cfg.run.device = d;
-    }
-    cfg.validate()?;
-    let mut trainer = if resume { Trainer::resume(cfg)? } else { Trainer::new(cfg)? };
-    let out = trainer.config().run.out.clone();
-    if !run_with_bar(&mut trainer, "train")? {
-        anyhow::bail!(
-            "interrupted at step {} of {}; the checkpoint is in {} (continue with `deepsim train {} \
-             --resume`)",
-            trainer.step_count(),
-            trainer.config().run.steps,
-            out.display(),
-            config.display()
-        );
-    }
-    println!(
-        "{}: {} steps; metrics.jsonl, samples/, curves.png, checkpoint.safetensors",
-        out.display(),
-        trainer.step_count()
-    );
-    Ok(())
 }
 
 /// The demo's photographs (`data/photos`): from the working directory, else beside the
@@ -125,21 +75,6 @@ struct DemoRow {
     seconds: f64,
 }
 
-/// How `deepsim demo` runs: its output folder, the steps of its phases, and replacement
-/// configurations.
-pub struct DemoOptions<'a> {
-    /// The output folder (`runs/demo`).
-    pub out: &'a Path,
-    /// Steps of each of the two compared runs (default: their configurations').
-    pub steps: Option<u64>,
-    /// Steps of the shared image-loss warm-up both runs start from (0: none).
-    pub warmup: u64,
-    /// The image-loss configuration instead of `configs/demo-image-loss.toml`.
-    pub baseline: Option<&'a Path>,
-    /// The DeePSiM configuration instead of `configs/demo-deepsim.toml`.
-    pub deepsim: Option<&'a Path>,
-}
-
 /// Trains `cfg` from scratch in its `run.out` (cleared first) with a progress bar; returns
 /// the trainer and the seconds it took.
 fn train_fresh(cfg: TrainConfig) -> Result<(Trainer, f64)> {
@@ -153,7 +88,7 @@ fn train_fresh(cfg: TrainConfig) -> Result<(Trainer, f64)> {
     let mut trainer = Trainer::new(cfg)?;
     let start = Instant::now();
     if !run_with_bar(&mut trainer, &format!("{label:>10}"))? {
-        anyhow::bail!("stopped before the end; the demo's report needs every run");
+        bail!("stopped before the end; the demo's report needs every run");
     }
     Ok((trainer, start.elapsed().as_secs_f64()))
 }
@@ -161,8 +96,13 @@ fn train_fresh(cfg: TrainConfig) -> Result<(Trainer, f64)> {
 /// `deepsim demo`: the image-loss inverter and the DeePSiM inverter of a trained encoder,
 /// trained on the shipped photographs from one shared image-loss warm-up, compared on tiles
 /// of two photographs no run saw.
-pub fn demo(options: DemoOptions<'_>) -> Result<()> {
-    let DemoOptions { out, steps, warmup, baseline, deepsim } = options;
+fn demo(
+    out: &Path,
+    steps: Option<u64>,
+    warmup: u64,
+    baseline: Option<&Path>,
+    deepsim: Option<&Path>,
+) -> Result<()> {
     let data = demo_data();
     let load = |text: &str, name: &str| -> Result<TrainConfig> {
         let mut cfg = TrainConfig::from_toml(text).with_context(|| format!("configs/{name}"))?;
@@ -187,11 +127,11 @@ pub fn demo(options: DemoOptions<'_>) -> Result<()> {
     };
     let mut configs = [
         load(
-            &text(baseline, include_str!("../../../configs/demo-image-loss.toml"))?,
+            &text(baseline, include_str!("../../../../configs/demo-image-loss.toml"))?,
             "demo-image-loss.toml",
         )?,
         load(
-            &text(deepsim, include_str!("../../../configs/demo-deepsim.toml"))?,
+            &text(deepsim, include_str!("../../../../configs/demo-deepsim.toml"))?,
             "demo-deepsim.toml",
         )?,
     ];
@@ -204,7 +144,7 @@ pub fn demo(options: DemoOptions<'_>) -> Result<()> {
         || base.data != deep.data
         || base.generator != deep.generator
     {
-        anyhow::bail!(
+        bail!(
             "the demo compares two inverters of one layer with one generator on one data set: \
              the configurations invert {:?} and {:?} with generators {:?} and {:?}",
             inverted(base),
@@ -214,7 +154,7 @@ pub fn demo(options: DemoOptions<'_>) -> Result<()> {
         );
     }
     if base.loss.lambda_feat != 0.0 || base.loss.lambda_adv != 0.0 {
-        anyhow::bail!(
+        bail!(
             "the demo's baseline (and its warm-up) trains with the image loss alone: its \
              lambda_feat and lambda_adv must be 0"
         );

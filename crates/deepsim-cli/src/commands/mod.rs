@@ -1,0 +1,19 @@
+//! One module per `deepsim` command: its `clap::Args` struct and its `run`.
+
+pub mod ablation;
+pub mod bench;
+pub mod classify;
+pub mod compare;
+pub mod compare_audio;
+pub mod data_check;
+pub mod demo;
+pub mod eval;
+pub mod features;
+pub mod interpolate;
+pub mod invert;
+pub mod invert_optim;
+pub mod neighbours;
+pub mod reencode;
+pub mod sample;
+pub mod train;
+pub mod weights;

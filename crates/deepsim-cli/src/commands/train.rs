@@ -1,0 +1,58 @@
+//! `deepsim train`: a training run from a TOML configuration, with a progress bar and Ctrl-C
+//! handling.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use deepsim_train::{TrainConfig, Trainer};
+
+use crate::args::RunDeviceArg;
+use crate::progress::run_with_bar;
+
+/// Trains a generator from a TOML configuration (see configs/): checkpoints, metrics.jsonl,
+/// sample grids and loss curves in the run's `out` directory. Ctrl-C checkpoints and stops.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// The configuration file.
+    config: PathBuf,
+    /// Continue the run in the configuration's `out` directory from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Override `run.steps`.
+    #[arg(long)]
+    steps: Option<u64>,
+    // Overrides `run.device`.
+    #[command(flatten)]
+    device: RunDeviceArg,
+}
+
+impl TrainArgs {
+    pub fn run(self) -> Result<()> {
+        let mut cfg = TrainConfig::from_file(&self.config)?;
+        if let Some(s) = self.steps {
+            cfg.run.steps = s;
+        }
+        if let Some(d) = self.device.name() {
+            cfg.run.device = d.to_owned();
+        }
+        cfg.validate()?;
+        let mut trainer = if self.resume { Trainer::resume(cfg)? } else { Trainer::new(cfg)? };
+        let out = trainer.config().run.out.clone();
+        if !run_with_bar(&mut trainer, "train")? {
+            bail!(
+                "interrupted at step {} of {}; the checkpoint is in {} (continue with `deepsim \
+                 train {} --resume`)",
+                trainer.step_count(),
+                trainer.config().run.steps,
+                out.display(),
+                self.config.display()
+            );
+        }
+        println!(
+            "{}: {} steps; metrics.jsonl, samples/, curves.png, checkpoint.safetensors",
+            out.display(),
+            trainer.step_count()
+        );
+        Ok(())
+    }
+}
