@@ -20,7 +20,8 @@ pub struct Args {
     /// .pth/.pt/.bin/.ckpt (PyTorch zip or legacy), .caffemodel, .safetensors.
     #[arg(long)]
     input: Option<PathBuf>,
-    /// A safetensors file on the Hugging Face Hub, OWNER/NAME[:FILE], e.g. timm/vgg16.tv_in1k
+    /// A safetensors file on the Hugging Face Hub, `OWNER/NAME` or `OWNER/NAME:FILE`, e.g.
+    /// `timm/vgg16.tv_in1k`
     /// (honours HF_HUB_OFFLINE=1; then says where to put a manual download).
     #[arg(long, value_parser = parse_hub)]
     hub: Option<HubFile>,

@@ -29,7 +29,7 @@ fn deepsim_loss() -> deepsim_losses::Result<DeepSimLoss> {
     let taps = [(Tap::Conv2, 1.0), (Tap::Conv5, 1.0)];
     let feat = FeatureLoss::new(Arc::new(alexnet), &taps, FeatureNorm::Mean, Reduction::Mean)?;
     let weights = DeepSimWeights { feat: 1e4, adv: 0.0, img: 1.0, kl: 0.0, pixel_scale: 1.0 };
-    DeepSimLoss::new(weights, Some(feat), AdversarialKind::Logistic, Reduction::Mean)
+    DeepSimLoss::new(weights, Some(feat.into()), AdversarialKind::Logistic, Reduction::Mean)
 }
 // ANCHOR_END: readme
 
