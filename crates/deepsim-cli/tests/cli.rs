@@ -690,9 +690,17 @@ fn train_then_invert_interpolate_and_sample() {
         &["ablation", "--checkpoint", &c, "--checkpoint", &c, "--out", &abl, &t0, &t1],
     ));
     assert!(out.contains("row 3: DeePSiM alexnet-random conv5 ("), "{out}");
-    // Rows labelled with their methods: the longest, "DeePSiM alexnet-random conv5", is 28
-    // glyphs of 8 pixels, plus 8 of margin.
-    assert_eq!(png_size(&fig.join("ablation.png")), (28 * 8 + 8 + 2 * 66 + 2, 3 * 66 + 2));
+    // Rows labelled with their methods: as wide as deepsim-train's grid of two images with
+    // those labels (the label column is set in DejaVu Sans, so its width is the font's).
+    let labelled = fig.join("labelled-reference.png");
+    let blank =
+        candle::Tensor::zeros((2, 3, 64, 64), candle::DType::F32, &candle::Device::Cpu).unwrap();
+    let method = "DeePSiM alexnet-random conv5";
+    let rows = [("originals", &blank), (method, &blank), (method, &blank)];
+    deepsim_train::write_labelled_grid(&labelled, &rows).unwrap();
+    let (width, height) = png_size(&fig.join("ablation.png"));
+    assert_eq!((width, height), png_size(&labelled));
+    assert!(width > 2 * 66 + 2 + 8 * 10 && height == 3 * 66 + 2, "{width}×{height}");
     let err = stderr(&deepsim(
         &home,
         &["reencode", "--checkpoint", &c, "--iterations", "0", "--out", &reencode, &t0],
