@@ -1,4 +1,5 @@
-//! Files out: the names of per-image outputs, their folders, and PNG grids of image rows.
+//! Files out: the names of per-image outputs, their folders, and PNG grids of image rows; and
+//! errors as the user reads them.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,25 @@ pub fn write_png_rows(out: &Path, rows: &[Tensor]) -> Result<()> {
     Ok(())
 }
 
+/// An error and its causes on one line, `outer: cause: …`, each message once: our crates'
+/// errors name the file and repeat the operating system's message in their own text, which is
+/// also their source, so a plain `{:#}` would print `x: Is a directory (os error 21): Is a
+/// directory (os error 21)`.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +77,17 @@ mod tests {
         let paths: Vec<PathBuf> =
             ["a/grid.png", "a/x.png", "b/x.jpg", "c/x_.png", "y.png"].map(PathBuf::from).into();
         assert_eq!(output_names(&paths), ["grid_", "x", "x_", "x__", "y"]);
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = std::io::Error::from_raw_os_error(21);
+        let said = os.to_string();
+        let e = anyhow::Error::from(deepsim_data::Error::Io { path: "runs/x".into(), source: os })
+            .context("opening data");
+        assert_eq!(error_chain(&e), format!("opening data: runs/x: {said}"));
+        // A cause that adds something new is kept.
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_chain(&e), "outer: inner");
     }
 }

@@ -388,7 +388,7 @@ fn compare_folders(
         match pair {
             Ok((d, layers)) => report.row(Some(name), d, &layers)?,
             Err(e) => {
-                eprintln!("warning: {name}: {e:#}; skipped");
+                eprintln!("warning: {name}: {}; skipped", crate::output::error_chain(&e));
                 failed += 1;
             }
         }

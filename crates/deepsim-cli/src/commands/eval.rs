@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle::{Device, Tensor};
 use deepsim_comparators::{Comparator, Tap};
 use deepsim_train::{edge_ratio, normalized_error, OptimInversionConfig, PerceptualDistance};
@@ -192,7 +192,7 @@ fn eval(
         })?;
         for (name, text) in [("table.md", &table), ("table.json", &json)] {
             let path = dir.join(name);
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            deepsim_data::write_atomic(&path, text.as_bytes())?;
         }
         eprintln!("→ {}/table.md and table.json", dir.display());
     }
