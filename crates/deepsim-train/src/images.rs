@@ -314,8 +314,10 @@ const DARK: RGBColor = RGBColor(20, 60, 160);
 /// The plot's frame and axes.
 const FRAME: RGBColor = RGBColor(140, 140, 140);
 
-/// One term's points as drawn: (step, |value|), non-finite values left out and zeros raised
-/// to the smallest positive magnitude, with their 25-step moving average (geometric mean).
+/// One term's points as drawn: (step, |value|), zeros and non-finite values left out (a log
+/// axis has no place for them; an adaptive weight is 0 until its first step, and drawing it
+/// at some floor would draw a value it never had), with their 25-step moving average
+/// (geometric mean).
 struct Curve {
     raw: Vec<(u64, f64)>,
     smooth: Vec<(u64, f64)>,
@@ -323,7 +325,9 @@ struct Curve {
     steps: (u64, u64),
     /// How many steps logged it.
     logged: usize,
-    /// How many of those values were NaN or infinite.
+    /// How many of those values were 0.
+    zeros: usize,
+    /// How many were NaN or infinite.
     skipped: usize,
 }
 
@@ -331,14 +335,12 @@ impl Curve {
     fn new(history: &[StepLog], name: &str) -> Self {
         let values: Vec<(u64, f64)> =
             history.iter().filter_map(|l| l.terms.get(name).map(|v| (l.step, *v))).collect();
-        let finite: Vec<(u64, f64)> =
-            values.iter().filter(|(_, v)| v.is_finite()).map(|&(s, v)| (s, v.abs())).collect();
-        let floor = finite.iter().map(|p| p.1).filter(|v| *v > 0.0).fold(f64::INFINITY, f64::min);
-        let raw: Vec<(u64, f64)> = if floor.is_finite() {
-            finite.iter().map(|&(s, v)| (s, v.max(floor))).collect()
-        } else {
-            Vec::new()
-        };
+        let raw: Vec<(u64, f64)> = values
+            .iter()
+            .filter(|(_, v)| v.is_finite() && *v != 0.0)
+            .map(|&(s, v)| (s, v.abs()))
+            .collect();
+        let zeros = values.iter().filter(|(_, v)| *v == 0.0).count();
         let logs: Vec<f64> = raw.iter().map(|p| p.1.ln()).collect();
         let smooth = (0..raw.len())
             .map(|i| {
@@ -348,7 +350,8 @@ impl Curve {
             })
             .collect();
         let steps = values.iter().fold((u64::MAX, 0), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
-        Self { raw, smooth, steps, logged: values.len(), skipped: values.len() - finite.len() }
+        let skipped = values.len() - raw.len() - zeros;
+        Self { raw, smooth, steps, logged: values.len(), zeros, skipped }
     }
 }
 
@@ -405,9 +408,8 @@ fn log_ticks(lo: f64, hi: f64) -> (Vec<f64>, Vec<f64>) {
 /// average (geometric mean) dark against the step, on a log₁₀ axis, titled with the term's
 /// name and its last averaged value.
 ///
-/// A log axis shows magnitudes: a negative value is drawn as |value|, a zero at the term's
-/// smallest positive magnitude, and NaN or infinite values are left out (the title counts
-/// them). A history with no terms gives one empty panel saying so, so that a run's
+/// A log axis shows magnitudes: a negative value is drawn as |value|; zeros and NaN or
+/// infinite values are left out (the title counts them). A history with no terms gives one empty panel saying so, so that a run's
 /// `curves.png` always exists. The PNG is written atomically.
 ///
 /// # Errors
@@ -459,8 +461,15 @@ fn draw_panel(
         Some((step, v)) => format!("{name}: {} at step {step} ({WINDOW}-step average)", number(*v)),
         None => format!("{name}: no positive finite value in {} steps", curve.logged),
     };
-    if curve.skipped > 0 && !curve.raw.is_empty() {
-        title.push_str(&format!("; {} NaN/inf not drawn", curve.skipped));
+    if !curve.raw.is_empty() {
+        let left_out: Vec<String> = [(curve.zeros, "zero"), (curve.skipped, "NaN/inf")]
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        if !left_out.is_empty() {
+            title.push_str(&format!("; {} not drawn", left_out.join(", ")));
+        }
     }
     let (x_lo, x_hi) = (curve.steps.0, curve.steps.1.max(curve.steps.0 + 1));
     let (mut y_lo, mut y_hi) = curve

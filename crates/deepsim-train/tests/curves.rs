@@ -203,3 +203,16 @@ fn grid_labels_are_drawn_in_the_label_column() {
     // The images themselves stay white.
     assert!((margin..img.width()).all(|x| !is_text(img.get_pixel(x, 2 + h as u32 / 2))));
 }
+
+#[test]
+fn zeros_are_left_out_not_drawn_at_a_floor() {
+    // An adaptive weight: 0 for the first 50 of 200 steps, then 0.5. The line starts where
+    // the weight does, a quarter of the way along the step axis.
+    let img =
+        curves("zeros", &history(200, &["adv_weight"], |_, s| if s <= 50 { 0.0 } else { 0.5 }));
+    let (_, left, right) = frame(&img, 0, img.height());
+    let ((x0, _), (x1, _)) = line_ends(&img, 0, img.height());
+    let at = (x0 - left) as f64 / (right - left) as f64;
+    assert!((0.2..0.3).contains(&at), "the line starts at {at} of the axis");
+    assert!(x1 + 5 >= right);
+}
