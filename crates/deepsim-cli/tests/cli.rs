@@ -363,6 +363,29 @@ fn pytorch_files_are_named_where_safetensors_belong() {
     }
 }
 
+/// A wrong `--heads` file is named with what it holds, even where the LPIPS trunk's weights
+/// are missing too (the heads are read first); an OS error is said once.
+#[test]
+fn wrong_heads_and_os_errors_are_named_once() {
+    let home = common::temp_dir("cli-heads");
+    let coffee = data("coffee_224.png");
+    let coffee_s = coffee.to_str().unwrap();
+    let lite0 = data("weights/efficientnet-lite0.safetensors");
+    let lite0_s = lite0.to_str().unwrap();
+    let err = stderr(&deepsim(
+        &home,
+        &["compare", "--metric", "lpips-alex", "--heads", lite0_s, coffee_s, coffee_s],
+    ));
+    assert!(err.contains(lite0_s) && err.contains("not lpips-alex"), "{err}");
+    // A folder where a file belongs: the operating system's message, once (the error names
+    // the file and carries the OS error as its source, and both used to be printed).
+    let dir = home.to_str().unwrap();
+    let err = stderr(&deepsim(&home, &["train", dir]));
+    assert!(err.contains(dir), "{err}");
+    let said = std::io::Error::from_raw_os_error(21).to_string();
+    assert_eq!(err.matches(&said).count(), 1, "{err}");
+}
+
 /// Requests that would run for minutes into gigabytes are refused up front: a 100000×1 strip
 /// to classify, 100000 interpolation steps, a million samples.
 #[test]

@@ -181,8 +181,10 @@ impl Lpips {
         heads: Option<&Path>,
         device: &Device,
     ) -> Result<Self> {
+        // The heads first: a small file, and a wrong one is named even when the trunk is missing.
+        let heads = load_heads(Arch::LpipsVgg, heads, device)?;
         let trunk = Vgg::pretrained(VggDepth::Vgg16, trunk, device)?;
-        Self::vgg(trunk, load_heads(Arch::LpipsVgg, heads, device)?)
+        Self::vgg(trunk, heads)
     }
 
     /// LPIPS-alex from converted weights: the trunk (`alexnet`) and the heads (`lpips-alex`),
@@ -195,8 +197,10 @@ impl Lpips {
         heads: Option<&Path>,
         device: &Device,
     ) -> Result<Self> {
+        // The heads first: a small file, and a wrong one is named even when the trunk is missing.
+        let heads = load_heads(Arch::LpipsAlex, heads, device)?;
         let trunk = AlexNet::pretrained(Arch::Alexnet, trunk, device)?;
-        Self::alex(trunk, load_heads(Arch::LpipsAlex, heads, device)?)
+        Self::alex(trunk, heads)
     }
 
     /// LPIPS-squeeze from converted weights (`squeezenet1_1` and `lpips-squeeze`), each from
@@ -209,8 +213,10 @@ impl Lpips {
         heads: Option<&Path>,
         device: &Device,
     ) -> Result<Self> {
+        // The heads first: a small file, and a wrong one is named even when the trunk is missing.
+        let heads = load_heads(Arch::LpipsSqueeze, heads, device)?;
         let trunk = SqueezeNet::pretrained(trunk, device)?;
-        Self::squeeze(trunk, load_heads(Arch::LpipsSqueeze, heads, device)?)
+        Self::squeeze(trunk, heads)
     }
 
     /// The trunk's taps whose distances LPIPS sums, shallow to deep (the order of
