@@ -179,6 +179,21 @@ pub fn decode(path: &Path, mode: ColorMode) -> Result<(DynamicImage, Vec<Convers
     decode_bytes(&bytes, mode)
 }
 
+/// The image file at `path` as one `[1, C, H, W]` f32 tensor in [0, 1] on the CPU (C = 3 for
+/// [`ColorMode::Rgb`], 1 for [`ColorMode::Gray`]), decoded as [`decode`] decodes it: the one
+/// call to read an image for a comparator, a metric or a loss.
+///
+/// # Errors
+/// [`crate::Error::BadImage`] naming the file and why it cannot be used (missing, a folder,
+/// an unsupported format, corrupt or cut short, beyond [`MAX_PIXELS`]).
+pub fn load_image(path: &Path, mode: ColorMode) -> crate::Result<candle::Tensor> {
+    let (image, _) = decode(path, mode)
+        .map_err(|reason| crate::Error::BadImage { path: path.to_path_buf(), reason })?;
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    let chw = crate::transform::to_chw(&image, mode);
+    Ok(candle::Tensor::from_vec(chw, (1, mode.channels(), h, w), &candle::Device::Cpu)?)
+}
+
 /// [`decode`] on a file's bytes, already in memory. Any input gives an image or a
 /// [`SkipReason`]: never a panic, and never an allocation beyond [`MAX_PIXELS`]' worth.
 pub fn decode_bytes(

@@ -49,7 +49,7 @@ pub use cache::{CacheKey, CacheOptions, CacheStatus, FeatureCache};
 pub use cifar::{Cifar10, CIFAR10_CLASSES, CIFAR10_RECORD};
 pub use dataset::{stack, Dataset, Sample, Stacked};
 pub use decode::{
-    decode, decode_bytes, probe, ColorMode, IMAGE_EXTENSIONS, MAX_PIXELS,
+    decode, decode_bytes, load_image, probe, ColorMode, IMAGE_EXTENSIONS, MAX_PIXELS,
     UNSUPPORTED_IMAGE_EXTENSIONS,
 };
 pub use error::{Error, Result};

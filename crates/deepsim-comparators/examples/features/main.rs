@@ -33,13 +33,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use deepsim_comparators::weights::{self, Arch};
 
-/// An image file as a `[1, 3, H, W]` f32 tensor in [0, 1].
+/// An image file as a `[1, 3, H, W]` f32 tensor in [0, 1], read by deepsim-data's decoder
+/// (format from the content, files cut short and decompression bombs refused).
 fn load(path: &Path) -> anyhow::Result<Tensor> {
-    let img = image::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let rgb = img.to_rgb8();
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let t = Tensor::from_vec(rgb.into_raw(), (h, w, 3), &Device::Cpu)?;
-    Ok((t.permute((2, 0, 1))?.unsqueeze(0)?.to_dtype(candle::DType::F32)? / 255.0)?)
+    Ok(deepsim_data::load_image(path, deepsim_data::ColorMode::Rgb)?)
 }
 
 fn main() -> anyhow::Result<()> {
