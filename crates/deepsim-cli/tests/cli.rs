@@ -257,6 +257,15 @@ fn pixel_and_colour_metrics_match_the_references() {
     assert!(err.contains("needs a tap: feature:alexnet:TAP"), "{err}");
     let err = stderr(&deepsim(&home, &["compare", "--metric", "ssimm", a, b]));
     assert!(err.contains("unknown metric `ssimm`") && err.contains("delta-e2000"), "{err}");
+    // In just-noticeable differences: scikit-image's mean ΔE00 over the JND of 2.3.
+    let args = ["compare", "--metric", "delta-e2000", "--units", "jnd", a, b];
+    let got: f64 = stdout(&deepsim(&home, &args)).trim().parse().unwrap();
+    let want = 25.380909758629894 / 2.3;
+    assert!((got - want).abs() <= 1e-4 * want, "{got} vs {want}");
+    let json = stdout(&deepsim(&home, &[&args[..], &["--json"]].concat()));
+    assert!(json.contains("\"metric\":\"delta-e2000 (JND)\""), "{json}");
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "ssim", "--units", "jnd", a, b]));
+    assert!(err.contains("--units jnd") && err.contains("delta-e2000"), "{err}");
 }
 
 /// A JPEG cut in half, a PNG whose header declares 100000×100000 pixels and a folder given as

@@ -157,6 +157,7 @@ pub struct DeepSimLoss {
     adversarial: AdversarialKind,
     reduction: Reduction,
     adaptive: Option<AdaptiveAdversarialWeight>,
+    image_distance: ImageDistance,
 }
 
 impl DeepSimLoss {
@@ -179,7 +180,14 @@ impl DeepSimLoss {
                     .into(),
             });
         }
-        Ok(Self { weights, feature, adversarial, reduction, adaptive: None })
+        Ok(Self {
+            weights,
+            feature,
+            adversarial,
+            reduction,
+            adaptive: None,
+            image_distance: ImageDistance::SquaredL2,
+        })
     }
 
     /// The same loss with λ_adv scaled each step by the adaptive weight of `rule`, computed
@@ -187,6 +195,13 @@ impl DeepSimLoss {
     /// adversarial term at the generator's last layer ([`StepInputs::adaptive`]).
     pub fn with_adaptive_weight(self, rule: AdaptiveAdversarialWeight) -> Self {
         Self { adaptive: Some(rule), ..self }
+    }
+
+    /// The same loss with L_img measured by `distance` (the paper's squared L2 by default;
+    /// [`ImageDistance::Jnd`] for the article's ε = JND colour loss). `pixel_scale` scales
+    /// the pixel distances (squared for L2); the JND distance is in ΔE units and is not scaled.
+    pub fn with_image_distance(self, distance: ImageDistance) -> Self {
+        Self { image_distance: distance, ..self }
     }
 
     /// The weights.
@@ -228,8 +243,13 @@ impl DeepSimLoss {
         }
         let img = if w.img > 0.0 {
             // ‖s·a − s·b‖² = s²‖a − b‖²: the scale applies to the (small) loss, not the images.
-            let l = image_loss(generated, target, ImageDistance::SquaredL2, self.reduction)?;
-            Some((l * (w.pixel_scale * w.pixel_scale))?)
+            let scale = match self.image_distance {
+                ImageDistance::SquaredL2 => w.pixel_scale * w.pixel_scale,
+                ImageDistance::L1 => w.pixel_scale,
+                ImageDistance::Jnd => 1.0,
+            };
+            let l = image_loss(generated, target, self.image_distance, self.reduction)?;
+            Some((l * scale)?)
         } else {
             None
         };

@@ -26,6 +26,9 @@ pub enum Error {
     /// An error from a comparator.
     #[error(transparent)]
     Comparators(#[from] deepsim_comparators::Error),
+    /// An error from a measure of deepsim-metrics (the ε-insensitive colour distance).
+    #[error(transparent)]
+    Metrics(#[from] deepsim_metrics::Error),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle::Error),

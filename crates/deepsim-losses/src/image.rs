@@ -6,14 +6,21 @@ use candle::Tensor;
 use crate::error::{same_shape, Result};
 use crate::reduction::{per_sample_sum, Reduction};
 
-/// The pixel distance of [`image_loss`].
+/// The pixel distance of [`image_loss`] (`squared_l2`, `l1` or `jnd` with serde).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ImageDistance {
     /// `‖a − b‖²`, summed over each sample's elements: the paper's L_img.
     #[default]
     SquaredL2,
     /// `‖a − b‖₁`, summed over each sample's elements.
     L1,
+    /// The ε-insensitive colour distance of the article, in just-noticeable differences:
+    /// `max(0, ΔE00 − 2.3)` averaged over each sample's pixels (deepsim-metrics'
+    /// `jnd_insensitive_loss`), so differences a viewer would not see cost nothing. sRGB
+    /// images `[N, 3, H, W]` in [0, 1], on the CPU.
+    Jnd,
 }
 
 /// The per-sample pixel distance between `a` and `b`, reduced over the batch.
@@ -31,11 +38,12 @@ pub fn image_loss(
 ) -> Result<Tensor> {
     same_shape("image_loss", a, b)?;
     let diff = (a - b)?;
-    let per_element = match distance {
-        ImageDistance::SquaredL2 => diff.sqr()?,
-        ImageDistance::L1 => diff.abs()?,
+    let per_sample = match distance {
+        ImageDistance::SquaredL2 => per_sample_sum(&diff.sqr()?)?,
+        ImageDistance::L1 => per_sample_sum(&diff.abs()?)?,
+        ImageDistance::Jnd => deepsim_metrics::jnd_insensitive_loss(a, b, None)?,
     };
-    reduction.apply(&per_sample_sum(&per_element)?)
+    reduction.apply(&per_sample)
 }
 
 /// [`image_loss`] with its settings.

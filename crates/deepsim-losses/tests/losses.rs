@@ -577,3 +577,36 @@ fn a_learned_metric_as_the_feature_term() {
     let err = loss.generator_terms(&a, &b, inputs).unwrap_err().to_string();
     assert!(err.contains("learned metric"), "{err}");
 }
+
+#[test]
+fn the_jnd_image_distance_is_the_article_s_epsilon_insensitive_loss() {
+    // Two 2×3×8×8 colour ramps; the second shifted in red by up to 0.2.
+    let ramp = |shift: f64| -> Tensor {
+        let v: Vec<f64> = (0..2 * 3 * 64)
+            .map(|i| {
+                let (n, c, p) = (i / 192, (i / 64) % 3, i % 64);
+                let base = 0.2 + 0.6 * p as f64 / 63.0 + 0.05 * n as f64;
+                if c == 0 {
+                    base * (1.0 - shift) + shift * (p % 8) as f64 / 7.0
+                } else {
+                    base * (0.5 + 0.25 * c as f64)
+                }
+            })
+            .collect();
+        t(&v, &[2, 3, 8, 8]).to_dtype(DType::F32).unwrap()
+    };
+    let (a, b) = (ramp(0.0), ramp(0.2));
+    let per_image = deepsim_metrics::jnd_insensitive_loss(&a, &b, None).unwrap();
+    let want = vals(&per_image).iter().sum::<f64>() / 2.0;
+    assert!(want > 0.1, "the shift is visible: {want}");
+    let got = image_loss(&a, &b, ImageDistance::Jnd, Reduction::Mean).unwrap();
+    assert!((vals(&got)[0] - want).abs() < 1e-6 * want);
+    // In DeePSiM's objective, the pixel scale (for 0–255 squared errors) leaves it alone.
+    let weights = DeepSimWeights { feat: 0.0, adv: 0.0, img: 3.0, kl: 0.0, pixel_scale: 255.0 };
+    let loss = DeepSimLoss::new(weights, None, AdversarialKind::Logistic, Reduction::Mean)
+        .unwrap()
+        .with_image_distance(ImageDistance::Jnd);
+    let terms = loss.generator_terms(&b, &a, StepInputs::default()).unwrap();
+    assert!((vals(terms.img.as_ref().unwrap())[0] - want).abs() < 1e-6 * want);
+    assert!((vals(&terms.total)[0] - 3.0 * want).abs() < 1e-6 * want);
+}

@@ -82,17 +82,24 @@ pub fn resume_differences(then: &TrainConfig, now: &TrainConfig) -> Vec<String> 
 
 /// A checkpoint's bytes and the configuration stored in it, after checking its format; a
 /// file that cannot be read is [`Error::Io`], a bad one `bad(reason)`.
-pub(crate) fn read_checkpoint(
-    path: &Path,
-    bad: impl Fn(String) -> Error,
-) -> Result<(Vec<u8>, TrainConfig)> {
+pub(crate) fn read_checkpoint(path: &Path, bad: impl Fn(String) -> Error) -> Result<Checkpoint> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::Io { path: path.to_path_buf(), source: e })?;
     let meta = checkpoint_metadata(&bytes).map_err(&bad)?;
     let text = meta.get("config").ok_or_else(|| bad("no configuration stored".into()))?;
     let config = toml::from_str(text)
         .map_err(|e| bad(format!("its stored configuration does not parse: {e}")))?;
-    Ok((bytes, config))
+    Ok(Checkpoint { bytes, meta, config })
+}
+
+/// A checkpoint file read and checked (format and checksum) once.
+pub(crate) struct Checkpoint {
+    /// The whole file.
+    pub bytes: Vec<u8>,
+    /// Its metadata.
+    pub meta: HashMap<String, String>,
+    /// The configuration it was written with.
+    pub config: TrainConfig,
 }
 
 /// The metadata key of the SHA-256 of a checkpoint's tensor data (the bytes after the header).
@@ -132,9 +139,7 @@ pub(crate) fn seal_checksum(bytes: &mut [u8]) -> std::result::Result<(), String>
 /// The metadata of a checkpoint, after checking its format and, where it carries one (every
 /// checkpoint written since checksums were added), the checksum of its tensor data: a flipped
 /// bit or a zeroed tail is refused instead of resuming with other weights.
-pub(crate) fn checkpoint_metadata(
-    bytes: &[u8],
-) -> std::result::Result<HashMap<String, String>, String> {
+fn checkpoint_metadata(bytes: &[u8]) -> std::result::Result<HashMap<String, String>, String> {
     if let Some(kind) = deepsim_comparators::weights::foreign_format(bytes) {
         return Err(format!("{kind}, not a checkpoint written by `deepsim train`"));
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm};
+use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm, ImageDistance};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -268,6 +268,11 @@ pub struct LossConfig {
     /// λ_KL, the VAE's KL term (task `vae` only).
     #[serde(default)]
     pub lambda_kl: f64,
+    /// The image term's distance: `squared_l2` (the paper's ‖G(y) − x‖²), `l1`, or `jnd`
+    /// (the article's ε-insensitive colour loss: `max(0, ΔE00 − 2.3)` averaged over pixels, in
+    /// just-noticeable differences; CPU only, and `pixel_scale` must stay 1).
+    #[serde(default)]
+    pub image_loss: ImageDistance,
     /// Pixels are multiplied by this in the image term (255: the paper's λ_img on 0–255).
     #[serde(default = "one")]
     pub pixel_scale: f64,
@@ -405,7 +410,10 @@ impl TrainConfig {
     pub fn method(&self) -> String {
         let l = &self.loss;
         let base = if l.lambda_feat == 0.0 && l.lambda_adv == 0.0 {
-            "image loss".to_owned()
+            match l.image_loss {
+                ImageDistance::Jnd => "image loss (ε = JND)".to_owned(),
+                _ => "image loss".to_owned(),
+            }
         } else {
             let mut name = "DeePSiM".to_owned();
             if let (true, Some(c), Some(t)) =
@@ -498,6 +506,29 @@ impl TrainConfig {
         }
         if self.run.checkpoint_every == 0 || self.run.sample_every == 0 {
             return bad("run.checkpoint_every / run.sample_every", "must be at least 1".into());
+        }
+        // Before the device is opened: on any build, this combination is the error to report.
+        if self.loss.image_loss == ImageDistance::Jnd {
+            if self.loss.pixel_scale != 1.0 {
+                return bad(
+                    "loss.pixel_scale",
+                    format!(
+                        "{} scales pixel distances; image_loss = \"jnd\" is in ΔE units: leave \
+                         it at 1",
+                        self.loss.pixel_scale
+                    ),
+                );
+            }
+            if self.run.device != "cpu" && self.loss.lambda_img > 0.0 {
+                return bad(
+                    "loss.image_loss",
+                    format!(
+                        "\"jnd\" runs on the CPU only (its hue angle has no kernel elsewhere); \
+                         run.device is {:?}",
+                        self.run.device
+                    ),
+                );
+            }
         }
         parse_device(&self.run.device)?;
         if self.data.crop == 0 || self.data.resize < self.data.crop {

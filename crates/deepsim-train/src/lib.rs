@@ -32,8 +32,8 @@ pub use config::{
     Task, TrainConfig, VaeSection,
 };
 /// The loss settings a configuration embeds (`loss.feature_norm`, `loss.adversarial`,
-/// `loss.adaptive_adversarial`), deepsim-losses' own types.
-pub use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm};
+/// `loss.adaptive_adversarial`, `loss.image_loss`), deepsim-losses' own types.
+pub use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm, ImageDistance};
 pub use deepsim_metrics::alpha_norm;
 pub use deepsim_metrics::{edge_ratio, normalized_error};
 pub use error::{Error, Result};

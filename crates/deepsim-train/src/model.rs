@@ -10,7 +10,7 @@ use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_data::Rng;
 use deepsim_models::{Generator, GeneratorConfig, GeneratorInput, Vae, VaeConfig};
 
-use crate::checkpoint::{read_checkpoint, set_vars};
+use crate::checkpoint::{read_checkpoint, set_vars, Checkpoint};
 use crate::config::{parse_device, GeneratorPreset, Task, TrainConfig};
 use crate::error::{Error, Result};
 use crate::init::seeded;
@@ -116,7 +116,7 @@ impl Model {
     /// not fit the configuration stored in it.
     pub fn load(checkpoint: &Path, device: Option<&str>) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint { path: checkpoint.to_path_buf(), reason };
-        let (bytes, mut config) = read_checkpoint(checkpoint, bad)?;
+        let Checkpoint { bytes, mut config, .. } = read_checkpoint(checkpoint, bad)?;
         if let Some(d) = device {
             config.run.device = d.to_string();
         }
@@ -145,7 +145,7 @@ impl Model {
             path: checkpoint.to_path_buf(),
             reason: format!("run.init: {reason}"),
         };
-        let (bytes, source) = read_checkpoint(checkpoint, bad)?;
+        let Checkpoint { bytes, config: source, .. } = read_checkpoint(checkpoint, bad)?;
         let inverted = |c: &TrainConfig| match (c.run.task, &c.encoder) {
             (Task::Vae, _) => "a VAE".to_owned(),
             (Task::Invert, Some(e)) => format!("an inverter of {} {}", e.network, e.tap),

@@ -30,8 +30,8 @@ use deepsim_losses::{
 use self::adversary::Adversary;
 use crate::adam::Adam;
 use crate::checkpoint::{
-    checkpoint_metadata, read_checkpoint, resume_differences, seal_checksum, set_vars,
-    CHECKSUM_PENDING, DAMAGED, DATA_SHA256, FORMAT,
+    read_checkpoint, resume_differences, seal_checksum, set_vars, Checkpoint, CHECKSUM_PENDING,
+    DAMAGED, DATA_SHA256, FORMAT,
 };
 use crate::config::{parse_device, DataFormat, MetricName, TrainConfig};
 use crate::error::{Error, Result};
@@ -172,7 +172,8 @@ fn build_loss(config: &TrainConfig, model: &Model) -> Result<(DeepSimLoss, bool)
         kl: l.lambda_kl,
         pixel_scale: l.pixel_scale,
     };
-    let mut loss = DeepSimLoss::new(weights, feature, l.adversarial, Reduction::Mean)?;
+    let mut loss = DeepSimLoss::new(weights, feature, l.adversarial, Reduction::Mean)?
+        .with_image_distance(l.image_loss);
     if let Some(rule) = l.adaptive_adversarial {
         loss = loss.with_adaptive_weight(rule);
     }
@@ -587,7 +588,7 @@ impl Trainer {
             };
             Error::Checkpoint { path: path.to_path_buf(), reason }
         };
-        let (bytes, then) = read_checkpoint(path, bad)?;
+        let Checkpoint { bytes, meta, config: then } = read_checkpoint(path, bad)?;
         let differences = resume_differences(&then, self.config());
         if !differences.is_empty() {
             return Err(bad(format!(
@@ -597,7 +598,6 @@ impl Trainer {
                 differences.join("\n  ")
             )));
         }
-        let meta = checkpoint_metadata(&bytes).map_err(bad)?;
         let tensors = candle::safetensors::load_buffer(&bytes, self.model.device())
             .map_err(|e| bad(format!("corrupt or truncated ({e})")))?;
         let num = |key: &str| -> std::result::Result<u64, String> {

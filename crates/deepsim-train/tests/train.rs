@@ -7,7 +7,8 @@ use std::sync::atomic::AtomicBool;
 
 use deepsim_train::{
     resume_differences, AdaptiveAdversarialWeight, AdversarialKind, DataFormat, Error, FeatureNorm,
-    MetricName, Model, PerceptualDistance, TapList, Task, TrainConfig, Trainer, VaeSection,
+    ImageDistance, MetricName, Model, PerceptualDistance, TapList, Task, TrainConfig, Trainer,
+    VaeSection,
 };
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -891,4 +892,38 @@ fn a_resume_may_change_only_the_listed_fields() {
     let err = Trainer::resume(other).err().unwrap().to_string();
     assert!(err.contains("loss.pixel_scale: 1.0 in the checkpoint, 255.0 now"), "{err}");
     assert!(out.join("checkpoint.safetensors").is_file());
+}
+
+#[test]
+fn the_jnd_image_loss_trains_and_is_refused_where_it_cannot_run() {
+    let data = tiny_data("jnd");
+    let mut cfg = config(&data, &temp_dir("jnd-out"), "");
+    cfg.loss.image_loss = ImageDistance::Jnd;
+    cfg.loss.lambda_feat = 0.0;
+    cfg.loss.lambda_adv = 0.0;
+    cfg.loss.lambda_img = 1.0;
+    assert_eq!(cfg.method(), "image loss (ε = JND)");
+    let mut t = Trainer::new(cfg.clone()).unwrap();
+    // The first step's term is the ε-insensitive ΔE00 of the initial reconstructions.
+    let x = stack_folder(&data);
+    let per_image = deepsim_metrics::jnd_insensitive_loss(&t.reconstruct(&x).unwrap(), &x, None)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let expected = per_image.iter().map(|v| f64::from(*v)).sum::<f64>() / 4.0;
+    let first = t.step().unwrap().terms["img"];
+    assert!((first - expected).abs() < 1e-4 * expected, "{first} vs {expected}");
+    let mut last = first;
+    for _ in 0..5 {
+        last = t.step().unwrap().terms["img"];
+    }
+    assert!(last < first, "{first} → {last}");
+    let mut scaled = cfg.clone();
+    scaled.loss.pixel_scale = 255.0;
+    let err = scaled.validate().unwrap_err().to_string();
+    assert!(err.contains("loss.pixel_scale") && err.contains("ΔE"), "{err}");
+    let mut gpu = cfg;
+    gpu.run.device = "cuda".into();
+    let err = gpu.validate().unwrap_err().to_string();
+    assert!(err.contains("loss.image_loss") && err.contains("CPU"), "{err}");
 }

@@ -42,6 +42,11 @@ pub struct CompareArgs {
     /// Resize B to A's size instead of refusing different sizes.
     #[arg(long)]
     resize: bool,
+    /// `native` (the metric's own unit) or `jnd`: a colour difference (delta-e2000,
+    /// delta-e76) in just-noticeable differences, ΔE / 2.3 (Sharma 2003): below 1, a viewer
+    /// would not tell the two images' colours apart.
+    #[arg(long, value_enum, default_value_t = Units::Native)]
+    units: Units,
     // The device of the networks (the measures needing no weights run on the CPU).
     #[command(flatten)]
     device: DeviceArg,
@@ -49,6 +54,15 @@ pub struct CompareArgs {
     a: PathBuf,
     /// Second image or folder.
     b: PathBuf,
+}
+
+/// `--units`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Units {
+    /// The metric's own unit.
+    Native,
+    /// Just-noticeable differences of colour: ΔE / 2.3.
+    Jnd,
 }
 
 /// A `--metric`: the text as given (which the CSV header and the JSON repeat) and what it
@@ -262,6 +276,8 @@ struct CompareRow<'a> {
 /// Where `compare` writes its answers: one number, CSV lines, or JSON lines.
 struct Report<'a> {
     spec: &'a str,
+    /// Multiplies every distance (the units).
+    scale: f32,
     json: bool,
     taps: Vec<&'static str>,
     csv: csv::Writer<std::io::Stdout>,
@@ -278,6 +294,7 @@ impl Report<'_> {
 
     /// One answer: of the pair of files called `file`, or of the two images given.
     fn row(&mut self, file: Option<&str>, distance: f32, per_layer: &[f32]) -> Result<()> {
+        let distance = distance * self.scale;
         match (self.json, file) {
             (true, file) => {
                 let row =
@@ -305,8 +322,24 @@ impl CompareArgs {
             self.heads.as_deref(),
             self.device.device(),
         )?;
+        let colour = matches!(
+            self.metric.kind,
+            MetricKind::Named(Named::DeltaE2000) | MetricKind::Named(Named::DeltaE76)
+        );
+        let (spec, scale) = match (self.units, colour) {
+            (Units::Native, _) => (self.metric.text.clone(), 1.0),
+            (Units::Jnd, true) => {
+                (format!("{} (JND)", self.metric.text), (1.0 / metrics::JND_DELTA_E) as f32)
+            }
+            (Units::Jnd, false) => bail!(
+                "--units jnd counts colour differences in just-noticeable steps of ΔE 2.3: it \
+                 needs --metric delta-e2000 or delta-e76, not {}",
+                self.metric.text
+            ),
+        };
         let mut report = Report {
-            spec: &self.metric.text,
+            spec: &spec,
+            scale,
             json: self.json,
             taps: metric.taps(),
             csv: csv::Writer::from_writer(std::io::stdout()),
