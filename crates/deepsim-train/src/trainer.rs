@@ -411,7 +411,9 @@ impl Trainer {
         }
         let generated = straight_through_clamp(&fwd.raw)?;
         let judgement = match &self.adversary {
-            Some(a) => Some(a.judge(&x, &generated, fwd.code.as_ref(), step)?),
+            // The masks are drawn from the steps completed before this one, as they always
+            // were: a run repeats the numbers of earlier versions.
+            Some(a) => Some(a.judge(&x, &generated, fwd.code.as_ref(), self.step)?),
             None => None,
         };
         let feature_phase = self.config().loss.feature_jitter.then(|| {

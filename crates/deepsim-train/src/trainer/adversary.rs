@@ -78,12 +78,13 @@ impl Adversary {
         }))
     }
 
-    /// The dropout masks of `n` images at `step`; `which` 0 for the real images, 1 for the
-    /// generated ones (the generator's pass sees the masks the discriminator's did).
-    fn masks(&self, n: usize, step: u64, which: u64) -> Result<DropoutMasks> {
+    /// The dropout masks of `n` images, drawn from the seed and `completed` (the steps done
+    /// before this one); `which` 0 for the real images, 1 for the generated ones (the
+    /// generator's pass sees the masks the discriminator's did).
+    fn masks(&self, n: usize, completed: u64, which: u64) -> Result<DropoutMasks> {
         let p = self.net.dropout_rate();
         let (wp, wh) = self.net.dropout_widths();
-        let mut rng = Rng::derive(self.seed, &[DROPOUT, step, which]);
+        let mut rng = Rng::derive(self.seed, &[DROPOUT, completed, which]);
         let keep = (1.0 / (1.0 - p)) as f32;
         let mut draw = |w: usize| -> Result<Tensor> {
             let v: Vec<f32> =
@@ -93,8 +94,8 @@ impl Adversary {
         Ok(DropoutMasks { pooled: draw(wp)?, hidden: draw(wh)? })
     }
 
-    /// Judges the real images `x` and the generated ones at `step`; `code` is the generator's
-    /// input, used when the discriminator is conditioned.
+    /// Judges the real images `x` and the generated ones, after `completed` steps; `code` is
+    /// the generator's input, used when the discriminator is conditioned.
     ///
     /// # Errors
     /// Tensor errors.
@@ -103,11 +104,11 @@ impl Adversary {
         x: &Tensor,
         generated: &Tensor,
         code: Option<&Tensor>,
-        step: u64,
+        completed: u64,
     ) -> Result<Judgement> {
         let n = x.dim(0)?;
         let cond = code.filter(|_| self.conditioned);
-        let (real_masks, fake_masks) = (self.masks(n, step, 0)?, self.masks(n, step, 1)?);
+        let (real_masks, fake_masks) = (self.masks(n, completed, 0)?, self.masks(n, completed, 1)?);
         let real = two_way_logit(&self.net.forward_masked(x, cond, &real_masks)?)?;
         let fake =
             two_way_logit(&self.net.forward_masked(&generated.detach(), cond, &fake_masks)?)?;
