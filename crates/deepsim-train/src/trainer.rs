@@ -77,6 +77,25 @@ fn clean_after_kill(out: &Path) {
 /// crops), in `data.format`.
 fn open_data(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     let d = &config.data;
+    for (field, path) in [("data.train", &d.train), ("data.val", &d.val)] {
+        let wants = match d.format {
+            DataFormat::Idx if path.is_dir() => "an IDX images file (*-images-idx3-ubyte[.gz])",
+            DataFormat::Folder | DataFormat::Cifar10 if path.is_file() => {
+                "a folder (of images, or CIFAR-10's cifar-10-batches-bin)"
+            }
+            _ => continue,
+        };
+        return Err(Error::Config(format!(
+            "{field}: {} is a {}; data.format = \"{}\" reads {wants}",
+            path.display(),
+            if path.is_dir() { "folder" } else { "file" },
+            match d.format {
+                DataFormat::Folder => "folder",
+                DataFormat::Idx => "idx",
+                DataFormat::Cifar10 => "cifar10",
+            }
+        )));
+    }
     let val_t = Transform::eval(d.resize, d.crop);
     let train_t = if d.feature_cache.is_some() {
         // The cache holds one view of each image (validated: no flips, resize = crop): the

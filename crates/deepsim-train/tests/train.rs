@@ -797,6 +797,18 @@ fn idx_and_cifar_files_train() {
     cfg.data.format = DataFormat::Idx;
     cfg.data.train = dir.join("train-images-idx3-ubyte");
     cfg.data.val = dir.join("t10k-images-idx3-ubyte");
+    // A folder where the IDX file belongs, and a file where a folder belongs, are named.
+    let mut wrong = cfg.clone();
+    wrong.data.val = dir.clone();
+    let err = Trainer::new(wrong).err().unwrap().to_string();
+    assert!(
+        err.contains("data.val") && err.contains("is a folder") && err.contains("idx3"),
+        "{err}"
+    );
+    let mut wrong = cfg.clone();
+    wrong.data.format = DataFormat::Folder;
+    let err = Trainer::new(wrong).err().unwrap().to_string();
+    assert!(err.contains("data.train") && err.contains("is a file"), "{err}");
     let mut t = Trainer::new(cfg).unwrap();
     let v = t.validation_images().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(t.validation_images().dims(), [2, 3, 64, 64]);
