@@ -66,7 +66,7 @@ pub use comparator::{check_input, Comparator};
 pub use efficientnet::{imagenet_classes, EfficientNetLite, EfficientNetVariant};
 pub use error::{Error, Result};
 pub use lpips::{Lpips, LpipsOutput};
-pub use registry::{by_name, COMPARATORS};
+pub use registry::{by_name, COMPARATORS, LPIPS_METRICS};
 pub use squeezenet::SqueezeNet;
 pub use stlpips::{ShiftTolerantNet, ShiftTolerantTrunk};
 pub use tap::Tap;

@@ -62,3 +62,35 @@ pub fn by_name(
         }
     })
 }
+
+/// The learned metrics [`crate::Lpips::pretrained_by_name`] builds.
+pub const LPIPS_METRICS: [&str; 5] =
+    ["stlpips-alex", "stlpips-vgg", "lpips-alex", "lpips-vgg", "lpips-squeeze"];
+
+impl crate::Lpips {
+    /// The learned metric called `name` (one of [`LPIPS_METRICS`]) from converted weights:
+    /// `weights` is the trunk for LPIPS and the whole model for ST-LPIPS, `heads` LPIPS's
+    /// heads (ST-LPIPS keeps them in its one file); each defaults to the weights cache, then
+    /// the shipped copy.
+    ///
+    /// # Errors
+    /// [`Error::UnknownArch`] for another name; missing or malformed weights, named.
+    pub fn pretrained_by_name(
+        name: &str,
+        weights: Option<&Path>,
+        heads: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self> {
+        use crate::Lpips;
+        match name {
+            "stlpips-alex" => Lpips::pretrained_shift_tolerant(St::Alex, weights, device),
+            "stlpips-vgg" => Lpips::pretrained_shift_tolerant(St::Vgg, weights, device),
+            "lpips-alex" => Lpips::pretrained_alex(weights, heads, device),
+            "lpips-vgg" => Lpips::pretrained_vgg(weights, heads, device),
+            "lpips-squeeze" => Lpips::pretrained_squeeze(weights, heads, device),
+            other => {
+                Err(Error::UnknownArch { name: other.into(), known: LPIPS_METRICS.join(", ") })
+            }
+        }
+    }
+}

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use deepsim_comparators::{by_name, Comparator, Lpips, ShiftTolerantTrunk};
+use deepsim_comparators::{by_name, Comparator, Lpips};
 use deepsim_data::{
     stack, write_atomic, CacheKey, CacheOptions, CacheStatus, Cifar10, ColorMode, Dataset,
     FeatureCache, FolderConfig, IdxDataset, ImageFolder, Loader, LoaderConfig, Position, Rng,
@@ -33,7 +33,7 @@ use crate::checkpoint::{
     read_checkpoint, resume_differences, seal_checksum, set_vars, Checkpoint, CHECKSUM_PENDING,
     DAMAGED, DATA_SHA256, FORMAT,
 };
-use crate::config::{parse_device, DataFormat, MetricName, TrainConfig};
+use crate::config::{parse_device, DataFormat, TrainConfig};
 use crate::error::{Error, Result};
 use crate::images::{write_curves, write_grid};
 use crate::log::StepLog;
@@ -126,24 +126,6 @@ fn open_data(config: &TrainConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>
     })
 }
 
-/// The learned metric of `loss.metric`, from its weights (default: the cache; ST-LPIPS-alex
-/// also the shipped copy).
-fn metric(config: &TrainConfig, name: MetricName, device: &Device) -> Result<Lpips> {
-    let (weights, heads) =
-        (config.loss.comparator_weights.as_deref(), config.loss.metric_heads.as_deref());
-    Ok(match name {
-        MetricName::StlpipsAlex => {
-            Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Alex, weights, device)?
-        }
-        MetricName::StlpipsVgg => {
-            Lpips::pretrained_shift_tolerant(ShiftTolerantTrunk::Vgg, weights, device)?
-        }
-        MetricName::LpipsAlex => Lpips::pretrained_alex(weights, heads, device)?,
-        MetricName::LpipsVgg => Lpips::pretrained_vgg(weights, heads, device)?,
-        MetricName::LpipsSqueeze => Lpips::pretrained_squeeze(weights, heads, device)?,
-    })
-}
-
 /// The loss of `config` for `model`, and whether its feature term is the encoder at the
 /// encoder's tap (then the step hands the encoder's features to the loss as C(x)).
 fn build_loss(config: &TrainConfig, model: &Model) -> Result<(DeepSimLoss, bool)> {
@@ -153,7 +135,9 @@ fn build_loss(config: &TrainConfig, model: &Model) -> Result<(DeepSimLoss, bool)
     let feature: Option<FeatureTerm> = match (&l.metric, &l.comparator, &l.comparator_tap) {
         _ if l.lambda_feat == 0.0 => None,
         (Some(m), _, _) => {
-            Some(LpipsLoss::new(metric(config, *m, device)?, Reduction::Mean).into())
+            let (weights, heads) = (l.comparator_weights.as_deref(), l.metric_heads.as_deref());
+            let metric = Lpips::pretrained_by_name(&m.to_string(), weights, heads, device)?;
+            Some(LpipsLoss::new(metric, Reduction::Mean).into())
         }
         (None, Some(name), Some(ctaps)) => {
             let shared = match (model.encoder(), &config.encoder) {

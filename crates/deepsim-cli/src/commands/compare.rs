@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use clap::ValueEnum;
-use deepsim_comparators::{by_name, Comparator, Lpips, ShiftTolerantTrunk, Tap, COMPARATORS};
+use deepsim_comparators::{by_name, Comparator, Lpips, Tap, COMPARATORS};
 use deepsim_metrics::{self as metrics, SsimConfig};
 use serde::Serialize;
 
@@ -198,17 +198,16 @@ impl Metric {
         device: &Device,
     ) -> Result<Self> {
         let spec = &arg.text;
-        let shift_tolerant = |trunk| -> Result<Metric> {
-            if heads.is_some() {
+        let lpips = || -> Result<Metric> {
+            if heads.is_some() && spec.starts_with("stlpips-") {
                 bail!(
                     "{spec} keeps its trunk and heads in one file: give it as --weights, \
                      without --heads"
                 );
             }
-            let lpips = Lpips::pretrained_shift_tolerant(trunk, weights, device)?;
+            let lpips = Lpips::pretrained_by_name(spec, weights, heads, device)?;
             Ok(Metric::Lpips(lpips, device.clone()))
         };
-        let lpips = |l: Lpips| Metric::Lpips(l, device.clone());
         let named = match &arg.kind {
             MetricKind::Feature { comparator, tap } => {
                 let net = by_name(comparator, weights, device)?;
@@ -217,11 +216,11 @@ impl Metric {
             MetricKind::Named(named) => named,
         };
         Ok(match named {
-            Named::StlpipsAlex => shift_tolerant(ShiftTolerantTrunk::Alex)?,
-            Named::StlpipsVgg => shift_tolerant(ShiftTolerantTrunk::Vgg)?,
-            Named::LpipsAlex => lpips(Lpips::pretrained_alex(weights, heads, device)?),
-            Named::LpipsVgg => lpips(Lpips::pretrained_vgg(weights, heads, device)?),
-            Named::LpipsSqueeze => lpips(Lpips::pretrained_squeeze(weights, heads, device)?),
+            Named::StlpipsAlex
+            | Named::StlpipsVgg
+            | Named::LpipsAlex
+            | Named::LpipsVgg
+            | Named::LpipsSqueeze => lpips()?,
             Named::Ssim => Metric::Pixel(PixelMetric::Ssim),
             Named::MsSsim => Metric::Pixel(PixelMetric::MsSsim),
             Named::Psnr => Metric::Pixel(PixelMetric::Psnr),
