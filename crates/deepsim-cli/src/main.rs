@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    ablation, bench, classify, compare, compare_audio, data_check, demo, eval, features,
-    interpolate, invert, invert_optim, neighbours, reencode, sample, train, weights,
+    ablation, bench, classify, colormap, compare, compare_audio, data_check, demo, eval, features,
+    interpolate, invert, invert_optim, neighbours, quantize, reencode, sample, train, weights,
 };
 
 /// Deep perceptual similarity: features, distances and classes of images.
@@ -45,6 +45,8 @@ enum Command {
     Ablation(ablation::AblationArgs),
     Bench(bench::BenchArgs),
     DataCheck(data_check::DataCheckArgs),
+    Quantize(quantize::QuantizeArgs),
+    Colormap(colormap::ColormapArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,8 @@ fn main() -> ExitCode {
         Command::Ablation(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::DataCheck(args) => args.run(),
+        Command::Quantize(args) => args.run(),
+        Command::Colormap(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

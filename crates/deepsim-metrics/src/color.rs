@@ -13,15 +13,15 @@ use candle::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use crate::error::{image_pair, Error, Result};
 
 /// sRGB → XYZ (D65), scikit-image's `xyz_from_rgb`.
-const XYZ_FROM_RGB: [[f64; 3]; 3] = [
+pub(crate) const XYZ_FROM_RGB: [[f64; 3]; 3] = [
     [0.412453, 0.357580, 0.180423],
     [0.212671, 0.715160, 0.072169],
     [0.019334, 0.119193, 0.950227],
 ];
 /// The D65 white point (2° observer).
-const WHITE: [f64; 3] = [0.95047, 1.0, 1.08883];
+pub(crate) const WHITE: [f64; 3] = [0.95047, 1.0, 1.08883];
 /// CIELAB's δ = 6/29: below δ³ the cube root is replaced by a line.
-const DELTA: f64 = 6.0 / 29.0;
+pub(crate) const DELTA: f64 = 6.0 / 29.0;
 
 /// `t` where `cond` holds, else `f`; gradients flow only to the chosen side. Both sides must
 /// be finite everywhere (clamp their inputs), or a NaN gradient leaks through candle's
@@ -123,7 +123,7 @@ pub fn lab_to_srgb(lab: &Tensor) -> Result<Tensor> {
     linear_to_srgb(&mix(&xyz, &invert(&XYZ_FROM_RGB))?)
 }
 
-fn invert(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+pub(crate) fn invert(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
     let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
         - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);

@@ -4,7 +4,10 @@
 //! ([`total_variation`], [`alpha_norm`], the ε = JND colour loss [`jnd_insensitive_loss`]),
 //! measures of reconstructions ([`normalized_error`], the paper's Table 2 measure, and
 //! [`edge_ratio`]), and spectrogram
-//! losses for audio ([`stft`], [`spectrogram_distance`], [`multi_resolution_stft_loss`]). Each is differentiable
+//! losses for audio ([`stft`], [`spectrogram_distance`], [`multi_resolution_stft_loss`]);
+//! and two applications of colour difference: palettes fitted in CIELAB ([`quantize`]) and
+//! sequential colormaps with equal ΔE00 steps ([`design_colormap`], [`check_colormap`]),
+//! on scalar colour functions ([`lab_from_srgb`], [`ciede2000`]). Each is differentiable
 //! where it serves as a loss, and checked against published values (the CIEDE2000 test data of
 //! Sharma, Wu & Dalal) and reference implementations (scikit-image, pytorch-msssim).
 //!
@@ -24,8 +27,11 @@
 
 mod audio;
 mod color;
+mod colormap;
 mod error;
+mod lab;
 mod priors;
+mod quantize;
 mod reconstruction;
 mod ssim;
 
@@ -37,7 +43,13 @@ pub use color::{
     delta_e2000, delta_e76, lab_to_srgb, linear_to_srgb, opponent_loss, spatial_mean, srgb_to_lab,
     srgb_to_linear, srgb_to_opponent, Ciede2000Weights,
 };
+pub use colormap::{check_colormap, design_colormap, Colormap, ColormapCheck, ColormapConfig};
 pub use error::{Error, Result};
+pub use lab::{
+    ciede2000, delta_e00, hex_color, in_srgb_gamut, lab_from_srgb, parse_hex_color, srgb_from_lab,
+    to_u8,
+};
 pub use priors::{alpha_norm, jnd_insensitive_loss, total_variation, JND_DELTA_E};
+pub use quantize::{mean_delta_e00, quantize, PaletteSpace, QuantizeConfig, Quantized, MAX_COLORS};
 pub use reconstruction::{edge_ratio, normalized_error};
 pub use ssim::{ms_ssim, psnr, ssim, SsimConfig, MS_SSIM_WEIGHTS};

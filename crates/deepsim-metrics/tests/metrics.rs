@@ -6,10 +6,10 @@
 
 use candle::{DType, Device, Tensor, Var};
 use deepsim_metrics::{
-    delta_e2000, delta_e76, jnd_insensitive_loss, lab_to_srgb, ms_ssim, multi_resolution_stft_loss,
-    opponent_loss, psnr, spectral_convergence, spectrogram_distance, srgb_to_lab, ssim, stft,
-    total_variation, Ciede2000Weights, Error, SpectrogramScale, SsimConfig, StftConfig,
-    JND_DELTA_E,
+    ciede2000, delta_e00, delta_e2000, delta_e76, jnd_insensitive_loss, lab_from_srgb, lab_to_srgb,
+    ms_ssim, multi_resolution_stft_loss, opponent_loss, psnr, spectral_convergence,
+    spectrogram_distance, srgb_from_lab, srgb_to_lab, ssim, stft, total_variation,
+    Ciede2000Weights, Error, SpectrogramScale, SsimConfig, StftConfig, JND_DELTA_E,
 };
 
 #[rustfmt::skip]
@@ -160,6 +160,38 @@ fn ciede2000_matches_all_34_published_pairs() {
     let d = delta_e2000(&batch(&lab1), &batch(&lab2), Ciede2000Weights::default()).unwrap();
     assert_eq!(d.dims(), [2, 1, 17, 1]);
     assert_close(&d, &want, 1e-4, "ΔE00, batch of 2");
+}
+
+#[test]
+fn scalar_ciede2000_matches_all_34_published_pairs() {
+    for (i, r) in SHARMA.iter().enumerate() {
+        let (a, b) = ([r[0], r[1], r[2]], [r[3], r[4], r[5]]);
+        let d = delta_e00(a, b);
+        assert!((d - r[6]).abs() < 1e-4, "pair {}: {d} against the published {}", i + 1, r[6]);
+        assert!((delta_e00(b, a) - r[6]).abs() < 1e-4, "pair {} reversed", i + 1);
+        assert_eq!(delta_e00(a, a), 0.0, "pair {}: ΔE00(x, x)", i + 1);
+    }
+    // The weights divide their terms: kL = 2 on a pure lightness difference halves it.
+    let w = Ciede2000Weights { l: 2.0, c: 1.0, h: 1.0 };
+    let (a, b) = ([40.0, 0.0, 0.0], [60.0, 0.0, 0.0]);
+    assert!((ciede2000(a, b, w) - delta_e00(a, b) / 2.0).abs() < 1e-12);
+}
+
+#[test]
+fn scalar_lab_agrees_with_scikit_image_and_round_trips() {
+    // The 2×3 pixels whose Lab scikit-image printed (LAB), one colour at a time.
+    let a = pattern(1, 3, 24, 21, 0.0).narrow(2, 0, 2).unwrap().narrow(3, 0, 3).unwrap();
+    let rgb = vals(&a);
+    for p in 0..6 {
+        let lab = lab_from_srgb([rgb[p], rgb[6 + p], rgb[12 + p]]);
+        for c in 0..3 {
+            assert!((lab[c] - LAB[6 * c + p]).abs() < 1e-9, "pixel {p} channel {c}");
+        }
+        let back = srgb_from_lab(lab);
+        for c in 0..3 {
+            assert!((back[c] - rgb[6 * c + p]).abs() < 1e-9, "round trip, pixel {p}");
+        }
+    }
 }
 
 #[test]

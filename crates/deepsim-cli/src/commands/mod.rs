@@ -3,6 +3,7 @@
 pub mod ablation;
 pub mod bench;
 pub mod classify;
+pub mod colormap;
 pub mod compare;
 pub mod compare_audio;
 pub mod data_check;
@@ -13,6 +14,7 @@ pub mod interpolate;
 pub mod invert;
 pub mod invert_optim;
 pub mod neighbours;
+pub mod quantize;
 pub mod reencode;
 pub mod sample;
 pub mod train;
