@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    ablation, bench, classify, compare, compare_audio, data_check, demo, eval, features,
+    ablation, augment, bench, classify, compare, compare_audio, data_check, demo, eval, features,
     interpolate, invert, invert_optim, neighbours, reencode, sample, train, weights,
 };
 
@@ -45,6 +45,7 @@ enum Command {
     Ablation(ablation::AblationArgs),
     Bench(bench::BenchArgs),
     DataCheck(data_check::DataCheckArgs),
+    Augment(augment::AugmentArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
         Command::Ablation(args) => args.run(),
         Command::Bench(args) => args.run(),
         Command::DataCheck(args) => args.run(),
+        Command::Augment(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
