@@ -14,8 +14,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    ablation, bench, classify, colormap, compare, compare_audio, data_check, demo, eval, features,
-    interpolate, invert, invert_optim, neighbours, quantize, reencode, sample, train, weights,
+    ablation, augment, bench, classify, colormap, compare, compare_audio, data_check, demo, eval,
+    features, interpolate, invert, invert_optim, neighbours, quantize, reencode, sample, train,
+    weights,
 };
 
 /// Deep perceptual similarity: features, distances and classes of images.
@@ -47,6 +48,7 @@ enum Command {
     DataCheck(data_check::DataCheckArgs),
     Quantize(quantize::QuantizeArgs),
     Colormap(colormap::ColormapArgs),
+    Augment(augment::AugmentArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Command::DataCheck(args) => args.run(),
         Command::Quantize(args) => args.run(),
         Command::Colormap(args) => args.run(),
+        Command::Augment(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm, ImageDistance};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::AugmentConfig;
 use crate::error::{Error, Result};
 
 /// A whole training run.
@@ -32,6 +33,10 @@ pub struct TrainConfig {
     /// Adam's settings.
     #[serde(default)]
     pub optim: OptimConfig,
+    /// Perceptually calibrated augmentation of the training images (the targets x, before
+    /// the encoder): none when absent.
+    #[serde(default)]
+    pub augment: Option<AugmentConfig>,
 }
 
 /// What is trained.
@@ -665,6 +670,19 @@ impl TrainConfig {
                          data.crop ({}), or drop the cache",
                         dir.display(),
                         self.data.crop
+                    ),
+                );
+            }
+        }
+        if let Some(augment) = &self.augment {
+            augment.validate()?;
+            if let Some(dir) = &self.data.feature_cache {
+                return bad(
+                    "augment",
+                    format!(
+                        "changes the training images, whose features data.feature_cache ({}) \
+                         holds unchanged: drop one of them",
+                        dir.display()
                     ),
                 );
             }

@@ -8,6 +8,10 @@ pub enum Error {
     /// A configuration value is missing, unknown or out of range (the message names it).
     #[error("config: {0}")]
     Config(String),
+    /// An augmentation's input is outside its contract (shape, value range, strength, budget;
+    /// the message names it).
+    #[error("augment: {0}")]
+    Augment(String),
     /// A loss term became NaN or infinite.
     #[error("step {step}: {term} is {value}; stopped (the last good checkpoint is kept)")]
     NonFinite {

@@ -11,6 +11,7 @@
 //! every step; sample grids and loss curves are written as PNG.
 
 mod adam;
+mod augment;
 mod checkpoint;
 mod config;
 mod error;
@@ -25,6 +26,10 @@ mod trainer;
 mod workload;
 
 pub use adam::Adam;
+pub use augment::{
+    Applied, AugmentConfig, Augmentation, Augmenter, Budget, BudgetMetric, Calibrated, Calibrator,
+    Reach,
+};
 pub use checkpoint::{resume_differences, RESUME_MAY_CHANGE};
 pub use config::{
     parse_device, DataConfig, DataFormat, DiscriminatorPreset, DiscriminatorSection, EncoderConfig,

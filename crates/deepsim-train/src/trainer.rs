@@ -29,6 +29,7 @@ use deepsim_losses::{
 
 use self::adversary::Adversary;
 use crate::adam::Adam;
+use crate::augment::Augmenter;
 use crate::checkpoint::{
     read_checkpoint, resume_differences, seal_checksum, set_vars, Checkpoint, CHECKSUM_PENDING,
     DAMAGED, DATA_SHA256, FORMAT,
@@ -58,6 +59,8 @@ pub struct Trainer {
     /// The loss's comparator and tap are the encoder's: the target's features are y.
     comparator_is_encoder: bool,
     loader: Loader,
+    /// `[augment]`: the training images' calibrated augmentation.
+    augmenter: Option<Augmenter>,
     stream: Option<Stream>,
     position: Position,
     step: u64,
@@ -321,6 +324,7 @@ impl Trainer {
             Some(_) => Some(model.last_layer()?),
             None => None,
         };
+        let augmenter = config.augment.clone().map(Augmenter::new).transpose()?;
         Ok(Trainer {
             model,
             g_adam,
@@ -329,6 +333,7 @@ impl Trainer {
             last_layer,
             comparator_is_encoder,
             loader,
+            augmenter,
             stream: None,
             position: Position::default(),
             step: 0,
@@ -405,7 +410,12 @@ impl Trainer {
         self.position = stream.next_position();
         let step = self.step + 1;
         let seed = self.config().run.seed;
-        let x = batch.images.to_device(self.model.device())?;
+        let x = match &self.augmenter {
+            // Each image's choices come from the seed, the step and its index in the batch.
+            Some(a) => a.augment(&batch.images, seed, step)?.0,
+            None => batch.images.clone(),
+        };
+        let x = x.to_device(self.model.device())?;
         let mut noise = Rng::derive(seed, &[NOISE, step]);
         let fwd = self.model.forward_train(&x, batch.features.as_ref(), &mut noise)?;
         let raw_sum = fwd.raw.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;

@@ -1,6 +1,7 @@
 //! One module per `deepsim` command: its `clap::Args` struct and its `run`.
 
 pub mod ablation;
+pub mod augment;
 pub mod bench;
 pub mod classify;
 pub mod colormap;
