@@ -141,16 +141,20 @@ fn dithering_keeps_the_local_mean_of_a_gradient() {
             / inside.len() as f64
     };
     let plain = quantize(&pixels, w, h, &QuantizeConfig::lab(2)).unwrap();
-    let dithered =
-        quantize(&pixels, w, h, &QuantizeConfig { dither: true, ..QuantizeConfig::lab(2) })
-            .unwrap();
-    assert_eq!(plain.palette, dithered.palette, "dithering does not change the palette");
-    let (e_plain, e_dither) = (
-        block_error(&plain.pixels(), &plain.palette),
-        block_error(&dithered.pixels(), &dithered.palette),
-    );
+    let with = |diffusion: f64| {
+        let cfg = QuantizeConfig { dither: true, diffusion, ..QuantizeConfig::lab(2) };
+        quantize(&pixels, w, h, &cfg).unwrap()
+    };
+    let (full, partial) = (with(1.0), with(0.75));
+    assert_eq!(plain.palette, full.palette, "dithering does not change the palette");
+    let e_plain = block_error(&plain.pixels(), &plain.palette);
+    let e_full = block_error(&full.pixels(), &full.palette);
+    let e_partial = block_error(&partial.pixels(), &partial.palette);
     assert!(e_plain > 8.0, "two greys leave a large banding error: {e_plain}");
-    assert!(e_dither < 1.0, "error diffusion keeps each block's mean L*: {e_dither}");
+    assert!(e_full < 1.0, "full error diffusion keeps each block's mean L*: {e_full}");
+    assert!(e_full < e_partial && e_partial < e_plain, "{e_full} < {e_partial} < {e_plain}");
+    // No diffusion is no dithering.
+    assert_eq!(with(0.0).indices, plain.indices);
 }
 
 #[test]
@@ -189,6 +193,7 @@ fn bad_settings_are_named() {
         (QuantizeConfig::lab(257), 3, 2, "1 to 256"),
         (QuantizeConfig::lab(4), 4, 2, "6 pixels for a 4×2 image"),
         (QuantizeConfig { tolerance: f64::NAN, ..QuantizeConfig::lab(4) }, 3, 2, "tolerance"),
+        (QuantizeConfig { diffusion: 1.5, ..QuantizeConfig::lab(4) }, 3, 2, "diffusion"),
     ] {
         let err = quantize(&px, w, h, &cfg).unwrap_err().to_string();
         assert!(err.contains(needle), "{err}");

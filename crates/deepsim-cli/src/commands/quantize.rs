@@ -29,6 +29,9 @@ pub struct QuantizeArgs {
     /// Floyd–Steinberg error diffusion.
     #[arg(long)]
     dither: bool,
+    /// The share of each pixel's error that --dither passes on (1: classic Floyd–Steinberg).
+    #[arg(long, default_value_t = 0.75, requires = "dither")]
+    diffusion: f64,
     /// Seed of the k-means++ start.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -141,6 +144,7 @@ impl QuantizeArgs {
                 Space::Rgb => PaletteSpace::Rgb,
             },
             dither: self.dither,
+            diffusion: self.diffusion,
             seed: self.seed,
             max_iterations: self.iterations,
             ..QuantizeConfig::lab(usize::from(self.colors))
