@@ -311,9 +311,8 @@ fn merge_close(colors: &[u32], points: &[[f64; 3]], counts: &[f64]) -> (Vec<[f64
 /// Quantizes an image to a palette of at most `cfg.colors` colours.
 ///
 /// `pixels` are 8-bit sRGB, row-major, `width × height` of them. The palette is k-means in
-/// `cfg.space` from a seeded k-means++ start over the image's distinct colours (close ones merged)
-/// weighted by
-/// their pixel counts; its centres are rounded to 8-bit sRGB (clipped to the gamut) and
+/// `cfg.space` from a seeded k-means++ start over the image's distinct colours (close ones
+/// merged) weighted by their pixel counts; its centres are rounded to 8-bit sRGB (clipped to the gamut) and
 /// pixels are mapped to those rounded entries, so the result is exactly what an indexed PNG
 /// stores.
 ///
@@ -382,9 +381,8 @@ pub fn quantize(
 }
 
 /// Floyd–Steinberg error diffusion along serpentine rows, `diffusion` of the error passed on;
-/// the diffused colour is kept within
-/// the palette's bounding box so that error cannot build up without limit.
-
+/// the diffused colour is kept within the palette's bounding box so that error cannot build
+/// up without limit.
 fn dither(
     pixels: &[[u8; 3]],
     width: usize,
