@@ -51,7 +51,20 @@ enum Command {
     Augment(augment::AugmentArgs),
 }
 
+/// Restores SIGPIPE's default action, which Rust's runtime sets to "ignore": a reader that
+/// stops early (`deepsim colormap --check map.csv | head -1`) then ends the process quietly,
+/// as it ends any Unix filter, instead of the next `println!` panicking on a broken pipe.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid
+    // action for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     // Training steps reallocate the same large buffers: keep freed memory for reuse.
     deepsim_train::retain_freed_memory();
     // clap exits with 2 on bad arguments; a command that fails prints its error and exits 1.

@@ -179,3 +179,28 @@ fn colormap_refuses_bad_input_by_name() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
 }
+
+#[cfg(unix)]
+#[test]
+fn a_reader_that_stops_early_ends_the_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    // `deepsim colormap --check viridis.csv | true`: the reader closes the pipe before the
+    // command writes (it is closed right after the start); the command must end by SIGPIPE,
+    // as a Unix filter does, not panic on the broken pipe.
+    let viridis = data("colormaps/viridis.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deepsim"))
+        .args(["colormap", "--check", viridis.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        out.status
+    );
+}
