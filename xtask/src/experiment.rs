@@ -8,7 +8,8 @@
 //! cuts, and the CPU VAE; runs `deepsim eval --optim` on the tiles of the held-out photos
 //! (which adds Mahendran & Vedaldi's inversion by optimization); draws the figures with the
 //! `deepsim` figure commands; and writes the results with the machine, the commands and the
-//! time each step took.
+//! time each step took. `experiment latent-probe` (module `latent_probe`) owns a section of
+//! the same file, which a table2 rerun keeps.
 
 use std::collections::BTreeSet;
 use std::error::Error;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+pub(crate) type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 /// The experiments.
 #[derive(clap::Subcommand, Debug)]
@@ -26,6 +27,11 @@ pub enum Experiment {
     /// held-out photos with the optimization baseline, draws the figures into docs/results/
     /// and writes docs/RESULTS.md. About an hour on 2 CPU cores.
     Table2(Options),
+    /// The latent code ("beyond mimicry"): Fashion-MNIST VAEs trained with the image loss and
+    /// with the DeePSiM loss (configs/latent-probe/), several seeds each, then a linear
+    /// classifier on each frozen encoder's codes, beside raw pixels and untrained encoders;
+    /// writes its section of docs/RESULTS.md. About 25 minutes on 2 CPU cores.
+    LatentProbe(crate::latent_probe::Options),
 }
 
 /// Options of `experiment table2`.
@@ -98,7 +104,7 @@ const PAPER: [(&str, [Cell; 4]); 5] = [
 ];
 
 /// Runs `bin args`, echoing the command; its stdout.
-fn deepsim(bin: &Path, args: &[&str]) -> Result<String> {
+pub(crate) fn deepsim(bin: &Path, args: &[&str]) -> Result<String> {
     eprintln!("$ deepsim {}", args.join(" "));
     let out = Command::new(bin).args(args).output()?;
     if !out.status.success() {
@@ -113,7 +119,7 @@ fn deepsim(bin: &Path, args: &[&str]) -> Result<String> {
 }
 
 /// `run.steps` of a configuration file.
-fn config_steps(config: &str) -> Result<u64> {
+pub(crate) fn config_steps(config: &str) -> Result<u64> {
     let text = std::fs::read_to_string(config).map_err(|e| format!("{config}: {e}"))?;
     let value: toml::Table = toml::from_str(&text).map_err(|e| format!("{config}: {e}"))?;
     value
@@ -125,7 +131,7 @@ fn config_steps(config: &str) -> Result<u64> {
 }
 
 /// The last step a run logged and the sum of its logged step times (0, 0 without a log).
-fn logged_steps(out: &str) -> (u64, f64) {
+pub(crate) fn logged_steps(out: &str) -> (u64, f64) {
     let Ok(text) = std::fs::read_to_string(format!("{out}/metrics.jsonl")) else {
         return (0, 0.0);
     };
@@ -140,7 +146,7 @@ fn logged_steps(out: &str) -> (u64, f64) {
 }
 
 /// The machine, in words: CPU model and core count.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -319,7 +325,15 @@ fn spread(files: &[String], n: usize) -> Vec<&str> {
 }
 
 /// Runs the experiment.
-pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
+pub fn run(experiment: Experiment) -> Result<()> {
+    match experiment {
+        Experiment::Table2(o) => table2(o),
+        Experiment::LatentProbe(o) => crate::latent_probe::run(o),
+    }
+}
+
+/// Runs `experiment table2`.
+fn table2(o: Options) -> Result<()> {
     let started = Instant::now();
     let (train_tiles, val_tiles) = (images_in(TRAIN), images_in(VAL));
     if train_tiles.is_empty() || val_tiles.len() < 8 {
@@ -593,7 +607,8 @@ pub fn run(Experiment::Table2(o): Experiment) -> Result<()> {
          with λ_KL 1e-4; steps in the training table), drawn from its prior with seed 0.\n\n\
          ![VAE samples](results/vae-samples.png)\n",
     );
-    let doc = with_discussion(doc, &std::fs::read_to_string("docs/RESULTS.md").unwrap_or_default());
+    let previous = std::fs::read_to_string("docs/RESULTS.md").unwrap_or_default();
+    let doc = crate::latent_probe::with_latent_section(with_discussion(doc, &previous), &previous);
     deepsim_data::write_atomic(Path::new("docs/RESULTS.md"), doc.as_bytes())?;
     println!("{table}");
     println!("→ docs/RESULTS.md and {FIGURES}/ ({:.1} minutes)", total / 60.0);

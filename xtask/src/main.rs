@@ -9,6 +9,8 @@
 //! - `fetch-data`: builds a larger local image set and Fashion-MNIST from Debian packages.
 //! - `experiment table2`: trains and evaluates the paper's Table 2 at CPU scale and writes
 //!   `docs/RESULTS.md`.
+//! - `experiment latent-probe`: image-loss and DeePSiM VAEs on Fashion-MNIST, a linear probe on
+//!   their codes, written as a section of `docs/RESULTS.md`.
 //! - `tidy`: the repository's rules that no compiler checks (also run by its test).
 
 mod bench_gpu;
@@ -16,6 +18,7 @@ mod bench_vs_torch;
 mod convert_weights;
 mod experiment;
 mod fetch_data;
+mod latent_probe;
 mod tidy;
 
 use std::path::PathBuf;
@@ -43,7 +46,7 @@ enum Task {
     ConvertWeights(convert_weights::Args),
     /// Build target/data (photos, tiles, Fashion-MNIST) from Debian packages.
     FetchData(fetch_data::Args),
-    /// Train and evaluate the paper's Table 2 at CPU scale; write docs/RESULTS.md.
+    /// The paper's Table 2 at CPU scale, and the latent-code probe; write docs/RESULTS.md.
     #[command(subcommand)]
     Experiment(experiment::Experiment),
     /// Check the rules no compiler checks: crate edges against docs/ARCHITECTURE.md, a `//!`

@@ -15,8 +15,8 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     ablation, augment, bench, classify, colormap, compare, compare_audio, data_check, demo, eval,
-    features, interpolate, invert, invert_optim, neighbours, quantize, reencode, sample, train,
-    weights,
+    features, interpolate, invert, invert_optim, neighbours, probe, quantize, reencode, sample,
+    train, weights,
 };
 
 /// Deep perceptual similarity: features, distances and classes of images.
@@ -49,6 +49,7 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     Colormap(colormap::ColormapArgs),
     Augment(augment::AugmentArgs),
+    Probe(probe::ProbeArgs),
 }
 
 /// Restores SIGPIPE's default action, which Rust's runtime sets to "ignore": a reader that
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => args.run(),
         Command::Colormap(args) => args.run(),
         Command::Augment(args) => args.run(),
+        Command::Probe(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

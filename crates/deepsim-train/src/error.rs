@@ -12,6 +12,10 @@ pub enum Error {
     /// the message names it).
     #[error("augment: {0}")]
     Augment(String),
+    /// A linear probe's input or settings are outside its contract (the message names the
+    /// argument).
+    #[error("probe: {0}")]
+    Probe(String),
     /// A loss term became NaN or infinite.
     #[error("step {step}: {term} is {value}; stopped (the last good checkpoint is kept)")]
     NonFinite {

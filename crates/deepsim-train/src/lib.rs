@@ -22,6 +22,7 @@ mod log;
 mod memory;
 mod model;
 mod optim;
+mod probe;
 mod trainer;
 mod workload;
 
@@ -50,6 +51,9 @@ pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;
 pub use optim::{
     inversion_objective, invert_by_optimization, OptimInversion, OptimInversionConfig,
+};
+pub use probe::{
+    encode_labelled, pixels_labelled, softmax_cross_entropy, Labelled, LinearProbe, ProbeConfig,
 };
 pub use trainer::Trainer;
 pub use workload::{normal, StepWorkload};

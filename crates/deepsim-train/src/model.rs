@@ -107,6 +107,16 @@ impl Model {
         Ok(Model { config: config.clone(), device: device.clone(), kind, vars })
     }
 
+    /// The networks of `config` as `run.seed` initializes them, untrained, on `run.device`:
+    /// the baseline a trained code is judged against (the linear probe's random encoder).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid configuration; as [`Model::load`] otherwise.
+    pub fn untrained(config: &TrainConfig) -> Result<Self> {
+        config.validate()?;
+        Model::build(config, &parse_device(&config.run.device)?)
+    }
+
     /// The model saved in a checkpoint written by [`crate::Trainer`], on `device` (default:
     /// the device it was trained on). Needs no training data; the encoder's weights come from
     /// where the run found them.

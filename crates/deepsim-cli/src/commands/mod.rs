@@ -15,6 +15,7 @@ pub mod interpolate;
 pub mod invert;
 pub mod invert_optim;
 pub mod neighbours;
+pub mod probe;
 pub mod quantize;
 pub mod reencode;
 pub mod sample;

@@ -21,6 +21,12 @@ pub struct TrainArgs {
     /// Override `run.steps`.
     #[arg(long)]
     steps: Option<u64>,
+    /// Override `run.seed`.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override `run.out`.
+    #[arg(long)]
+    out: Option<PathBuf>,
     // Overrides `run.device`.
     #[command(flatten)]
     device: RunDeviceArg,
@@ -31,6 +37,12 @@ impl TrainArgs {
         let mut cfg = TrainConfig::from_file(&self.config)?;
         if let Some(s) = self.steps {
             cfg.run.steps = s;
+        }
+        if let Some(s) = self.seed {
+            cfg.run.seed = s;
+        }
+        if let Some(o) = self.out {
+            cfg.run.out = o;
         }
         if let Some(d) = self.device.name() {
             cfg.run.device = d.to_owned();
