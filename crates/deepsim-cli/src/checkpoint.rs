@@ -17,12 +17,8 @@ const BATCH: usize = 32;
 /// The model of a checkpoint, on `device` (default: the run's), saying what it is on stderr.
 pub fn load_model(checkpoint: &Path, device: &RunDeviceArg) -> Result<Model> {
     let model = Model::load(checkpoint, device.name())?;
-    let c = model.config();
-    let what = match &c.encoder {
-        Some(e) => format!("inverter of {} {}", e.network, e.tap),
-        None => format!("VAE, latent {}", c.vae.as_ref().map_or(0, |v| v.latent)),
-    };
-    eprintln!("{}: {what}, {}×{} images", checkpoint.display(), model.side(), model.side());
+    let side = model.side();
+    eprintln!("{}: {}, {side}×{side} images", checkpoint.display(), model.describe());
     Ok(model)
 }
 

@@ -15,8 +15,8 @@ use clap::{Parser, Subcommand};
 
 use commands::{
     ablation, augment, bench, classify, colormap, compare, compare_audio, data_check, demo, eval,
-    features, interpolate, invert, invert_optim, neighbours, probe, quantize, reencode, sample,
-    train, weights,
+    features, interpolate, invert, invert_optim, neighbours, probe, quantize, reencode, restore,
+    sample, train, weights,
 };
 
 /// Deep perceptual similarity: features, distances and classes of images.
@@ -50,6 +50,8 @@ enum Command {
     Colormap(colormap::ColormapArgs),
     Augment(augment::AugmentArgs),
     Probe(probe::ProbeArgs),
+    Restore(restore::RestoreArgs),
+    RestoreEval(restore::RestoreEvalArgs),
 }
 
 /// Restores SIGPIPE's default action, which Rust's runtime sets to "ignore": a reader that
@@ -91,6 +93,8 @@ fn main() -> ExitCode {
         Command::Colormap(args) => args.run(),
         Command::Augment(args) => args.run(),
         Command::Probe(args) => args.run(),
+        Command::Restore(args) => args.run(),
+        Command::RestoreEval(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,6 +41,7 @@ mod folder;
 mod idx;
 mod loader;
 mod report;
+mod resample;
 mod rng;
 mod transform;
 
@@ -57,5 +58,6 @@ pub use folder::{FolderConfig, ImageFolder, Labels, Validation};
 pub use idx::{parse_idx, read_idx, IdxArray, IdxData, IdxDataset, Split, FASHION_MNIST_CLASSES};
 pub use loader::{Batch, Loader, LoaderConfig, Position, Stream};
 pub use report::{Conversion, SkipLog, SkipReason, Summary};
+pub use resample::{bicubic_weights, quantize_8bit, resize_bicubic};
 pub use rng::{permutation, splitmix64, Rng};
 pub use transform::{to_chw, Crop, Filter, Transform};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle::{Tensor, Var};
 
 use crate::adversarial::{generator_loss, AdversarialKind};
-use crate::error::{Error, Result};
+use crate::error::{same_shape, Error, Result};
 use crate::feature::FeatureLoss;
 use crate::image::{image_loss, ImageDistance};
 use crate::kl::kl_divergence;
@@ -202,6 +202,18 @@ impl DeepSimLoss {
     /// the pixel distances (squared for L2); the JND distance is in ΔE units and is not scaled.
     pub fn with_image_distance(self, distance: ImageDistance) -> Self {
         Self { image_distance: distance, ..self }
+    }
+
+    /// The feature term's distance between `a` and `b`, unweighted and reduced as in
+    /// [`DeepSimLoss::generator_terms`] (`None` when the loss has no feature term): the same
+    /// comparator applied to another pair, such as a super-resolution model's output shrunk
+    /// again against its input (a perceptual cycle-consistency term).
+    ///
+    /// # Errors
+    /// Shapes that differ; the comparator's input contract (its minimum size).
+    pub fn feature_distance(&self, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+        same_shape("DeepSimLoss::feature_distance", a, b)?;
+        self.feature.as_ref().map(|f| f.value(a, b, None)).transpose()
     }
 
     /// The weights.

@@ -292,7 +292,7 @@ fn gaussian_blur(x: &Tensor, sigma: f64) -> Result<Tensor> {
 }
 
 /// `[1, 3, H, W]` through the JPEG encoder at `quality` and back, `[3, H, W]`.
-fn jpeg(x: &Tensor, quality: u8) -> Result<Tensor> {
+pub(crate) fn jpeg(x: &Tensor, quality: u8) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let v = (x.clamp(0f32, 1f32)? * 255.0)?.round()?.flatten_all()?.to_vec1::<f32>()?;
     let plane = h * w;

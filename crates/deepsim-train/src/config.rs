@@ -23,6 +23,9 @@ pub struct TrainConfig {
     /// The variational autoencoder's latent (task `vae`).
     #[serde(default)]
     pub vae: Option<VaeSection>,
+    /// How the training images are degraded (tasks `superres` and `restore`).
+    #[serde(default)]
+    pub restore: Option<RestoreSection>,
     /// The generator G(y).
     pub generator: GeneratorSection,
     /// The discriminator (used when `loss.lambda_adv` > 0).
@@ -49,6 +52,60 @@ pub enum Task {
     /// The variational autoencoder (§4.2): encoder and decoder trained together, with the KL
     /// term `loss.lambda_kl` (needs `[vae]`).
     Vae,
+    /// Super-resolution: G takes the image shrunk by `restore.scale` (Pillow's anti-aliased
+    /// bicubic, rounded to 8 bits, then any noise and JPEG of `[restore]`) and returns it at
+    /// full size (needs `[restore]` with `scale` 2, 4 or 8).
+    Superres,
+    /// Restoration at the same size: G takes the image with the noise and/or JPEG artifacts
+    /// of `[restore]` and returns it clean.
+    Restore,
+}
+
+impl Task {
+    /// Whether G takes a degraded image (`superres`, `restore`).
+    pub fn restores(self) -> bool {
+        matches!(self, Task::Superres | Task::Restore)
+    }
+}
+
+/// `[restore]`: the degradation G learns to undo (tasks `superres` and `restore`). Noise is
+/// drawn afresh every step from the run's seed; validation images get the same degradation
+/// with noise from a fixed seed, so that sample grids and evaluations compare like with like.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSection {
+    /// Super-resolution factor (task `superres`: 2, 4 or 8; `data.crop` must be a multiple).
+    #[serde(default)]
+    pub scale: Option<usize>,
+    /// Standard deviation of the Gaussian noise added to the degraded image, in 8-bit levels
+    /// (0–255; 0: none).
+    #[serde(default)]
+    pub noise: f64,
+    /// Encode the degraded image as a JPEG of this quality (1–100) and decode it (absent:
+    /// no JPEG).
+    #[serde(default)]
+    pub jpeg_quality: Option<u8>,
+    /// λ_cycle, the perceptual cycle-consistency term of task `superres`: the output shrunk
+    /// again, D(G(y)), against the input y (0: off).
+    #[serde(default)]
+    pub lambda_cycle: f64,
+    /// Where the cycle term compares D(G(y)) with y: `pixels` (mean squared difference),
+    /// `lab` (mean squared ΔE76 in CIELAB) or `comparator` (the feature term's distance).
+    #[serde(default)]
+    pub cycle_space: CycleSpace,
+}
+
+/// `restore.cycle_space`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleSpace {
+    /// Mean squared difference of pixels in [0, 1].
+    #[default]
+    Pixels,
+    /// Mean squared ΔE76 (Euclidean distance in CIELAB).
+    Lab,
+    /// The feature term's comparator or metric (needs `loss.lambda_feat` > 0).
+    Comparator,
 }
 
 /// `[vae]`.
@@ -63,7 +120,7 @@ pub struct VaeSection {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// `invert` (the default) or `vae`.
+    /// `invert` (the default), `vae`, `superres` or `restore`.
     #[serde(default)]
     pub task: Task,
     /// Directory for checkpoints, `metrics.jsonl`, samples and curves (relative paths are
@@ -173,6 +230,10 @@ pub enum GeneratorPreset {
     /// (`GeneratorConfig::cpu_map`; EfficientNet-Lite0's `block4` at 96 or 128 px).
     #[serde(rename = "cpu_map")]
     CpuMap,
+    /// The restorer of tasks `superres` and `restore` (deepsim-models' `RestorerConfig::cpu`:
+    /// 64 channels times `width`, convolutions at the degraded image's size, an
+    /// up-convolution per doubling, a correction added to the bicubic enlargement).
+    Restorer,
 }
 
 /// `[generator]`.
@@ -443,6 +504,13 @@ impl TrainConfig {
         match self.run.task {
             Task::Vae => format!("VAE, {base}"),
             Task::Invert => base,
+            Task::Superres | Task::Restore => {
+                let cycle = self.restore.as_ref().filter(|r| r.lambda_cycle > 0.0);
+                match cycle {
+                    Some(r) => format!("{base} + cycle ({})", r.cycle_space.name()),
+                    None => base,
+                }
+            }
         }
     }
 
@@ -564,7 +632,17 @@ impl TrainConfig {
                 if self.loss.lambda_kl > 0.0 {
                     return bad("loss.lambda_kl", "the KL term belongs to task vae".into());
                 }
+                if self.restore.is_some() {
+                    return bad("restore", "belongs to the tasks superres and restore".into());
+                }
+                if self.generator.preset == GeneratorPreset::Restorer {
+                    return bad(
+                        "generator.preset",
+                        "restorer belongs to the tasks superres and restore".into(),
+                    );
+                }
             }
+            Task::Superres | Task::Restore => self.validate_restoration()?,
             Task::Vae => {
                 let Some(vae) = &self.vae else {
                     return bad("vae", "task vae needs a [vae] section (latent)".into());
@@ -584,6 +662,9 @@ impl TrainConfig {
                 if vae.latent == 0 {
                     return bad("vae.latent", "must be at least 1".into());
                 }
+                if self.restore.is_some() {
+                    return bad("restore", "belongs to the tasks superres and restore".into());
+                }
                 match self.generator.preset {
                     GeneratorPreset::Cpu64 => {}
                     GeneratorPreset::Paper if vae.latent == 4096 => {}
@@ -593,7 +674,9 @@ impl TrainConfig {
                             format!("{} must be 4096 with generator.preset paper", vae.latent),
                         );
                     }
-                    GeneratorPreset::Cpu128 | GeneratorPreset::CpuMap => {
+                    GeneratorPreset::Cpu128
+                    | GeneratorPreset::CpuMap
+                    | GeneratorPreset::Restorer => {
                         return bad(
                             "generator.preset",
                             "task vae has the presets cpu_64 and paper".into(),
@@ -704,6 +787,8 @@ impl TrainConfig {
             GeneratorPreset::Paper => 227,
             // Any side: the map's side is checked against it when the encoder is built.
             GeneratorPreset::CpuMap => self.data.crop,
+            // Fully convolutional.
+            GeneratorPreset::Restorer => self.data.crop,
         };
         if self.data.crop != side {
             return bad(
@@ -712,6 +797,137 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// The checks of `[restore]` and of what tasks `superres` and `restore` exclude.
+    fn validate_restoration(&self) -> Result<()> {
+        let bad = |field: &str, why: String| Err(Error::Config(format!("{field}: {why}")));
+        let task = self.run.task;
+        let Some(r) = &self.restore else {
+            return bad(
+                "restore",
+                format!("task {} needs a [restore] section (the degradation)", task.name()),
+            );
+        };
+        if self.encoder.is_some() {
+            return bad(
+                "encoder",
+                format!("task {} takes the degraded image; remove [encoder]", task.name()),
+            );
+        }
+        if self.vae.is_some() {
+            return bad("vae", "the [vae] section belongs to task vae".into());
+        }
+        if self.loss.lambda_kl > 0.0 {
+            return bad("loss.lambda_kl", "the KL term belongs to task vae".into());
+        }
+        if self.discriminator.conditioned {
+            return bad(
+                "discriminator.conditioned",
+                format!("task {} has no features to condition on", task.name()),
+            );
+        }
+        if self.data.feature_cache.is_some() {
+            return bad(
+                "data.feature_cache",
+                "caches an encoder's features: task invert only".into(),
+            );
+        }
+        if !(r.noise.is_finite() && (0.0..=255.0).contains(&r.noise)) {
+            return bad(
+                "restore.noise",
+                format!("{} must lie in [0, 255] (8-bit levels)", r.noise),
+            );
+        }
+        if let Some(q) = r.jpeg_quality {
+            if !(1..=100).contains(&q) {
+                return bad("restore.jpeg_quality", format!("{q} must lie in 1–100"));
+            }
+        }
+        if self.generator.preset != GeneratorPreset::Restorer {
+            return bad(
+                "generator.preset",
+                format!("task {} trains the preset \"restorer\"", task.name()),
+            );
+        }
+        if !(r.lambda_cycle.is_finite() && r.lambda_cycle >= 0.0) {
+            return bad(
+                "restore.lambda_cycle",
+                format!("{} must be a finite number ≥ 0", r.lambda_cycle),
+            );
+        }
+        match (task, r.scale) {
+            (Task::Superres, Some(s @ (2 | 4 | 8))) => {
+                if !(self.data.crop as usize).is_multiple_of(s) {
+                    return bad(
+                        "data.crop",
+                        format!("{} is not a multiple of restore.scale ({s})", self.data.crop),
+                    );
+                }
+            }
+            (Task::Superres, Some(s)) => {
+                return bad("restore.scale", format!("{s} must be 2, 4 or 8"));
+            }
+            (Task::Superres, None) => {
+                return bad("restore.scale", "task superres needs the factor (2, 4 or 8)".into());
+            }
+            (_, Some(s)) => {
+                return bad(
+                    "restore.scale",
+                    format!("{s}: task restore keeps the size; use task superres to enlarge"),
+                );
+            }
+            (_, None) => {
+                if r.noise == 0.0 && r.jpeg_quality.is_none() {
+                    return bad(
+                        "restore",
+                        "task restore needs a degradation: noise > 0 and/or jpeg_quality".into(),
+                    );
+                }
+                if r.lambda_cycle > 0.0 {
+                    return bad(
+                        "restore.lambda_cycle",
+                        "the cycle term shrinks the output again, which needs task superres                          (noise and JPEG cannot be undone or differentiated)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if r.lambda_cycle > 0.0
+            && r.cycle_space == CycleSpace::Comparator
+            && self.loss.lambda_feat == 0.0
+        {
+            return bad(
+                "restore.cycle_space",
+                "comparator uses the feature term's comparator, and loss.lambda_feat is 0".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Task {
+    /// The name in configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Invert => "invert",
+            Task::Vae => "vae",
+            Task::Superres => "superres",
+            Task::Restore => "restore",
+        }
+    }
+}
+
+impl CycleSpace {
+    /// The name in configurations.
+    pub fn name(self) -> &'static str {
+        match self {
+            CycleSpace::Pixels => "pixels",
+            CycleSpace::Lab => "lab",
+            CycleSpace::Comparator => "comparator",
+        }
     }
 }
 

@@ -7,13 +7,17 @@
 //! Brox. [`Trainer`] runs it: Adam (β₁ 0.9, β₂ 0.999, no weight decay), the discriminator
 //! trained alongside and paused while it wins too clearly, every random choice drawn from the
 //! run's seed, so that an interrupted and resumed run logs the same losses as an
-//! uninterrupted one. Checkpoints are written atomically; `metrics.jsonl` holds every term of
+//! uninterrupted one. The same trainer runs the paper's VAE (`run.task = "vae"`) and
+//! restorers (`"superres"`, `"restore"`): G takes a degraded image (Pillow's bicubic shrink,
+//! noise, JPEG; [`Degradation`]) and the loss, with an optional cycle term, judges its output
+//! against the clean image. Checkpoints are written atomically; `metrics.jsonl` holds every term of
 //! every step; sample grids and loss curves are written as PNG.
 
 mod adam;
 mod augment;
 mod checkpoint;
 mod config;
+mod degrade;
 mod error;
 mod eval;
 mod images;
@@ -33,15 +37,16 @@ pub use augment::{
 };
 pub use checkpoint::{resume_differences, RESUME_MAY_CHANGE};
 pub use config::{
-    parse_device, DataConfig, DataFormat, DiscriminatorPreset, DiscriminatorSection, EncoderConfig,
-    GeneratorPreset, GeneratorSection, LossConfig, MetricName, OptimConfig, RunConfig, TapList,
-    Task, TrainConfig, VaeSection,
+    parse_device, CycleSpace, DataConfig, DataFormat, DiscriminatorPreset, DiscriminatorSection,
+    EncoderConfig, GeneratorPreset, GeneratorSection, LossConfig, MetricName, OptimConfig,
+    RestoreSection, RunConfig, TapList, Task, TrainConfig, VaeSection,
 };
 /// The loss settings a configuration embeds (`loss.feature_norm`, `loss.adversarial`,
 /// `loss.adaptive_adversarial`, `loss.image_loss`), deepsim-losses' own types.
 pub use deepsim_losses::{AdaptiveAdversarialWeight, AdversarialKind, FeatureNorm, ImageDistance};
 pub use deepsim_metrics::alpha_norm;
 pub use deepsim_metrics::{edge_ratio, normalized_error};
+pub use degrade::Degradation;
 pub use error::{Error, Result};
 pub use eval::PerceptualDistance;
 pub use images::{write_curves, write_grid, write_image, write_labelled_grid};

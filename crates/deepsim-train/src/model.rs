@@ -8,10 +8,13 @@ use candle::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use deepsim_comparators::{by_name, Comparator, Tap};
 use deepsim_data::Rng;
-use deepsim_models::{Generator, GeneratorConfig, GeneratorInput, Vae, VaeConfig};
+use deepsim_models::{
+    Generator, GeneratorConfig, GeneratorInput, Restorer, RestorerConfig, Vae, VaeConfig,
+};
 
 use crate::checkpoint::{read_checkpoint, set_vars, Checkpoint};
 use crate::config::{parse_device, GeneratorPreset, Task, TrainConfig};
+use crate::degrade::Degradation;
 use crate::error::{Error, Result};
 use crate::init::seeded;
 
@@ -38,11 +41,24 @@ pub(crate) struct TrainingForward {
     pub code: Option<Tensor>,
     /// The VAE's (μ, log σ²).
     pub posterior: Option<(Tensor, Tensor)>,
+    /// A restorer's input, the degraded batch y (the cycle term compares with it).
+    pub degraded: Option<Tensor>,
 }
+
+/// A restorer and the degradation it undoes.
+pub(crate) struct Restoration {
+    pub restorer: Restorer,
+    pub degradation: Degradation,
+}
+
+/// Noise of the degradation applied to images outside training (sample grids, `encode`,
+/// evaluations): drawn from this stream of the run's seed, the same for every call.
+const EVAL_NOISE: u64 = 0x4556_414c_4e4f_4953;
 
 pub(crate) enum Kind {
     Invert(Inversion),
     Vae(Vae),
+    Restore(Restoration),
 }
 
 /// A run's generator and what feeds it: `encode` gives the code the generator takes (the
@@ -94,7 +110,9 @@ impl Model {
                 let vcfg = match config.generator.preset {
                     GeneratorPreset::Cpu64 => VaeConfig::cpu_64(latent, width),
                     GeneratorPreset::Paper => VaeConfig::paper(),
-                    GeneratorPreset::Cpu128 | GeneratorPreset::CpuMap => {
+                    GeneratorPreset::Cpu128
+                    | GeneratorPreset::CpuMap
+                    | GeneratorPreset::Restorer => {
                         return Err(Error::Config(
                             "generator.preset: task vae has the presets cpu_64 and paper".into(),
                         ))
@@ -102,6 +120,16 @@ impl Model {
                 };
                 let (vae, vars) = seeded(seed, device, |vb| Ok(Vae::new(vcfg, vb.pp("vae"))?))?;
                 (Kind::Vae(vae), vars)
+            }
+            Task::Superres | Task::Restore => {
+                let r = config.restore.as_ref().ok_or_else(|| {
+                    Error::Config("restore: this task needs a [restore] section".into())
+                })?;
+                let degradation = Degradation::from_section(r);
+                let rcfg = RestorerConfig::cpu(degradation.scale, width)?;
+                let (restorer, vars) =
+                    seeded(seed, device, |vb| Ok(Restorer::new(rcfg, vb.pp("restorer"))?))?;
+                (Kind::Restore(Restoration { restorer, degradation }), vars)
             }
         };
         Ok(Model { config: config.clone(), device: device.clone(), kind, vars })
@@ -160,6 +188,7 @@ impl Model {
             (Task::Vae, _) => "a VAE".to_owned(),
             (Task::Invert, Some(e)) => format!("an inverter of {} {}", e.network, e.tap),
             (Task::Invert, None) => "an inverter".to_owned(),
+            (Task::Superres | Task::Restore, _) => describe(c),
         };
         if inverted(&source) != inverted(&self.config) {
             return Err(bad(format!(
@@ -196,12 +225,56 @@ impl Model {
         &self.vars
     }
 
-    /// The encoder whose features an inverter inverts, and its tap (`None` for a VAE).
+    /// The encoder whose features an inverter inverts, and its tap (`None` for a VAE or a
+    /// restorer).
     pub fn encoder(&self) -> Option<(&Arc<dyn Comparator + Send + Sync>, Tap)> {
         match &self.kind {
             Kind::Invert(inv) => Some((&inv.encoder, inv.tap)),
-            Kind::Vae(_) => None,
+            Kind::Vae(_) | Kind::Restore(_) => None,
         }
+    }
+
+    /// What it is, in words: `inverter of alexnet conv5`, `VAE, latent 64`,
+    /// `restorer (superres: ×4 bicubic)`.
+    pub fn describe(&self) -> String {
+        describe(&self.config)
+    }
+
+    /// The degradation a restorer undoes (`None` for an inverter or a VAE).
+    pub fn degradation(&self) -> Option<&Degradation> {
+        match &self.kind {
+            Kind::Restore(r) => Some(&r.degradation),
+            _ => None,
+        }
+    }
+
+    /// A restorer's baseline for clean images `x`: the degraded images' bicubic enlargement
+    /// (super-resolution) or the degraded images themselves (restoration), degraded as
+    /// [`Model::encode`] does. `None` for an inverter or a VAE.
+    ///
+    /// # Errors
+    /// As [`Model::encode`].
+    pub fn baseline(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        match &self.kind {
+            Kind::Restore(r) => Ok(Some(r.degradation.estimate(&self.encode(x)?)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A restorer's output for degraded images `y` (`[N, 3, H, W]` in [0, 1], any size; the
+    /// output is `scale` times larger), clamped to [0, 1].
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an inverter or a VAE; tensor errors.
+    pub fn restore(&self, y: &Tensor) -> Result<Tensor> {
+        let Kind::Restore(_) = &self.kind else {
+            return Err(Error::Config(format!(
+                "restoring images needs a checkpoint of task superres or restore; this one is \
+                 {}",
+                self.describe()
+            )));
+        };
+        self.decode(y)
     }
 
     /// The code the generator takes for images `x` (`[N, 3, side, side]` in [0, 1]): the
@@ -218,6 +291,10 @@ impl Model {
                 Ok(if inv.map_input { map } else { map.flatten_from(1)? })
             }
             Kind::Vae(vae) => Ok(vae.encode(&x)?.0.detach()),
+            Kind::Restore(r) => {
+                let mut rng = Rng::derive(self.config.run.seed, &[EVAL_NOISE]);
+                r.degradation.apply(&x, &mut rng)
+            }
         }
     }
 
@@ -255,6 +332,7 @@ impl Model {
                     target_features: Some(map),
                     code: Some(code),
                     posterior: None,
+                    degraded: None,
                 })
             }
             Kind::Vae(vae) => {
@@ -266,6 +344,18 @@ impl Model {
                     target_features: None,
                     code: None,
                     posterior: Some((out.mu, out.log_var)),
+                    degraded: None,
+                })
+            }
+            Kind::Restore(r) => {
+                let y = r.degradation.apply(x, noise)?;
+                let raw = r.restorer.forward(&y, &r.degradation.estimate(&y)?)?;
+                Ok(TrainingForward {
+                    raw,
+                    target_features: None,
+                    code: None,
+                    posterior: None,
+                    degraded: Some(y),
                 })
             }
         }
@@ -276,7 +366,7 @@ impl Model {
     pub(crate) fn code_dim(&self) -> Option<usize> {
         match &self.kind {
             Kind::Invert(inv) => Some(inv.dim),
-            Kind::Vae(_) => None,
+            Kind::Vae(_) | Kind::Restore(_) => None,
         }
     }
 
@@ -289,8 +379,14 @@ impl Model {
         let prefix = match self.kind {
             Kind::Invert(_) => "generator.tower.",
             Kind::Vae(_) => "vae.decoder.tower.",
+            Kind::Restore(_) => "restorer.tail.",
         };
         let vars = self.vars.data().lock().unwrap_or_else(|e| e.into_inner());
+        if let Kind::Restore(_) = self.kind {
+            return vars.get("restorer.tail.weight").cloned().ok_or_else(|| {
+                Error::Config("the restorer has no variable restorer.tail.weight".into())
+            });
+        }
         vars.iter()
             .filter_map(|(name, var)| {
                 let index =
@@ -311,6 +407,7 @@ impl Model {
         let raw = match &self.kind {
             Kind::Invert(inv) => inv.generator.forward(&code)?,
             Kind::Vae(vae) => vae.decode(&code)?,
+            Kind::Restore(r) => r.restorer.forward(&code, &r.degradation.estimate(&code)?)?,
         };
         Ok(raw.detach().clamp(0f32, 1f32)?)
     }
@@ -336,6 +433,18 @@ impl Model {
         };
         let latent = vae.config().latent;
         self.decode(&standard_normal(&mut Rng::new(seed), (n, latent), &self.device)?)
+    }
+}
+
+/// What a configuration trains, in words (see [`Model::describe`]).
+fn describe(c: &TrainConfig) -> String {
+    match (c.run.task, &c.encoder, &c.vae, &c.restore) {
+        (Task::Invert, Some(e), _, _) => format!("inverter of {} {}", e.network, e.tap),
+        (Task::Vae, _, Some(v), _) => format!("VAE, latent {}", v.latent),
+        (task @ (Task::Superres | Task::Restore), _, _, Some(r)) => {
+            format!("restorer ({}: {})", task.name(), Degradation::from_section(r).describe())
+        }
+        (task, ..) => task.name().to_owned(),
     }
 }
 
@@ -379,6 +488,11 @@ fn generator_config(
             }
         }
         (GeneratorPreset::Paper, None) => GeneratorConfig::paper_vector(dim),
+        (GeneratorPreset::Restorer, _) => {
+            return Err(Error::Config(
+                "generator.preset: restorer belongs to the tasks superres and restore".into(),
+            ))
+        }
     })
 }
 

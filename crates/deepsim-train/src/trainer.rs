@@ -34,7 +34,7 @@ use crate::checkpoint::{
     read_checkpoint, resume_differences, seal_checksum, set_vars, Checkpoint, CHECKSUM_PENDING,
     DAMAGED, DATA_SHA256, FORMAT,
 };
-use crate::config::{parse_device, DataFormat, TrainConfig};
+use crate::config::{parse_device, CycleSpace, DataFormat, TrainConfig};
 use crate::error::{Error, Result};
 use crate::images::{write_curves, write_grid};
 use crate::log::StepLog;
@@ -448,9 +448,22 @@ impl Trainer {
                 adaptive: self.last_layer.as_ref().map(|w| (step, w)),
             },
         )?;
+        let cycle = match (&fwd.degraded, &self.config().restore) {
+            (Some(y), Some(r)) if r.lambda_cycle > 0.0 => {
+                Some(self.cycle_term(&generated, y, r.cycle_space)?)
+            }
+            _ => None,
+        };
+        let total = match (&cycle, &self.config().restore) {
+            (Some(c), Some(r)) => (&out.total + (c * r.lambda_cycle)?)?,
+            _ => out.total.clone(),
+        };
         let scalar =
             |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
         let mut terms = BTreeMap::new();
+        if let Some(c) = &cycle {
+            terms.insert("cycle".to_string(), scalar(c)?);
+        }
         for (name, t) in
             [("feat", &out.feat), ("img", &out.img), ("adv", &out.adv), ("kl", &out.kl)]
         {
@@ -464,14 +477,14 @@ impl Trainer {
         if self.last_layer.is_some() {
             terms.insert("adv_weight".to_string(), out.adv_factor);
         }
-        terms.insert("total".to_string(), scalar(&out.total)?);
+        terms.insert("total".to_string(), scalar(&total)?);
         for (term, &value) in &terms {
             if !value.is_finite() {
                 return Err(Error::NonFinite { step, term: term.clone(), value });
             }
         }
 
-        let grads = out.total.backward()?;
+        let grads = total.backward()?;
         self.g_adam.step(&grads)?;
         check_finite(&self.model.vars, step, "generator weights")?;
         let mut updated = None;
@@ -492,6 +505,28 @@ impl Trainer {
         };
         self.history.push(log.clone());
         Ok(log)
+    }
+
+    /// The cycle term of a super-resolution step: the output shrunk again, D(G(y)), against
+    /// the input y, in `space`.
+    fn cycle_term(&self, generated: &Tensor, y: &Tensor, space: CycleSpace) -> Result<Tensor> {
+        let degradation = self.model.degradation().ok_or_else(|| {
+            Error::Config("restore.lambda_cycle: the model is not a restorer".into())
+        })?;
+        let again = degradation.shrink(generated)?;
+        Ok(match space {
+            CycleSpace::Pixels => (again - y)?.sqr()?.mean_all()?,
+            CycleSpace::Lab => {
+                let d = (deepsim_metrics::srgb_to_lab(&again)? - deepsim_metrics::srgb_to_lab(y)?)?;
+                d.sqr()?.sum(1)?.mean_all()?
+            }
+            CycleSpace::Comparator => self.loss.feature_distance(&again, y)?.ok_or_else(|| {
+                Error::Config(
+                    "restore.cycle_space = \"comparator\" needs the feature term (loss.lambda_feat > 0)"
+                        .into(),
+                )
+            })?,
+        })
     }
 
     /// Trains until `run.steps` (or `stop` is raised), calling `observe` after every step;
@@ -535,7 +570,8 @@ impl Trainer {
         Ok(())
     }
 
-    /// Writes `samples/step_NNNNNN.png` (validation targets above their reconstructions) and
+    /// Writes `samples/step_NNNNNN.png` (validation targets above their reconstructions; a
+    /// restorer's baseline between them) and
     /// `curves.png`; returns the grid's path.
     ///
     /// # Errors
@@ -545,7 +581,11 @@ impl Trainer {
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
         let recon = self.reconstruct(&self.val)?;
         let path = dir.join(format!("step_{:06}.png", self.step));
-        write_grid(&path, &[&self.val, &recon])?;
+        // A restorer's grid has its baseline (the degraded input, enlarged) between the two.
+        match self.model.baseline(&self.val)? {
+            Some(baseline) => write_grid(&path, &[&self.val, &baseline, &recon])?,
+            None => write_grid(&path, &[&self.val, &recon])?,
+        }
         write_curves(&self.config().run.out.join("curves.png"), &self.history)?;
         Ok(path)
     }

@@ -18,6 +18,7 @@ pub mod neighbours;
 pub mod probe;
 pub mod quantize;
 pub mod reencode;
+pub mod restore;
 pub mod sample;
 pub mod train;
 pub mod weights;
