@@ -1,5 +1,8 @@
-//! Arguments several commands share: the device, the settings of inversion by optimization,
-//! and the clap value parsers of comparator and tap names.
+//! Arguments several commands share: the device, the output and images of the commands that
+//! show reconstructions, the settings of inversion by optimization, and the clap value
+//! parsers of comparator and tap names.
+
+use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 use deepsim_comparators::{Tap, COMPARATORS};
@@ -63,6 +66,20 @@ impl RunDeviceArg {
     pub fn name(&self) -> Option<&str> {
         self.device.as_ref().map(|d| d.name.as_str())
     }
+}
+
+/// What the commands that show a checkpoint's reconstructions (`invert`, `reencode`,
+/// `ablation`) take besides their checkpoints: where to write, the device and the images.
+#[derive(clap::Args)]
+pub struct ImagesArgs {
+    /// The PNG to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: RunDeviceArg,
+    /// Images (resized and centre-cropped as the run's validation images).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
 }
 
 /// The settings of inversion by optimization.

@@ -11,7 +11,7 @@ use image::imageops::FilterType;
 /// `path` decoded by deepsim-data's loader, the one every command reads images through: a
 /// JPEG cut short, a header declaring more than [`deepsim_data::MAX_PIXELS`] or content in no
 /// supported format is an error naming the file.
-fn open(path: &Path) -> Result<image::DynamicImage> {
+pub fn open(path: &Path) -> Result<image::DynamicImage> {
     if path.is_dir() {
         bail!("{} is a folder, not an image", path.display());
     }
@@ -29,11 +29,21 @@ pub fn load(path: &Path, size: Option<(u32, u32)>) -> Result<Tensor> {
         }
         _ => img,
     };
-    let rgb = img.to_rgb8();
-    let (w, h) = rgb.dimensions();
+    rgb_image_tensor(&img.to_rgb8())
+}
+
+/// 8-bit RGB pixels, row-major, `width × height` of them, as `[1, 3, height, width]` in
+/// [0, 1] on the CPU.
+pub fn rgb_tensor(pixels: &[[u8; 3]], width: usize, height: usize) -> Result<Tensor> {
     let chw: Vec<f32> =
-        (0..3).flat_map(|c| rgb.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
-    Ok(Tensor::from_vec(chw, (1, 3, h as usize, w as usize), &Device::Cpu)?)
+        (0..3).flat_map(|c| pixels.iter().map(move |p| f32::from(p[c]) / 255.0)).collect();
+    Ok(Tensor::from_vec(chw, (1, 3, height, width), &Device::Cpu)?)
+}
+
+/// An 8-bit RGB image as [`rgb_tensor`] makes it.
+fn rgb_image_tensor(rgb: &image::RgbImage) -> Result<Tensor> {
+    let (pixels, _) = rgb.as_raw().as_chunks::<3>();
+    rgb_tensor(pixels, rgb.width() as usize, rgb.height() as usize)
 }
 
 /// The shorter side resized to `side` (bilinear), then the centre `side × side`: the usual
@@ -58,10 +68,7 @@ pub fn load_center_crop(path: &Path, side: u32) -> Result<Tensor> {
     );
     let img = img.resize_exact(nw, nh, FilterType::Triangle);
     let img = img.crop_imm((nw - side) / 2, (nh - side) / 2, side, side);
-    let rgb = img.to_rgb8();
-    let chw: Vec<f32> =
-        (0..3).flat_map(|c| rgb.pixels().map(move |p| f32::from(p[c]) / 255.0)).collect();
-    Ok(Tensor::from_vec(chw, (1, 3, side as usize, side as usize), &Device::Cpu)?)
+    rgb_image_tensor(&img.to_rgb8())
 }
 
 /// An image with its shorter side resized to `resize`, then its centre `crop` square, as

@@ -2,26 +2,18 @@
 //! budget by deepsim-metrics' ΔE2000, the CSV on stdout and on disk agree, and bad arguments
 //! and files are refused by name.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use candle::DType;
 use deepsim_data::ColorMode;
 use deepsim_metrics::{delta_e2000, srgb_to_lab, Ciede2000Weights};
 
+use common::{deepsim, scratch};
+
 fn photo(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/photos").join(name)
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-cli-augment-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn deepsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepsim")).args(args).output().unwrap()
+    common::data("photos").join(name)
 }
 
 /// Mean ΔE00 / 2.3 between two image files.
@@ -36,7 +28,7 @@ fn jnd(a: &Path, b: &Path) -> f64 {
 
 #[test]
 fn augment_writes_pngs_within_the_budget_and_a_csv() {
-    let out = temp_dir("files");
+    let out = scratch("files");
     let a = photo("val/coffee_s300_y0_x0.jpg");
     let b = photo("val/chelsea_s400_y144_x288.jpg");
     let (a_s, b_s, out_s) = (a.to_str().unwrap(), b.to_str().unwrap(), out.to_str().unwrap());
@@ -93,7 +85,7 @@ fn augment_writes_pngs_within_the_budget_and_a_csv() {
 
 #[test]
 fn a_fixed_strength_reports_the_distance_it_makes() {
-    let out = temp_dir("fixed");
+    let out = scratch("fixed");
     let a = photo("val/coffee_s300_y0_x0.jpg");
     let (a_s, out_s) = (a.to_str().unwrap(), out.to_str().unwrap());
     let o = deepsim(&["augment", a_s, "--out", out_s, "--ops", "contrast", "--strength", "0.5"]);
@@ -115,7 +107,7 @@ fn a_fixed_strength_reports_the_distance_it_makes() {
 
 #[test]
 fn out_of_reach_budgets_are_warned_and_marked() {
-    let out = temp_dir("reach");
+    let out = scratch("reach");
     let a = photo("val/coffee_s300_y0_x0.jpg");
     let o = deepsim(&[
         "augment",
@@ -139,7 +131,7 @@ fn out_of_reach_budgets_are_warned_and_marked() {
 
 #[test]
 fn bad_arguments_and_files_are_refused_by_name() {
-    let out = temp_dir("bad");
+    let out = scratch("bad");
     let a = photo("val/coffee_s300_y0_x0.jpg");
     let (a_s, out_s) = (a.to_str().unwrap(), out.to_str().unwrap());
     let refused = |args: &[&str]| {
@@ -176,40 +168,26 @@ fn bad_arguments_and_files_are_refused_by_name() {
         "0",
     ]);
     assert!(e.contains("--tolerance"), "{e}");
-    // Files: missing, not an image, two with one output name.
+    // Files: missing, not an image, two with one output name, each in an otherwise valid
+    // `augment FILES --out OUT --ops blur --budget 1`.
+    let blur = |images: &[&str]| {
+        let tail = ["--out", out_s, "--ops", "blur", "--budget", "1"];
+        deepsim(&[&["augment"][..], images, &tail].concat())
+    };
     let junk = out.join("notes.png");
     std::fs::write(&junk, b"not a picture").unwrap();
     for (path, want) in [
         (out.join("missing.jpg"), "missing.jpg"),
         (junk.clone(), "notes.png: cannot use the image"),
     ] {
-        let o = deepsim(&[
-            "augment",
-            path.to_str().unwrap(),
-            "--out",
-            out_s,
-            "--ops",
-            "blur",
-            "--budget",
-            "1",
-        ]);
+        let o = blur(&[path.to_str().unwrap()]);
         let e = String::from_utf8(o.stderr).unwrap();
         assert_eq!(o.status.code(), Some(1), "{e}");
         assert!(e.contains(want), "{e}");
     }
     let twin = out.join("coffee_s300_y0_x0.jpg");
     std::fs::copy(&a, &twin).unwrap();
-    let o = deepsim(&[
-        "augment",
-        a_s,
-        twin.to_str().unwrap(),
-        "--out",
-        out_s,
-        "--ops",
-        "blur",
-        "--budget",
-        "1",
-    ]);
+    let o = blur(&[a_s, twin.to_str().unwrap()]);
     let e = String::from_utf8(o.stderr).unwrap();
     assert!(
         o.status.code() == Some(1)

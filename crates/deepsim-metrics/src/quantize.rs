@@ -94,21 +94,22 @@ const CHROMA_K: f64 = 0.045;
 /// closely than ΔE76 does, so that k-means, which minimizes squared Euclidean distance, fits
 /// the palette ΔE00 will judge.
 fn lab_to_fit(lab: [f64; 3]) -> [f64; 3] {
-    let c = lab[1].hypot(lab[2]);
-    if c == 0.0 {
-        return [lab[0], 0.0, 0.0];
-    }
-    let s = (CHROMA_K * c).ln_1p() / CHROMA_K / c;
-    [lab[0], lab[1] * s, lab[2] * s]
+    map_chroma(lab, f64::ln_1p)
 }
 
 /// The inverse of [`lab_to_fit`].
 fn fit_to_lab(p: [f64; 3]) -> [f64; 3] {
+    map_chroma(p, f64::exp_m1)
+}
+
+/// `p` with its chroma C (the length of its a, b) replaced by `f(0.045 C) / 0.045`, hue and
+/// lightness kept.
+fn map_chroma(p: [f64; 3], f: fn(f64) -> f64) -> [f64; 3] {
     let c = p[1].hypot(p[2]);
     if c == 0.0 {
         return [p[0], 0.0, 0.0];
     }
-    let s = (CHROMA_K * c).exp_m1() / CHROMA_K / c;
+    let s = f(CHROMA_K * c) / CHROMA_K / c;
     [p[0], p[1] * s, p[2] * s]
 }
 
@@ -363,30 +364,27 @@ pub fn quantize(
     palette.sort_unstable();
     palette.dedup();
     let entries: Vec<[f64; 3]> = palette.iter().map(|&c| coords(cfg.space, c)).collect();
+    // Each pixel's colour is looked up among the distinct ones, whose coordinates are known.
+    let colour_index =
+        |p: [u8; 3]| colors.binary_search(&pack(p)).expect("every pixel's colour is listed");
     let indices = if cfg.dither {
-        dither(pixels, width, cfg.space, &entries, cfg.diffusion)
+        dither(pixels, width, |p| points[colour_index(p)], &entries, cfg.diffusion)
     } else {
         let lab: Vec<[f64; 3]> = entries.iter().map(|&e| fit_to_lab(e)).collect();
         let per_colour: Vec<u8> =
             points.par_iter().map(|&p| best_entry(cfg.space, p, &entries, &lab) as u8).collect();
-        pixels
-            .par_iter()
-            .map(|&p| {
-                let i = colors.binary_search(&pack(p)).expect("every pixel's colour is listed");
-                per_colour[i]
-            })
-            .collect()
+        pixels.par_iter().map(|&p| per_colour[colour_index(p)]).collect()
     };
     Ok(Quantized { width, height, palette, indices, iterations })
 }
 
 /// Floyd–Steinberg error diffusion along serpentine rows, `diffusion` of the error passed on;
 /// the diffused colour is kept within the palette's bounding box so that error cannot build
-/// up without limit.
+/// up without limit. `coords_of` gives a pixel's colour in the palette's space.
 fn dither(
     pixels: &[[u8; 3]],
     width: usize,
-    space: PaletteSpace,
+    coords_of: impl Fn([u8; 3]) -> [f64; 3],
     palette: &[[f64; 3]],
     diffusion: f64,
 ) -> Vec<u8> {
@@ -406,7 +404,7 @@ fn dither(
         for step in 0..width {
             let x = if forward { step } else { width - 1 - step };
             let e = here[x + 1];
-            let original = coords(space, row[x]);
+            let original = coords_of(row[x]);
             let want: [f64; 3] =
                 std::array::from_fn(|d| (original[d] + e[d]).clamp(low[d], high[d]));
             let (k, _) = nearest(want, palette);

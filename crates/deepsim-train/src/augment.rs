@@ -9,6 +9,7 @@
 //! choice drawn from the run's seed, the step and the image's index in the batch.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle::{DType, Device, Tensor};
 use deepsim_comparators::{Lpips, ShiftTolerantTrunk};
@@ -74,15 +75,8 @@ impl Augmentation {
 
     /// The name in configurations and on the command line (`brightness`, …, `jpeg`).
     pub fn name(self) -> &'static str {
-        match self {
-            Augmentation::Brightness => "brightness",
-            Augmentation::Contrast => "contrast",
-            Augmentation::Saturation => "saturation",
-            Augmentation::Hue => "hue",
-            Augmentation::Blur => "blur",
-            Augmentation::Noise => "noise",
-            Augmentation::Jpeg => "jpeg",
-        }
+        static NAMES: OnceLock<[String; 7]> = OnceLock::new();
+        serde_name(&NAMES, &Augmentation::ALL, self)
     }
 
     /// What the strength measures (`|log2 factor|`, `degrees`,
@@ -210,6 +204,27 @@ impl std::str::FromStr for Augmentation {
     }
 }
 
+/// The name serde gives `value`, one of the unit variants `all`: the spelling of
+/// configurations, kept in one place (the serde attributes) for the command line and messages
+/// too. The names are serialized once into `names`.
+fn serde_name<T, const N: usize>(
+    names: &'static OnceLock<[String; N]>,
+    all: &[T; N],
+    value: T,
+) -> &'static str
+where
+    T: Serialize + PartialEq,
+{
+    let names = names.get_or_init(|| {
+        all.each_ref().map(|v| match serde_json::to_value(v) {
+            Ok(serde_json::Value::String(name)) => name,
+            other => unreachable!("a unit variant serializes as its name, not {other:?}"),
+        })
+    });
+    let i = all.iter().position(|v| *v == value).expect("`all` lists every variant");
+    &names[i]
+}
+
 /// `[1, 3, H, W]` (or `[3, H, W]`) in [0, 1] → `[1, 3, H, W]` f32 on the CPU.
 fn check_image(image: &Tensor) -> Result<Tensor> {
     let x = match image.dims() {
@@ -334,10 +349,8 @@ impl BudgetMetric {
 
     /// The name in configurations and on the command line.
     pub fn name(self) -> &'static str {
-        match self {
-            BudgetMetric::DeltaE2000 => "delta-e2000",
-            BudgetMetric::StlpipsAlex => "stlpips-alex",
-        }
+        static NAMES: OnceLock<[String; 2]> = OnceLock::new();
+        serde_name(&NAMES, &BudgetMetric::ALL, self)
     }
 
     /// The unit of a budget in this metric (`JND` or `ST-LPIPS`).
@@ -421,13 +434,12 @@ pub enum Reach {
 }
 
 impl Reach {
+    const ALL: [Reach; 3] = [Reach::Met, Reach::Short, Reach::Coarse];
+
     /// `met`, `short` or `coarse`.
     pub fn name(self) -> &'static str {
-        match self {
-            Reach::Met => "met",
-            Reach::Short => "short",
-            Reach::Coarse => "coarse",
-        }
+        static NAMES: OnceLock<[String; 3]> = OnceLock::new();
+        serde_name(&NAMES, &Reach::ALL, self)
     }
 }
 

@@ -123,9 +123,15 @@ pub fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(f64, Te
     let shifted = logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?;
     let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     let log_p = shifted.broadcast_sub(&log_z)?;
-    let loss = -(log_p.mul(&y)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / n as f64);
+    let loss = mean_nll(&log_p, &y, n)?;
     let grad = ((log_p.exp()? - y)? / n as f64)?;
     Ok((loss, grad))
+}
+
+/// The mean negative log-likelihood of the one-hot labels `y` under the log-probabilities
+/// `log_p` (both `[N, K]`), in f64.
+fn mean_nll(log_p: &Tensor, y: &Tensor, n: usize) -> Result<f64> {
+    Ok(-(log_p.mul(y)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / n as f64))
 }
 
 impl LinearProbe {
@@ -168,9 +174,7 @@ impl LinearProbe {
             let p = e.broadcast_div(&e.sum_keepdim(1)?)?;
             if t == cfg.steps {
                 let log_p = shifted.broadcast_sub(&e.sum_keepdim(1)?.log()?)?;
-                train_loss =
-                    -(log_p.mul(&y)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?
-                        / n as f64);
+                train_loss = mean_nll(&log_p, &y, n)?;
             }
             let g = ((p - &y)? / n as f64)?;
             let gw = (g.t()?.matmul(&xs)? + (&w * cfg.l2)?)?;
@@ -257,34 +261,32 @@ fn map_labelled(
     batch: usize,
     mut f: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<Labelled> {
+    // An error naming the set at sample `at`.
+    let bad = |at: usize, why: String| Error::Probe(format!("{}: {why}", data.describe(at)));
     if n == 0 || n > data.len() || batch == 0 {
-        return Err(Error::Probe(format!(
-            "{}: asked for {n} samples in batches of {batch}, the set has {}",
-            data.describe(0),
-            data.len()
-        )));
+        return Err(bad(
+            0,
+            format!("asked for {n} samples in batches of {batch}, the set has {}", data.len()),
+        ));
     }
     if !data.is_deterministic() {
-        return Err(Error::Probe(format!(
-            "{}: a probe needs a deterministic transform (no random crop or flip)",
-            data.describe(0)
-        )));
+        return Err(bad(
+            0,
+            "a probe needs a deterministic transform (no random crop or flip)".into(),
+        ));
     }
     let mut rows = Vec::new();
     let mut labels = Vec::with_capacity(n);
     for start in (0..n).step_by(batch) {
         let indices: Vec<usize> = (start..n.min(start + batch)).collect();
         let s = stack(data, &indices, |_| Rng::new(0))?;
-        let got = s.labels.ok_or_else(|| {
-            Error::Probe(format!("{}: the set has no labels", data.describe(start)))
-        })?;
+        let got = s.labels.ok_or_else(|| bad(start, "the set has no labels".into()))?;
         if got.len() != indices.len() {
-            return Err(Error::Probe(format!(
-                "{}: {} of {} samples were unusable",
-                data.describe(start),
-                indices.len() - got.len(),
-                indices.len()
-            )));
+            let unusable = indices.len() - got.len();
+            return Err(bad(
+                start,
+                format!("{unusable} of {} samples were unusable", indices.len()),
+            ));
         }
         rows.push(f(&s.images)?.flatten_from(1)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?);
         labels.extend(got);

@@ -4,6 +4,8 @@
 //! transforms match hand-computed ones on constructed images; budgets out of reach are
 //! reported; a training run with `[augment]` resumes exactly.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -15,12 +17,7 @@ use deepsim_train::{
     Calibrator, PerceptualDistance, Reach, TrainConfig, Trainer,
 };
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-augment-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{metrics, temp_dir, tiny_config, Tiny};
 
 fn photo(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/photos").join(name)
@@ -394,58 +391,10 @@ fn tiny_data(name: &str) -> PathBuf {
     dir
 }
 
+/// The tiny run of these tests: four steps, checkpoints every two, no discriminator.
 fn config(data: &Path, out: &Path, augment: &str) -> TrainConfig {
-    TrainConfig::from_toml(&format!(
-        r#"
-[run]
-out = "{out}"
-steps = 4
-seed = 3
-checkpoint_every = 2
-sample_every = 4
-samples = 2
-
-[data]
-train = "{data}"
-val = "{data}"
-resize = 64
-crop = 64
-batch_size = 4
-workers = 2
-flip = false
-
-[encoder]
-network = "alexnet-random"
-tap = "conv5"
-
-[generator]
-preset = "cpu_64"
-width = 0.125
-
-[loss]
-comparator = "alexnet-random"
-comparator_tap = "conv5"
-feature_norm = "mean"
-lambda_feat = 2000.0
-lambda_adv = 0.0
-lambda_img = 0.00008
-
-[optim]
-lr = 0.001
-{augment}
-"#,
-        out = out.display(),
-        data = data.display()
-    ))
-    .unwrap()
-}
-
-fn metrics(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(",\"seconds\"").next().unwrap().to_string())
-        .collect()
+    let tiny = Tiny { steps: 4, checkpoint_every: 2, sample_every: 4, lambda_adv: 0.0 };
+    tiny_config(data, out, tiny, augment)
 }
 
 const AUGMENT: &str = "[augment]\nops = [\"brightness\", \"hue\", \"noise\", \"jpeg\"]\nbudget = 1.0\nprobability = 0.75";

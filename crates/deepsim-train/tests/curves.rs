@@ -1,19 +1,15 @@
 //! The PNG figures read back pixel by pixel: loss curves (one titled panel per term, a
 //! falling term drawn falling, bad values tolerated) and the row labels of sample grids.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use candle::{Device, Tensor};
 use deepsim_train::{write_curves, write_grid, write_labelled_grid, StepLog};
 use image::RgbImage;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-curves-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::temp_dir;
 
 /// A history of `steps` steps whose terms are `f(name, step)` for each of `names`.
 fn history(steps: u64, names: &[&str], f: impl Fn(&str, u64) -> f64) -> Vec<StepLog> {

@@ -2,6 +2,8 @@
 //! one exactly, bad checkpoints and configurations are refused by name, NaN stops the run,
 //! and the pause rule acts in the loop.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -11,12 +13,7 @@ use deepsim_train::{
     VaeSection,
 };
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-train-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{metrics, temp_dir, tiny_config, Tiny};
 
 /// Four 64×64 crops of demo tiles: every batch of 4 is this set (no flips, crop = size).
 fn tiny_data(name: &str) -> PathBuf {
@@ -37,68 +34,18 @@ fn tiny_data(name: &str) -> PathBuf {
     dir
 }
 
+/// The tiny run of these tests: six steps, checkpoints and samples every three, a
+/// discriminator at λ_adv 0.01.
 fn config(data: &Path, out: &Path, extra: &str) -> TrainConfig {
-    let text = format!(
-        r#"
-[run]
-out = "{out}"
-steps = 6
-seed = 3
-checkpoint_every = 3
-sample_every = 3
-samples = 2
-
-[data]
-train = "{data}"
-val = "{data}"
-resize = 64
-crop = 64
-batch_size = 4
-workers = 2
-flip = false
-
-[encoder]
-network = "alexnet-random"
-tap = "conv5"
-
-[generator]
-preset = "cpu_64"
-width = 0.125
-
-[discriminator]
-width = 0.125
-
-[loss]
-comparator = "alexnet-random"
-comparator_tap = "conv5"
-feature_norm = "mean"
-lambda_feat = 2000.0
-lambda_adv = 0.01
-lambda_img = 0.00008
-
-[optim]
-lr = 0.001
-{extra}
-"#,
-        out = out.display(),
-        data = data.display()
-    );
     // `extra` may override [optim] keys: later duplicates are not TOML, so replace instead.
-    TrainConfig::from_toml(&text).unwrap()
+    let tiny = Tiny { steps: 6, checkpoint_every: 3, sample_every: 3, lambda_adv: 0.01 };
+    tiny_config(data, out, tiny, extra)
 }
 
 fn run(cfg: TrainConfig) -> Result<Trainer, Error> {
     let mut t = Trainer::new(cfg)?;
     t.run(&AtomicBool::new(false), &mut |_| {})?;
     Ok(t)
-}
-
-fn metrics(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(",\"seconds\"").next().unwrap().to_string())
-        .collect()
 }
 
 fn term(line: &str, name: &str) -> f64 {

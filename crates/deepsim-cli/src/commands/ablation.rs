@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use candle::Tensor;
 use deepsim_train::write_labelled_grid;
 
-use crate::args::RunDeviceArg;
+use crate::args::ImagesArgs;
 use crate::checkpoint::{batched, load_model, ImageSets};
 use crate::output::create_parent;
 
@@ -18,14 +18,8 @@ pub struct AblationArgs {
     /// Checkpoints, one row each, in order.
     #[arg(long = "checkpoint", required = true)]
     checkpoints: Vec<PathBuf>,
-    /// The PNG to write.
-    #[arg(long)]
-    out: PathBuf,
     #[command(flatten)]
-    device: RunDeviceArg,
-    /// Images.
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
+    io: ImagesArgs,
 }
 
 impl AblationArgs {
@@ -41,7 +35,7 @@ impl AblationArgs {
         // checkpoint must see the same (resize, crop), or its row would show other pixels.
         let mut first: Option<(u32, u32)> = None;
         for ckpt in &self.checkpoints {
-            let model = load_model(ckpt, &self.device)?;
+            let model = load_model(ckpt, &self.io.device)?;
             let d = &model.config().data;
             match first {
                 None => first = Some((d.resize, d.crop)),
@@ -55,7 +49,7 @@ impl AblationArgs {
                 ),
                 Some(_) => {}
             }
-            let x = sets.get(&model, &self.images)?;
+            let x = sets.get(&model, &self.io.images)?;
             if rows.is_empty() {
                 rows.push(x.clone());
             }
@@ -63,14 +57,14 @@ impl AblationArgs {
             labels.push(model.config().method());
             names.push(format!("{} ({})", model.config().method(), ckpt.display()));
         }
-        create_parent(&self.out)?;
+        create_parent(&self.io.out)?;
         let labelled: Vec<(&str, &Tensor)> =
             labels.iter().map(String::as_str).zip(rows.iter()).collect();
-        write_labelled_grid(&self.out, &labelled)?;
+        write_labelled_grid(&self.io.out, &labelled)?;
         for (i, n) in names.iter().enumerate() {
             println!("row {}: {n}", i + 1);
         }
-        println!("→ {}", self.out.display());
+        println!("→ {}", self.io.out.display());
         Ok(())
     }
 }

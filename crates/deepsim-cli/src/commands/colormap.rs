@@ -4,12 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use deepsim_data::ColorMode;
 use deepsim_metrics::{
     check_colormap, design_colormap, hex_color, parse_hex_color, to_u8, ColormapCheck,
     ColormapConfig,
 };
 use serde::Serialize;
+
+use crate::images;
 
 /// Designs a sequential colormap as an optimization: the longest ΔE2000 path in the sRGB gamut
 /// through (or within --radius of) the anchor colours, lightness strictly monotone, cut into
@@ -165,9 +166,7 @@ fn read_csv(path: &Path) -> Result<Vec<[f64; 3]>> {
 
 /// The levels of a PNG swatch: its middle row, each run of one colour one level.
 fn read_png(path: &Path) -> Result<Vec<[f64; 3]>> {
-    let (img, _) = deepsim_data::decode(path, ColorMode::Rgb)
-        .map_err(|why| anyhow::anyhow!("{}: cannot use the image: {why}", path.display()))?;
-    let rgb = img.to_rgb8();
+    let rgb = images::open(path)?.to_rgb8();
     let y = rgb.height() / 2;
     let mut levels: Vec<[u8; 3]> = Vec::new();
     for x in 0..rgb.width() {

@@ -5,33 +5,28 @@ use std::path::PathBuf;
 use anyhow::Result;
 use deepsim_train::{normalized_error, write_grid, write_image};
 
-use crate::args::RunDeviceArg;
+use crate::args::ImagesArgs;
 use crate::checkpoint::{load_all, load_model};
 use crate::output::{create_dir, output_names};
 
 /// Reconstructs images from their features with a trained inverter (or a VAE from its
 /// posterior mean): `<out>/<stem>.png` for each and `<out>/grid.png`.
 #[derive(clap::Args)]
+#[command(mut_arg("out", |a| a.help("Output directory")))]
 pub struct InvertArgs {
     /// A checkpoint written by `deepsim train`.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Output directory.
-    #[arg(long)]
-    out: PathBuf,
     #[command(flatten)]
-    device: RunDeviceArg,
-    /// Images (resized and centre-cropped as the run's validation images).
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
+    io: ImagesArgs,
 }
 
 impl InvertArgs {
     /// Each image's reconstruction from its features, as `<out>/<stem>.png`, and
     /// `<out>/grid.png` (originals above reconstructions).
     pub fn run(self) -> Result<()> {
-        let (images, out) = (&self.images, &self.out);
-        let model = load_model(&self.checkpoint, &self.device)?;
+        let ImagesArgs { out, device, images } = &self.io;
+        let model = load_model(&self.checkpoint, device)?;
         let x = load_all(&model, images)?.to_device(model.device())?;
         let code = model.encode(&x)?;
         let recon = model.decode(&code)?;

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle::{Device, Tensor};
+use candle::Device;
 use clap::ValueEnum;
-use deepsim_data::ColorMode;
 use deepsim_metrics::{mean_delta_e00, quantize, PaletteSpace, QuantizeConfig, JND_DELTA_E};
 use deepsim_train::PerceptualDistance;
 use serde::Serialize;
+
+use crate::images;
 
 /// Reduces an image to K colours: a palette by k-means (seeded k-means++ start) in CIELAB,
 /// each pixel mapped to the entry nearest by ΔE2000, optionally Floyd–Steinberg dithered;
@@ -119,22 +120,12 @@ fn indexed_png(
     Ok(bytes)
 }
 
-/// 8-bit pixels as `[1, 3, H, W]` in [0, 1].
-fn tensor(pixels: &[[u8; 3]], width: usize, height: usize) -> Result<Tensor> {
-    let chw: Vec<f32> =
-        (0..3).flat_map(|c| pixels.iter().map(move |p| f32::from(p[c]) / 255.0)).collect();
-    Ok(Tensor::from_vec(chw, (1, 3, height, width), &Device::Cpu)?)
-}
-
 impl QuantizeArgs {
     pub fn run(self) -> Result<()> {
         if self.out.is_dir() {
             bail!("--out {} is a folder; give the PNG file to write", self.out.display());
         }
-        let (img, _) = deepsim_data::decode(&self.image, ColorMode::Rgb).map_err(|why| {
-            anyhow::anyhow!("{}: cannot use the image: {why}", self.image.display())
-        })?;
-        let rgb = img.to_rgb8();
+        let rgb = images::open(&self.image)?.to_rgb8();
         let (width, height) = (rgb.width() as usize, rgb.height() as usize);
         let pixels: Vec<[u8; 3]> = rgb.pixels().map(|p| p.0).collect();
         let cfg = QuantizeConfig {
@@ -165,8 +156,8 @@ impl QuantizeArgs {
         } else {
             match PerceptualDistance::new(self.weights.as_deref(), &Device::Cpu) {
                 Ok(metric) => Some(metric.mean(
-                    &tensor(&pixels, width, height)?,
-                    &tensor(&out_pixels, width, height)?,
+                    &images::rgb_tensor(&pixels, width, height)?,
+                    &images::rgb_tensor(&out_pixels, width, height)?,
                 )?),
                 Err(e) => {
                     eprintln!("warning: ST-LPIPS left out: {e}");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::args::RunDeviceArg;
+use crate::args::ImagesArgs;
 use crate::checkpoint::{batched, load_all, load_model};
 use crate::output::write_png_rows;
 
@@ -18,14 +18,8 @@ pub struct ReencodeArgs {
     /// Iterations to show, e.g. 1,2,4,8.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     iterations: Vec<usize>,
-    /// The PNG to write.
-    #[arg(long)]
-    out: PathBuf,
     #[command(flatten)]
-    device: RunDeviceArg,
-    /// Images.
-    #[arg(required = true)]
-    images: Vec<PathBuf>,
+    io: ImagesArgs,
 }
 
 impl ReencodeArgs {
@@ -36,8 +30,8 @@ impl ReencodeArgs {
         if iterations.is_empty() || iterations.contains(&0) {
             bail!("--iterations {iterations:?}: needs one or more counts of at least 1");
         }
-        let model = load_model(&self.checkpoint, &self.device)?;
-        let x = load_all(&model, &self.images)?;
+        let model = load_model(&self.checkpoint, &self.io.device)?;
+        let x = load_all(&model, &self.io.images)?;
         let last = iterations.iter().copied().max().unwrap_or(1);
         let mut rows = vec![x.clone()];
         let mut h = x;
@@ -47,11 +41,11 @@ impl ReencodeArgs {
                 rows.push(h.clone());
             }
         }
-        write_png_rows(&self.out, &rows)?;
+        write_png_rows(&self.io.out, &rows)?;
         println!(
             "rows: originals, then after {} re-encodings → {}",
             iterations.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
-            self.out.display()
+            self.io.out.display()
         );
         Ok(())
     }
