@@ -2,31 +2,11 @@
 //! the files written and their sizes, the table's PSNR recomputed here from the written
 //! baseline, and checkpoints of another kind or another degradation refused by name.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn deepsim(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepsim")).args(args).output().unwrap()
-}
-
-fn success(args: &[&str]) -> String {
-    let o = deepsim(args);
-    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn failure(args: &[&str]) -> String {
-    let o = deepsim(args);
-    assert_eq!(o.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-cli-restore-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{deepsim, scratch, stderr, stdout};
 
 /// Three held-out photo tiles (144×144) cut to 64×64.
 fn photos(dir: &Path) -> PathBuf {
@@ -60,7 +40,7 @@ fn train(dir: &Path, data: &Path, name: &str, task: &str, restore: &str) -> Path
         ),
     )
     .unwrap();
-    success(&["train", config.to_str().unwrap()]);
+    stdout(&deepsim(&["train", config.to_str().unwrap()]));
     out.join("checkpoint.safetensors")
 }
 
@@ -76,7 +56,7 @@ fn restore_writes_each_stage_and_restore_eval_reports_what_it_wrote() {
     let ckpt = ckpt.to_str().unwrap();
     let out = dir.join("restored");
     let photo = data.join("0.png");
-    success(&[
+    stdout(&deepsim(&[
         "restore",
         "--checkpoint",
         ckpt,
@@ -84,26 +64,26 @@ fn restore_writes_each_stage_and_restore_eval_reports_what_it_wrote() {
         out.to_str().unwrap(),
         "--degrade",
         photo.to_str().unwrap(),
-    ]);
+    ]));
     assert_eq!(rgb(&out.join("0_degraded.png")).dimensions(), (16, 16));
     assert_eq!(rgb(&out.join("0_baseline.png")).dimensions(), (64, 64));
     assert_eq!(rgb(&out.join("0.png")).dimensions(), (64, 64));
     // Restoring the degraded file itself gives the same image as --degrade did.
     let again = dir.join("again");
     let degraded = out.join("0_degraded.png");
-    let text = success(&[
+    let text = stdout(&deepsim(&[
         "restore",
         "--checkpoint",
         ckpt,
         "--out",
         again.to_str().unwrap(),
         degraded.to_str().unwrap(),
-    ]);
+    ]));
     assert!(text.contains("(64×64)"), "{text}");
     assert_eq!(rgb(&again.join("0_degraded.png")), rgb(&out.join("0.png")));
 
     let report = dir.join("report");
-    let table = success(&[
+    let table = stdout(&deepsim(&[
         "restore-eval",
         "--checkpoint",
         ckpt,
@@ -115,7 +95,7 @@ fn restore_writes_each_stage_and_restore_eval_reports_what_it_wrote() {
         "1",
         "--out",
         report.to_str().unwrap(),
-    ]);
+    ]));
     assert!(table.contains("| bicubic |") && table.contains("| image loss |"), "{table}");
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(report.join("table.json")).unwrap()).unwrap();
@@ -141,7 +121,7 @@ fn restore_writes_each_stage_and_restore_eval_reports_what_it_wrote() {
 
     // Another degradation, a photo too small, a missing checkpoint: named.
     let noisy = train(&dir, &data, "noisy", "restore", "noise = 8.0");
-    let e = failure(&[
+    let e = stderr(&deepsim(&[
         "restore-eval",
         "--checkpoint",
         ckpt,
@@ -149,13 +129,21 @@ fn restore_writes_each_stage_and_restore_eval_reports_what_it_wrote() {
         noisy.to_str().unwrap(),
         "--data",
         data.to_str().unwrap(),
-    ]);
+    ]));
     assert!(e.contains("undoes ×4 bicubic") && e.contains("undoes noise σ 8"), "{e}");
     let tiny = dir.join("tiny");
     std::fs::create_dir_all(&tiny).unwrap();
     image::RgbImage::new(12, 12).save(tiny.join("t.png")).unwrap();
-    let e = failure(&["restore-eval", "--checkpoint", ckpt, "--data", tiny.to_str().unwrap()]);
+    let e =
+        stderr(&deepsim(&["restore-eval", "--checkpoint", ckpt, "--data", tiny.to_str().unwrap()]));
     assert!(e.contains("t.png: 12×12 is too small to judge"), "{e}");
-    let e = failure(&["restore", "--checkpoint", "missing.safetensors", "--out", "o", "x.png"]);
+    let e = stderr(&deepsim(&[
+        "restore",
+        "--checkpoint",
+        "missing.safetensors",
+        "--out",
+        "o",
+        "x.png",
+    ]));
     assert!(e.contains("missing.safetensors"), "{e}");
 }

@@ -3,20 +3,17 @@
 //! tests), configurations refused with the field named, a run with noise and the cycle term
 //! resumed exactly, and a restorer that learns to beat bicubic enlargement.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+
+use common::{metrics, temp_dir};
 
 use candle::{DType, Device, Tensor};
 use deepsim_data::{ColorMode, Rng};
 use deepsim_metrics::psnr;
 use deepsim_train::{Degradation, Model, TrainConfig, Trainer};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("deepsim-restore-{name}"));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn load(path: &Path) -> Tensor {
     deepsim_data::load_image(path, ColorMode::Rgb).unwrap()
@@ -106,14 +103,6 @@ lr = 0.002
 }
 
 const IMAGE_LOSS: &str = "lambda_feat = 0.0\nlambda_adv = 0.0\nlambda_img = 1.0";
-
-fn metrics(out: &Path) -> Vec<String> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| l.split(",\"seconds\"").next().unwrap().to_string())
-        .collect()
-}
 
 #[test]
 fn a_superres_run_with_noise_and_the_cycle_term_resumes_exactly() {
