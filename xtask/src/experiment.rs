@@ -32,6 +32,10 @@ pub enum Experiment {
     /// classifier on each frozen encoder's codes, beside raw pixels and untrained encoders;
     /// writes its section of docs/RESULTS.md. About 25 minutes on 2 CPU cores.
     LatentProbe(crate::latent_probe::Options),
+    /// ×4 super-resolution (configs/superres/): the image loss, DeePSiM, and DeePSiM with the
+    /// perceptual cycle term, trained on data/photos/train and judged on the held-out tiles
+    /// (PSNR, SSIM, ST-LPIPS-alex against bicubic, a grid) into docs/results/superres/.
+    Superres(crate::superres::Options),
 }
 
 /// Options of `experiment table2`.
@@ -329,6 +333,7 @@ pub fn run(experiment: Experiment) -> Result<()> {
     match experiment {
         Experiment::Table2(o) => table2(o),
         Experiment::LatentProbe(o) => crate::latent_probe::run(o),
+        Experiment::Superres(o) => crate::superres::run(o),
     }
 }
 

@@ -11,6 +11,8 @@
 //!   `docs/RESULTS.md`.
 //! - `experiment latent-probe`: image-loss and DeePSiM VAEs on Fashion-MNIST, a linear probe on
 //!   their codes, written as a section of `docs/RESULTS.md`.
+//! - `experiment superres`: ×4 super-resolution with the image loss, DeePSiM and DeePSiM with
+//!   the cycle term, judged on held-out photos (`docs/results/superres/`).
 //! - `tidy`: the repository's rules that no compiler checks (also run by its test).
 
 mod bench_gpu;
@@ -19,6 +21,7 @@ mod convert_weights;
 mod experiment;
 mod fetch_data;
 mod latent_probe;
+mod superres;
 mod tidy;
 
 use std::path::PathBuf;

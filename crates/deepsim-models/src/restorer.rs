@@ -1,8 +1,11 @@
 //! The generator of image restoration and super-resolution: it takes the degraded image `y`
 //! itself, not features, and predicts what to add to a fixed estimate of the clean image —
 //! `y` bicubically enlarged for ×2, ×4, … super-resolution, `y` for denoising and JPEG
-//! artifact removal. Convolutions at the input's size, then the paper's up-convolution and a
-//! convolution per doubling, then a last convolution to the three channels, which starts at
+//! artifact removal. Convolutions at the input's size, then per doubling a nearest-neighbour
+//! ×2 enlargement and two convolutions (a resize-convolution: unlike the paper's
+//! up-convolution, a transposed convolution of stride 2, it cannot leave the 2-pixel
+//! checkerboard a perceptual loss tends to let through — Odena, Dumoulin & Olah, *Deconvolution
+//! and Checkerboard Artifacts*, 2016), then a last convolution to the three channels, which starts at
 //! zero: an untrained restorer returns the estimate exactly, so training starts from the
 //! baseline it must beat (the other layers are He-initialized; the first step's gradient
 //! reaches them through the last layer's updated weights).
@@ -11,7 +14,7 @@ use candle::Tensor;
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::layers::{scaled, Conv, UpConv};
+use crate::layers::{scaled, Conv};
 
 /// A restorer's shape.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,7 +54,7 @@ impl RestorerConfig {
         let conv = |i: usize, o: usize, k: usize| i * o * k * k + o;
         conv(3, w, 3)
             + self.body * conv(w, w, 3)
-            + self.doublings() * (conv(w, w, 4) + conv(w, w, 3))
+            + self.doublings() * 2 * conv(w, w, 3)
             + conv(w, 3, 3)
     }
 
@@ -71,12 +74,13 @@ impl RestorerConfig {
 }
 
 /// The restoration generator (see the module's documentation); variables `head`,
-/// `body.{i}`, `up.{i}`, `up_conv.{i}` and `tail` under its `VarBuilder`.
+/// `body.{i}`, `up.{i}` (the convolution after each enlargement), `up_conv.{i}` and `tail`
+/// under its `VarBuilder`.
 pub struct Restorer {
     cfg: RestorerConfig,
     head: Conv,
     body: Vec<Conv>,
-    ups: Vec<(UpConv, Conv)>,
+    ups: Vec<(Conv, Conv)>,
     tail: Conv,
 }
 
@@ -95,7 +99,7 @@ impl Restorer {
         let ups = (0..cfg.doublings())
             .map(|i| {
                 Ok((
-                    UpConv::new(w, w, a, vb.pp(format!("up.{i}")))?,
+                    Conv::new(w, w, 3, 1, 1, a, vb.pp(format!("up.{i}")))?,
                     Conv::new(w, w, 3, 1, 1, a, vb.pp(format!("up_conv.{i}")))?,
                 ))
             })
@@ -138,12 +142,24 @@ impl Restorer {
         }
         let mut h = if self.body.is_empty() { h } else { (h + first)? };
         for (up, conv) in &self.ups {
-            h = up.forward_leaky_relu(&h, a)?;
+            h = up.forward_leaky_relu(&nearest_2x(&h)?, a)?;
             h = conv.forward_leaky_relu(&h, a)?;
         }
         let residual = self.tail.forward_leaky_relu(&h, 1.0)?;
         Ok((base + residual)?)
     }
+}
+
+/// `x` `[N, C, H, W]` enlarged ×2 by repeating each value in a 2×2 block (differentiable:
+/// the backward pass sums each block's gradients).
+fn nearest_2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    Ok(x.reshape((n, c, h, 1, w, 1))?.broadcast_as((n, c, h, 2, w, 2))?.reshape((
+        n,
+        c,
+        2 * h,
+        2 * w,
+    ))?)
 }
 
 #[cfg(test)]
@@ -178,6 +194,21 @@ mod tests {
         let diff = (out - &base).unwrap().abs().unwrap().mean_all().unwrap();
         let diff = diff.to_scalar::<f32>().unwrap();
         assert_eq!(diff, 0.0, "mean |out − base|");
+    }
+
+    #[test]
+    fn nearest_enlargement_repeats_values_and_sums_gradients() {
+        let x = candle::Var::from_vec(vec![1f32, 2., 3., 4.], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let y = nearest_2x(&x).unwrap();
+        let rows = y.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(rows[0], [1., 1., 2., 2.]);
+        assert_eq!(rows[3], [3., 3., 4., 4.]);
+        let weights =
+            Tensor::arange(0f32, 16., &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
+        let grads = (y * weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // Block (0, 0) holds weights 0, 1, 4, 5.
+        assert_eq!(g, [10., 18., 42., 50.]);
     }
 
     #[test]

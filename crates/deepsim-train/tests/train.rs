@@ -336,7 +336,9 @@ fn every_shipped_configuration_is_valid() {
     let files = std::fs::read_dir(&dir)
         .unwrap()
         .chain(std::fs::read_dir(dir.join("table2")).unwrap())
-        .chain(std::fs::read_dir(dir.join("demo-comparators")).unwrap());
+        .chain(std::fs::read_dir(dir.join("demo-comparators")).unwrap())
+        .chain(std::fs::read_dir(dir.join("superres")).unwrap())
+        .chain(std::fs::read_dir(dir.join("restore")).unwrap());
     for entry in files {
         let path = entry.unwrap().path();
         if path.extension().is_none_or(|e| e != "toml") {
@@ -384,6 +386,11 @@ fn every_shipped_configuration_is_valid() {
         "cpu-vae",
         "block2-deepsim",
         "block10-deepsim",
+        "x4-image-loss",
+        "x4-deepsim",
+        "x4-deepsim-cycle",
+        "jpeg10-image-loss",
+        "jpeg10-deepsim",
     ] {
         assert!(seen.iter().any(|s| s == expected), "configs/{expected}.toml missing: {seen:?}");
     }
@@ -391,6 +398,23 @@ fn every_shipped_configuration_is_valid() {
     let load = |name: &str| -> TrainConfig {
         toml::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
     };
+    // The restorers' twins differ in the loss (and the cycle term) alone.
+    for (a, b) in [
+        ("superres/x4-image-loss.toml", "superres/x4-deepsim.toml"),
+        ("superres/x4-deepsim.toml", "superres/x4-deepsim-cycle.toml"),
+        ("restore/jpeg10-image-loss.toml", "restore/jpeg10-deepsim.toml"),
+    ] {
+        let (a, b) = (load(a), load(b));
+        assert_eq!((&a.data, &a.generator, &a.optim), (&b.data, &b.generator, &b.optim));
+        let (ra, rb) = (a.restore.as_ref().unwrap(), b.restore.as_ref().unwrap());
+        assert_eq!((ra.scale, ra.noise, ra.jpeg_quality), (rb.scale, rb.noise, rb.jpeg_quality));
+        assert_eq!((a.run.steps, a.run.seed), (b.run.steps, b.run.seed));
+    }
+    assert_eq!(load("superres/x4-image-loss.toml").method(), "image loss");
+    assert_eq!(
+        load("superres/x4-deepsim-cycle.toml").method(),
+        "DeePSiM efficientnet-lite0 block0+block2 + cycle (lab)"
+    );
     let (base, deep) = (load("demo-image-loss.toml"), load("demo-deepsim.toml"));
     assert_eq!(base.method(), "image loss");
     assert_eq!(deep.method(), "DeePSiM efficientnet-lite0 block0+block2");

@@ -83,7 +83,8 @@ pub struct RestoreEvalArgs {
     #[arg(long)]
     limit: Option<usize>,
     /// Write table.md, table.json and grid.png (original, baseline and each model on the
-    /// centre 72×72 of the first photos, enlarged 2× without interpolation) into this folder.
+    /// centre 72×72 of photos spread over the set, enlarged 2× without interpolation) into
+    /// this folder.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Photos in the grid.
@@ -169,7 +170,9 @@ impl RestoreEvalArgs {
                 sum[1] += scalar(&ssim(&out, &x, &SsimConfig::default())?)?;
                 sum[2] += judge.mean(&out, &x)?;
             }
-            if i < self.grid_images {
+            // Photos evenly spread over the set, the first included.
+            let every = (files.len() / self.grid_images.max(1)).max(1);
+            if i % every == 0 && i / every < self.grid_images {
                 let (_, _, h, w) = x.dims4()?;
                 // The first photo sets the crop's side (at most 72); smaller ones are left out.
                 let side = *grid_side.get_or_insert(GRID_SIDE.min(h).min(w));
