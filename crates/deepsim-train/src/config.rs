@@ -40,6 +40,39 @@ pub struct TrainConfig {
     /// the encoder): none when absent.
     #[serde(default)]
     pub augment: Option<AugmentConfig>,
+    /// The diversity penalty on samples of a VAE's prior (task `vae`): none when absent.
+    #[serde(default)]
+    pub diversity: Option<DiversitySection>,
+}
+
+/// `[diversity]`: each step, `samples` images decoded from the VAE's prior (z ~ N(0, I), drawn
+/// from the seed and the step) are pushed apart in a comparator's feature space by
+/// `lambda · mean_{i<j} exp(−‖C(G(z_i)) − C(G(z_j))‖² / (D·σ²))` (deepsim-losses'
+/// `diversity_penalty`, D the features per image): a bounded, perceptual repulsion against
+/// samples that all look alike.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiversitySection {
+    /// λ_div.
+    pub lambda: f64,
+    /// The comparator the samples are spread in (a comparator name).
+    pub comparator: String,
+    /// Its weights (default: the cache, then the shipped copy).
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// Its tap.
+    pub tap: String,
+    /// The feature distance (root mean square per element) at which a pair counts as apart
+    /// (its penalty e⁻¹).
+    #[serde(default = "one")]
+    pub sigma: f64,
+    /// Prior samples per step (at least 2).
+    #[serde(default = "default_diversity_samples")]
+    pub samples: usize,
+}
+
+fn default_diversity_samples() -> usize {
+    8
 }
 
 /// What is trained.
@@ -502,7 +535,10 @@ impl TrainConfig {
             name
         };
         match self.run.task {
-            Task::Vae => format!("VAE, {base}"),
+            Task::Vae => match &self.diversity {
+                Some(d) if d.lambda > 0.0 => format!("VAE, {base} + diversity"),
+                _ => format!("VAE, {base}"),
+            },
             Task::Invert => base,
             Task::Superres | Task::Restore => {
                 let cycle = self.restore.as_ref().filter(|r| r.lambda_cycle > 0.0);
@@ -768,6 +804,21 @@ impl TrainConfig {
                         dir.display()
                     ),
                 );
+            }
+        }
+        if let Some(d) = &self.diversity {
+            if self.run.task != Task::Vae {
+                return bad(
+                    "diversity",
+                    "spreads samples of a VAE's prior: task vae only (an inverter or a restorer \
+                     has no prior to sample)"
+                        .into(),
+                );
+            }
+            weight("diversity.lambda", d.lambda)?;
+            positive("diversity.sigma", d.sigma)?;
+            if d.samples < 2 {
+                return bad("diversity.samples", format!("{} must be at least 2", d.samples));
             }
         }
         if self.loss.comparator_tap.as_ref().is_some_and(|t| t.names().is_empty()) {

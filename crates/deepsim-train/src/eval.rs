@@ -57,6 +57,30 @@ impl PerceptualDistance {
         }
         Ok(total / n as f64)
     }
+
+    /// The perceptual spread of a set of images: the mean distance over all pairs `i < j`
+    /// (how unlike each other a generator's samples look; 0 when they are all the same).
+    ///
+    /// # Shapes
+    /// `x`: `[N, 3, H, W]` in [0, 1], N ≥ 2.
+    ///
+    /// # Errors
+    /// Fewer than two images; images the network refuses.
+    pub fn mean_pairwise(&self, x: &Tensor) -> Result<f64> {
+        let n = x.dim(0)?;
+        if n < 2 {
+            return Err(Error::Config(format!(
+                "PerceptualDistance::mean_pairwise: needs at least two images, got {n}"
+            )));
+        }
+        let pairs: Vec<(u32, u32)> =
+            (0..n as u32).flat_map(|i| (i + 1..n as u32).map(move |j| (i, j))).collect();
+        let index = |k: usize| -> Result<Tensor> {
+            let ids: Vec<u32> = pairs.iter().map(|p| if k == 0 { p.0 } else { p.1 }).collect();
+            Ok(x.index_select(&Tensor::new(ids, x.device())?, 0)?)
+        };
+        self.mean(&index(0)?, &index(1)?)
+    }
 }
 
 #[cfg(test)]

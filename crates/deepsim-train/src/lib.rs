@@ -38,8 +38,8 @@ pub use augment::{
 pub use checkpoint::{resume_differences, RESUME_MAY_CHANGE};
 pub use config::{
     parse_device, CycleSpace, DataConfig, DataFormat, DiscriminatorPreset, DiscriminatorSection,
-    EncoderConfig, GeneratorPreset, GeneratorSection, LossConfig, MetricName, OptimConfig,
-    RestoreSection, RunConfig, TapList, Task, TrainConfig, VaeSection,
+    DiversitySection, EncoderConfig, GeneratorPreset, GeneratorSection, LossConfig, MetricName,
+    OptimConfig, RestoreSection, RunConfig, TapList, Task, TrainConfig, VaeSection,
 };
 /// The loss settings a configuration embeds (`loss.feature_norm`, `loss.adversarial`,
 /// `loss.adaptive_adversarial`, `loss.image_loss`), deepsim-losses' own types.

@@ -420,6 +420,19 @@ impl Model {
         self.decode(&self.encode(x)?)
     }
 
+    /// `n` images decoded from the VAE's prior, z ~ N(0, I) drawn from `rng`, unclamped and
+    /// with their graph (the diversity penalty's samples).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an inverter or a restorer.
+    pub(crate) fn prior_samples_train(&self, n: usize, rng: &mut Rng) -> Result<Tensor> {
+        let Kind::Vae(vae) = &self.kind else {
+            return Err(Error::Config("diversity: needs a VAE (task vae)".into()));
+        };
+        let z = standard_normal(rng, (n, vae.config().latent), &self.device)?;
+        Ok(vae.decode(&z)?)
+    }
+
     /// `n` images from the VAE's prior, z ~ N(0, I) drawn from `seed`.
     ///
     /// # Errors

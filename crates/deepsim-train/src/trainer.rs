@@ -17,14 +17,15 @@ use std::time::Instant;
 
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use deepsim_comparators::{by_name, Comparator, Lpips};
+use deepsim_comparators::{by_name, Comparator, Lpips, Tap};
 use deepsim_data::{
     stack, write_atomic, CacheKey, CacheOptions, CacheStatus, Cifar10, ColorMode, Dataset,
     FeatureCache, FolderConfig, IdxDataset, ImageFolder, Loader, LoaderConfig, Position, Rng,
     Split, Stream, Transform, Validation,
 };
 use deepsim_losses::{
-    DeepSimLoss, DeepSimWeights, FeatureLoss, FeatureTerm, LpipsLoss, Reduction, StepInputs,
+    diversity_penalty, DeepSimLoss, DeepSimWeights, FeatureLoss, FeatureTerm, LpipsLoss, Reduction,
+    StepInputs,
 };
 
 use self::adversary::Adversary;
@@ -45,6 +46,7 @@ const PREVIOUS: &str = "checkpoint.prev.safetensors";
 /// Domains of the step's random streams (with the run's seed and the step).
 const NOISE: u64 = 0x5A;
 const JITTER: u64 = 0x1F;
+const DIVERSITY: u64 = 0xD1;
 
 /// A training run.
 pub struct Trainer {
@@ -58,6 +60,8 @@ pub struct Trainer {
     last_layer: Option<Var>,
     /// The loss's comparator and tap are the encoder's: the target's features are y.
     comparator_is_encoder: bool,
+    /// `[diversity]`'s comparator and tap.
+    diversity: Option<(Arc<dyn Comparator + Send + Sync>, Tap)>,
     loader: Loader,
     /// `[augment]`: the training images' calibrated augmentation.
     augmenter: Option<Augmenter>,
@@ -325,6 +329,14 @@ impl Trainer {
             None => None,
         };
         let augmenter = config.augment.clone().map(Augmenter::new).transpose()?;
+        let diversity = match &config.diversity {
+            Some(d) if d.lambda > 0.0 => {
+                let c: Arc<dyn Comparator + Send + Sync> =
+                    Arc::from(by_name(&d.comparator, d.weights.as_deref(), &device)?);
+                Some((c, tap_named(&d.tap, "diversity.tap")?))
+            }
+            _ => None,
+        };
         Ok(Trainer {
             model,
             g_adam,
@@ -332,6 +344,7 @@ impl Trainer {
             loss,
             last_layer,
             comparator_is_encoder,
+            diversity,
             loader,
             augmenter,
             stream: None,
@@ -454,15 +467,29 @@ impl Trainer {
             }
             _ => None,
         };
-        let total = match (&cycle, &self.config().restore) {
+        let mut total = match (&cycle, &self.config().restore) {
             (Some(c), Some(r)) => (&out.total + (c * r.lambda_cycle)?)?,
             _ => out.total.clone(),
+        };
+        let diversity = match (&self.diversity, &self.config().diversity) {
+            (Some((comparator, tap)), Some(d)) => {
+                let mut rng = Rng::derive(seed, &[DIVERSITY, step]);
+                let samples = self.model.prior_samples_train(d.samples, &mut rng)?;
+                let samples = straight_through_clamp(&samples)?;
+                let penalty = diversity_penalty(comparator.as_ref(), *tap, &samples, d.sigma)?;
+                total = (total + (&penalty * d.lambda)?)?;
+                Some(penalty)
+            }
+            _ => None,
         };
         let scalar =
             |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
         let mut terms = BTreeMap::new();
         if let Some(c) = &cycle {
             terms.insert("cycle".to_string(), scalar(c)?);
+        }
+        if let Some(d) = &diversity {
+            terms.insert("div".to_string(), scalar(d)?);
         }
         for (name, t) in
             [("feat", &out.feat), ("img", &out.img), ("adv", &out.adv), ("kl", &out.kl)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use candle::Tensor;
-use deepsim_train::{write_grid, write_image};
+use deepsim_train::{write_grid, write_image, PerceptualDistance};
 
 use crate::args::RunDeviceArg;
 use crate::checkpoint::load_model;
@@ -25,6 +25,9 @@ pub struct SampleArgs {
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+    /// Also print the samples' perceptual spread: the mean ST-LPIPS-alex over all pairs.
+    #[arg(long)]
+    spread: bool,
     #[command(flatten)]
     device: RunDeviceArg,
 }
@@ -57,6 +60,18 @@ impl SampleArgs {
             .collect::<Result<_>>()?;
         write_grid(&out.join("grid.png"), &rows.iter().collect::<Vec<_>>())?;
         println!("{n} samples (seed {seed}) → {}/sample_*.png and grid.png", out.display());
+        if self.spread {
+            if n < 2 {
+                anyhow::bail!("--spread needs at least two samples (--n {n})");
+            }
+            let judge = PerceptualDistance::new(None, model.device())?;
+            let spread = judge.mean_pairwise(&images)?;
+            println!(
+                "spread: mean {} over the {} pairs: {spread:.4}",
+                PerceptualDistance::NAME,
+                n * (n - 1) / 2
+            );
+        }
         Ok(())
     }
 }
