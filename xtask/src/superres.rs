@@ -2,8 +2,10 @@
 //! DeePSiM loss, and the DeePSiM loss with the perceptual cycle term (`configs/superres/`),
 //! each from the same restorer, data, steps and seed; then `deepsim restore-eval` on the
 //! held-out photo tiles (`data/photos/val`, 144×144): PSNR, SSIM and ST-LPIPS-alex against
-//! bicubic enlargement, with a grid. Writes `docs/results/superres/` (table.md, table.json,
-//! grid.png, runs.md with the machine, the commands and the training times).
+//! bicubic enlargement, with a grid; and, where `cargo xtask fetch-data` has run, on its
+//! held-out tiles of photos no run trained on (`docs/results/superres/fetched/`). Writes
+//! `docs/results/superres/` (table.md, table.json, grid.png, runs.md with the machine, the
+//! commands and the training times).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -67,22 +69,61 @@ pub fn run(o: Options) -> Result<()> {
         log.push_str(&format!("| `{config}` | {logged} | {:.1} min |\n", seconds / 60.0));
         checkpoints.push(checkpoint);
     }
-    let data = o.data.display().to_string();
-    let mut args = vec!["restore-eval"];
-    for c in &checkpoints {
-        args.extend(["--checkpoint", c.as_str()]);
+    let mut sets = vec![(o.data.display().to_string(), REPORT.to_owned())];
+    // The tiles `cargo xtask fetch-data` holds out, less those of photos the runs trained on.
+    if Path::new(FETCHED).is_dir() {
+        sets.push((held_out_tiles()?, format!("{REPORT}/fetched")));
     }
-    args.extend(["--data", &data, "--out", REPORT]);
-    let table = deepsim(&bin, &args)?;
-    print!("{table}");
+    for (data, report) in &sets {
+        let mut args = vec!["restore-eval"];
+        for c in &checkpoints {
+            args.extend(["--checkpoint", c.as_str()]);
+        }
+        args.extend(["--data", data, "--out", report]);
+        let table = deepsim(&bin, &args)?;
+        print!("{table}");
+        log.push_str(&format!("\nThen `deepsim {}`.\n", args.join(" ")));
+    }
     log.push_str(&format!(
-        "\nThen `deepsim {}`.\n\nTotal: {:.1} minutes.\n",
-        args.join(" "),
+        "\nTotal: {:.1} minutes.\n",
         started.elapsed().as_secs_f64() / 60.0
     ));
     deepsim_data::write_atomic(&Path::new(REPORT).join("runs.md"), log.as_bytes())?;
     println!("→ {REPORT}/ (table.md, table.json, grid.png, runs.md)");
     Ok(())
+}
+
+/// `fetch-data`'s held-out tiles (named `<source>_<photo>_<ext>_s…`).
+const FETCHED: &str = "target/data/tiles/val";
+
+/// A folder of links to the tiles of [`FETCHED`] whose photo none of the training tiles
+/// (`data/photos/train`, named `<photo>_s…`) comes from; its path.
+fn held_out_tiles() -> Result<String> {
+    let stem = |name: &str| name.split("_s").next().unwrap_or(name).to_owned();
+    let trained: Vec<String> = std::fs::read_dir("data/photos/train")?
+        .filter_map(|e| e.ok())
+        .map(|e| stem(&e.file_name().to_string_lossy()))
+        .collect();
+    let dir = format!("{OUT}/held-out-tiles");
+    if Path::new(&dir).exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let mut kept = 0;
+    for entry in std::fs::read_dir(FETCHED)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `skimage_coins_png_s…` comes from the photo `coins` (the training photos' names
+        // have no underscore).
+        let photo = name.split('_').nth(1).unwrap_or(&name);
+        if trained.iter().any(|t| t == photo) {
+            continue;
+        }
+        std::fs::copy(entry.path(), Path::new(&dir).join(&name))?;
+        kept += 1;
+    }
+    eprintln!("{kept} tiles of {FETCHED} from photos no run trained on → {dir}");
+    Ok(dir)
 }
 
 /// The options as typed, for the report.

@@ -294,7 +294,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn markdown(rows: &[Row], images: usize, data: &Path, degradation: &str) -> String {
     let mut s = format!(
-        "{images} photos of {} ({degradation}), means; PSNR and SSIM on RGB, higher is \
+        "{images} images of {} ({degradation}), means; PSNR and SSIM on RGB, higher is \
          better; ST-LPIPS-alex lower is better\n\n| method | PSNR (dB) | SSIM | ST-LPIPS-alex |\n\
          |---|---|---|---|\n",
         data.display()
