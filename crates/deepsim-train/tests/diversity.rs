@@ -4,29 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use candle::{Device, Tensor};
-use common::{metrics, temp_dir};
+use common::{metrics, temp_dir, val_crops};
 use deepsim_train::{PerceptualDistance, TrainConfig, Trainer};
-
-/// Four 64×64 crops of the held-out photo tiles.
-fn photos(name: &str) -> PathBuf {
-    let dir = temp_dir(name);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/photos/val");
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for (i, f) in files.iter().step_by(7).take(4).enumerate() {
-        image::open(f)
-            .unwrap()
-            .crop_imm(40, 40, 64, 64)
-            .save(dir.join(format!("{i}.png")))
-            .unwrap();
-    }
-    dir
-}
 
 fn config(data: &Path, out: &Path, task: &str, diversity: &str) -> Result<TrainConfig, String> {
     let section = if task == "vae" {
@@ -81,7 +64,7 @@ const DIVERSITY: &str =
 
 #[test]
 fn a_vae_run_with_the_diversity_penalty_logs_it_and_resumes_exactly() {
-    let data = photos("data");
+    let data = val_crops("data", 64);
     let whole = temp_dir("whole");
     let c = config(&data, &whole, "vae", DIVERSITY).unwrap();
     assert_eq!(c.method(), "VAE, image loss + diversity");

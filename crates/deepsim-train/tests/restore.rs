@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use common::{metrics, temp_dir};
+use common::{metrics, temp_dir, val_crops};
 
 use candle::{DType, Device, Tensor};
 use deepsim_data::{ColorMode, Rng};
@@ -46,19 +46,6 @@ fn the_superres_input_and_its_bicubic_baseline_are_pillows() {
     let up = d.estimate(&y).unwrap();
     let (max, mean) = levels_apart(&up, &pillow("pil_12x10_up4.png"));
     assert!(max <= 2.0 && mean < 0.3, "baseline: {max} levels at most, {mean} on average");
-}
-
-fn photos(name: &str) -> PathBuf {
-    let dir = temp_dir(name);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/photos/val");
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    for (i, f) in files.iter().step_by(7).take(4).enumerate() {
-        let img = image::open(f).unwrap().crop_imm(40, 40, 32, 32);
-        img.save(dir.join(format!("{i}.png"))).unwrap();
-    }
-    dir
 }
 
 fn config(data: &Path, out: &Path, extra_restore: &str, loss: &str) -> TrainConfig {
@@ -106,7 +93,7 @@ const IMAGE_LOSS: &str = "lambda_feat = 0.0\nlambda_adv = 0.0\nlambda_img = 1.0"
 
 #[test]
 fn a_superres_run_with_noise_and_the_cycle_term_resumes_exactly() {
-    let data = photos("resume");
+    let data = val_crops("resume", 32);
     let restore = "noise = 4.0\nlambda_cycle = 10.0\ncycle_space = \"lab\"";
     let whole = temp_dir("whole");
     Trainer::new(config(&data, &whole, restore, IMAGE_LOSS))
@@ -136,13 +123,13 @@ fn a_superres_run_with_noise_and_the_cycle_term_resumes_exactly() {
 
 #[test]
 fn a_restorer_learns_to_beat_bicubic_enlargement() {
-    let data = photos("learn");
+    let data = val_crops("learn", 32);
     let out = temp_dir("learn-run");
     let mut c = config(&data, &out, "", IMAGE_LOSS);
     c.restore.as_mut().unwrap().scale = Some(4);
-    c.run.steps = 100;
-    c.run.checkpoint_every = 100;
-    c.run.sample_every = 100;
+    c.run.steps = 200;
+    c.run.checkpoint_every = 200;
+    c.run.sample_every = 200;
     let mut t = Trainer::new(c).unwrap();
     let x = t.validation_images().clone();
     let db = |m: &Model, restored: bool| {

@@ -91,3 +91,18 @@ pub fn metrics(out: &Path) -> Vec<String> {
         .map(|l| l.split(",\"seconds\"").next().unwrap().to_string())
         .collect()
 }
+
+/// Four `side`×`side` crops (from (40, 40)) of every seventh held-out photo tile
+/// (`data/photos/val`), as PNGs in the fresh folder `temp_dir(name)`.
+pub fn val_crops(name: &str, side: u32) -> PathBuf {
+    let dir = temp_dir(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/photos/val");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for (i, f) in files.iter().step_by(7).take(4).enumerate() {
+        let img = image::open(f).unwrap().crop_imm(40, 40, side, side);
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+    }
+    dir
+}
