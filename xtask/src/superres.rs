@@ -84,10 +84,7 @@ pub fn run(o: Options) -> Result<()> {
         print!("{table}");
         log.push_str(&format!("\nThen `deepsim {}`.\n", args.join(" ")));
     }
-    log.push_str(&format!(
-        "\nTotal: {:.1} minutes.\n",
-        started.elapsed().as_secs_f64() / 60.0
-    ));
+    log.push_str(&format!("\nTotal: {:.1} minutes.\n", started.elapsed().as_secs_f64() / 60.0));
     deepsim_data::write_atomic(&Path::new(REPORT).join("runs.md"), log.as_bytes())?;
     println!("→ {REPORT}/ (table.md, table.json, grid.png, runs.md)");
     Ok(())
