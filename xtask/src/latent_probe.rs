@@ -161,6 +161,17 @@ fn command_flags(o: &Options) -> String {
     s
 }
 
+/// `optim.lr` of a configuration file.
+fn config_lr(config: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(config).map_err(|e| format!("{config}: {e}"))?;
+    let value: toml::Table = toml::from_str(&text).map_err(|e| format!("{config}: {e}"))?;
+    value
+        .get("optim")
+        .and_then(|o| o.get("lr"))
+        .and_then(toml::Value::as_float)
+        .ok_or_else(|| format!("{config}: no optim.lr").into())
+}
+
 /// Runs the experiment.
 pub fn run(o: Options) -> Result<()> {
     let started = Instant::now();
@@ -239,12 +250,13 @@ pub fn run(o: Options) -> Result<()> {
 
     let total = started.elapsed().as_secs_f64();
     let steps = o.steps.map_or_else(|| config_steps(&format!("{OUT}/{}.toml", LOSSES[0].0)), Ok)?;
+    let lr = config_lr(&format!("{OUT}/{}.toml", LOSSES[0].0))?;
     let mut s = format!("{HEADING}\n\n");
     s.push_str(&format!(
         "The article: an autoencoder trained with a perceptual loss learns a more useful latent \
          code than one trained with the image loss. Measured here: the Fashion-MNIST VAE \
          (`configs/latent-probe/`: 28×28 grey images served as 64×64 RGB, latent 64, the \
-         `cpu_64` networks at width 0.25, batch 16, Adam 5e-4, {steps} steps) trained with \
+         `cpu_64` networks at width 0.25, batch 16, Adam at learning rate {lr}, {steps} steps) trained with \
          the image loss alone and with the DeePSiM loss, identical otherwise (the same seed \
          gives both the same initialization and data order); then a linear classifier on each \
          frozen encoder's posterior mean μ. Written by `cargo xtask experiment latent-probe{}` \
