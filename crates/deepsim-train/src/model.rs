@@ -379,14 +379,15 @@ impl Model {
         let prefix = match self.kind {
             Kind::Invert(_) => "generator.tower.",
             Kind::Vae(_) => "vae.decoder.tower.",
-            Kind::Restore(_) => "restorer.tail.",
+            // One named last layer, not a numbered tower.
+            Kind::Restore(_) => {
+                let vars = self.vars.data().lock().unwrap_or_else(|e| e.into_inner());
+                return vars.get("restorer.tail.weight").cloned().ok_or_else(|| {
+                    Error::Config("the restorer has no variable restorer.tail.weight".into())
+                });
+            }
         };
         let vars = self.vars.data().lock().unwrap_or_else(|e| e.into_inner());
-        if let Kind::Restore(_) = self.kind {
-            return vars.get("restorer.tail.weight").cloned().ok_or_else(|| {
-                Error::Config("the restorer has no variable restorer.tail.weight".into())
-            });
-        }
         vars.iter()
             .filter_map(|(name, var)| {
                 let index =

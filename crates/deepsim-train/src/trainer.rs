@@ -606,11 +606,13 @@ impl Trainer {
     pub fn write_samples(&self) -> Result<PathBuf> {
         let dir = self.config().run.out.join("samples");
         std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
-        let recon = self.reconstruct(&self.val)?;
+        let code = self.model.encode(&self.val)?;
+        let recon = self.model.decode(&code)?;
         let path = dir.join(format!("step_{:06}.png", self.step));
-        // A restorer's grid has its baseline (the degraded input, enlarged) between the two.
-        match self.model.baseline(&self.val)? {
-            Some(baseline) => write_grid(&path, &[&self.val, &baseline, &recon])?,
+        // A restorer's grid has its baseline (the degraded input, enlarged) between the two,
+        // from the same degraded images.
+        match self.model.degradation() {
+            Some(d) => write_grid(&path, &[&self.val, &d.estimate(&code)?, &recon])?,
             None => write_grid(&path, &[&self.val, &recon])?,
         }
         write_curves(&self.config().run.out.join("curves.png"), &self.history)?;

@@ -47,11 +47,10 @@ impl RestoreArgs {
         for (path, name) in self.images.iter().zip(output_names(&self.images)) {
             let mut y = load(path, None)?;
             if self.degrade {
-                let x = fit_to_scale(&load(path, None)?, scale, path)?;
-                y = model.encode(&x)?;
+                y = model.encode(&fit_to_scale(&y, scale, path)?)?;
                 write(&self.out.join(format!("{name}_degraded.png")), &y)?;
-                if let Some(b) = model.baseline(&x)? {
-                    write(&self.out.join(format!("{name}_baseline.png")), &b)?;
+                if let Some(d) = model.degradation() {
+                    write(&self.out.join(format!("{name}_baseline.png")), &d.estimate(&y)?)?;
                 }
             }
             let restored = model.restore(&y)?;
@@ -155,6 +154,10 @@ impl RestoreEvalArgs {
         for (i, path) in files.iter().enumerate() {
             let x = fit_to_scale(&load(path, None)?, degradation.scale, path)?
                 .to_device(models[0].device())?;
+            let (_, _, h, w) = x.dims4()?;
+            if h.min(w) < SsimConfig::default().window.max(21) {
+                bail!("{}: {w}×{h} is too small to judge (at least 21×21)", path.display());
+            }
             let y = models[0].encode(&x)?;
             let mut outputs = vec![degradation.estimate(&y)?];
             for m in &models {
@@ -162,10 +165,6 @@ impl RestoreEvalArgs {
             }
             for (sum, out) in sums.iter_mut().zip(&outputs) {
                 let out = round_8bit(out)?;
-                let (_, _, h, w) = x.dims4()?;
-                if h.min(w) < SsimConfig::default().window.max(21) {
-                    bail!("{}: {w}×{h} is too small to judge (at least 21×21)", path.display());
-                }
                 sum[0] += scalar(&psnr(&out, &x, 1.0)?)?;
                 sum[1] += scalar(&ssim(&out, &x, &SsimConfig::default())?)?;
                 sum[2] += judge.mean(&out, &x)?;
