@@ -1,8 +1,10 @@
 //! `cargo xtask bench-vs-torch`: deepsim and PyTorch timed in one sitting, alternating.
 //!
-//! Each round runs the criterion benchmark `cpu_<NAME>` of a deepsim crate, then
-//! `bench_torch.py --only <NAME>`, then (if given) the FMA probe; the medians of the rounds'
-//! medians are printed as a markdown table and written to `target/bench-vs-torch/<NAME>.md`.
+//! Each round runs the criterion benchmark `cpu_<NAME>` of a deepsim crate (or, with
+//! `--deepsim-bench`, a benchmark of `deepsim bench` in its own process), then each PyTorch
+//! benchmark (`bench_torch.py --only <NAME> --exact --rss`, one process each), then (if given)
+//! the FMA probe; the medians of the rounds' medians, with the peak resident sets where
+//! measured, are printed as a markdown table and written to `target/bench-vs-torch/<NAME>.md`.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -27,14 +29,43 @@ pub struct Args {
     #[arg(long, default_value_os_t = default_python())]
     python: PathBuf,
     /// bench_torch.py.
-    #[arg(long, default_value = "../shared/bench/bench_torch.py")]
+    #[arg(long, default_value = "bench/torch/bench_torch.py")]
     script: PathBuf,
-    /// FMA probe binary built from ../shared/bench/fmapeak/fma.c (optional).
+    /// FMA probe binary built from bench/torch/fmapeak/fma.c (optional).
     #[arg(long)]
     fma: Option<PathBuf>,
+    /// Time deepsim with this benchmark of `deepsim bench` (built with `cargo build --release
+    /// -p deepsim-cli`, run as `target/release/deepsim bench NAME --json`), which also reports
+    /// its peak resident set, instead of the criterion benchmark `cpu_<NAME>`.
+    #[arg(long)]
+    deepsim_bench: Option<String>,
+    /// Timed calls of `--deepsim-bench`.
+    #[arg(long, default_value_t = 10)]
+    iterations: usize,
+    /// The PyTorch benchmarks to alternate with, comma-separated (default: `--name`); each runs
+    /// alone in its own process, so its peak resident set is its own.
+    #[arg(long, value_delimiter = ',')]
+    torch: Vec<String>,
+    /// `KEY=VALUE` set for the PyTorch runs only, e.g.
+    /// `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647`.
+    #[arg(long, value_parser = parse_env)]
+    torch_env: Vec<(String, String)>,
 }
 
-/// `~/.torch-venv/bin/python`, where ../shared/bench/README.md installs PyTorch.
+fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
+}
+
+/// One run's time and, where measured, the process's peak resident set.
+struct Sample {
+    ms: f64,
+    peak_mib: Option<f64>,
+}
+
+/// `~/.torch-venv/bin/python`, where bench/torch/README.md installs PyTorch.
 fn default_python() -> PathBuf {
     Path::new(&std::env::var("HOME").unwrap_or_default()).join(".torch-venv/bin/python")
 }
@@ -44,7 +75,7 @@ pub fn run(o: Args) -> Result<()> {
     for (what, path) in [("--python", &o.python), ("--script", &o.script)] {
         if !path.exists() {
             return Err(format!(
-                "{what} {} not found (setup: ../shared/bench/README.md)",
+                "{what} {} not found (setup: bench/torch/README.md)",
                 path.display()
             )
             .into());
@@ -52,31 +83,99 @@ pub fn run(o: Args) -> Result<()> {
     }
     let out_dir = Path::new("target/bench-vs-torch");
     std::fs::create_dir_all(out_dir)?;
-    let (mut ours, mut theirs, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+    let torch_names = if o.torch.is_empty() { vec![o.name.clone()] } else { o.torch.clone() };
+    let mut ours = Vec::new();
+    let mut theirs: Vec<Vec<Sample>> = torch_names.iter().map(|_| Vec::new()).collect();
+    let mut probes = Vec::new();
     for round in 1..=o.rounds {
-        let a = deepsim_ms(&o)?;
-        let b = torch_ms(&o, out_dir)?;
+        let a = match &o.deepsim_bench {
+            Some(bench) => deepsim_bench_ms(bench, o.iterations, out_dir)?,
+            None => Sample { ms: deepsim_ms(&o)?, peak_mib: None },
+        };
+        let mut line = format!("round {round}: deepsim {}", show(&a));
+        for (name, runs) in torch_names.iter().zip(&mut theirs) {
+            let b = torch_ms(&o, name, out_dir)?;
+            line += &format!(", {name} {}", show(&b));
+            runs.push(b);
+        }
         let p = o.fma.as_deref().map(fma_probe).transpose()?;
-        println!("round {round}: deepsim {a:.1} ms, torch {b:.1} ms, fma probe {p:?} GFLOP/s");
+        println!("{line}, fma probe {p:?} GFLOP/s");
         ours.push(a);
-        theirs.push(b);
         probes.extend(p);
     }
-    let (a, b) = (median(&mut ours), median(&mut theirs));
-    let table = format!(
-        "| benchmark | deepsim median (ms) | PyTorch median (ms) | deepsim / PyTorch |\n\
-         |---|---|---|---|\n| {} | {a:.1} | {b:.1} | {:.2} |\n\n\
-         rounds: {}; deepsim per round: {ours:.1?}; PyTorch per round: {theirs:.1?}; \
-         FMA probe (GFLOP/s): {probes:.0?}\n",
-        o.name,
-        a / b,
-        o.rounds
+    let deepsim_name = o.deepsim_bench.as_deref().unwrap_or(&o.name);
+    let (a, a_peak) = summary(&ours);
+    let mut table = format!(
+        "| benchmark | median (ms) | per round (ms) | peak resident (MiB) | deepsim / it |\n\
+         |---|---|---|---|---|\n| deepsim `{deepsim_name}` | {a:.1} | {:.1?} | {} | |\n",
+        ours.iter().map(|s| s.ms).collect::<Vec<_>>(),
+        mib(a_peak),
+    );
+    for (name, runs) in torch_names.iter().zip(&theirs) {
+        let (b, b_peak) = summary(runs);
+        table += &format!(
+            "| PyTorch `{name}` | {b:.1} | {:.1?} | {} | {:.2} |\n",
+            runs.iter().map(|s| s.ms).collect::<Vec<_>>(),
+            mib(b_peak),
+            a / b
+        );
+    }
+    table += &format!(
+        "\nrounds: {}; medians of the rounds' medians; peak resident: median over rounds; \
+         FMA probe (GFLOP/s): {probes:.0?}; PyTorch environment: {:?}\n",
+        o.rounds, o.torch_env
     );
     print!("\n{table}");
     let path = out_dir.join(format!("{}.md", o.name));
     std::fs::write(&path, table)?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+fn show(s: &Sample) -> String {
+    match s.peak_mib {
+        Some(p) => format!("{:.1} ms (peak {p:.0} MiB)", s.ms),
+        None => format!("{:.1} ms", s.ms),
+    }
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map_or("–".into(), |p| format!("{p:.0}"))
+}
+
+/// The median time and the median peak (when every run measured one).
+fn summary(runs: &[Sample]) -> (f64, Option<f64>) {
+    let mut ms: Vec<f64> = runs.iter().map(|s| s.ms).collect();
+    let peaks: Option<Vec<f64>> = runs.iter().map(|s| s.peak_mib).collect();
+    (median(&mut ms), peaks.map(|mut p| median(&mut p)))
+}
+
+/// Median ms and peak resident set of `deepsim bench <bench>`, one process.
+fn deepsim_bench_ms(bench: &str, iterations: usize, out_dir: &Path) -> Result<Sample> {
+    let exe = Path::new("target/release/deepsim");
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p deepsim-cli`",
+            exe.display()
+        )
+        .into());
+    }
+    let json = out_dir.join("deepsim.json");
+    let status = Command::new(exe)
+        .args(["bench", bench, "--iterations", &iterations.to_string(), "--json"])
+        .arg(&json)
+        .status()?;
+    if !status.success() {
+        return Err(format!("deepsim bench {bench} failed: {status}").into());
+    }
+    let text = std::fs::read_to_string(&json)?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    let m = &v[0];
+    let ms = m["median_ms"]
+        .as_f64()
+        .ok_or_else(|| format!("{}: no median_ms in {text}", json.display()))?;
+    let peak_mib = m["peak_resident"].as_f64().map(|b| b / f64::from(1 << 20));
+    Ok(Sample { ms, peak_mib })
 }
 
 /// Median of the criterion benchmark `cpu_<name>`, in ms.
@@ -98,25 +197,36 @@ fn deepsim_ms(o: &Args) -> Result<f64> {
         / 1e6)
 }
 
-/// Median of the PyTorch benchmark `name`, in ms, from the script's progress line.
-fn torch_ms(o: &Args, out_dir: &Path) -> Result<f64> {
+/// Median of the PyTorch benchmark `name`, in ms, and its process's peak resident set, from
+/// the script's progress lines (`--only name --exact --rss`: the benchmark alone).
+fn torch_ms(o: &Args, name: &str, out_dir: &Path) -> Result<Sample> {
     let output = Command::new(&o.python)
         .arg(&o.script)
-        .args(["--only", &o.name, "--no-matmul", "--out"])
+        .args(["--only", name, "--exact", "--rss", "--no-matmul", "--out"])
         .arg(out_dir.join("torch.json"))
+        .envs(o.torch_env.iter().map(|(k, v)| (k, v)))
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(format!("{} failed: {stdout}{stderr}", o.script.display()).into());
     }
-    stdout
+    let ms = stdout
         .lines()
         .find_map(|line| {
             let mut words = line.split_whitespace();
-            (words.next() == Some(o.name.as_str())).then(|| words.next()?.parse().ok()).flatten()
+            (words.next() == Some(name)).then(|| words.next()?.parse().ok()).flatten()
         })
-        .ok_or_else(|| format!("no timing line for {} in:\n{stdout}", o.name).into())
+        .ok_or_else(|| format!("no timing line for {name} in:\n{stdout}"))?;
+    Ok(Sample { ms, peak_mib: peak_rss(&stdout, name) })
+}
+
+/// The MiB of the line `peak RSS <name> <MiB> MiB`.
+fn peak_rss(stdout: &str, name: &str) -> Option<f64> {
+    stdout.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("peak RSS ")?.strip_prefix(name)?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// All-CPU AVX-512 FMA throughput right now, in GFLOP/s.
@@ -156,6 +266,15 @@ mod tests {
         assert_eq!(criterion_median(text), Some(1.25e8));
         assert_eq!(criterion_median(r#"{"mean":{"point_estimate":5.0}}"#), None);
         assert_eq!(criterion_median("not json"), None);
+    }
+
+    #[test]
+    fn reads_the_peak_rss_line_of_its_benchmark_only() {
+        let out = "  a_b 12.0 ms\n  peak RSS a_b_compiled 900 MiB\n  peak RSS a_b 1843 MiB\n";
+        assert_eq!(peak_rss(out, "a_b"), Some(1843.0));
+        assert_eq!(peak_rss(out, "a"), None);
+        assert_eq!(parse_env("K=v=w"), Ok(("K".into(), "v=w".into())));
+        assert!(parse_env("=v").is_err());
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! - `bench-gpu`: the kernel, comparator and training-step benchmarks on the GPU (the CPU set
 //!   where there is none), with memory, as JSON and markdown.
 //! - `bench-vs-torch`: runs one deepsim criterion benchmark and its PyTorch twin from
-//!   `../shared/bench/bench_torch.py` alternately, several rounds, and prints both medians.
+//!   `bench/torch/bench_torch.py` alternately, several rounds, and prints both medians.
 //! - `convert-weights`: converts a published weights file into deepsim's safetensors layout.
+//! - `gpu-pack`: the `deepsim` binary and the device tests built with `--features cuda`,
+//!   stripped and packed under 64 MiB for the GPU machine (`scripts/gpu-run.sh` runs it there).
 //! - `fetch-data`: builds a larger local image set and Fashion-MNIST from Debian packages.
 //! - `experiment table2`: trains and evaluates the paper's Table 2 at CPU scale and writes
 //!   `docs/RESULTS.md`.
@@ -20,6 +22,7 @@ mod bench_vs_torch;
 mod convert_weights;
 mod experiment;
 mod fetch_data;
+mod gpu_pack;
 mod latent_probe;
 mod superres;
 mod tidy;
@@ -49,6 +52,9 @@ enum Task {
     ConvertWeights(convert_weights::Args),
     /// Build target/data (photos, tiles, Fashion-MNIST) from Debian packages.
     FetchData(fetch_data::Args),
+    /// Build deepsim and the device tests with --features cuda (no GPU needed) and pack them
+    /// under 64 MiB for the GPU machine.
+    GpuPack(gpu_pack::Args),
     /// The paper's Table 2 at CPU scale, and the latent-code probe; write docs/RESULTS.md.
     #[command(subcommand)]
     Experiment(experiment::Experiment),
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
         Task::BenchVsTorch(a) => bench_vs_torch::run(a),
         Task::ConvertWeights(a) => convert_weights::run(a),
         Task::FetchData(a) => fetch_data::run(a),
+        Task::GpuPack(a) => gpu_pack::run(a),
         Task::Experiment(e) => experiment::run(e),
         Task::Tidy => tidy::run(),
     };

@@ -70,6 +70,8 @@ fn main() -> ExitCode {
     default_sigpipe();
     // Training steps reallocate the same large buffers: keep freed memory for reuse.
     deepsim_train::retain_freed_memory();
+    // candle's elementwise ops on the calling thread: rayon's pool has the cores.
+    deepsim_train::one_compute_pool();
     // clap exits with 2 on bad arguments; a command that fails prints its error and exits 1.
     let result = match Cli::parse().command {
         Command::Features(args) => args.run(),

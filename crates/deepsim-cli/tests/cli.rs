@@ -493,13 +493,16 @@ fn sigterm_checkpoints_and_exits_non_zero() {
     let config =
         tiny_config(&dir, "invert", "[encoder]\nnetwork = \"alexnet-random\"\ntap = \"conv5\"");
     let config_s = config.to_str().unwrap();
+    // Started with overrides (another output directory): the hint must carry them.
+    let out_dir = dir.join("elsewhere");
+    let out_s = out_dir.to_str().unwrap();
     let child = command()
         .env("DEEPSIM_HOME", &dir)
-        .args(["train", config_s, "--steps", "100000"])
+        .args(["train", config_s, "--steps", "100000", "--out", out_s])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let metrics = dir.join("run/metrics.jsonl");
+    let metrics = out_dir.join("metrics.jsonl");
     let logged = || std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count());
     let start = std::time::Instant::now();
     while logged() < 2 {
@@ -511,12 +514,14 @@ fn sigterm_checkpoints_and_exits_non_zero() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("interrupted at step") && err.contains("--resume"), "{err}");
+    let hint = format!("`deepsim train {config_s} --resume --steps 100000 --out {out_s}`");
+    assert!(err.contains("interrupted at step") && err.contains(&hint), "{err}");
     let steps = logged();
     assert!((2..100000).contains(&steps), "{steps}");
-    assert!(dir.join("run/checkpoint.safetensors").is_file());
+    assert!(out_dir.join("checkpoint.safetensors").is_file());
+    assert!(!dir.join("run").exists(), "the configuration's own run.out was not used");
     let more = (steps + 1).to_string();
-    stdout(&deepsim(&dir, &["train", config_s, "--resume", "--steps", &more]));
+    stdout(&deepsim(&dir, &["train", config_s, "--resume", "--steps", &more, "--out", out_s]));
     assert_eq!(logged(), steps + 1);
 }
 
@@ -788,8 +793,10 @@ fn bench_runs_a_kernel_and_writes_json() {
     let home = comparators_common::temp_dir("cli-bench-home");
     let out = comparators_common::temp_dir("cli-bench-out");
     let names = stdout(&deepsim(&home, &["bench", "--list"]));
-    assert_eq!(names.lines().count(), 5, "{names}");
-    assert!(names.lines().any(|l| l == "deepsim_step_256"), "{names}");
+    assert_eq!(names.lines().count(), 7, "{names}");
+    for name in ["deepsim_step_256", "deepsim_train_step_64", "deepsim_train_step_256"] {
+        assert!(names.lines().any(|l| l == name), "{name}: {names}");
+    }
 
     let json = out.join("pool.json");
     let json_arg = json.to_str().unwrap();
@@ -933,4 +940,52 @@ fn compare_audio_json_names_its_metric() {
         assert_eq!(v["metric"], metric);
         assert!(plain > 0.0 && v["distance"].as_f64() == Some(plain), "{json} vs {plain}");
     }
+}
+
+/// `compare --metric dino` (the cosine distance of DINOv2 embeddings) and `dino:TAP` with a
+/// converted file of seeded random weights at the published names and shapes: images of any
+/// two sizes (the network resizes each), zero for an image and itself, symmetric, within
+/// [0, 2]; missing weights and unknown taps are named. (Parity with transformers is held in
+/// deepsim-comparators' tests/vit.rs.)
+#[test]
+fn vision_transformer_metrics_compare_images_of_any_size() {
+    let home = comparators_common::temp_dir("cli-vit");
+    let (coffee, astronaut) =
+        (data("coffee_224.png"), data("photos/train/astronaut_s288_y0_x0.jpg"));
+    let (a, b) = (coffee.to_str().unwrap(), astronaut.to_str().unwrap());
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "dino", a, b]));
+    assert!(err.contains("--arch dinov2-vits14 --hub facebook/dinov2-small"), "{err}");
+    let err = stderr(&deepsim(&home, &["compare", "--metric", "clip:block99", a, b]));
+    assert!(err.contains("block99"), "{err}");
+
+    let mut state = 0x5EED_u64;
+    let mut next = || {
+        state =
+            state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * 0.05
+    };
+    let tensors: std::collections::HashMap<String, candle::Tensor> = Arch::Dinov2VitS14
+        .expected()
+        .into_iter()
+        .map(|(name, shape)| {
+            let n = shape.iter().product::<usize>();
+            let values: Vec<f32> = (0..n).map(|_| next()).collect();
+            (name, candle::Tensor::from_vec(values, shape, &candle::Device::Cpu).unwrap())
+        })
+        .collect();
+    let weights = home.join("dinov2-random.safetensors");
+    candle::safetensors::save(&tensors, &weights).unwrap();
+    let w = weights.to_str().unwrap();
+    let distance = |metric: &str, x: &str, y: &str| -> f64 {
+        stdout(&deepsim(&home, &["compare", "--metric", metric, "--weights", w, x, y]))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (ab, ba) = (distance("dino", a, b), distance("dino", b, a));
+    assert!(ab > 0.0 && ab <= 2.0 && (ab - ba).abs() <= 1e-6, "{ab} {ba}");
+    assert!(distance("dino", a, a).abs() <= 1e-6);
+    let tap = distance("dino:block11.cls", a, b);
+    assert!(tap > 0.0 && tap.is_finite(), "{tap}");
+    assert!(distance("dino:block11.cls", b, b).abs() <= 1e-9);
 }

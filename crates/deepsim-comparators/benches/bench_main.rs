@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the comparators on the CPU, named as their PyTorch twins in
-//! `../shared/bench/bench_torch.py` (prefixed with the device) so that
+//! `bench/torch/bench_torch.py` (prefixed with the device) so that
 //! `cargo xtask bench-vs-torch --package deepsim-comparators --name NAME` can alternate them.
 
 mod benchmarks;

@@ -30,6 +30,13 @@ pub trait Comparator {
     /// The input breaks the contract (rank, channels, dtype, size, range), or a tap is not
     /// offered by this comparator.
     fn features(&self, x: &Tensor, taps: &[Tap]) -> Result<Vec<Tensor>>;
+
+    /// Whether the comparator resizes every input to its own size first (the vision
+    /// transformers' processors), so that images of different sizes give features of one
+    /// shape. The convolutional trunks do not: their maps follow the input's size.
+    fn resizes_input(&self) -> bool {
+        false
+    }
 }
 
 /// Checks the input contract: rank 4, 3 channels, f32, at least `min` in height and width,

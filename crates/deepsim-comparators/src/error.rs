@@ -80,6 +80,14 @@ pub enum Error {
         /// The taps it offers.
         offered: String,
     },
+    /// A network configuration that cannot be built.
+    #[error("{what}: {reason}")]
+    Config {
+        /// The configuration's type.
+        what: String,
+        /// What is inconsistent.
+        reason: String,
+    },
     /// An error raised by the kernels.
     #[error(transparent)]
     Kernels(#[from] deepsim_kernels::Error),

@@ -4,8 +4,9 @@
 //! Networks ([`Comparator`]s with named [`Tap`]s): torchvision AlexNet, CaffeNet, the video
 //! net of Wang & Gupta and AlexNet with seeded random weights ([`AlexNet`]), [`Vgg`] 16/19,
 //! [`SqueezeNet`] 1.1, [`EfficientNetLite`] 0/1/2 (also ImageNet classifiers), the
-//! shift-tolerant trunks of ST-LPIPS ([`ShiftTolerantNet`]), and [`Lpips`] over alex, vgg and
-//! squeeze and, as ST-LPIPS, over the shift-tolerant alex and vgg. All are frozen (backward
+//! shift-tolerant trunks of ST-LPIPS ([`ShiftTolerantNet`]), the vision transformers of CLIP
+//! ViT-B/32 and DINOv2 ViT-S/14 ([`Vit`], with [`embedding_cosine_distance`]), and [`Lpips`]
+//! over alex, vgg and squeeze and, as ST-LPIPS, over the shift-tolerant alex and vgg. All are frozen (backward
 //! computes only the input gradient, through deepsim-kernels) and take NCHW f32 RGB in [0, 1]
 //! of any batch and size above a minimum.
 //!
@@ -59,6 +60,7 @@ mod squeezenet;
 mod stlpips;
 mod tap;
 mod vgg;
+mod vit;
 pub mod weights;
 
 pub use alexnet::{AlexNet, AlexNetLayout};
@@ -71,3 +73,7 @@ pub use squeezenet::SqueezeNet;
 pub use stlpips::{ShiftTolerantNet, ShiftTolerantTrunk};
 pub use tap::Tap;
 pub use vgg::{Vgg, VggDepth};
+pub use vit::{
+    embedding_cosine_distance, Gelu, PositionEmbedding, Preprocess, Vit, VitConfig, VitLayout,
+    VitPreset,
+};

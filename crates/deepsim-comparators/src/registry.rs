@@ -11,10 +11,11 @@ use crate::error::{Error, Result};
 use crate::squeezenet::SqueezeNet;
 use crate::stlpips::{ShiftTolerantNet, ShiftTolerantTrunk as St};
 use crate::vgg::{Vgg, VggDepth};
+use crate::vit::{Vit, VitPreset};
 use crate::weights::Arch;
 
 /// The names [`by_name`] knows.
-pub const COMPARATORS: [&str; 13] = [
+pub const COMPARATORS: [&str; 15] = [
     "alexnet",
     "caffenet",
     "videonet",
@@ -26,6 +27,8 @@ pub const COMPARATORS: [&str; 13] = [
     "efficientnet-lite2",
     "stlpips-alex",
     "stlpips-vgg",
+    "clip-vit-b32",
+    "dinov2-vits14",
     "alexnet-random",
     "caffenet-random",
 ];
@@ -33,7 +36,7 @@ pub const COMPARATORS: [&str; 13] = [
 /// The comparator called `name`, with weights from `weights`, the cache or the copy that ships
 /// with the repository (`*-random` take none: seeded with 0, the same everywhere).
 /// `stlpips-alex` / `stlpips-vgg` are ST-LPIPS' shift-tolerant trunks, trained on human
-/// judgments.
+/// judgments; `clip-vit-b32` and `dinov2-vits14` the vision transformers ([`Vit`]).
 ///
 /// # Errors
 /// An unknown name (listing the known ones); missing weights (with the convert command); a
@@ -55,6 +58,8 @@ pub fn by_name(
         "efficientnet-lite2" => Box::new(EfficientNetLite::pretrained(V::Lite2, weights, device)?),
         "stlpips-alex" => Box::new(ShiftTolerantNet::pretrained(St::Alex, weights, device)?),
         "stlpips-vgg" => Box::new(ShiftTolerantNet::pretrained(St::Vgg, weights, device)?),
+        "clip-vit-b32" => Box::new(Vit::pretrained(VitPreset::ClipVitB32, weights, device)?),
+        "dinov2-vits14" => Box::new(Vit::pretrained(VitPreset::Dinov2VitS14, weights, device)?),
         "alexnet-random" => Box::new(AlexNet::random(AlexNetLayout::Torchvision, 0, device)?),
         "caffenet-random" => Box::new(AlexNet::random(AlexNetLayout::Caffe, 0, device)?),
         other => {

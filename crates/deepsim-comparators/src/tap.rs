@@ -48,7 +48,14 @@ pub enum Tap {
     /// EfficientNet: the stem (3×3 stride-2 conv, batch norm, ReLU6).
     Stem,
     /// EfficientNet: the output of MBConv block `i` (0-based; EfficientNet-Lite0 has 16).
+    /// Vision transformers: the token sequence `[N, 1 + patches, D]` after block `i` (0-based,
+    /// the checkpoint's `encoder.layer.i`), class token first.
     Block(u8),
+    /// Vision transformers: the class token `[N, D]` of [`Tap::Block`]`(i)` (`block{i}.cls`).
+    BlockCls(u8),
+    /// Vision transformers: the image embedding `[N, E]` (CLIP's projected `image_embeds`,
+    /// DINOv2's `pooler_output`).
+    Embedding,
     /// EfficientNet: the head (1×1 conv to 1280 channels, batch norm, ReLU6).
     Head,
     /// A classifier's ImageNet logits (EfficientNet's `_fc`).
@@ -70,6 +77,40 @@ impl Tap {
             "block16", "block17", "block18", "block19", "block20", "block21", "block22", "block23",
             "block24", "block25", "block26", "block27", "block28", "block29", "block30", "block31",
         ];
+        const CLS: [&str; 32] = [
+            "block0.cls",
+            "block1.cls",
+            "block2.cls",
+            "block3.cls",
+            "block4.cls",
+            "block5.cls",
+            "block6.cls",
+            "block7.cls",
+            "block8.cls",
+            "block9.cls",
+            "block10.cls",
+            "block11.cls",
+            "block12.cls",
+            "block13.cls",
+            "block14.cls",
+            "block15.cls",
+            "block16.cls",
+            "block17.cls",
+            "block18.cls",
+            "block19.cls",
+            "block20.cls",
+            "block21.cls",
+            "block22.cls",
+            "block23.cls",
+            "block24.cls",
+            "block25.cls",
+            "block26.cls",
+            "block27.cls",
+            "block28.cls",
+            "block29.cls",
+            "block30.cls",
+            "block31.cls",
+        ];
         const VGG: [[&str; 4]; 5] = [
             ["relu1_1", "relu1_2", "relu1_3", "relu1_4"],
             ["relu2_1", "relu2_2", "relu2_3", "relu2_4"],
@@ -88,6 +129,8 @@ impl Tap {
             Tap::Fire(n) => FIRE.get((n as usize).wrapping_sub(2)).copied().unwrap_or("fire?"),
             Tap::Stem => "stem",
             Tap::Block(i) => BLOCKS.get(i as usize).copied().unwrap_or("block?"),
+            Tap::BlockCls(i) => CLS.get(i as usize).copied().unwrap_or("block?.cls"),
+            Tap::Embedding => "embedding",
             Tap::Head => "head",
             Tap::Logits => "logits",
             Tap::Conv1 => "conv1",
@@ -139,6 +182,13 @@ impl Tap {
 
     /// The tap called `name`, if any.
     pub fn from_name(name: &str) -> Option<Tap> {
+        if let Some(i) = name
+            .strip_prefix("block")
+            .and_then(|r| r.strip_suffix(".cls"))
+            .and_then(|i| i.parse::<u8>().ok())
+        {
+            return (i < 32).then_some(Tap::BlockCls(i));
+        }
         if let Some(i) = name.strip_prefix("block").and_then(|i| i.parse::<u8>().ok()) {
             return (i < 32).then_some(Tap::Block(i));
         }
@@ -151,7 +201,7 @@ impl Tap {
         }
         Tap::ALEXNET
             .into_iter()
-            .chain([Tap::Stem, Tap::Head, Tap::Logits])
+            .chain([Tap::Stem, Tap::Head, Tap::Logits, Tap::Embedding])
             .find(|t| t.name() == name)
     }
 }

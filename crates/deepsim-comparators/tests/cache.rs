@@ -48,4 +48,23 @@ fn weights_resolve_from_the_cache_or_say_how_to_make_them() {
     std::fs::create_dir_all(file.manual_path().parent().unwrap()).unwrap();
     std::fs::write(file.manual_path(), b"downloaded").unwrap();
     assert_eq!(file.fetch().unwrap(), file.manual_path());
+
+    // The vision transformers' published files come through the same path: offline, the
+    // address and the manual location; a manual download is converted into the cache (here a
+    // file that is not the model, refused by name).
+    let err = weights::download(Arch::Dinov2VitS14).unwrap_err().to_string();
+    assert!(
+        err.contains("https://huggingface.co/facebook/dinov2-small/resolve/main/model.safetensors"),
+        "{err}"
+    );
+    let dino = Arch::Dinov2VitS14.hub_file().unwrap();
+    std::fs::create_dir_all(dino.manual_path().parent().unwrap()).unwrap();
+    let mut tiny = weights::TensorSet::default();
+    tiny.insert("layernorm.weight".into(), weights::RawTensor::from_f32(vec![2], &[1.0, 1.0]))
+        .unwrap();
+    weights::write_safetensors_atomic(&dino.manual_path(), &tiny, Default::default()).unwrap();
+    let err = weights::download(Arch::Dinov2VitS14).unwrap_err().to_string();
+    assert!(err.contains("`layernorm.weight` has shape [2], expected [384]"), "{err}");
+    let err = weights::download(Arch::LpipsAlex).unwrap_err().to_string();
+    assert!(err.contains("not published on the Hub"), "{err}");
 }

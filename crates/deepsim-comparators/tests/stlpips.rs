@@ -32,13 +32,20 @@ fn pairs() -> Vec<(&'static str, Tensor, Tensor)> {
     ]
 }
 
-/// The converted weights of `trunk`, once per test binary.
+/// The converted weights of `trunk`, once per test binary (tests run in parallel threads: a
+/// second conversion would empty the directory under the first's reader).
 fn converted(trunk: ShiftTolerantTrunk) -> PathBuf {
-    let dir = common::temp_dir(&format!("stlpips-{}", trunk.name()));
-    let out = dir.join(format!("{}.safetensors", trunk.name()));
-    let net = if trunk == ShiftTolerantTrunk::Alex { "alex" } else { "vgg" };
-    convert_file(trunk.arch(), &common::stlpips(net), &out).unwrap();
-    out
+    static DONE: [std::sync::OnceLock<PathBuf>; 2] =
+        [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
+    let slot = if trunk == ShiftTolerantTrunk::Alex { &DONE[0] } else { &DONE[1] };
+    slot.get_or_init(|| {
+        let dir = common::temp_dir(&format!("stlpips-{}", trunk.name()));
+        let out = dir.join(format!("{}.safetensors", trunk.name()));
+        let net = if trunk == ShiftTolerantTrunk::Alex { "alex" } else { "vgg" };
+        convert_file(trunk.arch(), &common::stlpips(net), &out).unwrap();
+        out
+    })
+    .clone()
 }
 
 fn scalar(t: &Tensor) -> f64 {

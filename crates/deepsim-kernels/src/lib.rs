@@ -12,12 +12,13 @@
 //! | [`blur_pool2d`] | anti-aliased downsampling (reflection pad, binomial low-pass, subsample: ST-LPIPS' layer) in one separable pass; candle has no reflection padding and no grouped-conv backward |
 //! | [`straight_through_clamp`] | a clamp with the identity's gradient that is exactly the clamp (`x + (clamp(x) − x).detach()` is not, in floating point, once `x` is large) |
 //! | [`unit_weighted_sq_distance`] | LPIPS' per-layer distance map in one pass, instead of a dozen elementwise ops |
+//! | [`layer_norm`], [`softmax_last_dim`] | a vision transformer's normalization and attention weights with a backward: candle-nn's fused versions have none and cut the gradient silently |
 //!
 //! Every op is a candle custom op on the CPU (the CPU kernel is the reference) with a backward
 //! pass, so it composes with candle's autograd. On CUDA and Metal the same functions run a
 //! composite of candle built-ins with the same semantics, until device kernels arrive.
 //!
-//! All ops take NCHW tensors of dtype f32 or f64 and check their arguments up front: a bad rank,
+//! All ops but the last two take NCHW tensors of dtype f32 or f64 and check their arguments up front: a bad rank,
 //! a zero-sized dimension, a kernel larger than the padded input or another dtype is an
 //! [`Error::InvalidArgument`] naming the op, the argument and the shape, never a panic.
 //!
@@ -45,6 +46,7 @@ mod error;
 mod gemm;
 mod linear;
 mod lrn;
+mod norm;
 mod pool;
 mod strided;
 mod unit_distance;
@@ -61,6 +63,7 @@ pub use conv::{
 pub use error::{Error, Result};
 pub use linear::linear;
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
+pub use norm::{layer_norm, softmax_last_dim};
 pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};
 pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_backward};
 
@@ -72,5 +75,6 @@ pub mod composite {
     pub use crate::clamp::composite::straight_through_clamp;
     pub use crate::conv::composite::{conv2d, conv_transpose2d};
     pub use crate::lrn::composite::local_response_norm;
+    pub use crate::norm::composite::{layer_norm, softmax_last_dim};
     pub use crate::pool::composite::max_pool2d;
 }

@@ -1,5 +1,6 @@
 //! Winograd F(4×4, 3×3) convolution on the CPU for 3×3, stride-1, undilated kernels: the
-//! forward pass and the input gradient of a frozen convolution with 2.25× fewer multiplies
+//! forward pass and the input gradient of a frozen or trainable convolution (a trainable one
+//! transforms its kernels on every call) with 2.25× fewer multiplies
 //! than im2col + GEMM at best (36 products per 4×4 output tile instead of 144).
 //!
 //! The algorithm is Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks* (CVPR
@@ -44,7 +45,7 @@ pub(crate) struct TransformedKernels<T> {
 impl<T: Real> TransformedKernels<T> {
     /// Transforms the kernels `weight` `[out, in / groups, 3, 3]` (row-major) of a conv2d.
     pub fn forward(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
-        Self::build(out, in_g, groups, |o, i, ky, kx| weight[((o * in_g + i) * 3 + ky) * 3 + kx])
+        Self::build(weight, out, in_g, groups)
     }
 
     /// The kernels of the same conv2d's input gradient: the conv from the `out` channels of the
@@ -52,36 +53,49 @@ impl<T: Real> TransformedKernels<T> {
     /// and rotated by 180°.
     pub fn input_grad(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
         let out_g = out / groups;
-        Self::build(in_g * groups, out_g, groups, |c, k, ky, kx| {
-            let (group, ci) = (c / in_g, c % in_g);
-            let o = group * out_g + k;
-            weight[((o * in_g + ci) * 3 + 2 - ky) * 3 + 2 - kx]
-        })
+        // The rotated kernels in the input gradient's own layout `[in, out / groups, 3, 3]`,
+        // in one pass over the weight, so that the transform below reads them in order.
+        let mut turned = vec![T::zero(); weight.len()];
+        for (o, kernels) in weight.chunks_exact(in_g * 9).enumerate() {
+            let (group, k) = (o / out_g, o % out_g);
+            for (ci, g) in kernels.chunks_exact(9).enumerate() {
+                let c = group * in_g + ci;
+                let dst = &mut turned[(c * out_g + k) * 9..][..9];
+                for (d, &v) in dst.iter_mut().zip(g.iter().rev()) {
+                    *d = v;
+                }
+            }
+        }
+        Self::build(&turned, in_g * groups, out_g, groups)
     }
 
-    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for the kernel `g[ky][kx] = kernel(o, i, ky, kx)`.
-    fn build(
-        out: usize,
-        in_g: usize,
-        groups: usize,
-        kernel: impl Fn(usize, usize, usize, usize) -> T,
-    ) -> Self {
+    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for the row-major kernels `weight` `[out, in_g, 3, 3]`, the
+    /// output channels spread over rayon's threads (a trainable layer transforms its kernels
+    /// on every call).
+    fn build(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
         let mut data = vec![T::zero(); POINTS * out * in_g];
-        for o in 0..out {
-            for i in 0..in_g {
-                let g: [[f64; 3]; 3] = std::array::from_fn(|ky| {
-                    std::array::from_fn(|kx| kernel(o, i, ky, kx).to_f64())
-                });
+        let shared = SharedSlice::new(&mut data);
+        let transform = |o: usize| {
+            // SAFETY: output channel `o` alone writes row `o` of each point's matrix.
+            let rows: [&mut [T]; POINTS] =
+                std::array::from_fn(|xi| unsafe { shared.range((xi * out + o) * in_g, in_g) });
+            for (i, g) in weight[o * in_g * 9..(o + 1) * in_g * 9].chunks_exact(9).enumerate() {
+                let g: [f64; 9] = std::array::from_fn(|j| g[j].to_f64());
                 // G g: transform each column, then each row of the 6×3 result.
                 let cols: [[f64; ALPHA]; 3] =
-                    std::array::from_fn(|kx| kernel_1d([g[0][kx], g[1][kx], g[2][kx]]));
+                    std::array::from_fn(|kx| kernel_1d([g[kx], g[3 + kx], g[6 + kx]]));
                 for r in 0..ALPHA {
                     let row = kernel_1d([cols[0][r], cols[1][r], cols[2][r]]);
                     for (s, &v) in row.iter().enumerate() {
-                        data[((r * ALPHA + s) * out + o) * in_g + i] = T::from_f64(v);
+                        rows[r * ALPHA + s][i] = T::from_f64(v);
                     }
                 }
             }
+        };
+        if out * in_g >= 4096 {
+            (0..out).into_par_iter().for_each(transform);
+        } else {
+            (0..out).for_each(transform);
         }
         Self { data, out, in_g, groups }
     }

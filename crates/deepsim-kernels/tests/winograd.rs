@@ -171,3 +171,53 @@ fn winograd_refuses_other_kernels() {
         .to_string();
     assert!(err.contains("[2, 2, 5, 5]"), "5x5 kernel: {err}");
 }
+
+#[test]
+fn trainable_convolutions_run_winograd_and_agree_with_candle() {
+    // 8 images of 16×16: 128 output tiles, so the trainable conv2d, its input gradient and the
+    // 3×3 transposed convolution take Winograd; candle's own convolutions are the reference.
+    use deepsim_kernels::{conv2d, conv_transpose2d, ConvTranspose2dConfig};
+    for (pad, seed) in [(1, 20), (0, 30)] {
+        let cfg = Conv2dConfig::new(1, pad);
+        let (x, w) = (rand(&[8, 16, 16, 16], seed, F64), rand(&[24, 16, 3, 3], seed + 1, F64));
+        let xv = Var::from_tensor(&x).unwrap();
+        let y_ref = xv.as_tensor().conv2d(&w, pad, 1, 1, 1).unwrap();
+        let r = rand(y_ref.dims(), seed + 2, F64);
+        let g_ref = (&y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = g_ref.get(xv.as_tensor()).unwrap().clone();
+
+        let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+        let y = conv2d(xv.as_tensor(), wv.as_tensor(), None, &cfg).unwrap();
+        let grads = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let what = format!("padding {pad}");
+        assert_close(&y, &y_ref, 1e-11, 1e-12, &format!("{what}: output"));
+        let gx = grads.get(xv.as_tensor()).unwrap();
+        assert_close(gx, &g_ref, 1e-11, 1e-12, &format!("{what}: input gradient"));
+        // Winograd's rounding differs from a direct sum's: the fast path did run.
+        for (a, b, which) in [(&y, &y_ref, "output"), (gx, &g_ref, "input gradient")] {
+            assert!(relative_max_error(a, b) > 0.0, "{what}: {which} not by Winograd");
+        }
+
+        // The transposed convolution of the output gradient is the input gradient.
+        let t_cfg = ConvTranspose2dConfig::new(1, pad);
+        let t = conv_transpose2d(&r, &w, None, &t_cfg).unwrap();
+        assert_close(&t, &g_ref, 1e-11, 1e-12, &format!("{what}: transposed convolution"));
+
+        // The weight gradient (im2col) against central finite differences along one direction.
+        let gw = grads.get(wv.as_tensor()).unwrap();
+        let dir = rand(w.dims(), seed + 3, F64);
+        let eps = 1e-6;
+        let loss = |w: &Tensor| -> f64 {
+            let y = conv2d(&x, w, None, &cfg).unwrap();
+            (&y * &r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        };
+        let plus = loss(&(&w + (&dir * eps).unwrap()).unwrap());
+        let minus = loss(&(&w - (&dir * eps).unwrap()).unwrap());
+        let numeric = (plus - minus) / (2.0 * eps);
+        let analytic = (gw * &dir).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(
+            (numeric - analytic).abs() <= 1e-6 * analytic.abs().max(1.0),
+            "{what}: weight gradient {analytic} against finite differences {numeric}"
+        );
+    }
+}

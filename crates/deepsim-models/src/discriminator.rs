@@ -119,6 +119,20 @@ impl Discriminator {
         Ok(Self { cfg, convs, condition, fc, out, dropout })
     }
 
+    /// The same network with its weights cut from the graph: what the generator's adversarial
+    /// term runs through, so that its backward pass computes the gradient for the generated
+    /// images and none for the discriminator's weights (which that step never updates).
+    pub fn detached(&self) -> Self {
+        Self {
+            cfg: self.cfg.clone(),
+            convs: self.convs.iter().map(Conv::detached).collect(),
+            condition: self.condition.iter().map(Dense::detached).collect(),
+            fc: self.fc.detached(),
+            out: self.out.detached(),
+            dropout: self.dropout.clone(),
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DiscriminatorConfig {
         &self.cfg

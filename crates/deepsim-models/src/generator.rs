@@ -104,6 +104,20 @@ impl GeneratorConfig {
         }
     }
 
+    /// The paper's generator for a `dim`-vector with its tower stopped at 64×64: three fully
+    /// connected layers of 4096, 256×4×4, then uconv 256, conv 512, uconv 256, conv 256,
+    /// uconv 128, conv 128 and the output uconv 3 (Table 1 without its 64- and 32-channel
+    /// up-convolutions), no crop. The training-step benchmarks' generator at 64 pixels
+    /// (`bench_torch.py`'s `DEEPSIM_64`).
+    pub fn paper_vector_64(dim: usize) -> Self {
+        use TowerLayer::{Conv as C, Up as U};
+        Self {
+            tower: vec![U(256), C(512), U(256), C(256), U(128), C(128), U(3)],
+            output: 64,
+            ..Self::paper_vector(dim)
+        }
+    }
+
     /// Inverting conv5 / pool5 (256×6×6) at the paper's size: the fully connected layers
     /// replaced by three 3×3 convolutions of 256 channels on the 6×6 map (§3.1), then the
     /// paper's tower, 6 → 384, centre-cropped to 227.

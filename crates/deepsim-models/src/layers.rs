@@ -44,6 +44,12 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// The same layer with its weights cut from the graph: gradients still flow to the input,
+    /// none is computed for the weights.
+    pub fn detached(&self) -> Self {
+        Self { weight: self.weight.detach(), bias: self.bias.detach() }
+    }
+
     /// `leaky_relu(x·Wᵀ + b, alpha)`, the bias and activation fused into one op.
     ///
     /// # Errors
@@ -114,6 +120,12 @@ impl Conv {
         let weight = vb.get_with_hints((out_c, in_c, k, k), "weight", init)?;
         let bias = vb.get_with_hints(out_c, "bias", Init::Const(bias))?;
         Ok(Self { weight, bias, cfg: Conv2dConfig::new(stride, padding) })
+    }
+
+    /// The same layer with its weights cut from the graph: gradients still flow to the input,
+    /// none is computed for the weights.
+    pub fn detached(&self) -> Self {
+        Self { weight: self.weight.detach(), bias: self.bias.detach(), cfg: self.cfg }
     }
 
     /// The convolution, then its bias and a leaky ReLU of slope `alpha` in one op (`alpha`

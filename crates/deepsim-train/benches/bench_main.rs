@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the DeePSiM training step on the CPU, named as their PyTorch twins
-//! in `../shared/bench/bench_torch.py` (prefixed with the device), so that
+//! in `bench/torch/bench_torch.py` (prefixed with the device), so that
 //! `cargo xtask bench-vs-torch --package deepsim-train --name NAME` can alternate them.
 
 mod benchmarks;

@@ -258,6 +258,11 @@ pub enum GeneratorPreset {
     Cpu128,
     /// The paper's Table 1 from a vector: three fully connected layers, 256 → 227.
     Paper,
+    /// The paper's Table 1 from a vector with its tower stopped at 64×64 (without the 64- and
+    /// 32-channel up-convolutions; `GeneratorConfig::paper_vector_64`): the paper's widths on a
+    /// CPU-sized image, the generator of the training-step benchmarks.
+    #[serde(rename = "paper_64")]
+    Paper64,
     /// From a feature map whose side divides `data.crop` by 2, 4, 8, …: convolutions at the
     /// map's side, then an up-convolution and a convolution per doubling
     /// (`GeneratorConfig::cpu_map`; EfficientNet-Lite0's `block4` at 96 or 128 px).
@@ -711,6 +716,7 @@ impl TrainConfig {
                         );
                     }
                     GeneratorPreset::Cpu128
+                    | GeneratorPreset::Paper64
                     | GeneratorPreset::CpuMap
                     | GeneratorPreset::Restorer => {
                         return bad(
@@ -836,6 +842,7 @@ impl TrainConfig {
             GeneratorPreset::Cpu64 => 64,
             GeneratorPreset::Cpu128 => 128,
             GeneratorPreset::Paper => 227,
+            GeneratorPreset::Paper64 => 64,
             // Any side: the map's side is checked against it when the encoder is built.
             GeneratorPreset::CpuMap => self.data.crop,
             // Fully convolutional.
@@ -987,13 +994,25 @@ impl CycleSpace {
 /// # Errors
 /// [`Error::Config`] for another name, or a device this build or machine lacks.
 pub fn parse_device(name: &str) -> Result<candle::Device> {
-    let unavailable = |e: candle::Error| Error::Config(format!("run.device {name:?}: {e}"));
+    // The reason without the backtrace candle attaches when RUST_BACKTRACE is set: a missing
+    // device is the user's situation, not a bug to locate.
+    let unavailable = |what: String| {
+        move |e: candle::Error| {
+            let e = match e {
+                candle::Error::WithBacktrace { inner, .. } => *inner,
+                e => e,
+            };
+            Error::Config(format!("run.device {name:?}: {what} cannot be opened: {e}"))
+        }
+    };
+    let cuda =
+        |n: usize| candle::Device::new_cuda(n).map_err(unavailable(format!("CUDA device {n}")));
     match name {
         "cpu" => Ok(candle::Device::Cpu),
-        "metal" => candle::Device::new_metal(0).map_err(unavailable),
-        "cuda" => candle::Device::new_cuda(0).map_err(unavailable),
+        "metal" => candle::Device::new_metal(0).map_err(unavailable("the Metal device".into())),
+        "cuda" => cuda(0),
         _ => match name.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => candle::Device::new_cuda(n).map_err(unavailable),
+            Some(n) => cuda(n),
             None => Err(Error::Config(format!(
                 "run.device {name:?}: expected cpu, cuda, cuda:N or metal"
             ))),

@@ -52,7 +52,7 @@ pub use eval::PerceptualDistance;
 pub use images::{write_curves, write_grid, write_image, write_labelled_grid};
 pub use init::seeded;
 pub use log::StepLog;
-pub use memory::{peak_resident_bytes, resident_bytes, retain_freed_memory};
+pub use memory::{one_compute_pool, peak_resident_bytes, resident_bytes, retain_freed_memory};
 pub use model::Model;
 pub use optim::{
     inversion_objective, invert_by_optimization, OptimInversion, OptimInversionConfig,
@@ -61,4 +61,4 @@ pub use probe::{
     encode_labelled, pixels_labelled, softmax_cross_entropy, Labelled, LinearProbe, ProbeConfig,
 };
 pub use trainer::Trainer;
-pub use workload::{normal, StepWorkload};
+pub use workload::{normal, StepWorkload, TrainerStepWorkload};

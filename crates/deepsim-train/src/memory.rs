@@ -5,6 +5,7 @@
 //! serves blocks of more than 32 MB with their own `mmap` and hands them back with `munmap`
 //! when freed, so each step faults in and zeroes hundreds of megabytes of new pages, with TLB
 //! flushes on every core. [`retain_freed_memory`] keeps freed blocks in the heap for reuse.
+//! [`one_compute_pool`] keeps candle's elementwise thread pool from competing with rayon's.
 
 /// Asks glibc's malloc to serve every block from its heap (no per-block `mmap`) and to keep
 /// freed memory instead of returning it to the kernel, so a training step reuses pages it has
@@ -32,6 +33,28 @@ pub fn retain_freed_memory() -> bool {
     {
         false
     }
+}
+
+/// Runs candle's elementwise operations on the calling thread (sets `CANDLE_NUM_THREADS=1`
+/// unless the environment already sets it), leaving the cores to rayon's pool, on which
+/// deepsim's kernels (convolutions, linear layers, Adam) do the heavy work.
+///
+/// candle 0.11 runs its elementwise ops on a thread pool of its own beside rayon's, whose
+/// workers spin between jobs; with as many threads of each as cores, a waiting thread of one
+/// pool takes the core a working thread of the other needs (`perf` put 12 % of a small
+/// convolution's backward in candle's barrier wait on 2 cores). Measured on the DeePSiM step
+/// (2 cores, batch 8, alternated twice): 64×64 442/429 → 403/410 ms, 256×256 763/790 →
+/// 733/710 ms.
+///
+/// Call it first thing in a program, before any candle operation (the pool starts with the
+/// first one and reads the variable then): the `deepsim` binary does. It changes the whole
+/// process, so libraries never call it on their own. Returns whether it set the variable.
+pub fn one_compute_pool() -> bool {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_some() {
+        return false;
+    }
+    std::env::set_var("CANDLE_NUM_THREADS", "1");
+    true
 }
 
 /// The process's peak resident memory so far in bytes (`VmHWM` of `/proc/self/status`), or

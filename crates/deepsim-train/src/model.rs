@@ -111,6 +111,7 @@ impl Model {
                     GeneratorPreset::Cpu64 => VaeConfig::cpu_64(latent, width),
                     GeneratorPreset::Paper => VaeConfig::paper(),
                     GeneratorPreset::Cpu128
+                    | GeneratorPreset::Paper64
                     | GeneratorPreset::CpuMap
                     | GeneratorPreset::Restorer => {
                         return Err(Error::Config(
@@ -502,6 +503,8 @@ fn generator_config(
             }
         }
         (GeneratorPreset::Paper, None) => GeneratorConfig::paper_vector(dim),
+        // A map is flattened: the 64-pixel tower starts from the fully connected layers.
+        (GeneratorPreset::Paper64, _) => GeneratorConfig::paper_vector_64(dim),
         (GeneratorPreset::Restorer, _) => {
             return Err(Error::Config(
                 "generator.preset: restorer belongs to the tasks superres and restore".into(),

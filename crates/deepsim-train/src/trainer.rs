@@ -234,6 +234,40 @@ impl Trainer {
     /// run would overwrite it or append to its log, so it must be resumed, moved or removed;
     /// data, comparator and model errors.
     pub fn new(config: TrainConfig) -> Result<Self> {
+        Self::fresh(config, None)
+    }
+
+    /// A fresh run on datasets given in place of `config.data.train` and `config.data.val`
+    /// (images in memory, a source of another format); every other setting is `config`'s, the
+    /// step the one [`Trainer::new`]'s runs. The training step benchmarks build their trainer
+    /// so, to time what `deepsim train` runs without reading files.
+    ///
+    /// # Errors
+    /// As [`Trainer::new`]; [`Error::Config`] when a dataset's images are not
+    /// `[3, data.crop, data.crop]`.
+    pub fn with_data(
+        config: TrainConfig,
+        train: Arc<dyn Dataset>,
+        val: Arc<dyn Dataset>,
+    ) -> Result<Self> {
+        let side = config.data.crop as usize;
+        for (field, set) in [("train", &train), ("val", &val)] {
+            if set.sample_shape() != [3, side, side] {
+                return Err(Error::Config(format!(
+                    "Trainer::with_data: the {field} images are {:?}, data.crop = {side} needs \
+                     [3, {side}, {side}]",
+                    set.sample_shape()
+                )));
+            }
+        }
+        Self::fresh(config, Some((train, val)))
+    }
+
+    /// [`Trainer::new`] on `data`, or on the datasets `config.data` names.
+    fn fresh(
+        config: TrainConfig,
+        data: Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
+    ) -> Result<Self> {
         let out = &config.run.out;
         clean_after_kill(out);
         let left: Vec<&str> = [CHECKPOINT, PREVIOUS, "metrics.jsonl"]
@@ -255,7 +289,7 @@ impl Trainer {
                 left.join(", ")
             )));
         }
-        let trainer = Self::build(config)?;
+        let trainer = Self::build(config, data)?;
         if let Some(init) = &trainer.config().run.init {
             trainer.model.warm_start(init)?;
         }
@@ -279,16 +313,24 @@ impl Trainer {
             };
             return Err(Error::Checkpoint { path, reason: format!("not found{hint}") });
         }
-        let mut trainer = Self::build(config)?;
+        let mut trainer = Self::build(config, None)?;
         trainer.load_checkpoint(&path)?;
         trainer.truncate_metrics()?;
         Ok(trainer)
     }
 
-    fn build(config: TrainConfig) -> Result<Self> {
+    /// The run of `config` on `data` (training and validation images), or on the datasets
+    /// `config.data` names.
+    fn build(
+        config: TrainConfig,
+        data: Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
+    ) -> Result<Self> {
         config.validate()?;
         let device = parse_device(&config.run.device)?;
-        let (train, val_set) = open_data(&config)?;
+        let (train, val_set) = match data {
+            Some(d) => d,
+            None => open_data(&config)?,
+        };
         if train.len() < config.data.batch_size {
             return Err(Error::Config(format!(
                 "data.train {} has {} usable images, fewer than one batch (data.batch_size = {}): \

@@ -3,7 +3,9 @@
 //! runs one benchmark per process through it (so each process's peak memory is that
 //! benchmark's) and writes the summary.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,7 +15,9 @@ use clap::ValueEnum;
 use deepsim_comparators::{AlexNet, AlexNetLayout, Comparator, Tap};
 use deepsim_kernels::{local_response_norm, max_pool2d, LrnConfig, MaxPool2dConfig};
 use deepsim_losses::{FeatureLoss, FeatureNorm, Reduction};
-use deepsim_train::{normal, peak_resident_bytes, resident_bytes, StepWorkload};
+use deepsim_train::{
+    normal, peak_resident_bytes, resident_bytes, StepWorkload, TrainerStepWorkload,
+};
 use serde::Serialize;
 
 use crate::args::DeviceArg;
@@ -57,6 +61,13 @@ enum Bench {
     /// A DeePSiM generator step with a 256×256 output.
     #[value(name = "deepsim_step_256")]
     DeepsimStep256,
+    /// One step of `deepsim train` on the paper's settings (encoder, generator,
+    /// discriminator, every term, both Adams, the pause rule), 64×64 images.
+    #[value(name = "deepsim_train_step_64")]
+    DeepsimTrainStep64,
+    /// The same with the paper's generator (tower to 256, cropped to 227×227 images).
+    #[value(name = "deepsim_train_step_256")]
+    DeepsimTrainStep256,
 }
 
 impl Bench {
@@ -92,13 +103,19 @@ struct Measurement {
     resident_at_end: Option<u64>,
     /// The process's peak resident memory (bytes; Linux).
     peak_resident: Option<u64>,
+    /// What else the calls did, when it varies (the trainer steps: how often the pause rule
+    /// let the discriminator update).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
-/// A benchmark ready to run: a description, its batch and one call.
+/// A benchmark ready to run: a description, its batch, one call and, for some, a note on
+/// what the calls did.
 struct Workload {
     what: String,
     batch: usize,
     call: Box<dyn FnMut() -> Result<()>>,
+    note: Option<Box<dyn Fn() -> String>>,
 }
 
 /// Batch sizes: the GPU sizes on a GPU, smaller ones a CPU finishes in seconds.
@@ -110,7 +127,7 @@ fn batch(device: &Device, gpu: usize, cpu: usize) -> usize {
     }
 }
 
-fn workload(bench: Bench, device: &Device) -> Result<Workload> {
+fn workload(bench: Bench, device: &Device, device_name: &str) -> Result<Workload> {
     Ok(match bench {
         Bench::MaxPool3x3s2 => {
             let cfg = MaxPool2dConfig::square(3, 2);
@@ -145,6 +162,7 @@ fn workload(bench: Bench, device: &Device) -> Result<Workload> {
                     let g = loss.forward_to(x.as_tensor(), &want)?.total.backward()?;
                     sync(g.get(x.as_tensor()).context("no gradient")?)
                 }),
+                note: None,
             }
         }
         Bench::DeepsimStep64 | Bench::DeepsimStep256 => {
@@ -163,6 +181,36 @@ fn workload(bench: Bench, device: &Device) -> Result<Workload> {
                     }
                     Ok(())
                 }),
+                note: None,
+            }
+        }
+        Bench::DeepsimTrainStep64 | Bench::DeepsimTrainStep256 => {
+            let side = if bench == Bench::DeepsimTrainStep64 { 64 } else { 256 };
+            let n = batch(device, 64, 8);
+            let w = TrainerStepWorkload::new(side, n, device_name)?;
+            let crop = w.trainer().config().data.crop;
+            let w = Rc::new(RefCell::new(w));
+            let seen = w.clone();
+            Workload {
+                what: format!(
+                    "deepsim train step, the paper's settings, {crop}×{crop} images, batch {n}: AlexNet fc6 encoder, generator (tower to {side}), conditioned discriminator, AlexNet conv5 feature term, image and adversarial terms, both backward passes and Adams, pause rule"
+                ),
+                batch: n,
+                call: Box::new(move || {
+                    w.borrow_mut().step()?;
+                    Ok(())
+                }),
+                note: Some(Box::new(move || {
+                    let w = seen.borrow();
+                    match w.trainer().pause() {
+                        Some(p) => format!(
+                            "the discriminator updated on {} of {} steps (pause rule)",
+                            p.updated_steps,
+                            p.updated_steps + p.paused_steps
+                        ),
+                        None => "no discriminator".into(),
+                    }
+                })),
             }
         }
     })
@@ -187,6 +235,7 @@ fn kernel(
             let g = op(x.as_tensor())?.sum_all()?.backward()?;
             sync(g.get(x.as_tensor()).context("no gradient")?)
         }),
+        note: None,
     })
 }
 
@@ -216,7 +265,8 @@ impl BenchArgs {
         let mut out = Vec::new();
         for bench in benches {
             let name = bench.name();
-            let mut w = workload(bench, dev).with_context(|| format!("benchmark {name}"))?;
+            let mut w = workload(bench, dev, self.device.name())
+                .with_context(|| format!("benchmark {name}"))?;
             for _ in 0..2 {
                 (w.call)().with_context(|| format!("benchmark {name}, warm-up"))?;
             }
@@ -241,11 +291,15 @@ impl BenchArgs {
                 resident_after_warmup,
                 resident_at_end: resident_bytes(),
                 peak_resident: peak_resident_bytes(),
+                note: w.note.as_ref().map(|f| f()),
             };
             println!(
                 "{:<28} {:>10.2} ms  {:>9.1} images/s  (batch {}, {} calls, min {:.2} ms)",
                 m.name, m.median_ms, m.images_per_s, m.batch, m.iterations, m.min_ms
             );
+            if let Some(note) = &m.note {
+                println!("{:<28} {note}", "");
+            }
             out.push(m);
         }
         if let Some(path) = &self.json {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use candle::{DType, Device, Tensor};
 use clap::ValueEnum;
-use deepsim_comparators::{by_name, Comparator, Lpips, Tap, COMPARATORS};
+use deepsim_comparators::{by_name, Comparator, Lpips, Tap, Vit, VitPreset, COMPARATORS};
 use deepsim_metrics::{self as metrics, SsimConfig};
 use serde::Serialize;
 
@@ -19,8 +19,10 @@ use crate::images;
 #[derive(clap::Args)]
 pub struct CompareArgs {
     /// stlpips-alex (default), stlpips-vgg (ST-LPIPS, shift-tolerant), lpips-alex,
-    /// lpips-vgg, lpips-squeeze, feature:COMPARATOR:TAP (mean squared difference at the
-    /// tap); or, needing no weights: ssim, ms-ssim (a similarity: 1 for identical images),
+    /// lpips-vgg, lpips-squeeze, clip or dino (cosine distance of the CLIP ViT-B/32 or
+    /// DINOv2 ViT-S/14 image embeddings, as DreamSim compares), clip:TAP or dino:TAP (e.g.
+    /// dino:block11.cls), feature:COMPARATOR:TAP (mean squared difference at the tap); or,
+    /// needing no weights: ssim, ms-ssim (a similarity: 1 for identical images),
     /// psnr (dB), delta-e76, delta-e2000 (mean CIELAB colour difference per pixel), opponent
     /// (mean squared opponent-colour difference, equal weights).
     #[arg(long, default_value = "stlpips-alex", value_parser = metric_arg)]
@@ -76,11 +78,22 @@ struct MetricArg {
 #[derive(Clone, Debug)]
 enum MetricKind {
     Named(Named),
-    /// `feature:COMPARATOR:TAP`.
+    /// `feature:COMPARATOR:TAP`, and `clip:TAP` / `dino:TAP` for the vision transformers.
     Feature {
         comparator: String,
         tap: Tap,
     },
+    /// `clip` or `dino`: the cosine distance of the images' embeddings, as DreamSim compares.
+    Embedding(VitPreset),
+}
+
+/// `clip` and `dino`: the short names of the vision transformers' metrics.
+fn vit_metric(name: &str) -> Option<VitPreset> {
+    match name {
+        "clip" => Some(VitPreset::ClipVitB32),
+        "dino" => Some(VitPreset::Dinov2VitS14),
+        _ => None,
+    }
 }
 
 /// The metrics called by a name alone (used for parsing and listing, not as the argument's
@@ -124,6 +137,13 @@ fn metric_arg(text: &str) -> Result<MetricArg, String> {
             }
             MetricKind::Feature { comparator: comparator.to_owned(), tap: args::tap(tap)? }
         }
+        [short] if vit_metric(short).is_some() => {
+            MetricKind::Embedding(vit_metric(short).expect("matched"))
+        }
+        [short, tap] if vit_metric(short).is_some() => {
+            let preset = vit_metric(short).expect("matched");
+            MetricKind::Feature { comparator: preset.name().to_owned(), tap: args::tap(tap)? }
+        }
         ["feature", comparator] => {
             return Err(format!(
                 "`{text}` needs a tap: feature:{comparator}:TAP, e.g. feature:alexnet:conv5 or \
@@ -138,8 +158,8 @@ fn metric_arg(text: &str) -> Result<MetricArg, String> {
                     .filter_map(|n| n.to_possible_value().map(|v| v.get_name().to_owned()))
                     .collect();
                 return Err(format!(
-                    "unknown metric `{text}`: {}, or feature:COMPARATOR:TAP with COMPARATOR one \
-                     of {}",
+                    "unknown metric `{text}`: {}, clip or dino (embeddings' cosine distance), \
+                     clip:TAP or dino:TAP, or feature:COMPARATOR:TAP with COMPARATOR one of {}",
                     names.join(", "),
                     COMPARATORS.join(", ")
                 ));
@@ -153,6 +173,7 @@ fn metric_arg(text: &str) -> Result<MetricArg, String> {
 enum Metric {
     Lpips(Lpips, Device),
     Feature(Box<dyn Comparator + Send + Sync>, Tap, Device),
+    Embedding(Box<Vit>, Device),
     Pixel(PixelMetric),
 }
 
@@ -213,6 +234,12 @@ impl Metric {
                 let net = by_name(comparator, weights, device)?;
                 return Ok(Metric::Feature(net, *tap, device.clone()));
             }
+            MetricKind::Embedding(preset) => {
+                return Ok(Metric::Embedding(
+                    Box::new(Vit::pretrained(*preset, weights, device)?),
+                    device.clone(),
+                ));
+            }
             MetricKind::Named(named) => named,
         };
         Ok(match named {
@@ -228,6 +255,18 @@ impl Metric {
             Named::DeltaE2000 => Metric::Pixel(PixelMetric::DeltaE2000),
             Named::Opponent => Metric::Pixel(PixelMetric::Opponent),
         })
+    }
+
+    /// The two images to compare: of one size (or the second resized to the first's with
+    /// `resize`), except for comparators that resize each image themselves.
+    fn load_pair(&self, a: &Path, b: &Path, resize: bool) -> Result<(Tensor, Tensor)> {
+        match self {
+            Metric::Embedding(..) => Ok((images::load(a, None)?, images::load(b, None)?)),
+            Metric::Feature(c, ..) if c.resizes_input() => {
+                Ok((images::load(a, None)?, images::load(b, None)?))
+            }
+            _ => images::load_pair(a, b, resize),
+        }
     }
 
     /// The distance of two images on the CPU, and per-layer values where the metric has them.
@@ -246,6 +285,10 @@ impl Metric {
                 let fa = c.features(&a.to_device(device)?, &[*tap])?.remove(0);
                 let fb = c.features(&b.to_device(device)?, &[*tap])?.remove(0);
                 Ok(((fa - fb)?.sqr()?.mean_all()?.to_scalar::<f32>()?, Vec::new()))
+            }
+            Metric::Embedding(vit, device) => {
+                let d = vit.cosine_distance(&a.to_device(device)?, &b.to_device(device)?)?;
+                Ok((d.squeeze(0)?.to_scalar::<f32>()?, Vec::new()))
             }
             Metric::Pixel(m) => Ok((m.value(a, b)?, Vec::new())),
         }
@@ -357,7 +400,7 @@ impl CompareArgs {
             }
             return compare_folders(&metric, &mut report, a, b, self.resize);
         }
-        let (x, y) = images::load_pair(a, b, self.resize)?;
+        let (x, y) = metric.load_pair(a, b, self.resize)?;
         let (d, layers) = metric.distance(&x, &y)?;
         report.row(None, d, &layers)?;
         if let Some(path) = &self.map {
@@ -415,7 +458,8 @@ fn compare_folders(
     report.header()?;
     let mut failed = 0;
     for name in pairs {
-        let pair = images::load_pair(&a.join(name), &b.join(name), resize)
+        let pair = metric
+            .load_pair(&a.join(name), &b.join(name), resize)
             .and_then(|(x, y)| metric.distance(&x, &y));
         match pair {
             Ok((d, layers)) => report.row(Some(name), d, &layers)?,

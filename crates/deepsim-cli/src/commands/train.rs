@@ -33,6 +33,25 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The command that continues this run: the configuration with the overrides it was
+    /// started with (the output directory above all, where the checkpoint is).
+    fn resume_command(&self) -> String {
+        let mut cmd = format!("deepsim train {} --resume", self.config.display());
+        if let Some(s) = self.steps {
+            cmd += &format!(" --steps {s}");
+        }
+        if let Some(s) = self.seed {
+            cmd += &format!(" --seed {s}");
+        }
+        if let Some(o) = &self.out {
+            cmd += &format!(" --out {}", o.display());
+        }
+        if let Some(d) = self.device.name() {
+            cmd += &format!(" --device {d}");
+        }
+        cmd
+    }
+
     pub fn run(self) -> Result<()> {
         let mut cfg = TrainConfig::from_file(&self.config)?;
         if let Some(s) = self.steps {
@@ -41,8 +60,8 @@ impl TrainArgs {
         if let Some(s) = self.seed {
             cfg.run.seed = s;
         }
-        if let Some(o) = self.out {
-            cfg.run.out = o;
+        if let Some(o) = &self.out {
+            cfg.run.out = o.clone();
         }
         if let Some(d) = self.device.name() {
             cfg.run.device = d.to_owned();
@@ -52,12 +71,11 @@ impl TrainArgs {
         let out = trainer.config().run.out.clone();
         if !run_with_bar(&mut trainer, "train")? {
             bail!(
-                "interrupted at step {} of {}; the checkpoint is in {} (continue with `deepsim \
-                 train {} --resume`)",
+                "interrupted at step {} of {}; the checkpoint is in {} (continue with `{}`)",
                 trainer.step_count(),
                 trainer.config().run.steps,
                 out.display(),
-                self.config.display()
+                self.resume_command()
             );
         }
         println!(

@@ -42,11 +42,7 @@ impl WeightsArgs {
                     arch: arch.name(),
                     origin: "missing",
                     path: weights::cached_path(arch),
-                    convert: Some(format!(
-                        "cargo xtask convert-weights --arch {} --input {}",
-                        arch.name(),
-                        arch.source_hint()
-                    )),
+                    convert: Some(arch.convert_command()),
                 },
             })
             .collect();

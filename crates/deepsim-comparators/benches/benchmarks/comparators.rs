@@ -106,7 +106,7 @@ fn bench(c: &mut Criterion) {
     };
     distance_fwdbwd(c, "cpu_lpips_alex_b16_227_fwdbwd_in", &lpips, [16, 3, 227, 227]);
     // pyiqa publishes 0.205 s per 1080×800 pair for LPIPS-alex on a CPU.
-    distance_fwd(c, "cpu_lpips_alex_1080x800_pair_fwd", &lpips, [1, 3, 800, 1080]);
+    distance_fwd(c, "cpu_lpips_alex_fwd_pair_1080x800", &lpips, [1, 3, 800, 1080]);
 
     // ST-LPIPS-alex, with the weights that ship with the repository (the same work as random
     // ones, but the real thing): `stlpips_pytorch`'s LPIPS(net="alex", variant="shift_tolerant")

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::hub::HubFile;
 use super::{RawTensor, TensorSet, CONVERTER_VERSION};
 use crate::error::{Error, Result};
 use crate::seeded::with_biases;
@@ -45,13 +46,23 @@ pub enum Arch {
     StlpipsAlex,
     /// ST-LPIPS over the shift-tolerant VGG16, as [`Arch::StlpipsAlex`].
     StlpipsVgg,
+    /// OpenAI CLIP ViT-B/32's image tower as Hugging Face publishes it
+    /// (`openai/clip-vit-base-patch32`, `model.safetensors`): the `vision_model.*` tensors and
+    /// `visual_projection.weight`, names kept; the text tower, `text_projection`, `logit_scale`
+    /// and `position_ids` buffers are dropped.
+    ClipVitB32,
+    /// DINOv2 ViT-S/14 as Hugging Face publishes it (`facebook/dinov2-small`,
+    /// `model.safetensors`): `embeddings.*`, `encoder.layer.N.*`, `layernorm.*`, names kept
+    /// (transformers 5's renamed attention, `attention.q_proj` …, is renamed back); the unused
+    /// `embeddings.mask_token` is dropped.
+    Dinov2VitS14,
     /// Any checkpoint, every tensor kept under its own name and dtype.
     Raw,
 }
 
 impl Arch {
     /// Every architecture, in the order of the command's help.
-    pub const ALL: [Arch; 15] = [
+    pub const ALL: [Arch; 17] = [
         Arch::Alexnet,
         Arch::Caffenet,
         Arch::Videonet,
@@ -66,6 +77,8 @@ impl Arch {
         Arch::EfficientnetLite2,
         Arch::StlpipsAlex,
         Arch::StlpipsVgg,
+        Arch::ClipVitB32,
+        Arch::Dinov2VitS14,
         Arch::Raw,
     ];
 
@@ -86,6 +99,8 @@ impl Arch {
             Arch::EfficientnetLite2 => "efficientnet-lite2",
             Arch::StlpipsAlex => "stlpips-alex",
             Arch::StlpipsVgg => "stlpips-vgg",
+            Arch::ClipVitB32 => "clip-vit-b32",
+            Arch::Dinov2VitS14 => "dinov2-vits14",
             Arch::Raw => "raw",
         }
     }
@@ -128,7 +143,38 @@ impl Arch {
             Arch::StlpipsVgg => {
                 "<stlpips-pytorch 0.0.2 wheel>/stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth"
             }
+            Arch::ClipVitB32 => "<openai/clip-vit-base-patch32>/model.safetensors",
+            Arch::Dinov2VitS14 => "<facebook/dinov2-small>/model.safetensors",
             Arch::Raw => "<checkpoint>",
+        }
+    }
+
+    /// The published file on the Hugging Face Hub that converts to this architecture, for
+    /// `cargo xtask convert-weights --hub` and [`super::download`].
+    pub fn hub_file(self) -> Option<HubFile> {
+        let (repo, file) = match self {
+            Arch::ClipVitB32 => ("openai/clip-vit-base-patch32", "model.safetensors"),
+            Arch::Dinov2VitS14 => ("facebook/dinov2-small", "model.safetensors"),
+            _ => return None,
+        };
+        Some(HubFile { repo: repo.into(), file: file.into() })
+    }
+
+    /// The command that converts the published file: from the Hub where it is there, else from
+    /// a local copy of [`Arch::source_hint`].
+    pub fn convert_command(self) -> String {
+        match self.hub_file() {
+            Some(h) => format!(
+                "cargo xtask convert-weights --arch {} --hub {}:{}",
+                self.name(),
+                h.repo,
+                h.file
+            ),
+            None => format!(
+                "cargo xtask convert-weights --arch {} --input {}",
+                self.name(),
+                self.source_hint()
+            ),
         }
     }
 
@@ -143,7 +189,7 @@ impl Arch {
     pub fn expected(self) -> Vec<(String, Vec<usize>)> {
         use crate::efficientnet::{self, EfficientNetVariant as V};
         use crate::stlpips::ShiftTolerantTrunk as St;
-        use crate::{alexnet::AlexNetLayout, lpips, squeezenet, vgg, vgg::VggDepth};
+        use crate::{alexnet::AlexNetLayout, lpips, squeezenet, vgg, vgg::VggDepth, vit};
         let classifier = |mut trunk: Vec<(String, Vec<usize>)>, layers: &[(&str, Vec<usize>)]| {
             trunk.extend(layers.iter().map(|(k, shape)| (k.to_string(), shape.clone())));
             with_biases(trunk)
@@ -178,6 +224,8 @@ impl Arch {
                 out.extend(heads(trunk.widths()));
                 out
             }
+            Arch::ClipVitB32 => vit::VitConfig::clip_vit_b32().tensor_shapes(),
+            Arch::Dinov2VitS14 => vit::VitConfig::dinov2_vits14().tensor_shapes(),
             Arch::Raw => Vec::new(),
         }
     }
@@ -258,6 +306,24 @@ impl Arch {
                     continue
                 }
                 Arch::Videonet if name.starts_with("fc") => continue,
+                Arch::ClipVitB32 => match name {
+                    n if n.starts_with("text_model.")
+                        || n.starts_with("text_projection.")
+                        || n == "logit_scale"
+                        || n.ends_with(".position_ids") =>
+                    {
+                        continue
+                    }
+                    n => n.to_owned(),
+                },
+                Arch::Dinov2VitS14 => match name {
+                    "embeddings.mask_token" => continue,
+                    n => n
+                        .replace(".attention.q_proj.", ".attention.attention.query.")
+                        .replace(".attention.k_proj.", ".attention.attention.key.")
+                        .replace(".attention.v_proj.", ".attention.attention.value.")
+                        .replace(".attention.o_proj.", ".attention.output.dense."),
+                },
                 Arch::Vgg16 | Arch::Vgg19 if timm => match name {
                     n if n.starts_with("pre_logits.fc1.") => {
                         n.replace("pre_logits.fc1.", "classifier.0.")

@@ -385,11 +385,7 @@ pub fn locate(arch: Arch, explicit: Option<&Path>) -> Result<(Origin, PathBuf)> 
     if let Some(found) = places.iter().find(|(_, p)| p.is_file()) {
         return Ok(found.clone());
     }
-    let mut command = format!(
-        "cargo xtask convert-weights --arch {} --input {}",
-        arch.name(),
-        arch.source_hint()
-    );
+    let mut command = arch.convert_command();
     if explicit.is_some() {
         command.push_str(&format!(" --output {}", places[0].1.display()));
     } else if arch.ships() {
@@ -404,6 +400,25 @@ pub fn locate(arch: Arch, explicit: Option<&Path>) -> Result<(Origin, PathBuf)> 
         ));
     }
     Err(Error::MissingWeights { arch: arch.name().into(), path: places[0].1.clone(), command })
+}
+
+/// Downloads `arch`'s published file from the Hugging Face Hub ([`Arch::hub_file`], through
+/// [`hub::HubFile::fetch`]: a manual download in its place, else hf-hub unless
+/// `HF_HUB_OFFLINE=1`), converts it and writes it to the weights cache; returns the cached
+/// path. What `cargo xtask convert-weights --hub` does, for callers without the xtask.
+///
+/// # Errors
+/// [`Error::Hub`] for an architecture with no Hub file, offline or a failed download (saying
+/// where to put a manual download); then as [`arch::convert_file`].
+pub fn download(arch: Arch) -> Result<PathBuf> {
+    let file = arch.hub_file().ok_or_else(|| Error::Hub {
+        spec: arch.name().into(),
+        reason: format!("{} is not published on the Hub; {}", arch.name(), arch.convert_command()),
+    })?;
+    let source = file.fetch()?;
+    let out = cached_path(arch);
+    arch::convert_file(arch, &source, &out)?;
+    Ok(out)
 }
 
 /// [`locate`]'s path alone.
@@ -432,11 +447,7 @@ pub fn load(
              `git checkout -- data/weights/{}`",
             file_name(arch)
         ),
-        _ => format!(
-            "convert the published file again: cargo xtask convert-weights --arch {} --input {}",
-            arch.name(),
-            arch.source_hint()
-        ),
+        _ => format!("convert the published file again: {}", arch.convert_command()),
     };
     let bytes = read_file(&path)?;
     let bad = |reason: String| bad_file(&path, format!("{reason}; {}", fix()));
@@ -459,12 +470,10 @@ pub fn load(
         return Err(bad_file(
             &path,
             format!(
-                "holds {other} weights, not {}; pass a {} file, or convert one with: cargo xtask \
-                 convert-weights --arch {} --input {}",
+                "holds {other} weights, not {}; pass a {} file, or convert one with: {}",
                 arch.name(),
                 arch.name(),
-                arch.name(),
-                arch.source_hint()
+                arch.convert_command()
             ),
         ));
     }

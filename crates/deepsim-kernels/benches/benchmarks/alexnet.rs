@@ -1,6 +1,6 @@
 //! torchvision AlexNet conv1–pool5, frozen, forward + backward w.r.t. the input: the work of a
 //! perceptual loss per generator step (`alexnet_tv_pool5_b16_227_fwdbwd_in` of
-//! `../shared/bench/bench_torch.py`), with deepsim's kernels and with candle's built-ins.
+//! `bench/torch/bench_torch.py`), with deepsim's kernels and with candle's built-ins.
 
 use candle::{Tensor, Var};
 use criterion::{black_box, Criterion};

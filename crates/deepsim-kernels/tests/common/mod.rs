@@ -78,3 +78,20 @@ pub fn check_grads(args: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor, what: &str)
         }
     }
 }
+
+/// The device a device test runs on: `DEEPSIM_TEST_DEVICE` (`cpu`, `cuda`, `cuda:N`,
+/// `metal`; the CPU when unset). A device this build or machine lacks fails the test with
+/// candle's reason, never falls back to the CPU.
+pub fn test_device() -> Device {
+    let name = std::env::var("DEEPSIM_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let opened = match name.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0),
+        "cuda" => Device::new_cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Device::new_cuda(n),
+            None => panic!("DEEPSIM_TEST_DEVICE={other:?}: expected cpu, cuda, cuda:N or metal"),
+        },
+    };
+    opened.unwrap_or_else(|e| panic!("DEEPSIM_TEST_DEVICE={name:?} cannot be opened: {e}"))
+}

@@ -1,8 +1,10 @@
-//! The twins of `bench_torch.py`'s DeePSiM step benchmarks: the whole step
+//! The twins of `bench_torch.py`'s DeePSiM step benchmarks: the generator step
 //! ([`StepWorkload`]: generator forward from a 4096-vector, AlexNet conv5 feature MSE, image
-//! MSE, backward, Adam over the generator), Adam alone and the generator's forward pass. The
-//! comparator's weights are seeded (speed does not depend on their values); the torch side's
-//! generator uses torch's default initialization.
+//! MSE, backward, Adam over the generator), the full trainer step ([`TrainerStepWorkload`]:
+//! `Trainer::step` with the encoder, the discriminator, every term of the paper's objective,
+//! both Adams and the pause rule), Adam alone and the generator's forward pass. The
+//! networks' weights are seeded (speed does not depend on their values); the torch side's
+//! networks use torch's default initialization.
 
 use std::hint::black_box;
 
@@ -11,7 +13,7 @@ use candle::{Device, Tensor};
 use candle_nn::VarMap;
 use criterion::{criterion_group, Criterion};
 use deepsim_models::Generator;
-use deepsim_train::{normal, seeded, Adam, OptimConfig, StepWorkload};
+use deepsim_train::{normal, seeded, Adam, OptimConfig, StepWorkload, TrainerStepWorkload};
 
 fn randn(shape: &[usize], seed: u64) -> Tensor {
     normal(shape, seed, &Device::Cpu).expect("tensor")
@@ -28,6 +30,16 @@ fn bench_step(c: &mut Criterion, side: usize) {
     c.bench_function(&format!("cpu_deepsim_step_b8_{side}"), |b| {
         let step =
             step.get_or_insert_with(|| StepWorkload::new(side, 8, &Device::Cpu).expect("step"));
+        b.iter(|| black_box(step.step().expect("step")))
+    });
+}
+
+/// The twin of `deepsim_train_step_b8_{side}`: one `Trainer::step` of the paper's settings.
+fn bench_train_step(c: &mut Criterion, side: usize) {
+    let mut step: Option<TrainerStepWorkload> = None;
+    c.bench_function(&format!("cpu_deepsim_train_step_b8_{side}"), |b| {
+        let step =
+            step.get_or_insert_with(|| TrainerStepWorkload::new(side, 8, "cpu").expect("trainer"));
         b.iter(|| black_box(step.step().expect("step")))
     });
 }
@@ -75,11 +87,14 @@ fn bench_generator(c: &mut Criterion, side: usize) {
 }
 
 fn steps(c: &mut Criterion) {
-    // As the `deepsim` binary runs (`retain_freed_memory`); PyTorch's side is timed both with
-    // glibc's defaults and with the same settings (docs/PERFORMANCE.md).
+    // As the `deepsim` binary runs (`retain_freed_memory`, `one_compute_pool`: this group is
+    // the bench binary's only one, so no candle op has run yet); PyTorch's side is timed both
+    // with glibc's defaults and with the same settings (docs/PERFORMANCE.md).
     deepsim_train::retain_freed_memory();
+    deepsim_train::one_compute_pool();
     for side in [64, 256] {
         bench_step(c, side);
+        bench_train_step(c, side);
         bench_adam(c, side);
         bench_generator(c, side);
     }

@@ -113,7 +113,11 @@ impl Adversary {
         let fake =
             two_way_logit(&self.net.forward_masked(&generated.detach(), cond, &fake_masks)?)?;
         let loss = discriminator_loss(&real, &fake, self.kind, Reduction::Mean)?;
-        let fake_logits = two_way_logit(&self.net.forward_masked(generated, cond, &fake_masks)?)?;
+        // The generator's term: through the same network with its weights detached, so that
+        // its backward computes no discriminator gradients (the discriminator's own update
+        // comes from `loss`).
+        let frozen = self.net.detached();
+        let fake_logits = two_way_logit(&frozen.forward_masked(generated, cond, &fake_masks)?)?;
         Ok(Judgement { fake_logits, loss })
     }
 
