@@ -375,6 +375,53 @@ def make_benchmarks():
                 B.append((f"{tag}_alex_fwdbwd_in_pair_1080x800", "ST-LPIPS-alex, one 1080x800 pair, bwd to x",
                           pair_setup(kind, 1, 800, 1080, True, compiled)))
 
+    def vit_setup(kind, n, hw, backward, compiled=False):
+        """transformers' CLIP ViT-B/32 image tower with its projection (`image_embeds`) or
+        DINOv2 ViT-S/14 (`pooler_output`, the normed class token), random weights, the configs
+        of openai/clip-vit-base-patch32 and facebook/dinov2-small, SDPA attention (the default,
+        transformers' fastest on a CPU), on normalized pixels: the forward alone, or with the
+        gradient of an MSE to a fixed target w.r.t. the pixels; torch.compile'd when asked."""
+        def setup():
+            import transformers
+            torch.manual_seed(0)
+            if kind == "clip":
+                cfg = transformers.CLIPVisionConfig(
+                    hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, image_size=224, patch_size=32, projection_dim=512,
+                    hidden_act="quick_gelu", layer_norm_eps=1e-5)
+                m = transformers.CLIPVisionModelWithProjection(cfg)
+                fn = lambda x: m(pixel_values=x).image_embeds
+            else:
+                cfg = transformers.Dinov2Config(
+                    hidden_size=384, num_hidden_layers=12, num_attention_heads=6, mlp_ratio=4,
+                    image_size=518, patch_size=14, layerscale_value=1.0, layer_norm_eps=1e-6)
+                m = transformers.Dinov2Model(cfg)
+                fn = lambda x: m(pixel_values=x).pooler_output
+            frozen(m).to(DEVICE)
+            if compiled:
+                fn = torch.compile(fn)
+            x = torch.randn(n, 3, hw, hw, device=DEVICE, requires_grad=backward)
+            with torch.no_grad():
+                tgt = fn(torch.randn(n, 3, hw, hw, device=DEVICE))
+            if backward:
+                def run():
+                    x.grad = None
+                    F.mse_loss(fn(x), tgt).backward()
+            else:
+                def run():
+                    with torch.no_grad():
+                        fn(x)
+            return run
+        return setup
+
+    for kind, tag in (("clip", "clip_vit_b32"), ("dino", "dinov2_vits14")):
+        for compiled in (False, True):
+            suffix = "_compiled" if compiled else ""
+            B.append((f"{tag}_b8_224_fwd{suffix}", f"{tag} (transformers) forward to the embedding",
+                      vit_setup(kind, 8, 224, False, compiled)))
+            B.append((f"{tag}_b8_224_fwdbwd_in{suffix}", f"{tag} fwd + bwd of an embedding MSE wrt pixels",
+                      vit_setup(kind, 8, 224, True, compiled)))
+
     def deepsim_setup(spec, res, n, part, compiled=False, **adam_kw):
         def setup():
             torch.manual_seed(0)

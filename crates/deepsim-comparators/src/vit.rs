@@ -8,7 +8,7 @@ use std::path::Path;
 use candle::{Device, Tensor, D};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{
-    layer_norm, linear, softmax_last_dim, ChannelAffine, Conv2dConfig, FrozenConv2d,
+    layer_norm, linear, softmax_last_dim, ChannelAffine, Conv2dConfig, FrozenConv2d, FrozenLinear,
 };
 
 use crate::comparator::{check_input, check_taps, in_order, Comparator};
@@ -354,28 +354,21 @@ impl Norm {
     }
 }
 
-/// A fully connected layer over the last dimension of `[…, in]` tokens.
-struct Dense {
-    weight: Tensor,
-    bias: Option<Tensor>,
-}
+/// A fully connected layer over the last dimension of `[…, in]` tokens: a
+/// [`deepsim_kernels::FrozenLinear`], whose forward and input-gradient products both run on a
+/// row-major weight.
+struct Dense(FrozenLinear);
 
 impl Dense {
     fn new(vb: &VarBuilder, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
         let vb = vb.pp(name);
-        let weight = vb.get((out, inp), "weight")?.detach();
-        let bias = if bias { Some(vb.get(out, "bias")?.detach()) } else { None };
-        Ok(Self { weight, bias })
+        let weight = vb.get((out, inp), "weight")?;
+        let bias = if bias { Some(vb.get(out, "bias")?) } else { None };
+        Ok(Self(FrozenLinear::new(weight, bias)?))
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let inp = *dims.last().expect("rank ≥ 1");
-        let rows = x.elem_count() / inp.max(1);
-        let y = linear(&x.reshape((rows, inp))?, &self.weight, self.bias.as_ref())?;
-        let mut out = dims;
-        *out.last_mut().expect("rank ≥ 1") = self.weight.dim(0)?;
-        Ok(y.reshape(out)?)
+        Ok(self.0.forward(x)?)
     }
 }
 
@@ -398,7 +391,8 @@ impl Attention {
             weights.push(vb.get((d, d), "weight")?.detach());
             biases.push(vb.get(d, "bias")?.detach());
         }
-        let qkv = Dense { weight: Tensor::cat(&weights, 0)?, bias: Some(Tensor::cat(&biases, 0)?) };
+        let qkv = FrozenLinear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?))?;
+        let qkv = Dense(qkv);
         Ok(Self { qkv, out: Dense::new(vb, o, d, d, true)?, heads })
     }
 

@@ -1279,7 +1279,7 @@ fn input_grad_plan(g: &Geom) -> winograd::Plan {
 }
 
 /// The CPU storage of a tensor held by an op (a frozen weight, a bias, a ReLU output).
-fn with_cpu<R>(
+pub(crate) fn with_cpu<R>(
     t: &Tensor,
     what: &str,
     f: impl FnOnce(&CpuStorage, &Layout) -> candle::Result<R>,

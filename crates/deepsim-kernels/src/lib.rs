@@ -8,6 +8,7 @@
 //! | [`bias_leaky_relu`] | a layer's bias and leaky ReLU in one pass each way (candle: a broadcast add, four ops, and a bias gradient by a slow strided reduction) |
 //! | [`linear`] | a fully connected layer whose weight gradient comes out in the weight's layout (candle's `x·Wᵀ` backward adds a transposed view element by element) |
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
+//! | [`FrozenLinear`] | a frozen fully connected layer holding its weight in both layouts, so that the forward product and the input gradient each get GEMM's fast (row-major) right operand |
 //! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
 //! | [`blur_pool2d`] | anti-aliased downsampling (reflection pad, binomial low-pass, subsample: ST-LPIPS' layer) in one separable pass; candle has no reflection padding and no grouped-conv backward |
 //! | [`straight_through_clamp`] | a clamp with the identity's gradient that is exactly the clamp (`x + (clamp(x) − x).detach()` is not, in floating point, once `x` is large) |
@@ -61,7 +62,7 @@ pub use conv::{
     FrozenConv2d,
 };
 pub use error::{Error, Result};
-pub use linear::linear;
+pub use linear::{linear, FrozenLinear};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
 pub use norm::{layer_norm, softmax_last_dim};
 pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};

@@ -2,10 +2,13 @@
 //! checkpoint can save and restore exactly.
 //!
 //! On the CPU each variable's update is one fused pass over its parameter, gradient and
-//! moments (the moments live in host buffers and the parameter is rewritten in place); other
-//! devices run the same formula as candle tensor operations.
+//! moments (the moments live in host buffers and the parameter is rewritten in place), which
+//! also notes whether any new value is NaN or infinite ([`Adam::non_finite`]), so that a
+//! trainer need not read every weight again to find out; other devices run the same formula
+//! as candle tensor operations.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use candle::backprop::GradStore;
@@ -20,6 +23,8 @@ pub struct Adam {
     vars: Vec<(String, Var)>,
     moments: Vec<Moments>,
     fused: bool,
+    /// The first variable, in name order, that the last update left NaN or infinite.
+    non_finite: Option<String>,
     /// Updates made so far (the bias corrections use it).
     pub t: u64,
     /// Learning rate.
@@ -114,6 +119,7 @@ struct Hyper {
 /// root and the mutable access to a CPU storage that `WithDType` lacks.
 trait HostFloat: WithDType {
     fn sqrt(self) -> Self;
+    fn is_finite(self) -> bool;
     fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]>;
 }
 
@@ -122,6 +128,9 @@ macro_rules! host_float {
         impl HostFloat for $t {
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
+            }
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
             }
             fn slice_mut(s: &mut CpuStorage) -> Option<&mut [Self]> {
                 match s {
@@ -143,19 +152,28 @@ const CHUNK: usize = 1 << 15;
 struct FusedAdam<'a, T> {
     moments: Mutex<(&'a mut [T], &'a mut [T])>,
     hyper: Hyper,
+    /// Raised when a new parameter value is NaN or infinite.
+    non_finite: AtomicBool,
 }
 
 impl<T: HostFloat> FusedAdam<'_, T> {
-    /// m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², p ← p − lr·m̂ / (√v̂ + ε) over one chunk.
+    /// m ← β₁m + (1 − β₁)g, v ← β₂v + (1 − β₂)g², p ← p − lr·m̂ / (√v̂ + ε) over one chunk;
+    /// raises `non_finite` if a new p is NaN or infinite (an OR over the chunk in registers,
+    /// no second pass over memory).
     fn update(&self, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
         let h = self.hyper;
         let (b1, b2) = (T::from_f64(h.beta1), T::from_f64(h.beta2));
         let (a1, a2) = (T::from_f64(1.0 - h.beta1), T::from_f64(1.0 - h.beta2));
         let (step, inv_c2, eps) = (T::from_f64(h.step), T::from_f64(h.inv_c2), T::from_f64(h.eps));
+        let mut finite = true;
         for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
             *m = b1 * *m + a1 * g;
             *v = b2 * *v + a2 * (g * g);
             *p -= step * *m / ((*v * inv_c2).sqrt() + eps);
+            finite &= p.is_finite();
+        }
+        if !finite {
+            self.non_finite.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -204,17 +222,18 @@ impl<T: HostFloat> candle::InplaceOp2 for FusedAdam<'_, T> {
     }
 }
 
-/// Runs the fused pass of one host-moment variable.
+/// Runs the fused pass of one host-moment variable; returns whether every new value is finite.
 fn fused_step<T: HostFloat>(
     var: &Var,
     grad: &Tensor,
     m: &mut [T],
     v: &mut [T],
     hyper: Hyper,
-) -> candle::Result<()> {
+) -> candle::Result<bool> {
     let grad = if grad.is_contiguous() { grad.clone() } else { grad.contiguous()? };
-    let op = FusedAdam { moments: Mutex::new((m, v)), hyper };
-    var.as_tensor().inplace_op2(&grad, &op)
+    let op = FusedAdam { moments: Mutex::new((m, v)), hyper, non_finite: AtomicBool::new(false) };
+    var.as_tensor().inplace_op2(&grad, &op)?;
+    Ok(!op.non_finite.load(Ordering::Relaxed))
 }
 
 impl Adam {
@@ -245,7 +264,7 @@ impl Adam {
             .iter()
             .map(|(_, v)| Moments::zeros(v, fused))
             .collect::<candle::Result<Vec<_>>>()?;
-        Ok(Adam { vars, moments, fused, t: 0, lr, beta1, beta2, eps })
+        Ok(Adam { vars, moments, fused, non_finite: None, t: 0, lr, beta1, beta2, eps })
     }
 
     /// Whether CPU variables take the fused pass ([`Adam::new`]) or tensor operations
@@ -254,11 +273,20 @@ impl Adam {
         self.fused
     }
 
+    /// The first variable (in name order) that the last [`Adam::step`] left with a NaN or
+    /// infinite value, if any: the fused pass notes it as it writes; other variables are summed
+    /// after their update. Variables the step did not update are not looked at.
+    pub fn non_finite(&self) -> Option<&str> {
+        self.non_finite.as_deref()
+    }
+
     /// One update from the gradients in `grads` (variables without a gradient are left alone).
+    /// Every variable is updated even when one turns NaN; [`Adam::non_finite`] then names it.
     ///
     /// # Errors
     /// Tensor errors.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        self.non_finite = None;
         self.t += 1;
         let t = self.t as i32;
         let c1 = 1.0 - self.beta1.powi(t);
@@ -270,9 +298,9 @@ impl Adam {
             step: self.lr / c1,
             inv_c2: 1.0 / c2,
         };
-        for ((_, var), moments) in self.vars.iter().zip(&mut self.moments) {
+        for ((name, var), moments) in self.vars.iter().zip(&mut self.moments) {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            match moments {
+            let finite = match moments {
                 Moments::F32 { m, v } => fused_step(var, g, m, v, hyper)?,
                 Moments::F64 { m, v } => fused_step(var, g, m, v, hyper)?,
                 Moments::Tensors { m, v } => {
@@ -283,7 +311,12 @@ impl Adam {
                     var.set(&var.as_tensor().sub(&(update * self.lr)?)?)?;
                     *m = m_new;
                     *v = v_new;
+                    let sum = var.as_tensor().sum_all()?.to_dtype(DType::F64)?;
+                    sum.to_scalar::<f64>()?.is_finite()
                 }
+            };
+            if !finite && self.non_finite.is_none() {
+                self.non_finite = Some(name.clone());
             }
         }
         Ok(())
@@ -422,6 +455,37 @@ mod tests {
             for i in 0..n {
                 assert!((a[i] - b[i]).abs() <= 1e-6 * scale, "{key}[{i}]: {} vs {}", a[i], b[i]);
             }
+        }
+    }
+
+    #[test]
+    fn a_step_that_leaves_a_weight_non_finite_names_it() {
+        for fused in [true, false] {
+            let map = VarMap::new();
+            let n = 2 * CHUNK + 5; // several parallel chunks on the fused path
+            for name in ["a", "b", "c"] {
+                map.get(n, name, candle_nn::Init::Const(1.0), DType::F32, &Device::Cpu).unwrap();
+            }
+            let vars = map.data().lock().unwrap().clone();
+            let loss = |scale_b: f64| {
+                let (a, b, c) =
+                    (vars["a"].as_tensor(), vars["b"].as_tensor(), vars["c"].as_tensor());
+                let s = (a.sum_all().unwrap() + (b.sum_all().unwrap() * scale_b).unwrap()).unwrap();
+                (s + c.sum_all().unwrap()).unwrap()
+            };
+            let mut adam = Adam::build(&map, 1e-3, 0.9, 0.999, 1e-8, fused).unwrap();
+            adam.step(&loss(1.0).backward().unwrap()).unwrap();
+            assert_eq!(adam.non_finite(), None, "fused {fused}");
+            // A NaN gradient on `b` alone: only `b` turns NaN, and it is named.
+            adam.step(&loss(f64::NAN).backward().unwrap()).unwrap();
+            assert_eq!(adam.non_finite(), Some("b"), "fused {fused}");
+            let b = vars["b"].as_tensor().to_vec1::<f32>().unwrap();
+            assert!(b.iter().all(|v| v.is_nan()));
+            let a = vars["a"].as_tensor().to_vec1::<f32>().unwrap();
+            assert!(a.iter().all(|v| v.is_finite()));
+            // The next step's report is its own: `b` stays NaN and is named again, once.
+            adam.step(&loss(1.0).backward().unwrap()).unwrap();
+            assert_eq!(adam.non_finite(), Some("b"), "fused {fused}");
         }
     }
 

@@ -555,12 +555,12 @@ impl Trainer {
 
         let grads = total.backward()?;
         self.g_adam.step(&grads)?;
-        check_finite(&self.model.vars, step, "generator weights")?;
+        check_finite(&self.g_adam, &self.model.vars, step, "generator weights")?;
         let mut updated = None;
         if let (Some(a), Some(j)) = (self.adversary.as_mut(), &judgement) {
             let update = a.update(&j.loss, terms["discr"], terms["adv"])?;
             if update {
-                check_finite(&a.vars, step, "discriminator weights")?;
+                check_finite(&a.adam, &a.vars, step, "discriminator weights")?;
             }
             updated = Some(update);
         }
@@ -760,15 +760,16 @@ impl Trainer {
     }
 }
 
-/// Stops the run when an update left a variable NaN or infinite, before it is checkpointed.
-fn check_finite(vars: &VarMap, step: u64, what: &str) -> Result<()> {
-    for (name, var) in vars.data().lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        let s = var.as_tensor().sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !s.is_finite() {
-            return Err(Error::NonFinite { step, term: format!("{what} ({name})"), value: s });
-        }
-    }
-    Ok(())
+/// Stops the run when `adam`'s last update left a variable of `vars` NaN or infinite, before
+/// it is checkpointed; the error names the variable and carries its sum.
+fn check_finite(adam: &Adam, vars: &VarMap, step: u64, what: &str) -> Result<()> {
+    let Some(name) = adam.non_finite() else { return Ok(()) };
+    let data = vars.data().lock().unwrap_or_else(|e| e.into_inner());
+    let value = match data.get(name) {
+        Some(var) => var.as_tensor().sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        None => f64::NAN,
+    };
+    Err(Error::NonFinite { step, term: format!("{what} ({name})"), value })
 }
 
 /// `clamp(x, 0, 1)` forward with the identity's gradient: G's linear output enters the

@@ -1,6 +1,7 @@
 //! Each comparator forward + backward w.r.t. the input (the cost of a perceptual loss per
 //! step, as `bench_torch.py` measures it: MSE to a fixed target, or the mean LPIPS distance),
-//! and LPIPS-alex and ST-LPIPS-alex (its shipped weights) on one 1080×800 pair.
+//! LPIPS-alex and ST-LPIPS-alex (its shipped weights) on one 1080×800 pair, and the CLIP and
+//! DINOv2 vision transformers (forward, and forward + backward to the pixels).
 
 use std::cell::OnceCell;
 
@@ -9,7 +10,7 @@ use candle_nn::VarBuilder;
 use criterion::{black_box, Criterion};
 use deepsim_comparators::{
     AlexNet, AlexNetLayout, Comparator, EfficientNetLite, EfficientNetVariant, Lpips,
-    ShiftTolerantTrunk, Tap, Vgg, VggDepth,
+    ShiftTolerantTrunk, Tap, Vgg, VggDepth, Vit, VitPreset,
 };
 
 use super::{image, slow};
@@ -120,6 +121,47 @@ fn bench(c: &mut Criterion) {
     distance_fwdbwd(c, "cpu_stlpips_alex_fwdbwd_in_b16_227", &st, [16, 3, 227, 227]);
     distance_fwd(c, "cpu_stlpips_alex_fwd_pair_1080x800", &st, [1, 3, 800, 1080]);
     distance_fwdbwd(c, "cpu_stlpips_alex_fwdbwd_in_pair_1080x800", &st, [1, 3, 800, 1080]);
+
+    // The vision transformers on 8 normalized 224×224 images (the processor's output, what
+    // transformers' `pixel_values` are), to the image embedding (CLIP's projected class token,
+    // DINOv2's normed class token, as `image_embeds` and `pooler_output`): the forward alone,
+    // and with the gradient of an MSE to a fixed target w.r.t. the pixels.
+    for preset in VitPreset::ALL {
+        let state = OnceCell::new();
+        let build = || {
+            let cfg = preset.config();
+            let t = cfg
+                .tensor_shapes()
+                .into_iter()
+                .enumerate()
+                // Small weights around zero, as a trained transformer has: no saturated softmax.
+                .map(|(i, (name, shape))| {
+                    let w = ((image(&shape, 200 + i as u64) - 0.5).unwrap() * 0.04).unwrap();
+                    (name, w)
+                })
+                .collect();
+            let vb = VarBuilder::from_tensors(t, DType::F32, &cpu);
+            let vit = Vit::new(preset.name(), cfg, vb).unwrap();
+            let x = Var::from_tensor(&image(&[8, 3, 224, 224], 11)).unwrap();
+            let target = vit.encode(&image(&[8, 3, 224, 224], 12), &[Tap::Embedding]).unwrap();
+            (vit, x, target.into_iter().next().unwrap())
+        };
+        let name = preset.name().replace('-', "_");
+        c.bench_function(&format!("cpu_{name}_b8_224_fwd"), |b| {
+            let (vit, x, _) = state.get_or_init(build);
+            b.iter(|| black_box(vit.encode(x.as_tensor(), &[Tap::Embedding]).unwrap()))
+        });
+        c.bench_function(&format!("cpu_{name}_b8_224_fwdbwd_in"), |b| {
+            let (vit, x, target) = state.get_or_init(build);
+            let step = || {
+                let e = vit.encode(x.as_tensor(), &[Tap::Embedding]).unwrap().remove(0);
+                let loss = (e - target).unwrap().sqr().unwrap().mean_all().unwrap();
+                loss.backward().unwrap().get(x.as_tensor()).unwrap().clone()
+            };
+            step();
+            b.iter(|| black_box(step()))
+        });
+    }
 
     let state = OnceCell::new();
     c.bench_function("cpu_efficientnet_lite0_b16_224_fwd", |b| {
