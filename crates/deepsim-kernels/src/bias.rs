@@ -151,6 +151,25 @@ impl CustomOp2 for BiasLeakyRelu {
             let (c, inner) = planes(xl);
             let a = T::from_f64(alpha);
             let mut out = vec![T::zero(); x.len()];
+            if inner == 1 {
+                // [N, C] (a fully connected layer's output): rows against the bias vector, not
+                // N·C planes of one element.
+                let task = TASK.div_ceil(c).max(1) * c;
+                out.par_chunks_mut(task).zip(x.par_chunks(task)).for_each(|(dst, src)| {
+                    for (d_row, s_row) in dst.chunks_mut(c).zip(src.chunks(c)) {
+                        let row = d_row.iter_mut().zip(s_row).zip(b.iter());
+                        if alpha == 1.0 {
+                            row.for_each(|((d, &v), &bias)| *d = v + bias);
+                        } else {
+                            row.for_each(|((d, &v), &bias)| {
+                                let v = v + bias;
+                                *d = if v > T::zero() { v } else { a * v };
+                            });
+                        }
+                    }
+                });
+                return Ok(T::to_cpu_storage_owned(out));
+            }
             for_each_plane(&mut out, c, inner, |ch, at, dst| {
                 let bias = b[ch];
                 for (d, &v) in dst.iter_mut().zip(&x[at..at + inner]) {
@@ -265,6 +284,30 @@ impl CustomOp1 for ChannelSum {
         fn go<T: Real>(g: &CpuStorage, gl: &Layout) -> candle::Result<CpuStorage> {
             let g = contiguous(g.as_slice::<T>()?, gl);
             let (c, inner) = planes(gl);
+            if inner == 1 {
+                // [N, C]: each task sums its rows per column in f64; the tasks' sums are then
+                // added in order (a fixed split, so the result does not depend on the threads).
+                let task = TASK.div_ceil(c).max(1) * c;
+                let partial: Vec<Vec<f64>> = g
+                    .par_chunks(task)
+                    .map(|rows| {
+                        let mut acc = vec![0f64; c];
+                        for row in rows.chunks(c) {
+                            for (a, &v) in acc.iter_mut().zip(row) {
+                                *a += v.to_f64();
+                            }
+                        }
+                        acc
+                    })
+                    .collect();
+                let mut sums = vec![0f64; c];
+                for p in partial {
+                    for (s, v) in sums.iter_mut().zip(p) {
+                        *s += v;
+                    }
+                }
+                return Ok(T::to_cpu_storage_owned(sums.into_iter().map(T::from_f64).collect()));
+            }
             let plane_sum = |plane: &[T]| -> f64 {
                 let mut lanes = [T::zero(); LANES];
                 let mut blocks = plane.chunks_exact(LANES);
@@ -309,7 +352,9 @@ mod tests {
     #[test]
     fn kernel_equals_the_composite_with_its_gradients() {
         // Plane sizes below and above one task, rank 2, 3 and 4, α at 0, 0.3 and 1.
-        for dims in [vec![3, 5], vec![2, 3, 7], vec![2, 3, 80, 90], vec![5, 2, 4, 4]] {
+        // Rank 2 takes its own row-wise path: [300, 70] spans several tasks.
+        for dims in [vec![3, 5], vec![300, 70], vec![2, 3, 7], vec![2, 3, 80, 90], vec![5, 2, 4, 4]]
+        {
             for alpha in [0.0, 0.3, 1.0] {
                 let x = Var::from_tensor(&seq(&dims, 0.1)).unwrap();
                 let b = Var::from_tensor(&seq(&dims[1..2], 0.0713)).unwrap();
