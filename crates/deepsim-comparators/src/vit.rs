@@ -8,7 +8,8 @@ use std::path::Path;
 use candle::{Device, Tensor, D};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{
-    layer_norm, linear, softmax_last_dim, ChannelAffine, Conv2dConfig, FrozenConv2d, FrozenLinear,
+    layer_norm, linear, quick_gelu, softmax_last_dim, ChannelAffine, Conv2dConfig, FrozenConv2d,
+    FrozenLinear,
 };
 
 use crate::comparator::{check_input, check_taps, in_order, Comparator};
@@ -456,7 +457,7 @@ impl Block {
         let x = (x + scaled(a, &self.scale1)?)?;
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?;
         let h = match self.gelu {
-            Gelu::Quick => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
+            Gelu::Quick => quick_gelu(&h)?,
             Gelu::Exact => h.gelu_erf()?,
         };
         let m = self.fc2.forward(&h)?;

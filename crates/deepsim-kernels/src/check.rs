@@ -11,6 +11,7 @@ use crate::error::{invalid, Result};
 /// The element types the CPU kernels run on: f32 for work, f64 for gradient checks.
 pub(crate) trait Real: WithDType + PartialOrd {
     fn powf(self, e: Self) -> Self;
+    fn exp(self) -> Self;
     fn is_nan(self) -> bool;
     /// This thread's scratch buffer of this type (see [`with_scratch`]).
     fn scratch() -> &'static LocalKey<RefCell<Vec<Self>>>;
@@ -25,6 +26,9 @@ impl Real for f32 {
     fn powf(self, e: Self) -> Self {
         f32::powf(self, e)
     }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
@@ -36,6 +40,9 @@ impl Real for f32 {
 impl Real for f64 {
     fn powf(self, e: Self) -> Self {
         f64::powf(self, e)
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
     }
     fn is_nan(self) -> bool {
         f64::is_nan(self)

@@ -64,7 +64,7 @@ pub use conv::{
 pub use error::{Error, Result};
 pub use linear::{linear, FrozenLinear};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
-pub use norm::{layer_norm, softmax_last_dim};
+pub use norm::{layer_norm, quick_gelu, softmax_last_dim};
 pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};
 pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_backward};
 
@@ -76,6 +76,6 @@ pub mod composite {
     pub use crate::clamp::composite::straight_through_clamp;
     pub use crate::conv::composite::{conv2d, conv_transpose2d};
     pub use crate::lrn::composite::local_response_norm;
-    pub use crate::norm::composite::{layer_norm, softmax_last_dim};
+    pub use crate::norm::composite::{layer_norm, quick_gelu, softmax_last_dim};
     pub use crate::pool::composite::max_pool2d;
 }

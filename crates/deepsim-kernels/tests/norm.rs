@@ -7,7 +7,7 @@ mod common;
 
 use candle::{DType, Tensor, Var, D};
 use common::{assert_close, check_grads, rand, values};
-use deepsim_kernels::{composite, layer_norm, softmax_last_dim};
+use deepsim_kernels::{composite, layer_norm, quick_gelu, softmax_last_dim};
 
 const F64: DType = DType::F64;
 
@@ -28,6 +28,21 @@ fn softmax_gradients_match_finite_differences() {
         let x = (rand(&shape, 5, F64) * 4.0).unwrap();
         check_grads(&[x], |a| softmax_last_dim(&a[0]).unwrap(), what);
     }
+}
+
+#[test]
+fn quick_gelu_gradient_matches_finite_differences_and_values_the_composite() {
+    // Both signs and the saturated tails (|1.702·x| up to ~20).
+    let x = (rand(&[3, 4, 5], 13, F64) * 12.0).unwrap();
+    check_grads(&[x.clone()], |a| quick_gelu(&a[0]).unwrap(), "quick_gelu");
+    // transformers' quick_gelu is x * sigmoid(1.702 * x); candle-nn's sigmoid is independent of
+    // both the kernel and the composite.
+    let x = x.to_dtype(DType::F32).unwrap();
+    let reference = (&x * candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap()).unwrap();
+    assert_close(&quick_gelu(&x).unwrap(), &reference, 1e-6, 1e-6, "quick_gelu vs sigmoid");
+    assert_close(&composite::quick_gelu(&x).unwrap(), &reference, 1e-6, 1e-6, "composite");
+    let err = quick_gelu(&x.to_dtype(DType::U8).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("quick_gelu") && err.contains("U8"), "{err}");
 }
 
 #[test]
