@@ -8,8 +8,8 @@ use std::path::Path;
 use candle::{Device, Tensor, D};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{
-    layer_norm, linear, quick_gelu, softmax_last_dim, ChannelAffine, Conv2dConfig, FrozenConv2d,
-    FrozenLinear,
+    gelu_erf, layer_norm, linear, quick_gelu, softmax_last_dim, ChannelAffine, Conv2dConfig,
+    FrozenConv2d, FrozenLinear,
 };
 
 use crate::comparator::{check_input, check_taps, in_order, Comparator};
@@ -458,7 +458,7 @@ impl Block {
         let h = self.fc1.forward(&self.norm2.forward(&x)?)?;
         let h = match self.gelu {
             Gelu::Quick => quick_gelu(&h)?,
-            Gelu::Exact => h.gelu_erf()?,
+            Gelu::Exact => gelu_erf(&h)?,
         };
         let m = self.fc2.forward(&h)?;
         Ok((&x + scaled(m, &self.scale2)?)?)

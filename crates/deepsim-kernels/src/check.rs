@@ -12,6 +12,7 @@ use crate::error::{invalid, Result};
 pub(crate) trait Real: WithDType + PartialOrd {
     fn powf(self, e: Self) -> Self;
     fn exp(self) -> Self;
+    fn erf(self) -> Self;
     fn is_nan(self) -> bool;
     /// This thread's scratch buffer of this type (see [`with_scratch`]).
     fn scratch() -> &'static LocalKey<RefCell<Vec<Self>>>;
@@ -29,6 +30,9 @@ impl Real for f32 {
     fn exp(self) -> Self {
         f32::exp(self)
     }
+    fn erf(self) -> Self {
+        candle::cpu::erf::erf_f32(self)
+    }
     fn is_nan(self) -> bool {
         f32::is_nan(self)
     }
@@ -43,6 +47,9 @@ impl Real for f64 {
     }
     fn exp(self) -> Self {
         f64::exp(self)
+    }
+    fn erf(self) -> Self {
+        candle::cpu::erf::erf_f64(self)
     }
     fn is_nan(self) -> bool {
         f64::is_nan(self)

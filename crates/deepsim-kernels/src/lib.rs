@@ -64,7 +64,7 @@ pub use conv::{
 pub use error::{Error, Result};
 pub use linear::{linear, FrozenLinear};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
-pub use norm::{layer_norm, quick_gelu, softmax_last_dim};
+pub use norm::{gelu_erf, layer_norm, quick_gelu, softmax_last_dim};
 pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};
 pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_backward};
 

@@ -83,7 +83,25 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() || x.elem_count() == 0 {
         return composite::quick_gelu(x);
     }
-    Ok(x.apply_op1(QuickGelu)?)
+    Ok(x.apply_op1(GeluOp(GeluKind::Quick))?)
+}
+
+/// The exact GELU, `y = x·Φ(x) = ½·x·(1 + erf(x/√2))` (PyTorch's `gelu`, DINOv2's MLP),
+/// differentiable (first order): one pass each way over rayon's threads, with candle's own
+/// `erf` (libm's). candle's `gelu_erf` runs on one thread and differentiates through half a
+/// dozen ops.
+///
+/// # Shapes
+/// Any; the output has the input's shape.
+///
+/// # Errors
+/// A dtype other than f32/f64.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    float("gelu_erf", x)?;
+    if !x.device().is_cpu() || x.elem_count() == 0 {
+        return Ok(x.gelu_erf()?);
+    }
+    Ok(x.apply_op1(GeluOp(GeluKind::Erf))?)
 }
 
 /// The slope of [`quick_gelu`]'s sigmoid.
@@ -92,42 +110,93 @@ const QUICK_GELU_K: f64 = 1.702;
 /// Elements per parallel task of the elementwise passes.
 const ELEMENTS_PER_TASK: usize = 1 << 14;
 
-struct QuickGelu;
+#[derive(Clone, Copy)]
+enum GeluKind {
+    /// `x·σ(k·x)`.
+    Quick,
+    /// `x·Φ(x)`.
+    Erf,
+}
 
-impl CustomOp1 for QuickGelu {
+impl GeluKind {
+    fn name(self) -> &'static str {
+        match self {
+            GeluKind::Quick => "quick_gelu",
+            GeluKind::Erf => "gelu_erf",
+        }
+    }
+
+    fn value<T: Real>(self, x: T) -> T {
+        let one = T::one();
+        match self {
+            GeluKind::Quick => x / (one + (T::from_f64(-QUICK_GELU_K) * x).exp()),
+            GeluKind::Erf => {
+                T::from_f64(0.5)
+                    * x
+                    * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf())
+            }
+        }
+    }
+
+    /// dy/dx: σ + k·x·σ·(1 − σ) with σ = σ(k·x); Φ(x) + x·φ(x).
+    fn slope<T: Real>(self, x: T) -> T {
+        let one = T::one();
+        match self {
+            GeluKind::Quick => {
+                let k = T::from_f64(QUICK_GELU_K);
+                let s = one / (one + (T::from_f64(-QUICK_GELU_K) * x).exp());
+                s + k * x * s * (one - s)
+            }
+            GeluKind::Erf => {
+                let half = T::from_f64(0.5);
+                let cdf = half * (one + (x * T::from_f64(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                let pdf = T::from_f64(
+                    0.5 * std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2,
+                ) * (T::from_f64(-0.5) * x * x).exp();
+                cdf + x * pdf
+            }
+        }
+    }
+}
+
+/// `x → gelu(x)` ([`quick_gelu`], [`gelu_erf`]).
+struct GeluOp(GeluKind);
+
+impl CustomOp1 for GeluOp {
     fn name(&self) -> &'static str {
-        "deepsim-quick-gelu"
+        match self.0 {
+            GeluKind::Quick => "deepsim-quick-gelu",
+            GeluKind::Erf => "deepsim-gelu-erf",
+        }
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
-        fn go<T: Real>(x: &CpuStorage, l: &Layout) -> candle::Result<CpuStorage> {
+        fn go<T: Real>(kind: GeluKind, x: &CpuStorage, l: &Layout) -> candle::Result<CpuStorage> {
             let x = contiguous(x.as_slice::<T>()?, l);
-            let (nk, one) = (T::from_f64(-QUICK_GELU_K), T::one());
             let mut y = vec![T::zero(); x.len()];
-            y.par_chunks_mut(ELEMENTS_PER_TASK).zip(x.par_chunks(ELEMENTS_PER_TASK)).for_each(
-                |(y, x)| {
-                    for (y, &x) in y.iter_mut().zip(x) {
-                        *y = x / (one + (nk * x).exp());
-                    }
-                },
-            );
+            y.par_chunks_mut(ELEMENTS_PER_TASK)
+                .zip(x.par_chunks(ELEMENTS_PER_TASK))
+                .for_each(|(y, x)| y.iter_mut().zip(x).for_each(|(y, &x)| *y = kind.value(x)));
             Ok(T::to_cpu_storage_owned(y))
         }
-        let out = by_float_dtype!("quick_gelu", x.dtype(), go(x, l))?;
+        let out = by_float_dtype!(self.0.name(), x.dtype(), go(self.0, x, l))?;
         Ok((out, l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(grad, &QuickGeluBackward)?))
+        Ok(Some(x.apply_op2_no_bwd(grad, &GeluBackward(self.0))?))
     }
 }
 
-/// (x, dy) → dx = dy·(σ + k·x·σ·(1 − σ)), σ = σ(k·x).
-struct QuickGeluBackward;
+/// (x, dy) → dx = dy·gelu'(x).
+struct GeluBackward(GeluKind);
 
-impl CustomOp2 for QuickGeluBackward {
+impl CustomOp2 for GeluBackward {
     fn name(&self) -> &'static str {
-        "deepsim-quick-gelu-backward"
+        match self.0 {
+            GeluKind::Quick => "deepsim-quick-gelu-backward",
+            GeluKind::Erf => "deepsim-gelu-erf-backward",
+        }
     }
 
     fn cpu_fwd(
@@ -138,31 +207,31 @@ impl CustomOp2 for QuickGeluBackward {
         gl: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         fn go<T: Real>(
+            kind: GeluKind,
             x: (&CpuStorage, &Layout),
             g: (&CpuStorage, &Layout),
         ) -> candle::Result<CpuStorage> {
             let xv = contiguous(x.0.as_slice::<T>()?, x.1);
             let gv = contiguous(g.0.as_slice::<T>()?, g.1);
-            let (k, nk, one) = (T::from_f64(QUICK_GELU_K), T::from_f64(-QUICK_GELU_K), T::one());
             let mut dx = vec![T::zero(); xv.len()];
             dx.par_chunks_mut(ELEMENTS_PER_TASK)
                 .zip(xv.par_chunks(ELEMENTS_PER_TASK).zip(gv.par_chunks(ELEMENTS_PER_TASK)))
                 .for_each(|(dx, (x, g))| {
                     for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                        let s = one / (one + (nk * x).exp());
-                        *d = g * (s + k * x * s * (one - s));
+                        *d = g * kind.slope(x);
                     }
                 });
             Ok(T::to_cpu_storage_owned(dx))
         }
         if xl.shape() != gl.shape() {
             return Err(candle::Error::Msg(format!(
-                "quick_gelu backward: input {:?} and gradient {:?} differ",
+                "{} backward: input {:?} and gradient {:?} differ",
+                self.0.name(),
                 xl.dims(),
                 gl.dims()
             )));
         }
-        let out = by_float_dtype!("quick_gelu backward", x.dtype(), go((x, xl), (g, gl)))?;
+        let out = by_float_dtype!(self.0.name(), x.dtype(), go(self.0, (x, xl), (g, gl)))?;
         Ok((out, xl.shape().clone()))
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use candle::{DType, Tensor, Var, D};
 use common::{assert_close, check_grads, rand, values};
-use deepsim_kernels::{composite, layer_norm, quick_gelu, softmax_last_dim};
+use deepsim_kernels::{composite, gelu_erf, layer_norm, quick_gelu, softmax_last_dim};
 
 const F64: DType = DType::F64;
 
@@ -34,7 +34,7 @@ fn softmax_gradients_match_finite_differences() {
 fn quick_gelu_gradient_matches_finite_differences_and_values_the_composite() {
     // Both signs and the saturated tails (|1.702·x| up to ~20).
     let x = (rand(&[3, 4, 5], 13, F64) * 12.0).unwrap();
-    check_grads(&[x.clone()], |a| quick_gelu(&a[0]).unwrap(), "quick_gelu");
+    check_grads(std::slice::from_ref(&x), |a| quick_gelu(&a[0]).unwrap(), "quick_gelu");
     // transformers' quick_gelu is x * sigmoid(1.702 * x); candle-nn's sigmoid is independent of
     // both the kernel and the composite.
     let x = x.to_dtype(DType::F32).unwrap();
@@ -43,6 +43,18 @@ fn quick_gelu_gradient_matches_finite_differences_and_values_the_composite() {
     assert_close(&composite::quick_gelu(&x).unwrap(), &reference, 1e-6, 1e-6, "composite");
     let err = quick_gelu(&x.to_dtype(DType::U8).unwrap()).unwrap_err().to_string();
     assert!(err.contains("quick_gelu") && err.contains("U8"), "{err}");
+}
+
+#[test]
+fn gelu_erf_gradient_matches_finite_differences_and_values_candle() {
+    let x = (rand(&[3, 4, 5], 14, F64) * 8.0).unwrap();
+    check_grads(std::slice::from_ref(&x), |a| gelu_erf(&a[0]).unwrap(), "gelu_erf");
+    // candle's own gelu_erf (one thread, the same libm erf) for the values, in both dtypes.
+    assert_close(&gelu_erf(&x).unwrap(), &x.gelu_erf().unwrap(), 1e-14, 1e-14, "f64 vs candle");
+    let x = x.to_dtype(DType::F32).unwrap();
+    assert_close(&gelu_erf(&x).unwrap(), &x.gelu_erf().unwrap(), 1e-6, 1e-6, "f32 vs candle");
+    let err = gelu_erf(&x.to_dtype(DType::U8).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("gelu_erf") && err.contains("U8"), "{err}");
 }
 
 #[test]
