@@ -355,29 +355,18 @@ impl Norm {
     }
 }
 
-/// A fully connected layer over the last dimension of `[…, in]` tokens: a
-/// [`deepsim_kernels::FrozenLinear`], whose forward and input-gradient products both run on a
-/// row-major weight.
-struct Dense(FrozenLinear);
-
-impl Dense {
-    fn new(vb: &VarBuilder, name: &str, out: usize, inp: usize, bias: bool) -> Result<Self> {
-        let vb = vb.pp(name);
-        let weight = vb.get((out, inp), "weight")?;
-        let bias = if bias { Some(vb.get(out, "bias")?) } else { None };
-        Ok(Self(FrozenLinear::new(weight, bias)?))
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.0.forward(x)?)
-    }
+/// The frozen fully connected layer `name` (`[out, in]` weight, optionally a bias) over the
+/// last dimension of `[…, in]` tokens.
+fn dense(vb: &VarBuilder, name: &str, out: usize, inp: usize) -> Result<FrozenLinear> {
+    let vb = vb.pp(name);
+    Ok(FrozenLinear::new(vb.get((out, inp), "weight")?, Some(vb.get(out, "bias")?))?)
 }
 
 /// Multi-head self-attention (Vaswani et al. 2017, §3.2.2): query, key and value in one
 /// product, softmax(QKᵀ/√d_head)·V per head, the output projection.
 struct Attention {
-    qkv: Dense,
-    out: Dense,
+    qkv: FrozenLinear,
+    out: FrozenLinear,
     heads: usize,
 }
 
@@ -393,8 +382,7 @@ impl Attention {
             biases.push(vb.get(d, "bias")?.detach());
         }
         let qkv = FrozenLinear::new(Tensor::cat(&weights, 0)?, Some(Tensor::cat(&biases, 0)?))?;
-        let qkv = Dense(qkv);
-        Ok(Self { qkv, out: Dense::new(vb, o, d, d, true)?, heads })
+        Ok(Self { qkv, out: dense(vb, o, d, d)?, heads })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -406,7 +394,7 @@ impl Attention {
         let (k, v) = (qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
         let weights = softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((n, t, d))?;
-        self.out.forward(&y)
+        Ok(self.out.forward(&y)?)
     }
 }
 
@@ -417,8 +405,8 @@ struct Block {
     attention: Attention,
     scale1: Option<Tensor>,
     norm2: Norm,
-    fc1: Dense,
-    fc2: Dense,
+    fc1: FrozenLinear,
+    fc2: FrozenLinear,
     scale2: Option<Tensor>,
     gelu: Gelu,
 }
@@ -439,8 +427,8 @@ impl Block {
             attention: Attention::new(vb, [q, k, v, o], d, cfg.heads)?,
             scale1: scale("layer_scale1")?,
             norm2: Norm::new(vb, norm2, d, eps)?,
-            fc1: Dense::new(vb, "mlp.fc1", d * cfg.mlp_ratio, d, true)?,
-            fc2: Dense::new(vb, "mlp.fc2", d, d * cfg.mlp_ratio, true)?,
+            fc1: dense(vb, "mlp.fc1", d * cfg.mlp_ratio, d)?,
+            fc2: dense(vb, "mlp.fc2", d, d * cfg.mlp_ratio)?,
             scale2: scale("layer_scale2")?,
             gelu: cfg.gelu,
         })

@@ -18,7 +18,7 @@ use crate::check::{
     at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, with_scratch, Real,
 };
 use crate::error::{invalid, Result};
-use crate::gemm::{matmul, matmul_col_major, parallelism, Mat, SharedSlice};
+use crate::gemm::{matmul, matmul_col_major, parallelism, transpose_into, Mat, SharedSlice};
 use crate::winograd::{self, TransformedKernels};
 
 /// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
@@ -706,20 +706,10 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
             *t += v;
         }
     }
-    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout,
-    // in tiles, so that the strided writes stay within a few cache lines at a time.
-    const TILE: usize = 32;
+    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout.
     let mut weight = vec![T::zero(); total.len()];
     for (src, dst) in total.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
-        for j0 in (0..k_len).step_by(TILE) {
-            for i0 in (0..small_cg).step_by(TILE) {
-                for j in j0..(j0 + TILE).min(k_len) {
-                    for i in i0..(i0 + TILE).min(small_cg) {
-                        dst[i * k_len + j] = src[j * small_cg + i];
-                    }
-                }
-            }
-        }
+        transpose_into(src, k_len, small_cg, dst);
     }
     weight
 }

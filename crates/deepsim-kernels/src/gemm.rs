@@ -44,6 +44,22 @@ pub(crate) fn parallelism(serial: bool) -> Parallelism {
     }
 }
 
+/// `dst` (row-major `cols × rows`) ← the transpose of `src` (row-major `rows × cols`), in 32×32
+/// tiles so that the strided side of the copy stays within a few cache lines at a time.
+pub(crate) fn transpose_into<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const TILE: usize = 32;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose: out of bounds");
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                for j in j0..(j0 + TILE).min(cols) {
+                    dst[j * rows + i] = src[i * cols + j];
+                }
+            }
+        }
+    }
+}
+
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`), `dst` row-major `m × n`.
 ///
 /// Asserts the shapes agree and every view lies inside its slice: callers derive both from

@@ -11,7 +11,7 @@ use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
-use crate::gemm::{matmul, parallelism, Mat};
+use crate::gemm::{matmul, parallelism, transpose_into, Mat};
 use rayon::prelude::*;
 
 /// `x·Wᵀ + b` for `x` `[N, in]`, `weight` `[out, in]` (PyTorch's and candle-nn's layout) and
@@ -117,7 +117,8 @@ impl CustomOp2 for LinearOp {
 #[derive(Clone, Debug)]
 pub struct FrozenLinear {
     weight: Tensor,
-    weight_t: Tensor,
+    /// `Wᵀ` `[in, out]`, on the CPU only (other devices run [`linear`] on `weight`).
+    weight_t: Option<Tensor>,
     bias: Option<Tensor>,
 }
 
@@ -140,12 +141,8 @@ impl FrozenLinear {
             same_dtype_device(OP, "bias", b, &weight)?;
         }
         let weight = weight.detach();
-        let weight_t = if weight.device().is_cpu() {
-            transpose_cpu(&weight)?
-        } else {
-            weight.t()?.contiguous()?
-        };
-        Ok(Self { weight, weight_t: weight_t.detach(), bias: bias.map(|b| b.detach()) })
+        let weight_t = if weight.device().is_cpu() { Some(transpose_cpu(&weight)?) } else { None };
+        Ok(Self { weight, weight_t, bias: bias.map(|b| b.detach()) })
     }
 
     /// The weight `[out, in]`.
@@ -172,12 +169,12 @@ impl FrozenLinear {
         same_dtype_device(OP, "weight", &self.weight, x)?;
         let rows = x.elem_count() / k.max(1);
         let x2 = x.reshape((rows, k))?;
-        let y = if x.device().is_cpu() && rows > SKINNY && k > 0 && out > 0 {
-            let op =
-                FrozenLinearOp { weight: self.weight.clone(), weight_t: self.weight_t.clone() };
-            crate::bias::add_bias(x2.apply_op1(op)?, self.bias.as_ref())?
-        } else {
-            linear(&x2, &self.weight, self.bias.as_ref())?
+        let y = match &self.weight_t {
+            Some(weight_t) if rows > SKINNY && k > 0 && out > 0 => {
+                let op = FrozenLinearOp { weight: self.weight.clone(), weight_t: weight_t.clone() };
+                crate::bias::add_bias(x2.apply_op1(op)?, self.bias.as_ref())?
+            }
+            _ => linear(&x2, &self.weight, self.bias.as_ref())?,
         };
         let mut shape = dims;
         *shape.last_mut().expect("rank ≥ 1, checked") = out;
@@ -185,36 +182,19 @@ impl FrozenLinear {
     }
 }
 
-/// `W` `[r, c]` → `Wᵀ` `[c, r]` contiguous, in cache-sized tiles over rayon's threads (candle's
-/// strided copy is one thread, element by element).
+/// `W` `[r, c]` → `Wᵀ` `[c, r]` contiguous, in cache-sized tiles (candle's strided copy goes
+/// element by element).
 fn transpose_cpu(w: &Tensor) -> candle::Result<Tensor> {
+    fn go<T: Real>(s: &CpuStorage, l: &Layout, r: usize, c: usize) -> candle::Result<Tensor> {
+        let src = contiguous(s.as_slice::<T>()?, l);
+        let mut dst = vec![T::zero(); r * c];
+        transpose_into(&src, r, c, &mut dst);
+        Tensor::from_vec(dst, (c, r), &candle::Device::Cpu)
+    }
     let (r, c) = w.dims2()?;
     crate::conv::with_cpu(w, "weight", |s, l| {
-        by_float_dtype!("FrozenLinear", s.dtype(), transpose_storage(s, l, r, c))
+        by_float_dtype!("FrozenLinear", s.dtype(), go(s, l, r, c))
     })
-}
-
-fn transpose_storage<T: Real>(
-    s: &CpuStorage,
-    l: &Layout,
-    r: usize,
-    c: usize,
-) -> candle::Result<Tensor> {
-    const TILE: usize = 32;
-    let src = contiguous(s.as_slice::<T>()?, l);
-    let mut dst = vec![T::zero(); r * c];
-    dst.par_chunks_mut(TILE * r).enumerate().for_each(|(block, rows)| {
-        let j0 = block * TILE;
-        for i0 in (0..r).step_by(TILE) {
-            for (dj, row) in rows.chunks_mut(r).enumerate() {
-                let j = j0 + dj;
-                for i in i0..(i0 + TILE).min(r) {
-                    row[i] = src[i * c + j];
-                }
-            }
-        }
-    });
-    Tensor::from_vec(dst, (c, r), &candle::Device::Cpu)
 }
 
 /// `x [N, in] → x·Wᵀ [N, out]` with the frozen weight held in both layouts ([`FrozenLinear`]).
