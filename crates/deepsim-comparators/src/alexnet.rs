@@ -8,7 +8,7 @@ use std::path::Path;
 use candle::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use deepsim_kernels::{
-    local_response_norm, max_pool2d, Activation, ChannelAffine, Conv2dConfig, FrozenConv2d,
+    linear, local_response_norm, max_pool2d, Activation, ChannelAffine, Conv2dConfig, FrozenConv2d,
     LrnConfig, MaxPool2dConfig, PoolRounding,
 };
 
@@ -287,7 +287,7 @@ impl AlexNet {
             };
             h = h.flatten_from(1)?;
             for ((w, b), (pre, post)) in self.fcs.iter().zip(FC_TAPS) {
-                h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+                h = linear(&h, w, Some(b))?;
                 done = keep(pre, &h);
                 if let (Some(post), false) = (post, done) {
                     h = h.relu()?;
