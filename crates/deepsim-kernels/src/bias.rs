@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
+use crate::simd::vectorized;
 
 /// `y = φ(x + b[c])` over the channel dimension (dim 1) of `x`, where `φ(v) = v` for `v > 0`
 /// and `α·v` otherwise: a leaky ReLU of slope `alpha` (the paper's generator uses 0.3).
@@ -115,10 +116,15 @@ fn for_each_plane<T: Real>(
 ) {
     let per_task = TASK.div_ceil(inner).max(1);
     out.par_chunks_mut(per_task * inner).enumerate().for_each(|(task, chunk)| {
-        for (k, plane) in chunk.chunks_mut(inner).enumerate() {
-            let p = task * per_task + k;
-            f(p % c, p * inner, plane);
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (k, plane) in chunk.chunks_mut(inner).enumerate() {
+                    let p = task * per_task + k;
+                    f(p % c, p * inner, plane);
+                }
+            },
+        )
     });
 }
 
@@ -156,17 +162,22 @@ impl CustomOp2 for BiasLeakyRelu {
                 // N·C planes of one element.
                 let task = TASK.div_ceil(c).max(1) * c;
                 out.par_chunks_mut(task).zip(x.par_chunks(task)).for_each(|(dst, src)| {
-                    for (d_row, s_row) in dst.chunks_mut(c).zip(src.chunks(c)) {
-                        let row = d_row.iter_mut().zip(s_row).zip(b.iter());
-                        if alpha == 1.0 {
-                            row.for_each(|((d, &v), &bias)| *d = v + bias);
-                        } else {
-                            row.for_each(|((d, &v), &bias)| {
-                                let v = v + bias;
-                                *d = if v > T::zero() { v } else { a * v };
-                            });
-                        }
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for (d_row, s_row) in dst.chunks_mut(c).zip(src.chunks(c)) {
+                                let row = d_row.iter_mut().zip(s_row).zip(b.iter());
+                                if alpha == 1.0 {
+                                    row.for_each(|((d, &v), &bias)| *d = v + bias);
+                                } else {
+                                    row.for_each(|((d, &v), &bias)| {
+                                        let v = v + bias;
+                                        *d = if v > T::zero() { v } else { a * v };
+                                    });
+                                }
+                            }
+                        },
+                    )
                 });
                 return Ok(T::to_cpu_storage_owned(out));
             }
@@ -234,9 +245,14 @@ impl CustomOp2 for SlopeMask {
             let mut out = vec![T::zero(); g.len()];
             out.par_chunks_mut(TASK).zip(g.par_chunks(TASK).zip(y.par_chunks(TASK))).for_each(
                 |(dst, (g, y))| {
-                    for ((d, &g), &y) in dst.iter_mut().zip(g).zip(y) {
-                        *d = if y > T::zero() { g } else { a * g };
-                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            for ((d, &g), &y) in dst.iter_mut().zip(g).zip(y) {
+                                *d = if y > T::zero() { g } else { a * g };
+                            }
+                        },
+                    )
                 },
             );
             Ok(T::to_cpu_storage_owned(out))

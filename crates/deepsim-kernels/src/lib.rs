@@ -49,6 +49,7 @@ mod linear;
 mod lrn;
 mod norm;
 mod pool;
+mod simd;
 mod strided;
 mod unit_distance;
 mod winograd;
@@ -66,6 +67,7 @@ pub use linear::{linear, FrozenLinear};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
 pub use norm::{gelu_erf, layer_norm, quick_gelu, softmax_last_dim};
 pub use pool::{max_pool2d, max_pool2d_backward, MaxPool2dConfig, PoolRounding};
+pub use simd::{vector_isa, vectorized, VectorIsa};
 pub use unit_distance::{unit_weighted_sq_distance, unit_weighted_sq_distance_backward};
 
 /// Implementations built only from candle's built-in tensor ops, with the same semantics as the

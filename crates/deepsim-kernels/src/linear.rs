@@ -12,6 +12,7 @@ use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
 use crate::gemm::{matmul, parallelism, transpose_into, Mat};
+use crate::simd::vectorized;
 use rayon::prelude::*;
 
 /// `x·Wᵀ + b` for `x` `[N, in]`, `weight` `[out, in]` (PyTorch's and candle-nn's layout) and
@@ -271,103 +272,212 @@ fn forward<T: Real>(
 /// packing of a 4096×4096 weight costs more than the product.
 const SKINNY: usize = 16;
 
-/// Weight rows (or columns) per parallel task of the streaming kernels.
+/// Weight rows per parallel task of the forward and weight-gradient streaming kernels.
 const BLOCK: usize = 64;
 
-/// Independent accumulators of [`dot`]: lanes the compiler keeps in vector registers.
+/// Input columns per parallel task of the input-gradient kernel: its eight accumulator rows
+/// (16 KB in f32) and four weight-row segments stay in a core's L1 cache.
+const STRIP: usize = 512;
+
+/// Vector lanes of the streaming kernels' accumulators: one AVX-512 register of f32.
 const LANES: usize = 16;
 
-/// `Σ a[j]·b[j]`, summed in a fixed order (deterministic whatever the thread count).
-fn dot<T: Real>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let mut sum = T::zero();
-    for (x, y) in ac.remainder().iter().zip(bc.remainder()) {
-        sum += *x * *y;
+/// Rows of `x` (or of the output gradient) the kernels take at a time: batches of fewer rows
+/// are padded with zero rows to this many, so that one instantiation, whose accumulators are
+/// all registers, serves every batch (a zero row costs no memory traffic, and the kernels are
+/// bound by streaming the weight).
+const GROUP: usize = 8;
+
+/// Weight rows per step of the input-gradient kernel.
+const G_ROWS: usize = 4;
+
+/// `rows` rows of `len` (row-major `[rows, len]`) padded with zero rows to a multiple of
+/// [`GROUP`]; borrowed when no padding is needed.
+fn padded<T: Real>(data: &[T], rows: usize, len: usize) -> std::borrow::Cow<'_, [T]> {
+    let want = rows.next_multiple_of(GROUP);
+    if want == rows {
+        return std::borrow::Cow::Borrowed(&data[..rows * len]);
     }
-    for (x, y) in ac.zip(bc) {
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc.into_iter().fold(sum, |s, v| s + v)
+    let mut v = vec![T::zero(); want * len];
+    v[..rows * len].copy_from_slice(&data[..rows * len]);
+    std::borrow::Cow::Owned(v)
 }
 
-/// `x·Wᵀ` `[n, out]` for few rows: each thread reads a block of W's rows once, against every
-/// row of `x` (which stays in cache).
+/// Weight rows per step of the forward kernel: with [`GROUP`] rows of `x`, 16 accumulator
+/// registers.
+const W_ROWS: usize = 2;
+
+/// `Σⱼ x[g, j]·w[r, j]` for the [`GROUP`] rows of `x` (row-major, `k` long) and the
+/// [`W_ROWS`] weight rows `w`: each of [`LANES`] lanes accumulates every 16th product in order,
+/// the row's tail is summed first and the lanes are then added to it in order — a fixed order,
+/// the same whatever the threads or the instruction set.
+#[inline(always)]
+fn dot_block<T: Real>(x: &[T], k: usize, w: [&[T]; W_ROWS]) -> [[T; GROUP]; W_ROWS] {
+    let body = k / LANES * LANES;
+    // Slices cut to the body up front, so that the loop below has no bounds checks left and
+    // its accumulators stay in registers.
+    let xs: [&[T]; GROUP] = std::array::from_fn(|g| &x[g * k..g * k + body]);
+    let ws: [&[T]; W_ROWS] = std::array::from_fn(|r| &w[r][..body]);
+    let mut acc = [[[T::zero(); LANES]; GROUP]; W_ROWS];
+    for j in (0..body).step_by(LANES) {
+        let wv: [[T; LANES]; W_ROWS] = std::array::from_fn(|r| {
+            let mut v = [T::zero(); LANES];
+            v.copy_from_slice(&ws[r][j..j + LANES]);
+            v
+        });
+        for g in 0..GROUP {
+            let mut xv = [T::zero(); LANES];
+            xv.copy_from_slice(&xs[g][j..j + LANES]);
+            for r in 0..W_ROWS {
+                for l in 0..LANES {
+                    acc[r][g][l] += wv[r][l] * xv[l];
+                }
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        std::array::from_fn(|g| {
+            let xr = &x[g * k..(g + 1) * k];
+            let tail = (body..k).fold(T::zero(), |s, j| s + xr[j] * w[r][j]);
+            acc[r][g].iter().fold(tail, |s, &v| s + v)
+        })
+    })
+}
+
+/// `x·Wᵀ` `[n, out]` for few rows: each task reads a block of W's rows once, two rows at a
+/// time against eight rows of `x` held in registers.
 fn skinny_forward<T: Real>(x: &[T], w: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    let xp = padded(x, n, k);
+    let groups = xp.len() / (GROUP * k);
     // Computed transposed ([out, n]: each task writes whole rows), then transposed back.
     let mut yt = vec![T::zero(); out * n];
     yt.par_chunks_mut(BLOCK * n).enumerate().for_each(|(c, block)| {
-        for (r, dst) in block.chunks_mut(n).enumerate() {
-            let o = c * BLOCK + r;
-            let wrow = &w[o * k..(o + 1) * k];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = dot(&x[i * k..(i + 1) * k], wrow);
-            }
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                let rows = block.len() / n;
+                for r0 in (0..rows).step_by(W_ROWS) {
+                    // An odd last row is paired with itself; the copy's sums are dropped.
+                    let o: [usize; W_ROWS] =
+                        std::array::from_fn(|r| c * BLOCK + (r0 + r).min(rows - 1));
+                    let wr: [&[T]; W_ROWS] = std::array::from_fn(|r| &w[o[r] * k..(o[r] + 1) * k]);
+                    for grp in 0..groups {
+                        let sums = dot_block(&xp[grp * GROUP * k..(grp + 1) * GROUP * k], k, wr);
+                        for (r, row_sums) in sums.iter().enumerate().take(rows - r0) {
+                            let first = grp * GROUP;
+                            let dst = &mut block[(r0 + r) * n..(r0 + r + 1) * n];
+                            let len = GROUP.min(n - first);
+                            dst[first..first + len].copy_from_slice(&row_sums[..len]);
+                        }
+                    }
+                }
+            },
+        )
     });
     let mut y = vec![T::zero(); n * out];
-    for o in 0..out {
-        for i in 0..n {
-            y[i * out + o] = yt[o * n + i];
-        }
-    }
+    transpose_into(&yt, out, n, &mut y);
     y
 }
 
-/// `grad·W` `[n, k]` for few rows: each task owns a block of input columns and streams the
-/// matching segment of every weight row once.
+/// `grad·W` `[n, k]` for few rows: each task owns a strip of input columns and streams the
+/// matching segment of every weight row once, four rows at a time, into eight accumulator
+/// rows that stay in L1. Each element sums its products in the order of the weight's rows.
 fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
-    let cols = BLOCK * LANES;
-    let blocks = k.div_ceil(cols);
-    let parts: Vec<Vec<T>> = (0..blocks)
+    let gp = padded(g, n, out);
+    let groups = gp.len() / (GROUP * out);
+    let strips = k.div_ceil(STRIP);
+    let parts: Vec<Vec<T>> = (0..strips * groups)
         .into_par_iter()
-        .map(|b| {
-            let (j0, j1) = (b * cols, ((b + 1) * cols).min(k));
+        .map(|task| {
+            let (grp, b) = (task / strips, task % strips);
+            let (j0, j1) = (b * STRIP, ((b + 1) * STRIP).min(k));
             let width = j1 - j0;
-            let mut acc = vec![T::zero(); n * width];
-            for o in 0..out {
-                let seg = &w[o * k + j0..o * k + j1];
-                for i in 0..n {
-                    let gi = g[i * out + o];
-                    for (a, &wv) in acc[i * width..(i + 1) * width].iter_mut().zip(seg) {
-                        *a += gi * wv;
+            let coef = &gp[grp * GROUP * out..(grp + 1) * GROUP * out];
+            let mut acc = vec![T::zero(); GROUP * width];
+            vectorized(
+                #[inline(always)]
+                || {
+                    for o0 in (0..out).step_by(G_ROWS) {
+                        // Rows past the end repeat the last one with a zero coefficient (adding an
+                        // exact zero changes nothing).
+                        let o: [usize; G_ROWS] = std::array::from_fn(|r| (o0 + r).min(out - 1));
+                        let seg: [&[T]; G_ROWS] =
+                            std::array::from_fn(|r| &w[o[r] * k + j0..o[r] * k + j1]);
+                        let c: [[T; GROUP]; G_ROWS] = std::array::from_fn(|r| {
+                            std::array::from_fn(|i| {
+                                if o0 + r < out {
+                                    coef[i * out + o[r]]
+                                } else {
+                                    T::zero()
+                                }
+                            })
+                        });
+                        for (i, row) in acc.chunks_exact_mut(width).enumerate() {
+                            for (j, a) in row.iter_mut().enumerate() {
+                                let mut v = *a;
+                                for r in 0..G_ROWS {
+                                    v += c[r][i] * seg[r][j];
+                                }
+                                *a = v;
+                            }
+                        }
                     }
-                }
-            }
+                },
+            );
             acc
         })
         .collect();
     let mut dx = vec![T::zero(); n * k];
-    for (b, part) in parts.iter().enumerate() {
-        let j0 = b * cols;
-        let width = part.len() / n;
-        for i in 0..n {
-            dx[i * k + j0..i * k + j0 + width].copy_from_slice(&part[i * width..(i + 1) * width]);
+    for (task, part) in parts.iter().enumerate() {
+        let (grp, b) = (task / strips, task % strips);
+        let j0 = b * STRIP;
+        let width = part.len() / GROUP;
+        for (g, row) in part.chunks_exact(width).enumerate() {
+            let i = grp * GROUP + g;
+            if i < n {
+                dx[i * k + j0..i * k + j0 + width].copy_from_slice(row);
+            }
         }
     }
     dx
 }
 
 /// `gradᵀ·x` `[out, k]` for few rows: each weight-gradient row `Σᵢ grad[i, o]·x[i, :]` is
-/// written once.
+/// summed in registers and written once, in strips whose eight rows of `x` stay in L1.
 fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    let xp = padded(x, n, k);
+    let gp = padded(g, n, out);
+    let groups = xp.len() / (GROUP * k);
     let mut dw = vec![T::zero(); out * k];
-    // The first row of x is stored, not added: reading the freshly allocated zeros first would
-    // map the kernel's shared zero page and then copy it on write, with a TLB flush on every
-    // core for every page of a 64 MB gradient.
-    dw.par_chunks_mut(k).enumerate().for_each(|(o, row)| {
-        let g0 = g[o];
-        for (d, &xv) in row.iter_mut().zip(&x[..k]) {
-            *d = g0 * xv;
-        }
-        for i in 1..n {
-            let gi = g[i * out + o];
-            for (d, &xv) in row.iter_mut().zip(&x[i * k..(i + 1) * k]) {
-                *d += gi * xv;
-            }
-        }
+    dw.par_chunks_mut(BLOCK * k).enumerate().for_each(|(c, block)| {
+        vectorized(
+            #[inline(always)]
+            || {
+                for grp in 0..groups {
+                    let xg = &xp[grp * GROUP * k..(grp + 1) * GROUP * k];
+                    for j0 in (0..k).step_by(STRIP) {
+                        let j1 = (j0 + STRIP).min(k);
+                        let xs: [&[T]; GROUP] =
+                            std::array::from_fn(|i| &xg[i * k + j0..i * k + j1]);
+                        for (r, dst) in block.chunks_exact_mut(k).enumerate() {
+                            let o = c * BLOCK + r;
+                            let cf: [T; GROUP] =
+                                std::array::from_fn(|i| gp[(grp * GROUP + i) * out + o]);
+                            let dst = &mut dst[j0..j1];
+                            // The first group's sums are stored, not added to the zeros: reading
+                            // freshly allocated pages would map the kernel's shared zero page first.
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                let mut v = if grp == 0 { T::zero() } else { *d };
+                                for i in 0..GROUP {
+                                    v += cf[i] * xs[i][j];
+                                }
+                                *d = v;
+                            }
+                        }
+                    }
+                }
+            },
+        )
     });
     dw
 }
@@ -512,10 +622,11 @@ mod tests {
 
     #[test]
     fn streaming_kernels_equal_gemm() {
-        // Rows at and just past the streaming limit, and sizes that are not multiples of the
-        // blocks; f32 against candle's matmul.
-        for n in [1, SKINNY, SKINNY + 1] {
-            let (k, out) = (1000 + 3, 130);
+        // Batches below, at and past a group of rows, at and just past the streaming limit,
+        // and sizes that are not multiples of the lanes, strips, blocks or row pairs; f32
+        // against candle's matmul.
+        for n in [1, 3, GROUP, GROUP + 1, SKINNY, SKINNY + 1] {
+            let (k, out) = (1000 + 3, 131);
             let x = Var::from_tensor(&seq((n, k), 0.01).to_dtype(DType::F32).unwrap()).unwrap();
             let w = Var::from_tensor(&seq((out, k), 0.02).to_dtype(DType::F32).unwrap()).unwrap();
             let c = seq((n, out), 0.1).to_dtype(DType::F32).unwrap();

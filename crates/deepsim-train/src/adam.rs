@@ -126,9 +126,11 @@ trait HostFloat: WithDType {
 macro_rules! host_float {
     ($t:ty, $variant:ident) => {
         impl HostFloat for $t {
+            #[inline(always)]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
+            #[inline(always)]
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
             }
@@ -165,13 +167,19 @@ impl<T: HostFloat> FusedAdam<'_, T> {
         let (b1, b2) = (T::from_f64(h.beta1), T::from_f64(h.beta2));
         let (a1, a2) = (T::from_f64(1.0 - h.beta1), T::from_f64(1.0 - h.beta2));
         let (step, inv_c2, eps) = (T::from_f64(h.step), T::from_f64(h.inv_c2), T::from_f64(h.eps));
-        let mut finite = true;
-        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            *m = b1 * *m + a1 * g;
-            *v = b2 * *v + a2 * (g * g);
-            *p -= step * *m / ((*v * inv_c2).sqrt() + eps);
-            finite &= p.is_finite();
-        }
+        let finite = deepsim_kernels::vectorized(
+            #[inline(always)]
+            || {
+                let mut finite = true;
+                for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m = b1 * *m + a1 * g;
+                    *v = b2 * *v + a2 * (g * g);
+                    *p -= step * *m / ((*v * inv_c2).sqrt() + eps);
+                    finite &= p.is_finite();
+                }
+                finite
+            },
+        );
         if !finite {
             self.non_finite.store(true, Ordering::Relaxed);
         }
