@@ -754,23 +754,36 @@ fn run_weight_grad<T: Real>(g: &Geom, big: Arg<'_>, small: Arg<'_>) -> candle::R
 }
 
 /// Whether Winograd F(4×4, 3×3) pays for a convolution of geometry `g`: 3×3 kernels, stride
-/// 1, undilated, at least 16 channels a group on both sides, and tiles that waste little of
-/// the output. A frozen layer's `ConvAlgorithm::Auto` decides by this alone.
+/// 1, undilated, at least 16 channels a group on both sides, tiles that waste little of the
+/// output, and at least [`MIN_WINOGRAD_TILES`] of them. A frozen layer's
+/// `ConvAlgorithm::Auto` decides by this alone.
 fn winograd_pays(g: &Geom) -> bool {
     g.kernel == (3, 3)
         && g.cfg.stride == (1, 1)
         && g.cfg.dilation == (1, 1)
         && g.big_cg() >= 16
         && g.small_cg() >= 16
+        && output_tiles(g) >= MIN_WINOGRAD_TILES
         && forward_plan(g).cost_ratio() < 0.75
 }
+
+/// The 4×4 output tiles of a batch.
+fn output_tiles(g: &Geom) -> usize {
+    g.n * g.small[1].div_ceil(4) * g.small[2].div_ceil(4)
+}
+
+/// Output tiles below which Winograd loses even with its kernels transformed once (a frozen
+/// layer): each call reads the 36 transformed kernel matrices (four times the weight) for
+/// too few columns. Measured on 2 cores with AlexNet's conv3–conv5 shapes: at 8 tiles (a
+/// batch of 8 at 3×3, the trunk on 64-pixel images) im2col took 0.9–1.1 ms against 1.9;
+/// at 16 tiles the two were level (192 → 384) or Winograd won (384 → 256: 1.4 against 2.2 ms).
+const MIN_WINOGRAD_TILES: usize = 16;
 
 /// Whether a trainable convolution of geometry `g` (or the transposed convolution that is its
 /// input gradient) runs Winograd: where it pays ([`winograd_pays`]) and with enough tiles (at
 /// least [`TRAINABLE_WINOGRAD_TILES`]) to repay transforming the kernels on every call.
 fn trainable_winograd(g: &Geom) -> bool {
-    let tiles = g.n * g.small[1].div_ceil(4) * g.small[2].div_ceil(4);
-    tiles >= TRAINABLE_WINOGRAD_TILES && winograd_pays(g)
+    output_tiles(g) >= TRAINABLE_WINOGRAD_TILES && winograd_pays(g)
 }
 
 /// Output tiles below which a trainable 3×3 convolution keeps im2col: with fewer, the
@@ -1025,8 +1038,9 @@ pub enum Activation {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// Winograd where it applies and saves work — 3×3 kernel, stride 1, no dilation, at least
-    /// 16 channels per group on each side, and an output large enough that whole 4×4 tiles
-    /// cost under 3/4 of im2col's multiplies — and im2col + GEMM elsewhere.
+    /// 16 channels per group on each side, an output large enough that whole 4×4 tiles
+    /// cost under 3/4 of im2col's multiplies, and at least 16 tiles in the batch — and
+    /// im2col + GEMM elsewhere. Decided per call, from the input's size.
     #[default]
     Auto,
     /// im2col + GEMM (col2im for the input gradient): the direct sum, in GEMM order.
