@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
+use crate::grads::deliver_grad;
 use crate::simd::vectorized;
 
 /// `y = φ(x + b[c])` over the channel dimension (dim 1) of `x`, where `φ(v) = v` for `v > 0`
@@ -208,7 +209,7 @@ impl CustomOp2 for BiasLeakyRelu {
         } else {
             grad.apply_op2(y, SlopeMask { alpha: self.alpha })?
         };
-        let db = if b.track_op() { Some(dv.apply_op1(ChannelSum)?) } else { None };
+        let db = if b.track_op() { deliver_grad(b, dv.apply_op1(ChannelSum)?)? } else { None };
         let dx = if x.track_op() { Some(dv) } else { None };
         Ok((dx, db))
     }

@@ -19,6 +19,7 @@ use crate::check::{
 };
 use crate::error::{invalid, Result};
 use crate::gemm::{matmul, matmul_col_major, parallelism, transpose_into, Mat, SharedSlice};
+use crate::grads::deliver_grad;
 use crate::winograd::{self, TransformedKernels};
 
 /// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
@@ -860,8 +861,10 @@ impl CustomOp2 for Conv2dOp {
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom { n: x.dim(0)?, ..self.0 };
         let dx = if x.track_op() { Some(conv2d_input_grad(grad, w, &g)?) } else { None };
-        let dw =
-            if w.track_op() { Some(x.apply_op2_no_bwd(grad, &WeightGradOp(g))?) } else { None };
+        let dw = match w.track_op() {
+            true => deliver_grad(w, x.apply_op2_no_bwd(grad, &WeightGradOp(g))?)?,
+            false => None,
+        };
         Ok((dx, dw))
     }
 }
@@ -907,8 +910,10 @@ impl CustomOp2 for ConvTranspose2dOp {
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geom { n: x.dim(0)?, ..self.0 };
         let dx = if x.track_op() { Some(grad.apply_op2(w, Conv2dOp(g))?) } else { None };
-        let dw =
-            if w.track_op() { Some(grad.apply_op2_no_bwd(x, &WeightGradOp(g))?) } else { None };
+        let dw = match w.track_op() {
+            true => deliver_grad(w, grad.apply_op2_no_bwd(x, &WeightGradOp(g))?)?,
+            false => None,
+        };
         Ok((dx, dw))
     }
 }

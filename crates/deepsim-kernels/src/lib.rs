@@ -45,6 +45,7 @@ mod conv;
 mod depthwise;
 mod error;
 mod gemm;
+mod grads;
 mod linear;
 mod lrn;
 mod norm;
@@ -63,6 +64,7 @@ pub use conv::{
     FrozenConv2d,
 };
 pub use error::{Error, Result};
+pub use grads::{backward, deliver_grad};
 pub use linear::{linear, FrozenLinear};
 pub use lrn::{local_response_norm, LrnConfig, LrnConvention};
 pub use norm::{gelu_erf, layer_norm, quick_gelu, softmax_last_dim};

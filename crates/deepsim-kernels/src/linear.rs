@@ -12,6 +12,7 @@ use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
 use crate::gemm::{matmul, parallelism, transpose_into, Mat};
+use crate::grads::deliver_grad;
 use crate::simd::vectorized;
 use rayon::prelude::*;
 
@@ -98,8 +99,8 @@ impl CustomOp2 for LinearOp {
         };
         let dw = match (w.track_op(), skinny) {
             (false, _) => None,
-            (true, true) => Some(grad.apply_op2_no_bwd(x, &Skinny::WeightGrad)?),
-            (true, false) => Some(grad.t()?.matmul(x)?),
+            (true, true) => deliver_grad(w, grad.apply_op2_no_bwd(x, &Skinny::WeightGrad)?)?,
+            (true, false) => deliver_grad(w, grad.t()?.matmul(x)?)?,
         };
         Ok((dx, dw))
     }

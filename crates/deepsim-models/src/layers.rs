@@ -278,7 +278,7 @@ impl CustomOp1 for SwapFlip {
         Ok((out, Shape::from((d[1], d[0], d[2], d[3]))))
     }
 
-    fn bwd(&self, _w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(SwapFlip)?))
+    fn bwd(&self, w: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+        deepsim_kernels::deliver_grad(w, grad.contiguous()?.apply_op1(SwapFlip)?)
     }
 }

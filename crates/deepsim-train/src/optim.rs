@@ -143,7 +143,7 @@ pub fn invert_by_optimization(
             let features = features.detach();
             return Ok(OptimInversion { images: var.as_tensor().detach(), objective, features });
         }
-        adam.step(&total.backward()?)?;
+        adam.step(&deepsim_kernels::backward(&total)?)?;
         project(&var)?;
         step += 1;
     }

@@ -553,7 +553,7 @@ impl Trainer {
             }
         }
 
-        let grads = total.backward()?;
+        let grads = deepsim_kernels::backward(&total)?;
         self.g_adam.step(&grads)?;
         check_finite(&self.g_adam, &self.model.vars, step, "generator weights")?;
         let mut updated = None;

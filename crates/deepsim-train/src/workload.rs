@@ -86,7 +86,7 @@ impl StepWorkload {
         let lf = self.feature.forward_to(&crop(&y)?, &want)?.total;
         let li = image_loss(&y, &self.target, ImageDistance::SquaredL2, Reduction::Mean)?;
         let loss = (lf + (li / (3 * self.side * self.side) as f64)?)?;
-        self.adam.step(&loss.backward()?)?;
+        self.adam.step(&deepsim_kernels::backward(&loss)?)?;
         Ok(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?)
     }
 }

@@ -129,7 +129,7 @@ impl Adversary {
     pub fn update(&mut self, loss: &Tensor, l_discr: f64, l_adv: f64) -> Result<bool> {
         let update = self.pause.step(l_discr, l_adv);
         if update {
-            let grads = loss.backward()?;
+            let grads = deepsim_kernels::backward(loss)?;
             self.adam.step(&grads)?;
         }
         Ok(update)
