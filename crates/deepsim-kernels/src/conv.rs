@@ -18,7 +18,9 @@ use crate::check::{
     at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, with_scratch, Real,
 };
 use crate::error::{invalid, Result};
-use crate::gemm::{matmul, matmul_col_major, parallelism, transpose_into, Mat, SharedSlice};
+use crate::gemm::{
+    matmul, matmul_col_major, parallelism, transpose_into, transpose_into_par, Mat, SharedSlice,
+};
 use crate::grads::deliver_grad;
 use crate::winograd::{self, TransformedKernels};
 
@@ -666,8 +668,31 @@ fn small_to_big<T: Real>(
     out
 }
 
+/// Small maps (at most this many output pixels per image) with large weights (at least
+/// [`BATCHED_WGRAD_WEIGHTS`] elements a group, more than a core's L2 cache holds) take
+/// [`weight_grad_batched`]. Measured in the 64-pixel trainer step (batch 8): the 512 → 256
+/// up-convolution at 8×8 (2 M weights) 20.5 → 14.6 ms, 256 → 256 at 4×4 7.0 → 3.4 ms; layers
+/// with smaller weights (the discriminator's, 51 K–295 K) or 256-pixel maps ran as fast or
+/// up to 30 % slower batched, and keep one GEMM per image.
+const BATCHED_WGRAD_PIXELS: usize = 128;
+const BATCHED_WGRAD_WEIGHTS: usize = 1 << 19;
+
+/// Inner dimension a batched weight-gradient GEMM aims for (images × pixels).
+const BATCHED_WGRAD_DEPTH: usize = 1024;
+
 /// The weight gradient `[small_c, big_c / groups, kh, kw]` from the big and small images.
 fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
+    let weights = g.weight_len() / g.groups();
+    if g.small_hw() <= BATCHED_WGRAD_PIXELS && weights >= BATCHED_WGRAD_WEIGHTS && !g.is_pointwise()
+    {
+        return weight_grad_batched(g, big, small);
+    }
+    weight_grad_per_image(g, big, small)
+}
+
+/// [`weight_grad`] with one GEMM per image, the images split over the threads (each thread's
+/// partial gradient added at the end).
+fn weight_grad_per_image<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
     let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
     let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
     let parts = rayon::current_num_threads().min(g.n).max(1);
@@ -711,6 +736,74 @@ fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
     let mut weight = vec![T::zero(); total.len()];
     for (src, dst) in total.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
         transpose_into(src, k_len, small_cg, dst);
+    }
+    weight
+}
+
+/// [`weight_grad`] for small maps (an up-convolution's 8×8 input, 64 pixels an image): one
+/// product per image would have an inner dimension of a few dozen pixels and rewrite the whole
+/// gradient (8 MB for a 512 → 256 up-convolution) for each image on each thread, then add the
+/// threads' copies. Here the images of a chunk stand side by side: their im2col columns form
+/// one `[k_len, images × pixels]` matrix and their small images one `[small_c, images ×
+/// pixels]`, and one threaded GEMM of inner dimension about [`BATCHED_WGRAD_DEPTH`] adds the
+/// chunk into a single gradient.
+fn weight_grad_batched<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
+    let (k_len, p_len, big_len) = (g.k_len(), g.small_hw(), g.big_hw());
+    let (small_cg, big_cg) = (g.small_cg(), g.big_cg());
+    let taps = g.kernel.0 * g.kernel.1;
+    let per_chunk = BATCHED_WGRAD_DEPTH.div_ceil(p_len).clamp(1, g.n.max(1));
+    let width = per_chunk * p_len;
+    // Channels per im2col task: a few tasks per thread.
+    let per_task = big_cg.div_ceil(4 * rayon::current_num_threads().max(1)).max(1);
+    let mut acc = vec![T::zero(); g.weight_len()];
+    with_scratch(k_len * width + small_cg * width, |scratch| {
+        let (cols, gathered) = scratch.split_at_mut(k_len * width);
+        for gi in 0..g.groups() {
+            let dst = &mut acc[gi * small_cg * k_len..(gi + 1) * small_cg * k_len];
+            for (c, first) in (0..g.n).step_by(per_chunk).enumerate() {
+                let images = per_chunk.min(g.n - first);
+                let ld = images * p_len;
+                // Column b·p + q holds pixel q of image `first + b`, in both operands. Tasks
+                // own whole channels, i.e. runs of `taps` rows.
+                cols[..k_len * ld].par_chunks_mut(per_task * taps * ld).enumerate().for_each(
+                    |(t, rows)| {
+                        let (c0, channels) = (t * per_task, rows.len() / (taps * ld));
+                        let part = Geom {
+                            big: [channels, g.big[1], g.big[2]],
+                            cfg: Conv2dConfig { groups: 1, ..g.cfg },
+                            ..*g
+                        };
+                        for b in 0..images {
+                            let start = ((first + b) * g.big[0] + gi * big_cg + c0) * big_len;
+                            let src = &big[start..start + channels * big_len];
+                            im2col(&part, src, rows, ld, b * p_len, 0..p_len);
+                        }
+                    },
+                );
+                // The small images transposed, `[images × pixels, small_cg]`: both operands of
+                // the product are then row-major, the layout the gemm crate runs fastest.
+                gathered[..ld * small_cg].par_chunks_mut(p_len * small_cg).enumerate().for_each(
+                    |(b, rows)| {
+                        let start = ((first + b) * g.small[0] + gi * small_cg) * p_len;
+                        transpose_into(
+                            &small[start..start + small_cg * p_len],
+                            small_cg,
+                            p_len,
+                            rows,
+                        );
+                    },
+                );
+                // dstᵀ [k_len × small_cg] (the column-major gradient) += cols · gatheredᵀ.
+                let lhs = Mat::row_major(&cols[..k_len * ld], k_len, ld);
+                let rhs = Mat::row_major(&gathered[..ld * small_cg], ld, small_cg);
+                matmul(dst, lhs, rhs, c > 0, parallelism(false));
+            }
+        }
+    });
+    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout.
+    let mut weight = vec![T::zero(); acc.len()];
+    for (src, dst) in acc.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
+        transpose_into_par(src, k_len, small_cg, dst);
     }
     weight
 }
@@ -1565,5 +1658,40 @@ pub(crate) mod composite {
         let idx: Vec<u32> = (0..len as u32).rev().collect();
         let idx = Tensor::new(idx.as_slice(), t.device())?;
         Ok(t.index_select(&idx, dim)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(len: usize, seed: usize) -> Vec<f64> {
+        (0..len).map(|i| (((i + seed) * 37 % 101) as f64 - 50.0) * 0.013).collect()
+    }
+
+    #[test]
+    fn batched_weight_gradient_equals_one_gemm_per_image() {
+        // The batched path (taken in production only for large weights on small maps) against
+        // the per-image path that the finite-difference tests check: strides, padding,
+        // groups, a batch spread over several chunks (40 images of 64 pixels, chunks of 16),
+        // and im2col tasks that split the channels unevenly (7 channels a group).
+        let cases = [
+            ([40, 3, 8, 8], [4, 3, 3, 3], Conv2dConfig::new(1, 1)),
+            ([5, 14, 9, 7], [6, 7, 3, 3], Conv2dConfig::new(2, 1).with_groups(2)),
+            ([3, 4, 16, 16], [5, 4, 4, 4], Conv2dConfig::new(2, 1)),
+            ([33, 2, 5, 6], [3, 2, 2, 3], Conv2dConfig::new(1, 0).with_dilation(2)),
+        ];
+        for (xs, ws, cfg) in cases {
+            let x = Tensor::from_vec(seq(xs.iter().product(), 1), &xs, &candle::Device::Cpu);
+            let w = Tensor::from_vec(seq(ws.iter().product(), 2), &ws, &candle::Device::Cpu);
+            let g = conv2d_geom("test", &x.unwrap(), &w.unwrap(), None, &cfg).unwrap();
+            let big = seq(g.n * g.big[0] * g.big_hw(), 3);
+            let small = seq(g.n * g.small[0] * g.small_hw(), 4);
+            let want = weight_grad_per_image(&g, &big, &small);
+            let got = weight_grad_batched(&g, &big, &small);
+            let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let err = want.iter().zip(&got).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(scale > 0.0 && err <= 1e-12 * scale, "{xs:?} {ws:?}: {err} of {scale}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use crate::check::Real;
 
@@ -58,6 +59,28 @@ pub(crate) fn transpose_into<T: Copy>(src: &[T], rows: usize, cols: usize, dst: 
             }
         }
     }
+}
+
+/// [`transpose_into`] on rayon's threads, each writing a band of `dst`'s rows.
+pub(crate) fn transpose_into_par<T: Copy + Send + Sync>(
+    src: &[T],
+    rows: usize,
+    cols: usize,
+    dst: &mut [T],
+) {
+    const BAND: usize = 32;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols, "transpose: out of bounds");
+    dst[..rows * cols].par_chunks_mut(BAND * rows).enumerate().for_each(|(band, out)| {
+        let j0 = band * BAND;
+        let width = out.len() / rows;
+        for i0 in (0..rows).step_by(BAND) {
+            for j in 0..width {
+                for i in i0..(i0 + BAND).min(rows) {
+                    out[j * rows + i] = src[i * cols + j0 + j];
+                }
+            }
+        }
+    });
 }
 
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`), `dst` row-major `m × n`.

@@ -34,6 +34,8 @@ fn conv_cases() -> Vec<(&'static str, [usize; 4], [usize; 4], Conv2dConfig)> {
         // Batch 5: several images share one GEMM (the kernels batch small feature maps).
         ("batch 5, groups 2", [5, 4, 5, 4], [4, 2, 3, 3], Conv2dConfig::new(1, 1).with_groups(2)),
         ("alexnet conv1-like k11 s4", [1, 3, 19, 18], [2, 3, 11, 11], Conv2dConfig::new(4, 2)),
+        // 40 images of 64 pixels: many images per thread in every pass.
+        ("batch 40 at 8x8", [40, 3, 8, 8], [4, 3, 3, 3], Conv2dConfig::new(1, 1)),
         // Depthwise (one channel per group): direct loops instead of im2col.
         ("depthwise 5x5 s2", [2, 3, 7, 6], [3, 1, 5, 5], Conv2dConfig::new(2, 2).with_groups(3)),
         (
@@ -80,6 +82,8 @@ fn conv_transpose2d_gradients() {
             [4, 3, 4, 4],
             ConvTranspose2dConfig::new(2, 1),
         ),
+        // The generator's up-convolution on 20 images of 8×8.
+        ("up-conv batch 20", [20, 4, 8, 8], [4, 3, 4, 4], ConvTranspose2dConfig::new(2, 1)),
         (
             "output padding",
             [1, 3, 4, 5],
