@@ -77,20 +77,41 @@ impl<T: Real> TransformedKernels<T> {
         let shared = SharedSlice::new(&mut data);
         let transform = |o: usize| {
             // SAFETY: output channel `o` alone writes row `o` of each point's matrix.
-            let rows: [&mut [T]; POINTS] =
+            let mut rows: [&mut [T]; POINTS] =
                 std::array::from_fn(|xi| unsafe { shared.range((xi * out + o) * in_g, in_g) });
-            for (i, g) in weight[o * in_g * 9..(o + 1) * in_g * 9].chunks_exact(9).enumerate() {
-                let g: [f64; 9] = std::array::from_fn(|j| g[j].to_f64());
-                // G g: transform each column, then each row of the 6×3 result.
-                let cols: [[f64; ALPHA]; 3] =
-                    std::array::from_fn(|kx| kernel_1d([g[kx], g[3 + kx], g[6 + kx]]));
-                for r in 0..ALPHA {
-                    let row = kernel_1d([cols[0][r], cols[1][r], cols[2][r]]);
-                    for (s, &v) in row.iter().enumerate() {
-                        rows[r * ALPHA + s][i] = T::from_f64(v);
+            let kernels = &weight[o * in_g * 9..(o + 1) * in_g * 9];
+            // KERNEL_LANES input channels at a time, lane by lane: each point's values for
+            // them are then one contiguous store, and the arithmetic vectorizes.
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for i0 in (0..in_g).step_by(KERNEL_LANES) {
+                        let lanes = KERNEL_LANES.min(in_g - i0);
+                        let g: [[f64; KERNEL_LANES]; 9] = std::array::from_fn(|j| {
+                            std::array::from_fn(|l| {
+                                if l < lanes {
+                                    kernels[(i0 + l) * 9 + j].to_f64()
+                                } else {
+                                    0.0
+                                }
+                            })
+                        });
+                        // G g: transform each column, then each row of the 6×3 result.
+                        let cols: [[[f64; KERNEL_LANES]; ALPHA]; 3] = std::array::from_fn(|kx| {
+                            kernel_1d_lanes([g[kx], g[3 + kx], g[6 + kx]])
+                        });
+                        for r in 0..ALPHA {
+                            let row = kernel_1d_lanes([cols[0][r], cols[1][r], cols[2][r]]);
+                            for (s, v) in row.iter().enumerate() {
+                                let dst = &mut rows[r * ALPHA + s][i0..i0 + lanes];
+                                for (d, &x) in dst.iter_mut().zip(v) {
+                                    *d = T::from_f64(x);
+                                }
+                            }
+                        }
                     }
-                }
-            }
+                },
+            );
         };
         if out * in_g >= 4096 {
             (0..out).into_par_iter().for_each(transform);
@@ -111,8 +132,25 @@ impl<T: Real> TransformedKernels<T> {
     }
 }
 
+/// Input channels whose kernels [`TransformedKernels::build`] transforms together.
+const KERNEL_LANES: usize = 8;
+
+/// [`kernel_1d`] for [`KERNEL_LANES`] kernels at once, lane by lane.
+#[inline(always)]
+fn kernel_1d_lanes([g0, g1, g2]: [[f64; KERNEL_LANES]; 3]) -> [[f64; KERNEL_LANES]; ALPHA] {
+    let mut out = [[0.0; KERNEL_LANES]; ALPHA];
+    for l in 0..KERNEL_LANES {
+        let v = kernel_1d([g0[l], g1[l], g2[l]]);
+        for (o, x) in out.iter_mut().zip(v) {
+            o[l] = x;
+        }
+    }
+    out
+}
+
 /// `G g` for one 3-tap kernel: the kernel's values at the points 0, 1, −1, 2, −2, ∞ scaled by
 /// the interpolation denominators.
+#[inline(always)]
 fn kernel_1d([g0, g1, g2]: [f64; 3]) -> [f64; ALPHA] {
     [
         g0 / 4.0,
