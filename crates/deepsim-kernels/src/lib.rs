@@ -15,6 +15,11 @@
 //! | [`unit_weighted_sq_distance`] | LPIPS' per-layer distance map in one pass, instead of a dozen elementwise ops |
 //! | [`layer_norm`], [`softmax_last_dim`] | a vision transformer's normalization and attention weights with a backward: candle-nn's fused versions have none and cut the gradient silently |
 //!
+//! Two helpers serve training loops: [`backward`] is candle's `loss.backward()` with the
+//! weight gradients of these ops delivered into the gradient store directly (candle would
+//! allocate a zero tensor per weight and add into it), and [`vectorized`] runs a loop compiled
+//! for AVX-512 or AVX2 when the CPU has them, detected at run time.
+//!
 //! Every op is a candle custom op on the CPU (the CPU kernel is the reference) with a backward
 //! pass, so it composes with candle's autograd. On CUDA and Metal the same functions run a
 //! composite of candle built-ins with the same semantics, until device kernels arrive.
