@@ -358,13 +358,9 @@ impl CustomOp1 for ChannelSum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle::{DType, Device, Var};
+    use candle::{DType, Var};
 
-    fn seq(dims: &[usize], scale: f64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n).map(|i| ((i * 37 % 23) as f64 - 11.0) * scale).collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
+    use crate::testing::seq;
 
     #[test]
     fn kernel_equals_the_composite_with_its_gradients() {

@@ -89,11 +89,7 @@ mod tests {
     use super::*;
     use candle::{Device, Var};
 
-    fn seq(dims: &[usize], scale: f64) -> Tensor {
-        let n: usize = dims.iter().product();
-        let v: Vec<f64> = (0..n).map(|i| ((i * 37 % 23) as f64 - 11.0) * scale).collect();
-        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
-    }
+    use crate::testing::seq;
 
     #[test]
     fn same_gradients_as_candles_backward() {

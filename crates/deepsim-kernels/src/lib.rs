@@ -57,6 +57,8 @@ mod norm;
 mod pool;
 mod simd;
 mod strided;
+#[cfg(test)]
+mod testing;
 mod unit_distance;
 mod winograd;
 
