@@ -732,12 +732,7 @@ fn weight_grad_per_image<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
             *t += v;
         }
     }
-    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout.
-    let mut weight = vec![T::zero(); total.len()];
-    for (src, dst) in total.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
-        transpose_into(src, k_len, small_cg, dst);
-    }
-    weight
+    col_major_to_weight(&total, small_cg, k_len)
 }
 
 /// [`weight_grad`] for small maps (an up-convolution's 8×8 input, 64 pixels an image): one
@@ -800,7 +795,12 @@ fn weight_grad_batched<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
             }
         }
     });
-    // Each group's block from column-major [small_cg × k_len] to the weight's row-major layout.
+    col_major_to_weight(&acc, small_cg, k_len)
+}
+
+/// Each group's block of a weight gradient from column-major `[small_cg × k_len]` (the layout
+/// the GEMMs above write) to the weight's row-major layout, on rayon's threads.
+fn col_major_to_weight<T: Real>(acc: &[T], small_cg: usize, k_len: usize) -> Vec<T> {
     let mut weight = vec![T::zero(); acc.len()];
     for (src, dst) in acc.chunks(small_cg * k_len).zip(weight.chunks_mut(small_cg * k_len)) {
         transpose_into_par(src, k_len, small_cg, dst);

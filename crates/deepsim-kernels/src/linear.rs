@@ -234,15 +234,7 @@ fn frozen_forward<T: Real>(
 ) -> candle::Result<CpuStorage> {
     let xs = contiguous(x.0.as_slice::<T>()?, x.1);
     let wts = contiguous(wt.0.as_slice::<T>()?, wt.1);
-    let mut y = vec![T::zero(); n * out];
-    matmul(
-        &mut y,
-        Mat::row_major(&xs, n, k),
-        Mat::row_major(&wts, k, out),
-        false,
-        parallelism(false),
-    );
-    Ok(T::to_cpu_storage_owned(y))
+    Ok(gemm_forward(&xs, n, k, Mat::row_major(&wts, k, out)))
 }
 
 fn forward<T: Real>(
@@ -257,15 +249,14 @@ fn forward<T: Real>(
     if n <= SKINNY {
         return Ok(T::to_cpu_storage_owned(skinny_forward(&xs, &ws, n, k, out)));
     }
-    let mut y = vec![T::zero(); n * out];
-    matmul(
-        &mut y,
-        Mat::row_major(&xs, n, k),
-        Mat::row_major(&ws, out, k).t(),
-        false,
-        parallelism(false),
-    );
-    Ok(T::to_cpu_storage_owned(y))
+    Ok(gemm_forward(&xs, n, k, Mat::row_major(&ws, out, k).t()))
+}
+
+/// `x·rhs` by GEMM for `x` row-major `[n, k]` and `rhs` `[k, out]` (`Wᵀ`, as a copy or a view).
+fn gemm_forward<T: Real>(x: &[T], n: usize, k: usize, rhs: Mat<'_, T>) -> CpuStorage {
+    let mut y = vec![T::zero(); n * rhs.cols];
+    matmul(&mut y, Mat::row_major(x, n, k), rhs, false, parallelism(false));
+    T::to_cpu_storage_owned(y)
 }
 
 /// Batches of at most this many rows take the streaming kernels below instead of GEMM: with
