@@ -22,6 +22,7 @@ use crate::gemm::{
     matmul, matmul_col_major, parallelism, transpose_into, transpose_into_par, Mat, SharedSlice,
 };
 use crate::grads::deliver_grad;
+use crate::stacking::{Axis, Stacking};
 use crate::winograd::{self, TransformedKernels};
 
 /// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
@@ -847,18 +848,42 @@ fn run_weight_grad<T: Real>(g: &Geom, big: Arg<'_>, small: Arg<'_>) -> candle::R
     Ok(T::to_cpu_storage_owned(weight_grad(g, &big, &small)))
 }
 
-/// Whether Winograd F(4×4, 3×3) pays for a convolution of geometry `g`: 3×3 kernels, stride
-/// 1, undilated, at least 16 channels a group on both sides, tiles that waste little of the
-/// output, and at least [`MIN_WINOGRAD_TILES`] of them. A frozen layer's
-/// `ConvAlgorithm::Auto` decides by this alone.
+/// Whether Winograd F(4×4, 3×3) pays for a convolution of geometry `g`: undilated, at least
+/// 16 output channels a group, at least [`MIN_WINOGRAD_TILES`] output tiles, and then either
+/// a 3×3 stride-1 kernel with at least 16 input channels a group and whole 4×4 tiles that
+/// waste little of the output, or another kernel whose [`Stacking`] has at least 16 stacked
+/// channels a group and costs at most [`STACKED_MAX_COST`] of a direct sum's multiplies.
+/// A frozen layer's `ConvAlgorithm::Auto` decides by this alone.
 fn winograd_pays(g: &Geom) -> bool {
-    g.kernel == (3, 3)
-        && g.cfg.stride == (1, 1)
-        && g.cfg.dilation == (1, 1)
-        && g.big_cg() >= 16
-        && g.small_cg() >= 16
-        && output_tiles(g) >= MIN_WINOGRAD_TILES
-        && forward_plan(g).cost_ratio() < 0.75
+    if g.cfg.dilation != (1, 1) || g.small_cg() < 16 || output_tiles(g) < MIN_WINOGRAD_TILES {
+        return false;
+    }
+    match stacking(g) {
+        None => g.big_cg() >= 16 && forward_plan(g).cost_ratio() < 0.75,
+        Some(s) => g.big_cg() * s.subs() >= 16 && s.cost_ratio() <= STACKED_MAX_COST,
+    }
+}
+
+/// The largest share of a direct sum's multiplies at which a stacked convolution runs
+/// Winograd: its transforms and the stacking itself cost more per multiply than im2col's
+/// copies. AlexNet's 11×11 stride-4 conv1 (0.30) and 5×5 conv2 (0.36) qualify, a 4×4
+/// stride-2 kernel (0.56) does not.
+const STACKED_MAX_COST: f64 = 0.5;
+
+/// How Winograd F(4×4, 3×3) runs an undilated convolution of geometry `g`: as it is (`None`,
+/// a 3×3 kernel with stride 1), or as the 3×3 stride-1 convolution of its stacked sub-planes.
+fn stacking(g: &Geom) -> Option<Stacking> {
+    if g.kernel == (3, 3) && g.cfg.stride == (1, 1) {
+        return None;
+    }
+    let axis = |i: usize, kernel: usize| Axis {
+        kernel,
+        stride: [g.cfg.stride.0, g.cfg.stride.1][i],
+        pad: [g.cfg.padding.0, g.cfg.padding.1][i],
+        input: g.big[1 + i],
+        output: g.small[1 + i],
+    };
+    Some(Stacking { axes: [axis(0, g.kernel.0), axis(1, g.kernel.1)] })
 }
 
 /// The 4×4 output tiles of a batch.
@@ -897,12 +922,62 @@ fn run_winograd_fresh<T: Real>(
 ) -> candle::Result<CpuStorage> {
     let w = contiguous(w.0.as_slice::<T>()?, w.1);
     let x = contiguous(x.0.as_slice::<T>()?, x.1);
-    let (kernels, plan) = if forward {
-        (TransformedKernels::forward(&w, g.small[0], g.big_cg(), g.groups()), forward_plan(g))
+    let kernels = winograd_kernels(g, &w, forward);
+    Ok(T::to_cpu_storage_owned(if forward {
+        winograd_forward(g, &kernels, &x, None, false)
     } else {
-        (TransformedKernels::input_grad(&w, g.small[0], g.big_cg(), g.groups()), input_grad_plan(g))
+        winograd_input_grad(g, &kernels, &x, None)
+    }))
+}
+
+/// The transformed kernels `weight` (row-major, the layer's shape) of conv2d `g`, for its
+/// forward pass or its input gradient; stacked first where the kernel is not 3×3 stride 1.
+fn winograd_kernels<T: Real>(g: &Geom, weight: &[T], forward: bool) -> TransformedKernels<T> {
+    let (out, in_g, groups) = (g.small[0], g.big_cg(), g.groups());
+    let build = |w: &[T], in_g| match forward {
+        true => TransformedKernels::forward(w, out, in_g, groups),
+        false => TransformedKernels::input_grad(w, out, in_g, groups),
     };
-    Ok(T::to_cpu_storage_owned(winograd::conv3x3(&plan, &kernels, &x, None, None, false)))
+    match stacking(g) {
+        None => build(weight, in_g),
+        Some(s) => build(&s.kernels(weight, out, in_g), in_g * s.subs()),
+    }
+}
+
+/// Conv2d `g` of the images `x` by Winograd with `kernels` from [`winograd_kernels`], `bias`
+/// added and `relu` applied.
+fn winograd_forward<T: Real>(
+    g: &Geom,
+    kernels: &TransformedKernels<T>,
+    x: &[T],
+    bias: Option<&[T]>,
+    relu: bool,
+) -> Vec<T> {
+    match stacking(g) {
+        None => winograd::conv3x3(&forward_plan(g), kernels, x, None, bias, relu),
+        Some(s) => {
+            let stacked = s.stack(x, g.n, g.big[0]);
+            winograd::conv3x3(&s.forward_plan(g.n), kernels, &stacked, None, bias, relu)
+        }
+    }
+}
+
+/// The input gradient of conv2d `g` from the output gradient `grad` by Winograd with `kernels`
+/// from [`winograd_kernels`]; `mask` (shaped like `grad`) zeroes it where not positive.
+fn winograd_input_grad<T: Real>(
+    g: &Geom,
+    kernels: &TransformedKernels<T>,
+    grad: &[T],
+    mask: Option<&[T]>,
+) -> Vec<T> {
+    match stacking(g) {
+        None => winograd::conv3x3(&input_grad_plan(g), kernels, grad, mask, None, false),
+        Some(s) => {
+            let plan = s.input_grad_plan(g.n);
+            let stacked = winograd::conv3x3(&plan, kernels, grad, mask, None, false);
+            s.unstack(&stacked, g.n, g.big[0])
+        }
+    }
 }
 
 /// Geometry of a custom op's call from the argument layouts: `big` or `small` comes from the
@@ -1135,17 +1210,20 @@ pub enum Activation {
 /// How a [`FrozenConv2d`] computes its convolution on the CPU (other devices run candle's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd where it applies and saves work — 3×3 kernel, stride 1, no dilation, at least
-    /// 16 channels per group on each side, an output large enough that whole 4×4 tiles
-    /// cost under 3/4 of im2col's multiplies, and at least 16 tiles in the batch — and
-    /// im2col + GEMM elsewhere. Decided per call, from the input's size.
+    /// Winograd where it applies and saves work — no dilation, at least 16 channels per group
+    /// on each side (counting a stacked kernel's sub-planes), at least 16 output tiles, and
+    /// whole 4×4 tiles that cost under 3/4 (3×3 stride-1 kernels) or at most 1/2 (other
+    /// kernels, stacked) of a direct sum's multiplies — and im2col + GEMM elsewhere. Decided
+    /// per call, from the input's size.
     #[default]
     Auto,
     /// im2col + GEMM (col2im for the input gradient): the direct sum, in GEMM order.
     Im2col,
-    /// Winograd F(4×4, 3×3) (Lavin & Gray, 2016) for the forward pass and the input gradient;
-    /// 3×3 kernels with stride 1 and no dilation only. In f32 it differs from the exact result
-    /// by about 5e-6 of the layer's largest output, ten times im2col's rounding error.
+    /// Winograd F(4×4, 3×3) (Lavin & Gray, 2016) for the forward pass and the input gradient
+    /// of any undilated kernel: a 3×3 stride-1 kernel as it is, any other as a 3×3 stride-1
+    /// kernel over stacked sub-planes of the input (its phases for a stride, shifted copies
+    /// for a kernel larger than 3). In f32 it differs from the exact result by about 5e-6 of
+    /// the layer's largest output, ten times im2col's rounding error.
     Winograd,
 }
 
@@ -1156,9 +1234,11 @@ pub enum ConvAlgorithm {
 /// even if they came from a `Var`. With [`Activation::Identity`] the backward pass is itself
 /// differentiable (double backward); with [`Activation::Relu`] it is first-order only.
 ///
-/// On the CPU, 3×3 stride-1 layers run Winograd F(4×4, 3×3) by default ([`ConvAlgorithm`]);
-/// its transformed kernels (4× the weight's size for the forward pass, as much again for the
-/// input gradient) are computed on first use and shared by clones of the layer.
+/// On the CPU, layers run Winograd F(4×4, 3×3) by default where it saves work
+/// ([`ConvAlgorithm`]: 3×3 stride-1 kernels, and larger or strided ones such as AlexNet's
+/// 11×11 stride-4 conv1 and 5×5 conv2 rewritten as 3×3 stride-1 ones). The transformed
+/// kernels (four times a 3×3 weight's size for the forward pass, as much again for the input
+/// gradient) are computed on first use and shared by clones of the layer.
 #[derive(Clone, Debug)]
 pub struct FrozenConv2d {
     weight: Tensor,
@@ -1213,17 +1293,16 @@ impl FrozenConv2d {
     /// The same layer computed by `algorithm` on the CPU.
     ///
     /// # Errors
-    /// [`ConvAlgorithm::Winograd`] for a layer that is not 3×3 with stride 1 and dilation 1.
+    /// [`ConvAlgorithm::Winograd`] for a dilated layer.
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self> {
-        if algorithm == ConvAlgorithm::Winograd && !self.winograd_applies() {
+        if algorithm == ConvAlgorithm::Winograd && self.cfg.dilation != (1, 1) {
             return Err(invalid(
                 "FrozenConv2d::with_algorithm",
                 "weight",
                 self.weight.dims(),
                 format!(
-                    "Winograd F(4×4, 3×3) needs a 3×3 kernel with stride 1 and dilation 1, \
-                     the layer has stride {:?} and dilation {:?}",
-                    self.cfg.stride, self.cfg.dilation
+                    "Winograd F(4×4, 3×3) needs an undilated kernel, the layer has dilation {:?}",
+                    self.cfg.dilation
                 ),
             ));
         }
@@ -1253,12 +1332,6 @@ impl FrozenConv2d {
     /// The hyper-parameters.
     pub fn config(&self) -> &Conv2dConfig {
         &self.cfg
-    }
-
-    fn winograd_applies(&self) -> bool {
-        self.weight.dims()[2..] == [3, 3]
-            && self.cfg.stride == (1, 1)
-            && self.cfg.dilation == (1, 1)
     }
 
     /// Whether a CPU call of geometry `g` runs Winograd.
@@ -1412,8 +1485,7 @@ fn run_winograd_forward<T: Real>(
     act: Activation,
 ) -> candle::Result<CpuStorage> {
     let kernels = cached_kernels(&cache.forward, || {
-        let w = contiguous(w.0.as_slice::<T>()?, w.1);
-        Ok(TransformedKernels::forward(&w, g.small[0], g.big_cg(), g.groups()))
+        Ok(winograd_kernels(g, &contiguous(w.0.as_slice::<T>()?, w.1), true))
     })?;
     let bias = match bias {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
@@ -1421,8 +1493,7 @@ fn run_winograd_forward<T: Real>(
     };
     let x = contiguous(x.0.as_slice::<T>()?, x.1);
     let relu = act == Activation::Relu;
-    let out = winograd::conv3x3(&forward_plan(g), kernels, &x, None, bias.as_deref(), relu);
-    Ok(T::to_cpu_storage_owned(out))
+    Ok(T::to_cpu_storage_owned(winograd_forward(g, kernels, &x, bias.as_deref(), relu)))
 }
 
 fn run_winograd_input_grad<T: Real>(
@@ -1433,23 +1504,14 @@ fn run_winograd_input_grad<T: Real>(
     relu_out: Option<Arg<'_>>,
 ) -> candle::Result<CpuStorage> {
     let kernels = cached_kernels(&cache.input_grad, || {
-        let w = contiguous(w.0.as_slice::<T>()?, w.1);
-        Ok(TransformedKernels::input_grad(&w, g.small[0], g.big_cg(), g.groups()))
+        Ok(winograd_kernels(g, &contiguous(w.0.as_slice::<T>()?, w.1), false))
     })?;
     let mask = match relu_out {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
         None => None,
     };
     let grad = contiguous(grad.0.as_slice::<T>()?, grad.1);
-    let plan = input_grad_plan(g);
-    Ok(T::to_cpu_storage_owned(winograd::conv3x3(
-        &plan,
-        kernels,
-        &grad,
-        mask.as_deref(),
-        None,
-        false,
-    )))
+    Ok(T::to_cpu_storage_owned(winograd_input_grad(g, kernels, &grad, mask.as_deref())))
 }
 
 impl CustomOp1 for FrozenConvOp {

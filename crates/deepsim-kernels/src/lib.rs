@@ -56,6 +56,7 @@ mod lrn;
 mod norm;
 mod pool;
 mod simd;
+mod stacking;
 mod strided;
 #[cfg(test)]
 mod testing;

@@ -337,8 +337,27 @@ impl Tiles {
     }
 }
 
+/// Where one tile's 6×6 input window lies in its image's plane: the plane offset of its
+/// top-left corner (negative or past the edge in the padding) and the rows and columns of the
+/// window inside the plane.
+#[derive(Clone, Copy)]
+struct Window {
+    image: usize,
+    origin: isize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+impl Window {
+    /// The whole window lies inside the plane.
+    fn whole(&self) -> bool {
+        self.rows == (0, ALPHA) && self.cols == (0, ALPHA)
+    }
+}
+
 /// Transforms input tiles `start..start + count` of every channel into `v[ξ][c][tile]` (row
 /// stride `block`); lanes past `count` are zero.
+#[allow(clippy::too_many_arguments)]
 fn transform_inputs<T: Real>(
     tiles: &Tiles,
     start: usize,
@@ -351,43 +370,69 @@ fn transform_inputs<T: Real>(
 ) {
     let (h, w) = tiles.plan.input;
     let (pad_y, pad_x) = tiles.plan.pad;
-    for c in 0..in_c {
-        for lane0 in (0..count).step_by(LANES) {
-            let mut d = [[[T::zero(); LANES]; ALPHA]; ALPHA];
-            for l in 0..LANES.min(count - lane0) {
-                let (image, y0, x0) = tiles.locate(start + lane0 + l);
-                let plane_start = (image * in_c + c) * h * w;
-                let plane = &input[plane_start..plane_start + h * w];
-                let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
-                let (top, left) = (y0 as isize - pad_y, x0 as isize - pad_x);
-                let (r0, r1) = inside(top, h);
-                let (c0, c1) = inside(left, w);
-                for r in r0..r1 {
-                    let row = (top + r as isize) as usize * w;
-                    let cols = (left + c0 as isize) as usize + row;
-                    let line = &plane[cols..cols + c1 - c0];
-                    match mask {
-                        None => {
-                            for (cc, &x) in (c0..c1).zip(line) {
-                                d[r][cc][l] = x;
+    // Each tile's window, found once for all channels.
+    let windows: Vec<Window> = (start..start + count)
+        .map(|t| {
+            let (image, y0, x0) = tiles.locate(t);
+            let (top, left) = (y0 as isize - pad_y, x0 as isize - pad_x);
+            Window {
+                image,
+                origin: top * w as isize + left,
+                rows: inside(top, h),
+                cols: inside(left, w),
+            }
+        })
+        .collect();
+    // The gathers and the transform compiled for the CPU's widest vectors.
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for c in 0..in_c {
+                for (group, lane0) in windows.chunks(LANES).zip((0..count).step_by(LANES)) {
+                    let mut d = [[[T::zero(); LANES]; ALPHA]; ALPHA];
+                    for (l, win) in group.iter().enumerate() {
+                        let plane_start = (win.image * in_c + c) * h * w;
+                        let plane = &input[plane_start..plane_start + h * w];
+                        let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
+                        if win.whole() && mask.is_none() {
+                            // Most tiles: 36 reads with fixed bounds.
+                            let origin = win.origin as usize;
+                            for (r, row) in d.iter_mut().enumerate() {
+                                let line = &plane[origin + r * w..][..ALPHA];
+                                for (cell, &x) in row.iter_mut().zip(line) {
+                                    cell[l] = x;
+                                }
                             }
+                            continue;
                         }
-                        Some(mask) => {
-                            let keep = &mask[cols..cols + c1 - c0];
-                            for ((cc, &x), &y) in (c0..c1).zip(line).zip(keep) {
-                                d[r][cc][l] = if y > T::zero() { x } else { T::zero() };
+                        let ((r0, r1), (c0, c1)) = (win.rows, win.cols);
+                        for r in r0..r1 {
+                            let at = (win.origin + (r * w + c0) as isize) as usize;
+                            let line = &plane[at..at + c1 - c0];
+                            match mask {
+                                None => {
+                                    for (cc, &x) in (c0..c1).zip(line) {
+                                        d[r][cc][l] = x;
+                                    }
+                                }
+                                Some(mask) => {
+                                    let keep = &mask[at..at + c1 - c0];
+                                    for ((cc, &x), &y) in (c0..c1).zip(line).zip(keep) {
+                                        d[r][cc][l] = if y > T::zero() { x } else { T::zero() };
+                                    }
+                                }
                             }
                         }
                     }
+                    let t = input_tile(&d);
+                    for (xi, lanes) in t.iter().flatten().enumerate() {
+                        let at = (xi * in_c + c) * block + lane0;
+                        v[at..at + LANES].copy_from_slice(lanes);
+                    }
                 }
             }
-            let t = input_tile(&d);
-            for (xi, lanes) in t.iter().flatten().enumerate() {
-                let at = (xi * in_c + c) * block + lane0;
-                v[at..at + LANES].copy_from_slice(lanes);
-            }
-        }
-    }
+        },
+    )
 }
 
 /// The rows `r` in `0..ALPHA` with `start + r` inside `0..len`.
@@ -399,6 +444,7 @@ fn inside(start: isize, len: usize) -> (usize, usize) {
 
 /// Transforms the products `m[ξ][o][tile]` of tiles `start..start + count` back into output
 /// tiles, adds the bias, applies the ReLU and writes the parts inside the output.
+#[allow(clippy::too_many_arguments)]
 fn transform_outputs<T: Real>(
     tiles: &Tiles,
     start: usize,
@@ -411,36 +457,62 @@ fn transform_outputs<T: Real>(
     relu: bool,
 ) {
     let (oh, ow) = tiles.plan.output;
-    for o in 0..out_c {
-        let b = bias.map_or(T::zero(), |b| b[o]);
-        for lane0 in (0..count).step_by(LANES) {
-            let mut p = [[[T::zero(); LANES]; ALPHA]; ALPHA];
-            for (xi, lanes) in p.iter_mut().flatten().enumerate() {
-                let at = (xi * out_c + o) * block + lane0;
-                lanes.copy_from_slice(&m[at..at + LANES]);
-            }
-            let y = output_tile(&p);
-            for l in 0..LANES.min(count - lane0) {
-                let (image, y0, x0) = tiles.locate(start + lane0 + l);
-                let plane = (image * out_c + o) * oh * ow;
-                for (r, row) in y.iter().enumerate().take(oh - y0) {
-                    let at = plane + (y0 + r) * ow + x0;
-                    // SAFETY: tiles cover disjoint parts of the output, each tile belongs to
-                    // one block, and one thread runs a block.
-                    let line = unsafe { out.range(at, TILE.min(ow - x0)) };
-                    for (dst, src) in line.iter_mut().zip(row) {
-                        let s = src[l] + b;
-                        *dst = if !relu || s > T::zero() { s } else { T::zero() };
+    // Each tile's (image, plane offset of its top-left output, rows, columns), found once.
+    let spots: Vec<(usize, usize, usize, usize)> = (start..start + count)
+        .map(|t| {
+            let (image, y0, x0) = tiles.locate(t);
+            (image, y0 * ow + x0, TILE.min(oh - y0), TILE.min(ow - x0))
+        })
+        .collect();
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for o in 0..out_c {
+                let b = bias.map_or(T::zero(), |b| b[o]);
+                for (group, lane0) in spots.chunks(LANES).zip((0..count).step_by(LANES)) {
+                    let mut p = [[[T::zero(); LANES]; ALPHA]; ALPHA];
+                    for (xi, lanes) in p.iter_mut().flatten().enumerate() {
+                        let at = (xi * out_c + o) * block + lane0;
+                        lanes.copy_from_slice(&m[at..at + LANES]);
+                    }
+                    let y = output_tile(&p);
+                    // Row by row, each lane's 4 outputs side by side (bias and ReLU applied
+                    // 64 at a time), then copied 4 at a time.
+                    let mut rows_out = [[T::zero(); TILE * LANES]; TILE];
+                    for (staged, row) in rows_out.iter_mut().zip(&y) {
+                        for (l, four) in staged.chunks_exact_mut(TILE).enumerate() {
+                            for (dst, src) in four.iter_mut().zip(row) {
+                                let s = src[l] + b;
+                                *dst = if !relu || s > T::zero() { s } else { T::zero() };
+                            }
+                        }
+                    }
+                    for (l, &(image, corner, rows, cols)) in group.iter().enumerate() {
+                        let plane = (image * out_c + o) * oh * ow + corner;
+                        for (r, staged) in rows_out.iter().enumerate().take(rows) {
+                            let four = &staged[l * TILE..(l + 1) * TILE];
+                            // SAFETY: tiles cover disjoint parts of the output, each tile
+                            // belongs to one block, and one thread runs a block.
+                            if cols == TILE {
+                                // A whole row: a copy of fixed length, not a call to memmove.
+                                let line = unsafe { out.range(plane + r * ow, TILE) };
+                                line.copy_from_slice(four);
+                            } else {
+                                let line = unsafe { out.range(plane + r * ow, cols) };
+                                line.copy_from_slice(&four[..cols]);
+                            }
+                        }
                     }
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::seeded;
 
     /// Direct 3×3 correlation with the plan's offsets, in f64.
     fn direct(plan: &Plan, c: usize, o: usize, x: &[f64], g: &[f64]) -> Vec<f64> {
@@ -471,18 +543,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn seeded(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                (s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]
