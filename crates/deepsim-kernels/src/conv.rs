@@ -683,6 +683,9 @@ const BATCHED_WGRAD_DEPTH: usize = 1024;
 
 /// The weight gradient `[small_c, big_c / groups, kh, kw]` from the big and small images.
 fn weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
+    if winograd_pays(g) {
+        return winograd_weight_grad(g, big, small);
+    }
     let weights = g.weight_len() / g.groups();
     if g.small_hw() <= BATCHED_WGRAD_PIXELS && weights >= BATCHED_WGRAD_WEIGHTS && !g.is_pointwise()
     {
@@ -976,6 +979,24 @@ fn winograd_input_grad<T: Real>(
             let plan = s.input_grad_plan(g.n);
             let stacked = winograd::conv3x3(&plan, kernels, grad, mask, None, false);
             s.unstack(&stacked, g.n, g.big[0])
+        }
+    }
+}
+
+/// The weight gradient of conv2d `g` from its input `big` and output gradient `small` by
+/// Winograd F(3×3, 4×4), over the stacked sub-planes where the kernel is not 3×3 stride 1.
+fn winograd_weight_grad<T: Real>(g: &Geom, big: &[T], small: &[T]) -> Vec<T> {
+    let (n, groups) = (g.n, g.groups());
+    match stacking(g) {
+        None => {
+            winograd::kernel_grad3x3(&forward_plan(g), big, small, g.big[0], g.small[0], groups)
+        }
+        Some(s) => {
+            let stacked = s.stack(big, n, g.big[0]);
+            let plan = s.forward_plan(n);
+            let in_c = g.big[0] * s.subs();
+            let grad = winograd::kernel_grad3x3(&plan, &stacked, small, in_c, g.small[0], groups);
+            s.kernel_grad(&grad, g.small[0], g.big_cg())
         }
     }
 }

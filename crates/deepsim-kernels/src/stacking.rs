@@ -128,6 +128,24 @@ impl Stacking {
         stacked
     }
 
+    /// The gradient w.r.t. the kernels `[out, in_g, kh, kw]` from the gradient `stacked` w.r.t.
+    /// their stacked form `[out, in_g · subs, 3, 3]` (the adjoint of [`Stacking::kernels`]:
+    /// each original tap has exactly one place among the stacked ones).
+    pub fn kernel_grad<T: Real>(&self, stacked: &[T], out: usize, in_g: usize) -> Vec<T> {
+        let [r, c] = self.axes;
+        let (sr, sc) = (r.subs(), c.subs());
+        let mut grad = vec![T::zero(); out * in_g * r.kernel * c.kernel];
+        for (dst, src) in
+            grad.chunks_exact_mut(r.kernel * c.kernel).zip(stacked.chunks_exact(self.subs() * 9))
+        {
+            for (jr, jc, i, k) in stacked_taps(sr, sc) {
+                let (Some(tr), Some(tc)) = (r.tap(jr, i), c.tap(jc, k)) else { continue };
+                dst[tr * c.kernel + tc] = src[((jr * sc + jc) * 3 + i) * 3 + k];
+            }
+        }
+        grad
+    }
+
     /// The stacked sub-planes `[n, channels · subs, sub rows, sub columns]` of the images `x`
     /// `[n, channels, rows, columns]` (row-major), zero where they fall in the padding.
     pub fn stack<T: Real>(&self, x: &[T], n: usize, channels: usize) -> Vec<T> {
@@ -254,6 +272,23 @@ mod tests {
             }
             assert!(used.iter().all(|&u| u == 1), "{axis:?}: taps used {used:?}");
         }
+    }
+
+    #[test]
+    fn kernel_grad_is_the_adjoint_of_kernels() {
+        let axes = [
+            Axis { kernel: 5, stride: 1, pad: 2, input: 9, output: 9 },
+            Axis { kernel: 11, stride: 4, pad: 2, input: 27, output: 6 },
+        ];
+        let s = Stacking { axes };
+        let (out, in_g) = (2, 3);
+        let w = seeded(out * in_g * 5 * 11, 5);
+        let stacked = s.kernels(&w, out, in_g);
+        let g = seeded(stacked.len(), 6);
+        let back = s.kernel_grad(&g, out, in_g);
+        let lhs: f64 = stacked.iter().zip(&g).map(|(a, b)| a * b).sum();
+        let rhs: f64 = w.iter().zip(&back).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
     }
 
     #[test]
