@@ -4,10 +4,10 @@
 //! |---|---|
 //! | [`max_pool2d`] | candle's max-pool backward fails when kernel ≠ stride (AlexNet's 3×3/2); no padding, no ceil mode |
 //! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
-//! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
+//! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, and Winograd F(4×4, 3×3) where it saves work (3×3 stride-1 kernels, and larger or strided ones over stacked sub-planes), for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
 //! | [`bias_leaky_relu`] | a layer's bias and leaky ReLU in one pass each way (candle: a broadcast add, four ops, and a bias gradient by a slow strided reduction) |
 //! | [`linear`] | a fully connected layer whose weight gradient comes out in the weight's layout (candle's `x·Wᵀ` backward adds a transposed view element by element) |
-//! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss |
+//! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss; Winograd as above, its kernels transformed once |
 //! | [`FrozenLinear`] | a frozen fully connected layer holding its weight in both layouts, so that the forward product and the input gradient each get GEMM's fast (row-major) right operand |
 //! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
 //! | [`blur_pool2d`] | anti-aliased downsampling (reflection pad, binomial low-pass, subsample: ST-LPIPS' layer) in one separable pass; candle has no reflection padding and no grouped-conv backward |
