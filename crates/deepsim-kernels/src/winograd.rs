@@ -271,24 +271,13 @@ fn conv3x3_in_blocks<T: Real>(
     budget: usize,
 ) -> Vec<T> {
     let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
-    let (th, tw) = plan.tiles();
-    let tiles = Tiles { plan: *plan, tw, per_image: th * tw };
-    let total = plan.n * tiles.per_image;
+    let tiles = Tiles::new(plan);
+    let total = tiles.total();
     let mut out = vec![T::zero(); plan.n * out_c * plan.output.0 * plan.output.1];
     if total == 0 {
         return out;
     }
-    let threads = rayon::current_num_threads().max(1);
-    // Blocks within the budget, their number a multiple of the threads when there are enough
-    // tiles (so that no thread gets one more block than another), each a whole number of lanes.
-    let most = (budget / (POINTS * (in_c + out_c))).max(LANES);
-    let mut blocks = total.div_ceil(most);
-    if total >= threads * LANES {
-        blocks = blocks.next_multiple_of(threads);
-    }
-    let block = total.div_ceil(blocks).next_multiple_of(LANES);
-    let blocks = total.div_ceil(block);
-    let spread = blocks >= threads && threads > 1;
+    let Blocks { block, blocks, spread } = Blocks::new(total, in_c + out_c, budget);
     let par = parallelism(spread);
     let shared = SharedSlice::new(&mut out);
     let run = |scratch: &mut [T], index: usize| {
@@ -358,19 +347,13 @@ fn kernel_grad3x3_in_blocks<T: Real>(
     budget: usize,
 ) -> Vec<T> {
     let (in_g, out_g) = (in_c / groups, out_c / groups);
-    let (th, tw) = plan.tiles();
-    let tiles = Tiles { plan: *plan, tw, per_image: th * tw };
-    let total = plan.n * tiles.per_image;
+    let tiles = Tiles::new(plan);
+    let total = tiles.total();
     let sums_len = POINTS * out_c * in_g;
-    let threads = rayon::current_num_threads().max(1);
-    let most = (budget / (POINTS * (in_c + out_c))).max(LANES);
-    let mut blocks = total.div_ceil(most);
-    if total >= threads * LANES {
-        blocks = blocks.next_multiple_of(threads);
+    if total == 0 {
+        return vec![T::zero(); out_c * in_g * 9];
     }
-    let block = total.div_ceil(blocks.max(1)).next_multiple_of(LANES);
-    let blocks = total.div_ceil(block);
-    let spread = blocks >= threads && threads > 1;
+    let Blocks { block, blocks, spread } = Blocks::new(total, in_c + out_c, budget);
     let par = parallelism(spread);
     // Adds block `index`'s products into `sums[ξ][o][i]`.
     let run = |sums: &mut [T], scratch: &mut [T], index: usize| {
@@ -499,12 +482,7 @@ fn transform_grads<T: Real>(
     block: usize,
 ) {
     let (oh, ow) = tiles.plan.output;
-    let spots: Vec<(usize, usize, usize, usize)> = (start..start + count)
-        .map(|t| {
-            let (image, y0, x0) = tiles.locate(t);
-            (image, y0 * ow + x0, TILE.min(oh - y0), TILE.min(ow - x0))
-        })
-        .collect();
+    let spots = tiles.spots(start, count);
     crate::simd::vectorized(
         #[inline(always)]
         || {
@@ -538,7 +516,55 @@ struct Tiles {
     per_image: usize,
 }
 
+/// How the tiles of a call are cut into blocks: `blocks` blocks of `block` tiles (the last one
+/// shorter); `spread` when the blocks go to rayon's threads rather than each GEMM.
+struct Blocks {
+    block: usize,
+    blocks: usize,
+    spread: bool,
+}
+
+impl Blocks {
+    /// Blocks of `total` (> 0) tiles whose transforms of `channels` channels (input and
+    /// output together) hold at most about `budget` elements, their number a multiple of the
+    /// threads when there are enough tiles (so that no thread gets one more block than
+    /// another), each a whole number of lanes.
+    fn new(total: usize, channels: usize, budget: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let most = (budget / (POINTS * channels)).max(LANES);
+        let mut blocks = total.div_ceil(most);
+        if total >= threads * LANES {
+            blocks = blocks.next_multiple_of(threads);
+        }
+        let block = total.div_ceil(blocks).next_multiple_of(LANES);
+        let blocks = total.div_ceil(block);
+        Self { block, blocks, spread: blocks >= threads && threads > 1 }
+    }
+}
+
 impl Tiles {
+    fn new(plan: &Plan) -> Self {
+        let (th, tw) = plan.tiles();
+        Self { plan: *plan, tw, per_image: th * tw }
+    }
+
+    /// Tiles in all images.
+    fn total(&self) -> usize {
+        self.plan.n * self.per_image
+    }
+
+    /// For tiles `start..start + count`: (image, plane offset of the tile's top-left output,
+    /// rows and columns of the tile inside the output).
+    fn spots(&self, start: usize, count: usize) -> Vec<(usize, usize, usize, usize)> {
+        let (oh, ow) = self.plan.output;
+        (start..start + count)
+            .map(|t| {
+                let (image, y0, x0) = self.locate(t);
+                (image, y0 * ow + x0, TILE.min(oh - y0), TILE.min(ow - x0))
+            })
+            .collect()
+    }
+
     /// (image, top row, left column) of tile `t`'s output.
     fn locate(&self, t: usize) -> (usize, usize, usize) {
         let (image, q) = (t / self.per_image, t % self.per_image);
@@ -666,13 +692,7 @@ fn transform_outputs<T: Real>(
     relu: bool,
 ) {
     let (oh, ow) = tiles.plan.output;
-    // Each tile's (image, plane offset of its top-left output, rows, columns), found once.
-    let spots: Vec<(usize, usize, usize, usize)> = (start..start + count)
-        .map(|t| {
-            let (image, y0, x0) = tiles.locate(t);
-            (image, y0 * ow + x0, TILE.min(oh - y0), TILE.min(ow - x0))
-        })
-        .collect();
+    let spots = tiles.spots(start, count);
     crate::simd::vectorized(
         #[inline(always)]
         || {
