@@ -858,7 +858,8 @@ fn run_weight_grad<T: Real>(g: &Geom, big: Arg<'_>, small: Arg<'_>) -> candle::R
 /// 16 output channels a group, at least [`MIN_WINOGRAD_TILES`] output tiles, and then either
 /// a 3×3 stride-1 kernel with at least 16 input channels a group and whole 4×4 tiles that
 /// waste little of the output, or another kernel whose [`Stacking`] has at least 16 stacked
-/// channels a group and costs at most [`STACKED_MAX_COST`] of a direct sum's multiplies.
+/// channels a group (and at most [`STACKED_MAX_GROWTH`] times the layer's channels) and costs
+/// at most [`STACKED_MAX_COST`] of a direct sum's multiplies.
 /// A frozen layer's `ConvAlgorithm::Auto` decides by this alone.
 fn winograd_pays(g: &Geom) -> bool {
     if g.cfg.dilation != (1, 1) || g.small_cg() < 16 || output_tiles(g) < MIN_WINOGRAD_TILES {
@@ -866,9 +867,21 @@ fn winograd_pays(g: &Geom) -> bool {
     }
     match stacking(g) {
         None => g.big_cg() >= 16 && forward_plan(g).cost_ratio() < 0.75,
-        Some(s) => g.big_cg() * s.subs() >= 16 && s.cost_ratio() <= STACKED_MAX_COST,
+        Some(s) => {
+            let stacked = g.big_cg() * s.subs();
+            stacked >= 16
+                && stacked <= STACKED_MAX_GROWTH * g.big_cg().max(g.small_cg())
+                && s.cost_ratio() <= STACKED_MAX_COST
+        }
     }
 }
+
+/// The most stacked channels a stacked convolution may hold, as a multiple of the larger of
+/// its input and output channels: the stacked copy of the input is materialized, and this
+/// keeps it within a few times the layer's own input or output (AlexNet's conv1: 48 stacked
+/// channels for 64 outputs; conv2: 256 for 192) where a large kernel on many channels with few
+/// outputs would otherwise copy its input hundreds of times.
+const STACKED_MAX_GROWTH: usize = 4;
 
 /// The largest share of a direct sum's multiplies at which a stacked convolution runs
 /// Winograd: its transforms and the stacking itself cost more per multiply than im2col's
@@ -1235,10 +1248,10 @@ pub enum Activation {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// Winograd where it applies and saves work — no dilation, at least 16 channels per group
-    /// on each side (counting a stacked kernel's sub-planes), at least 16 output tiles, and
-    /// whole 4×4 tiles that cost under 3/4 (3×3 stride-1 kernels) or at most 1/2 (other
-    /// kernels, stacked) of a direct sum's multiplies — and im2col + GEMM elsewhere. Decided
-    /// per call, from the input's size.
+    /// on each side (counting a stacked kernel's sub-planes, which may be at most four times
+    /// the layer's channels), at least 16 output tiles, and whole 4×4 tiles that cost under
+    /// 3/4 (3×3 stride-1 kernels) or at most 1/2 (other kernels, stacked) of a direct sum's
+    /// multiplies — and im2col + GEMM elsewhere. Decided per call, from the input's size.
     #[default]
     Auto,
     /// im2col + GEMM (col2im for the input gradient): the direct sum, in GEMM order.
