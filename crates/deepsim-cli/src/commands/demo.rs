@@ -16,7 +16,7 @@ use crate::progress::run_with_bar;
 
 /// Trains an image-loss inverter and a DeePSiM inverter of a trained network
 /// (EfficientNet-Lite0, shipped) on the shipped photographs, both from one image-loss
-/// warm-up (about 7 minutes on 2 CPU cores), and writes a labelled comparison grid and a
+/// warm-up (about 6 minutes on 2 CPU cores), and writes a labelled comparison grid and a
 /// report measured on two photographs no run saw.
 #[derive(clap::Args)]
 pub struct DemoArgs {
