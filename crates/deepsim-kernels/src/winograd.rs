@@ -199,20 +199,27 @@ fn output_1d<T: Real>(m: [Lanes<T>; ALPHA]) -> [Lanes<T>; TILE] {
     out
 }
 
+/// A 1-D transform `f` applied to every column of the 16 square tiles `x[row][col]`, then to
+/// every row of the result: `F x Fᵀ` for the matrix `F` of `f`.
+#[inline(always)]
+fn separable<T: Real, const I: usize, const O: usize>(
+    x: &[[Lanes<T>; I]; I],
+    f: impl Fn([Lanes<T>; I]) -> [Lanes<T>; O],
+) -> [[Lanes<T>; O]; O] {
+    let cols: [[Lanes<T>; O]; I] = std::array::from_fn(|c| f(std::array::from_fn(|r| x[r][c])));
+    std::array::from_fn(|r| f(std::array::from_fn(|c| cols[c][r])))
+}
+
 /// `Bᵀ d B` for 16 tiles `d[row][col]`.
 #[inline(always)]
 fn input_tile<T: Real>(d: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; ALPHA]; ALPHA] {
-    let cols: [[Lanes<T>; ALPHA]; ALPHA] =
-        std::array::from_fn(|c| input_1d(std::array::from_fn(|r| d[r][c])));
-    std::array::from_fn(|r| input_1d(std::array::from_fn(|c| cols[c][r])))
+    separable(d, input_1d)
 }
 
 /// `Aᵀ m A` for 16 tiles of products `m[row][col]`.
 #[inline(always)]
 fn output_tile<T: Real>(m: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; TILE]; TILE] {
-    let cols: [[Lanes<T>; TILE]; ALPHA] =
-        std::array::from_fn(|c| output_1d(std::array::from_fn(|r| m[r][c])));
-    std::array::from_fn(|r| output_1d(std::array::from_fn(|c| cols[c][r])))
+    separable(m, output_1d)
 }
 
 /// The geometry of one Winograd convolution: `out[b][o][y][x] = Σ_{c,ky,kx}
@@ -409,10 +416,7 @@ fn kernel_grad3x3_in_blocks<T: Real>(
                 for (xi, cell) in m.iter_mut().flatten().enumerate() {
                     cell[..lanes].copy_from_slice(&sums[xi * pairs + first..][..lanes]);
                 }
-                let cols: [[Lanes<T>; 3]; ALPHA] =
-                    std::array::from_fn(|c| kernel_grad_1d(std::array::from_fn(|r| m[r][c])));
-                for ky in 0..3 {
-                    let row = kernel_grad_1d(std::array::from_fn(|c| cols[c][ky]));
+                for (ky, row) in separable(&m, kernel_grad_1d).iter().enumerate() {
                     for (kx, values) in row.iter().enumerate() {
                         for (l, &v) in values.iter().enumerate().take(lanes) {
                             dst[l * 9 + ky * 3 + kx] = v;
@@ -465,9 +469,7 @@ fn grad_1d<T: Real>(e: [Lanes<T>; TILE]) -> [Lanes<T>; ALPHA] {
 /// `A e Aᵀ` for 16 output-gradient tiles `e[row][col]`.
 #[inline(always)]
 fn grad_tile<T: Real>(e: &[[Lanes<T>; TILE]; TILE]) -> [[Lanes<T>; ALPHA]; ALPHA] {
-    let cols: [[Lanes<T>; ALPHA]; TILE] =
-        std::array::from_fn(|c| grad_1d(std::array::from_fn(|r| e[r][c])));
-    std::array::from_fn(|r| grad_1d(std::array::from_fn(|c| cols[c][r])))
+    separable(e, grad_1d)
 }
 
 /// Transforms the output-gradient tiles `start..start + count` of every channel into
