@@ -23,7 +23,7 @@ use crate::gemm::{
 };
 use crate::grads::deliver_grad;
 use crate::stacking::{Axis, Stacking};
-use crate::winograd::{self, TransformedKernels};
+use crate::winograd::{self, Scheme, TransformedKernels};
 
 /// Hyper-parameters of [`conv2d`], as in PyTorch's `nn.Conv2d` (height first in every pair).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -905,6 +905,29 @@ fn stacking(g: &Geom) -> Option<Stacking> {
     Some(Stacking { axes: [axis(0, g.kernel.0), axis(1, g.kernel.1)] })
 }
 
+/// How a convolution of geometry `g` runs a `scheme` whose kernels were built for it: as it
+/// is (`None`) where the scheme's kernel is the layer's and the stride is 1, otherwise as the
+/// 3×3 stride-1 convolution of its stacked sub-planes ([`stacking`], F(4×4, 3×3) alone).
+fn stacking_for(g: &Geom, scheme: Scheme) -> Option<Stacking> {
+    match scheme {
+        Scheme::F4x3 => stacking(g),
+        Scheme::F4x5 => None,
+    }
+}
+
+/// The Winograd scheme of a frozen convolution of geometry `g` that runs Winograd
+/// ([`winograd_pays`]): F(4×4, 5×5) for a 5×5 stride-1 kernel (64 products per 16 outputs
+/// against the stacked F(4×4, 3×3)'s 144, and no stacked copy; its kernels are transformed
+/// once, in f64), F(4×4, 3×3) for everything else. A trainable layer keeps F(4×4, 3×3), whose
+/// kernel gradient exists.
+fn frozen_scheme(g: &Geom) -> Scheme {
+    if g.kernel == (5, 5) && g.cfg.stride == (1, 1) && g.cfg.dilation == (1, 1) {
+        Scheme::F4x5
+    } else {
+        Scheme::F4x3
+    }
+}
+
 /// The 4×4 output tiles of a batch.
 fn output_tiles(g: &Geom) -> usize {
     g.n * g.small[1].div_ceil(4) * g.small[2].div_ceil(4)
@@ -941,7 +964,7 @@ fn run_winograd_fresh<T: Real>(
 ) -> candle::Result<CpuStorage> {
     let w = contiguous(w.0.as_slice::<T>()?, w.1);
     let x = contiguous(x.0.as_slice::<T>()?, x.1);
-    let kernels = winograd_kernels(g, &w, forward);
+    let kernels = winograd_kernels(g, &w, forward, Scheme::F4x3);
     Ok(T::to_cpu_storage_owned(if forward {
         winograd_forward(g, &kernels, &x, None, false)
     } else {
@@ -949,15 +972,21 @@ fn run_winograd_fresh<T: Real>(
     }))
 }
 
-/// The transformed kernels `weight` (row-major, the layer's shape) of conv2d `g`, for its
-/// forward pass or its input gradient; stacked first where the kernel is not 3×3 stride 1.
-fn winograd_kernels<T: Real>(g: &Geom, weight: &[T], forward: bool) -> TransformedKernels<T> {
+/// The transformed kernels `weight` (row-major, the layer's shape) of conv2d `g` for
+/// `scheme`, for its forward pass or its input gradient; stacked first where the scheme's
+/// kernel is not the layer's ([`stacking_for`]).
+fn winograd_kernels<T: Real>(
+    g: &Geom,
+    weight: &[T],
+    forward: bool,
+    scheme: Scheme,
+) -> TransformedKernels<T> {
     let (out, in_g, groups) = (g.small[0], g.big_cg(), g.groups());
     let build = |w: &[T], in_g| match forward {
-        true => TransformedKernels::forward(w, out, in_g, groups),
-        false => TransformedKernels::input_grad(w, out, in_g, groups),
+        true => TransformedKernels::forward(scheme, w, out, in_g, groups),
+        false => TransformedKernels::input_grad(scheme, w, out, in_g, groups),
     };
-    match stacking(g) {
+    match stacking_for(g, scheme) {
         None => build(weight, in_g),
         Some(s) => build(&s.kernels(weight, out, in_g), in_g * s.subs()),
     }
@@ -972,11 +1001,11 @@ fn winograd_forward<T: Real>(
     bias: Option<&[T]>,
     relu: bool,
 ) -> Vec<T> {
-    match stacking(g) {
-        None => winograd::conv3x3(&forward_plan(g), kernels, x, None, bias, relu),
+    match stacking_for(g, kernels.scheme()) {
+        None => winograd::convolve(&forward_plan(g), kernels, x, None, bias, relu),
         Some(s) => {
             let stacked = s.stack(x, g.n, g.big[0]);
-            winograd::conv3x3(&s.forward_plan(g.n), kernels, &stacked, None, bias, relu)
+            winograd::convolve(&s.forward_plan(g.n), kernels, &stacked, None, bias, relu)
         }
     }
 }
@@ -989,11 +1018,11 @@ fn winograd_input_grad<T: Real>(
     grad: &[T],
     mask: Option<&[T]>,
 ) -> Vec<T> {
-    match stacking(g) {
-        None => winograd::conv3x3(&input_grad_plan(g), kernels, grad, mask, None, false),
+    match stacking_for(g, kernels.scheme()) {
+        None => winograd::convolve(&input_grad_plan(g), kernels, grad, mask, None, false),
         Some(s) => {
             let plan = s.input_grad_plan(g.n);
-            let stacked = winograd::conv3x3(&plan, kernels, grad, mask, None, false);
+            let stacked = winograd::convolve(&plan, kernels, grad, mask, None, false);
             s.unstack(&stacked, g.n, g.big[0])
         }
     }
@@ -1257,10 +1286,11 @@ pub enum ConvAlgorithm {
     /// im2col + GEMM (col2im for the input gradient): the direct sum, in GEMM order.
     Im2col,
     /// Winograd F(4×4, 3×3) (Lavin & Gray, 2016) for the forward pass and the input gradient
-    /// of any undilated kernel: a 3×3 stride-1 kernel as it is, any other as a 3×3 stride-1
-    /// kernel over stacked sub-planes of the input (its phases for a stride, shifted copies
-    /// for a kernel larger than 3). In f32 it differs from the exact result by about 5e-6 of
-    /// the layer's largest output, ten times im2col's rounding error.
+    /// of any undilated kernel: a 3×3 stride-1 kernel as it is, a 5×5 stride-1 kernel by
+    /// F(4×4, 5×5), any other as a 3×3 stride-1 kernel over stacked sub-planes of the input
+    /// (its phases for a stride, shifted copies for a kernel larger than 3). In f32 it differs
+    /// from the exact result by about 5e-6 of the layer's largest output, ten times im2col's
+    /// rounding error.
     Winograd,
 }
 
@@ -1271,11 +1301,12 @@ pub enum ConvAlgorithm {
 /// even if they came from a `Var`. With [`Activation::Identity`] the backward pass is itself
 /// differentiable (double backward); with [`Activation::Relu`] it is first-order only.
 ///
-/// On the CPU, layers run Winograd F(4×4, 3×3) by default where it saves work
-/// ([`ConvAlgorithm`]: 3×3 stride-1 kernels, and larger or strided ones such as AlexNet's
-/// 11×11 stride-4 conv1 and 5×5 conv2 rewritten as 3×3 stride-1 ones). The transformed
-/// kernels (four times a 3×3 weight's size for the forward pass, as much again for the input
-/// gradient) are computed on first use and shared by clones of the layer.
+/// On the CPU, layers run Winograd by default where it saves work ([`ConvAlgorithm`]:
+/// F(4×4, 3×3) for 3×3 stride-1 kernels and for larger or strided ones such as AlexNet's
+/// 11×11 stride-4 conv1 rewritten as 3×3 stride-1 ones, F(4×4, 5×5) for 5×5 stride-1 kernels
+/// such as its conv2). The transformed kernels (four times a 3×3 weight's size for the
+/// forward pass, 2.6 times a 5×5 weight's, as much again for the input gradient) are computed
+/// on first use and shared by clones of the layer.
 #[derive(Clone, Debug)]
 pub struct FrozenConv2d {
     weight: Tensor,
@@ -1479,14 +1510,15 @@ fn forward_plan(g: &Geom) -> winograd::Plan {
     }
 }
 
-/// The Winograd plan of a conv2d's input gradient: a 3×3 conv of the output gradient with the
-/// rotated kernels, offset by `2 − padding`.
+/// The Winograd plan of a stride-1 conv2d's input gradient: a conv of the output gradient
+/// with the rotated kernels, offset by `kernel − 1 − padding`.
 fn input_grad_plan(g: &Geom) -> winograd::Plan {
+    let offset = |k: usize, pad: usize| k as isize - 1 - pad as isize;
     winograd::Plan {
         n: g.n,
         input: (g.small[1], g.small[2]),
         output: (g.big[1], g.big[2]),
-        pad: (2 - g.cfg.padding.0 as isize, 2 - g.cfg.padding.1 as isize),
+        pad: (offset(g.kernel.0, g.cfg.padding.0), offset(g.kernel.1, g.cfg.padding.1)),
     }
 }
 
@@ -1504,7 +1536,7 @@ pub(crate) fn with_cpu<R>(
 }
 
 /// The frozen conv as a one-argument op: weight and bias live in the op, outside the graph.
-/// With `winograd`, the forward pass and the input gradient run Winograd F(4×4, 3×3).
+/// With `winograd`, the forward pass and the input gradient run Winograd ([`frozen_scheme`]).
 struct FrozenConvOp {
     g: Geom,
     weight: Tensor,
@@ -1522,7 +1554,8 @@ fn run_winograd_forward<T: Real>(
     act: Activation,
 ) -> candle::Result<CpuStorage> {
     let kernels = cached_kernels(&cache.forward, || {
-        Ok(winograd_kernels(g, &contiguous(w.0.as_slice::<T>()?, w.1), true))
+        let weight = contiguous(w.0.as_slice::<T>()?, w.1);
+        Ok(winograd_kernels(g, &weight, true, frozen_scheme(g)))
     })?;
     let bias = match bias {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
@@ -1541,7 +1574,8 @@ fn run_winograd_input_grad<T: Real>(
     relu_out: Option<Arg<'_>>,
 ) -> candle::Result<CpuStorage> {
     let kernels = cached_kernels(&cache.input_grad, || {
-        Ok(winograd_kernels(g, &contiguous(w.0.as_slice::<T>()?, w.1), false))
+        let weight = contiguous(w.0.as_slice::<T>()?, w.1);
+        Ok(winograd_kernels(g, &weight, false, frozen_scheme(g)))
     })?;
     let mask = match relu_out {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),

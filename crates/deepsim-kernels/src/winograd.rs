@@ -1,21 +1,24 @@
-//! Winograd F(4×4, 3×3) convolution on the CPU for 3×3, stride-1, undilated kernels: the
+//! Winograd convolution on the CPU: F(4×4, 3×3) for 3×3, stride-1, undilated kernels (the
 //! forward pass, the input gradient and the kernel gradient of a frozen or trainable
-//! convolution (a trainable one transforms its kernels on every call), with 4× fewer
-//! multiplies than im2col + GEMM at best (36 products per 4×4 output tile instead of 144).
-//! Other undilated kernels reach it through `stacking.rs`.
+//! convolution; a trainable one transforms its kernels on every call), with 4× fewer
+//! multiplies than im2col + GEMM at best (36 products per 4×4 output tile instead of 144), and
+//! F(4×4, 5×5) for a frozen layer's 5×5 kernels (64 products per tile instead of 400). Other
+//! undilated kernels reach F(4×4, 3×3) through `stacking.rs`.
 //!
 //! The algorithm is Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks* (CVPR
-//! 2016), with the interpolation points 0, ±1, ±2 and ∞. Each 6×6 input tile `d` and each 3×3
-//! kernel `g` are transformed, `V = Bᵀ d B` and `U = G g Gᵀ`; the 36 transformed points are
-//! independent channel reductions, `M[ξ] = U[ξ] · V[ξ]` (36 GEMMs over channels × tiles); the
-//! 4×4 output tile is `Aᵀ M A`. The kernel gradient is the same algorithm with the roles
-//! turned, F(3×3, 4×4): the 4×4 output-gradient tiles `e` are transformed by `A e Aᵀ`, the
-//! products summed over the tiles (36 GEMMs over output channels × tiles × input channels),
-//! and the 3×3 gradient is `Gᵀ M G`. Tiles are transformed 16 at a time, one per SIMD lane.
+//! 2016). F(4×4, 3×3) interpolates at the points 0, ±1, ±2 and ∞, F(4×4, 5×5) at 0, ±1, ±2,
+//! ±½ and ∞. Each α×α input tile `d` and each kernel `g` are transformed, `V = Bᵀ d B` and
+//! `U = G g Gᵀ`; the α² transformed points are independent channel reductions,
+//! `M[ξ] = U[ξ] · V[ξ]` (α² GEMMs over channels × tiles); the 4×4 output tile is `Aᵀ M A`.
+//! The kernel gradient is F(4×4, 3×3) with the roles turned, F(3×3, 4×4): the 4×4
+//! output-gradient tiles `e` are transformed by `A e Aᵀ`, the products summed over the tiles
+//! (36 GEMMs over output channels × tiles × input channels), and the 3×3 gradient is `Gᵀ M G`.
+//! Tiles are transformed 16 at a time, one per SIMD lane.
 //!
-//! The transforms multiply by up to 8 and divide by 24, so rounding grows: in f32, at a 64 → 48
-//! channel layer on 13×13, the largest error is about 5e-6 of the largest output (im2col's is
-//! 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
+//! The transforms multiply by up to 8 and divide by up to 90, so rounding
+//! grows: in f32, at a 64 → 48 channel layer on 13×13, the largest error is about 5e-6 of the
+//! largest output, and at AlexNet's conv2 (F(4×4, 5×5), 64 → 192 on 27×27) about 5e-6 too
+//! (im2col's is 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
 
 use crate::check::{with_scratch, Real};
 use rayon::prelude::*;
@@ -24,7 +27,7 @@ use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
 
 /// Rows and columns of an output tile.
 const TILE: usize = 4;
-/// Rows and columns of an input tile: `TILE + 3 − 1`.
+/// Rows and columns of an F(4×4, 3×3) input tile: `TILE + 3 − 1`.
 const ALPHA: usize = 6;
 /// Transformed points per tile: `ALPHA²`.
 const POINTS: usize = ALPHA * ALPHA;
@@ -35,48 +38,123 @@ const BLOCK_BUDGET: usize = 4 << 20;
 
 type Lanes<T> = [T; LANES];
 
-/// The 3×3 kernels of a convolution, transformed for F(4×4, 3×3).
+/// A Winograd algorithm F(m×m, r×r): `m × m` output tiles of an `r × r` kernel from
+/// `α × α` input windows, `α = m + r − 1`, with `α²` products per tile and channel pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    /// F(4×4, 3×3), α = 6, the points 0, ±1, ±2, ∞: 36 products per 16 outputs (2.25 each,
+    /// against 9 for a direct sum). The kernel gradient exists for it alone.
+    F4x3,
+    /// F(4×4, 5×5), α = 8, the points 0, ±1, ±2, ±½, ∞: 64 products per 16 outputs (4 each,
+    /// against 25 for a direct sum, and 9 for the stacked F(4×4, 3×3)).
+    F4x5,
+}
+
+impl Scheme {
+    /// Rows and columns of an input window.
+    pub fn alpha(self) -> usize {
+        match self {
+            Self::F4x3 => ALPHA,
+            Self::F4x5 => 8,
+        }
+    }
+
+    /// Rows and columns of the kernel.
+    pub fn kernel(self) -> usize {
+        match self {
+            Self::F4x3 => 3,
+            Self::F4x5 => 5,
+        }
+    }
+
+    /// Transformed points per tile.
+    fn points(self) -> usize {
+        self.alpha() * self.alpha()
+    }
+}
+
+/// The kernels of a convolution, transformed for a [`Scheme`].
 ///
-/// Layout `[ξ][out][in / groups]`: for each of the 36 points ξ, the `out × in_g` matrix of
+/// Layout `[ξ][out][in / groups]`: for each of the α² points ξ, the `out × in_g` matrix of
 /// one group starts at `ξ·out·in_g + group·out_g·in_g`, row-major.
 pub(crate) struct TransformedKernels<T> {
     data: Vec<T>,
     out: usize,
     in_g: usize,
     groups: usize,
+    scheme: Scheme,
 }
 
 impl<T: Real> TransformedKernels<T> {
-    /// Transforms the kernels `weight` `[out, in / groups, 3, 3]` (row-major) of a conv2d.
-    pub fn forward(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
-        Self::build(weight, out, in_g, groups)
+    /// Transforms the kernels `weight` `[out, in / groups, r, r]` (row-major, `r` the
+    /// scheme's kernel size) of a conv2d.
+    pub fn forward(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+        Self::build(scheme, weight, out, in_g, groups)
     }
 
     /// The kernels of the same conv2d's input gradient: the conv from the `out` channels of the
     /// output gradient back to the `in` channels, with kernels transposed per group (`in ↔ out`)
     /// and rotated by 180°.
-    pub fn input_grad(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+    pub fn input_grad(
+        scheme: Scheme,
+        weight: &[T],
+        out: usize,
+        in_g: usize,
+        groups: usize,
+    ) -> Self {
         let out_g = out / groups;
-        // The rotated kernels in the input gradient's own layout `[in, out / groups, 3, 3]`,
+        let taps = scheme.kernel() * scheme.kernel();
+        // The rotated kernels in the input gradient's own layout `[in, out / groups, r, r]`,
         // in one pass over the weight, so that the transform below reads them in order.
         let mut turned = vec![T::zero(); weight.len()];
-        for (o, kernels) in weight.chunks_exact(in_g * 9).enumerate() {
+        for (o, kernels) in weight.chunks_exact(in_g * taps).enumerate() {
             let (group, k) = (o / out_g, o % out_g);
-            for (ci, g) in kernels.chunks_exact(9).enumerate() {
+            for (ci, g) in kernels.chunks_exact(taps).enumerate() {
                 let c = group * in_g + ci;
-                let dst = &mut turned[(c * out_g + k) * 9..][..9];
+                let dst = &mut turned[(c * out_g + k) * taps..][..taps];
                 for (d, &v) in dst.iter_mut().zip(g.iter().rev()) {
                     *d = v;
                 }
             }
         }
-        Self::build(&turned, in_g * groups, out_g, groups)
+        Self::build(scheme, &turned, in_g * groups, out_g, groups)
     }
 
-    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for the row-major kernels `weight` `[out, in_g, 3, 3]`, the
-    /// output channels spread over rayon's threads (a trainable layer transforms its kernels
-    /// on every call).
-    fn build(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+    /// The scheme the kernels were transformed for.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    fn build(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+        match scheme {
+            Scheme::F4x3 => Self::build3(weight, out, in_g, groups),
+            Scheme::F4x5 => Self::build8(scheme, weight, out, in_g, groups),
+        }
+    }
+
+    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` over the eight points for the row-major `r × r` kernels
+    /// `weight` `[out, in_g, r, r]`, in f64 (a frozen layer transforms its kernels once).
+    fn build8(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
+        let (r, points) = (scheme.kernel(), scheme.points());
+        let mut data = vec![T::zero(); points * out * in_g];
+        for (pair, g) in weight.chunks_exact(r * r).enumerate() {
+            let g: Vec<f64> = g.iter().map(|x| x.to_f64()).collect();
+            let rows: Vec<[f64; 8]> = g.chunks_exact(r).map(kernel_1d8).collect();
+            for s in 0..8 {
+                let column: Vec<f64> = rows.iter().map(|row| row[s]).collect();
+                let column = kernel_1d8(&column);
+                for (t, v) in column.iter().enumerate() {
+                    data[(t * 8 + s) * out * in_g + pair] = T::from_f64(*v);
+                }
+            }
+        }
+        Self { data, out, in_g, groups, scheme }
+    }
+
+    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for F(4×4, 3×3) and the row-major kernels `weight`
+    /// `[out, in_g, 3, 3]`, the output channels spread over rayon's threads (a trainable layer
+    /// transforms its kernels on every call).
+    fn build3(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
         let mut data = vec![T::zero(); POINTS * out * in_g];
         let shared = SharedSlice::new(&mut data);
         let transform = |o: usize| {
@@ -122,7 +200,7 @@ impl<T: Real> TransformedKernels<T> {
         } else {
             (0..out).for_each(transform);
         }
-        Self { data, out, in_g, groups }
+        Self { data, out, in_g, groups, scheme: Scheme::F4x3 }
     }
 
     /// Output channels of the transformed convolution.
@@ -136,7 +214,7 @@ impl<T: Real> TransformedKernels<T> {
     }
 }
 
-/// Input channels whose kernels [`TransformedKernels::build`] transforms together.
+/// Input channels whose kernels [`TransformedKernels::build3`] transforms together.
 const KERNEL_LANES: usize = 8;
 
 /// [`kernel_1d`] for [`KERNEL_LANES`] kernels at once, lane by lane.
@@ -199,6 +277,95 @@ fn output_1d<T: Real>(m: [Lanes<T>; ALPHA]) -> [Lanes<T>; TILE] {
     out
 }
 
+/// The finite points of the eight-point schemes and the interpolation denominators
+/// `Π_{l≠j} (p_j − p_l)` (the first one's sign turned, as in `Bᵀ`'s first row); the eighth
+/// point is ∞.
+const POINTS8: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
+const DENOMINATORS8: [f64; 7] = [1.0, -4.5, -4.5, 90.0, 90.0, 45.0 / 32.0, 45.0 / 32.0];
+
+/// `G g` for one kernel row or column `g` of any length over the eight points: the kernel as
+/// a polynomial, evaluated at each finite point and divided by its denominator, and its last
+/// tap (the value at ∞).
+fn kernel_1d8(g: &[f64]) -> [f64; 8] {
+    std::array::from_fn(|j| match j {
+        7 => g.last().copied().unwrap_or(0.0),
+        _ => {
+            let p = POINTS8[j];
+            let value = g.iter().rev().fold(0.0, |acc, tap| acc * p + tap);
+            value / DENOMINATORS8[j]
+        }
+    })
+}
+
+/// `Bᵀ d` over the eight points for one 8-point input column, lane by lane. Rows come in
+/// pairs for `±p`: an even part (the even-indexed inputs) plus or minus an odd part.
+#[inline(always)]
+fn input_1d8<T: Real>(d: [Lanes<T>; 8]) -> [Lanes<T>; 8] {
+    let c = |x: f64| T::from_f64(x);
+    let (quarter, half, two, four, five) = (c(0.25), c(0.5), c(2.0), c(4.0), c(5.0));
+    let (c21, c17, c5_2, c5_4) = (c(5.25), c(4.25), c(2.5), c(1.25));
+    let mut out = [[T::zero(); LANES]; 8];
+    for l in 0..LANES {
+        let [d0, d1, d2, d3, d4, d5, d6, d7] = std::array::from_fn(|i| d[i][l]);
+        out[0][l] = d0 - d6 + c21 * (d4 - d2);
+        out[7][l] = d7 - d1 + c21 * (d3 - d5);
+        let (even, odd) = (d2 + d6 - c17 * d4, d1 + d5 - c17 * d3);
+        out[1][l] = even + odd;
+        out[2][l] = even - odd;
+        let (even, odd) = (quarter * d2 - c5_4 * d4 + d6, half * d1 - c5_2 * d3 + two * d5);
+        out[3][l] = even + odd;
+        out[4][l] = even - odd;
+        let (even, odd) = (four * d2 - five * d4 + d6, two * d1 - c5_2 * d3 + half * d5);
+        out[5][l] = even + odd;
+        out[6][l] = even - odd;
+    }
+    out
+}
+
+/// `Aᵀ m` over the eight points for one column of products, lane by lane: four outputs, the
+/// `i`-th the sum of `p^i m_p` over the finite points, plus `m_∞` in the last.
+#[inline(always)]
+fn output_1d8<T: Real>(m: [Lanes<T>; 8]) -> [Lanes<T>; TILE] {
+    let c = |x: f64| T::from_f64(x);
+    let mut out = [[T::zero(); LANES]; TILE];
+    for l in 0..LANES {
+        let (sum12, diff12) = (m[1][l] + m[2][l], m[1][l] - m[2][l]);
+        let (sum34, diff34) = (m[3][l] + m[4][l], m[3][l] - m[4][l]);
+        let (sum56, diff56) = (m[5][l] + m[6][l], m[5][l] - m[6][l]);
+        for (i, o) in out.iter_mut().enumerate() {
+            let scale = (1u32 << i) as f64;
+            o[l] = if i % 2 == 0 {
+                sum12 + c(scale) * sum34 + c(1.0 / scale) * sum56
+            } else {
+                diff12 + c(scale) * diff34 + c(1.0 / scale) * diff56
+            };
+        }
+        out[0][l] += m[0][l];
+        out[TILE - 1][l] += m[7][l];
+    }
+    out
+}
+
+/// `Bᵀ d B` over the eight points for 16 tiles `d[row][col]`.
+#[inline(always)]
+fn input_tile8<T: Real>(d: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; 8]; 8] {
+    separable(
+        d,
+        #[inline(always)]
+        |x| input_1d8(x),
+    )
+}
+
+/// `Aᵀ m A` over the eight points for 16 tiles of products `m[row][col]`.
+#[inline(always)]
+fn output_tile8<T: Real>(m: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; TILE]; TILE] {
+    separable(
+        m,
+        #[inline(always)]
+        |x| output_1d8(x),
+    )
+}
+
 /// A 1-D transform `f` applied to every column of the 16 square tiles `x[row][col]`, then to
 /// every row of the result: `F x Fᵀ` for the matrix `F` of `f`.
 #[inline(always)]
@@ -213,13 +380,21 @@ fn separable<T: Real, const I: usize, const O: usize>(
 /// `Bᵀ d B` for 16 tiles `d[row][col]`.
 #[inline(always)]
 fn input_tile<T: Real>(d: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; ALPHA]; ALPHA] {
-    separable(d, input_1d)
+    separable(
+        d,
+        #[inline(always)]
+        |x| input_1d(x),
+    )
 }
 
 /// `Aᵀ m A` for 16 tiles of products `m[row][col]`.
 #[inline(always)]
 fn output_tile<T: Real>(m: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; TILE]; TILE] {
-    separable(m, output_1d)
+    separable(
+        m,
+        #[inline(always)]
+        |x| output_1d(x),
+    )
 }
 
 /// The geometry of one Winograd convolution: `out[b][o][y][x] = Σ_{c,ky,kx}
@@ -241,21 +416,21 @@ impl Plan {
         (self.output.0.div_ceil(TILE), self.output.1.div_ceil(TILE))
     }
 
-    /// Multiplies of the Winograd GEMMs over those of im2col (per channel pair).
+    /// Multiplies of F(4×4, 3×3)'s GEMMs over those of im2col (per channel pair).
     pub fn cost_ratio(&self) -> f64 {
         let (th, tw) = self.tiles();
         (POINTS * th * tw) as f64 / (9 * self.output.0 * self.output.1) as f64
     }
 }
 
-/// The output (or input gradient) of a 3×3 convolution by F(4×4, 3×3), with `bias` added and
-/// `relu` applied; `mask` (shaped like `input`) zeroes the inputs where it is not positive
-/// (a ReLU's backward fused into the input gradient).
+/// The output (or input gradient) of a convolution by the Winograd scheme of `kernels`, with
+/// `bias` added and `relu` applied; `mask` (shaped like `input`) zeroes the inputs where it is
+/// not positive (a ReLU's backward fused into the input gradient).
 ///
 /// Runs on rayon's threads: the tiles of all images are cut into blocks, as many per thread,
 /// and the blocks are spread over the threads (one large image keeps them all busy); with
 /// fewer blocks than threads the GEMMs are threaded instead.
-pub(crate) fn conv3x3<T: Real>(
+pub(crate) fn convolve<T: Real>(
     plan: &Plan,
     kernels: &TransformedKernels<T>,
     input: &[T],
@@ -263,20 +438,99 @@ pub(crate) fn conv3x3<T: Real>(
     bias: Option<&[T]>,
     relu: bool,
 ) -> Vec<T> {
-    conv3x3_in_blocks(plan, kernels, input, mask, bias, relu, BLOCK_BUDGET)
+    // Small kernel matrices are cheap to read again for every block, so their blocks are
+    // small and their products are made and transformed a few output channels at a time,
+    // staying in the core's cache; large ones are read once per large block.
+    let small = kernels.data.len() <= SMALL_KERNELS;
+    let cut = if small { (SMALL_BUDGET, OUT_CHUNK) } else { (BLOCK_BUDGET, usize::MAX) };
+    convolve_in_blocks(plan, kernels, input, mask, bias, relu, cut)
 }
 
-/// [`conv3x3`] with the tiles processed in blocks whose transformed inputs and products hold
-/// at most about `budget` elements (at least 16 tiles).
-fn conv3x3_in_blocks<T: Real>(
+/// Transformed kernels (elements) up to which [`convolve`] cuts small blocks and makes the
+/// products [`OUT_CHUNK`] output channels at a time. Measured on AlexNet's layers at
+/// 1080×800 (2 cores): conv1 (48 stacked → 64, 0.1 M) and conv2 (F(4×4, 5×5), 64 → 192,
+/// 0.8 M) ran 1.3–1.5× faster so, conv3–conv5 (4–6 M) 1.1–1.5× slower.
+const SMALL_KERNELS: usize = 1 << 20;
+/// Elements of transformed inputs and products a block may hold with small kernels.
+const SMALL_BUDGET: usize = 1 << 20;
+/// Output channels whose products are made and transformed together with small kernels.
+const OUT_CHUNK: usize = 16;
+
+/// [`convolve`] with the tiles processed in blocks whose transformed inputs and products hold
+/// at most about `budget` elements (at least 16 tiles), and the products made `chunk` output
+/// channels at a time (all of them with groups), `cut = (budget, chunk)`.
+fn convolve_in_blocks<T: Real>(
     plan: &Plan,
     kernels: &TransformedKernels<T>,
     input: &[T],
     mask: Option<&[T]>,
     bias: Option<&[T]>,
     relu: bool,
-    budget: usize,
+    cut: (usize, usize),
 ) -> Vec<T> {
+    let args = (plan, kernels, input, mask, bias, relu, cut);
+    match kernels.scheme {
+        Scheme::F4x3 => convolve_with::<T, ALPHA, _>(args, Six),
+        Scheme::F4x5 => convolve_with::<T, 8, _>(args, Eight),
+    }
+}
+
+/// The arguments of [`convolve_in_blocks`].
+type ConvolveArgs<'a, T> = (
+    &'a Plan,
+    &'a TransformedKernels<T>,
+    &'a [T],
+    Option<&'a [T]>,
+    Option<&'a [T]>,
+    bool,
+    (usize, usize),
+);
+
+/// The tile transforms of a scheme with `A × A` input windows, as functions that always
+/// inline (so that they compile into the vectorized loops).
+trait Transforms<T: Real, const A: usize>: Sync {
+    /// `Bᵀ d B` for 16 input windows.
+    fn input(d: &[[Lanes<T>; A]; A]) -> [[Lanes<T>; A]; A];
+    /// `Aᵀ m A` for 16 tiles of products.
+    fn output(m: &[[Lanes<T>; A]; A]) -> [[Lanes<T>; TILE]; TILE];
+}
+
+/// The transforms of F(4×4, 3×3).
+struct Six;
+
+impl<T: Real> Transforms<T, ALPHA> for Six {
+    #[inline(always)]
+    fn input(d: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; ALPHA]; ALPHA] {
+        input_tile(d)
+    }
+
+    #[inline(always)]
+    fn output(m: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; TILE]; TILE] {
+        output_tile(m)
+    }
+}
+
+/// The transforms of F(4×4, 5×5).
+struct Eight;
+
+impl<T: Real> Transforms<T, 8> for Eight {
+    #[inline(always)]
+    fn input(d: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; 8]; 8] {
+        input_tile8(d)
+    }
+
+    #[inline(always)]
+    fn output(m: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; TILE]; TILE] {
+        output_tile8(m)
+    }
+}
+
+/// [`convolve_in_blocks`] with `A × A` input windows, transformed by `X`.
+fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
+    (plan, kernels, input, mask, bias, relu, (budget, chunk)): ConvolveArgs<'_, T>,
+    transforms: X,
+) -> Vec<T> {
+    let points = A * A;
     let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
     let tiles = Tiles::new(plan);
     let total = tiles.total();
@@ -284,35 +538,45 @@ fn conv3x3_in_blocks<T: Real>(
     if total == 0 {
         return out;
     }
-    let Blocks { block, blocks, spread } = Blocks::new(total, in_c + out_c, budget);
+    let (groups, in_g, out_g) = (kernels.groups, kernels.in_g, out_c / kernels.groups);
+    let chunk = if groups == 1 { out_c.min(chunk) } else { out_c };
+    let Blocks { block, blocks, spread } = Blocks::new(total, points * (in_c + chunk), budget);
     let par = parallelism(spread);
     let shared = SharedSlice::new(&mut out);
     let run = |scratch: &mut [T], index: usize| {
         let start = index * block;
         let count = block.min(total - start);
-        let (v, m) = scratch.split_at_mut(POINTS * in_c * block);
-        transform_inputs(&tiles, start, count, input, mask, in_c, v, block);
-        for xi in 0..POINTS {
-            for group in 0..kernels.groups {
-                let (out_g, in_g) = (out_c / kernels.groups, kernels.in_g);
-                let u = &kernels.data[(xi * out_c + group * out_g) * in_g..];
-                let lhs = Mat::row_major(u, out_g, in_g);
-                let rhs_start = (xi * in_c + group * in_g) * block;
-                let rhs = Mat {
-                    data: &v[rhs_start..rhs_start + in_g * block],
-                    rows: in_g,
-                    cols: count,
-                    rs: block,
-                    cs: 1,
-                };
-                let dst_start = (xi * out_c + group * out_g) * block;
-                let dst = &mut m[dst_start..dst_start + out_g * block];
-                matmul_into(dst, block, lhs, rhs, false, par);
+        let (v, m) = scratch.split_at_mut(points * plane(in_c, block));
+        transform_inputs(&tiles, start, count, input, mask, in_c, v, block, &transforms);
+        // Output channels `first..first + rows` at a time (one pass with groups): their
+        // products for all points, then their output tiles.
+        for first in (0..out_c).step_by(chunk) {
+            let rows = chunk.min(out_c - first);
+            for xi in 0..points {
+                for group in 0..groups {
+                    let (o0, o_rows) =
+                        if groups == 1 { (first, rows) } else { (group * out_g, out_g) };
+                    let u = &kernels.data[(xi * out_c + o0) * in_g..];
+                    let lhs = Mat::row_major(u, o_rows, in_g);
+                    let rhs_start = xi * plane(in_c, block) + group * in_g * block;
+                    let rhs = Mat {
+                        data: &v[rhs_start..rhs_start + in_g * block],
+                        rows: in_g,
+                        cols: count,
+                        rs: block,
+                        cs: 1,
+                    };
+                    let dst_start = xi * plane(chunk, block) + (o0 - first) * block;
+                    let dst = &mut m[dst_start..dst_start + o_rows * block];
+                    matmul_into(dst, block, lhs, rhs, false, par);
+                }
             }
+            let placed = Placed { out: &shared, out_c, first, rows, chunk, bias, relu };
+            transform_outputs(&tiles, start, count, m, block, &placed, &transforms);
         }
-        transform_outputs(&tiles, start, count, m, out_c, block, &shared, bias, relu);
     };
-    let run = |index: usize| with_scratch(POINTS * (in_c + out_c) * block, |s| run(s, index));
+    let scratch_len = points * (plane(in_c, block) + plane(chunk, block));
+    let run = |index: usize| with_scratch(scratch_len, |s| run(s, index));
     if spread {
         (0..blocks).into_par_iter().for_each(run);
     } else {
@@ -328,7 +592,7 @@ fn conv3x3_in_blocks<T: Real>(
 /// every image (36 GEMMs, out × tiles × in); the kernel gradient is `Gᵀ M G`. That is 36
 /// products per tile and channel pair where a direct sum takes 144.
 ///
-/// Runs on rayon's threads like [`conv3x3`]: blocks of tiles spread over the threads, each
+/// Runs on rayon's threads like [`convolve`]: blocks of tiles spread over the threads, each
 /// summing into its own 36 matrices (added together at the end); with fewer blocks than
 /// threads the GEMMs are threaded instead.
 pub(crate) fn kernel_grad3x3<T: Real>(
@@ -360,27 +624,27 @@ fn kernel_grad3x3_in_blocks<T: Real>(
     if total == 0 {
         return vec![T::zero(); out_c * in_g * 9];
     }
-    let Blocks { block, blocks, spread } = Blocks::new(total, in_c + out_c, budget);
+    let Blocks { block, blocks, spread } = Blocks::new(total, POINTS * (in_c + out_c), budget);
     let par = parallelism(spread);
     // Adds block `index`'s products into `sums[ξ][o][i]`.
     let run = |sums: &mut [T], scratch: &mut [T], index: usize| {
         let start = index * block;
         let count = block.min(total - start);
-        let (v, u) = scratch.split_at_mut(POINTS * in_c * block);
-        transform_inputs(&tiles, start, count, input, None, in_c, v, block);
+        let (v, u) = scratch.split_at_mut(POINTS * plane(in_c, block));
+        transform_inputs(&tiles, start, count, input, None, in_c, v, block, &Six);
         transform_grads(&tiles, start, count, grad, out_c, u, block);
         for xi in 0..POINTS {
             for group in 0..groups {
-                let u_start = (xi * out_c + group * out_g) * block;
+                let u_start = xi * plane(out_c, block) + group * out_g * block;
                 let lhs = Mat { data: &u[u_start..], rows: out_g, cols: count, rs: block, cs: 1 };
-                let v_start = (xi * in_c + group * in_g) * block;
+                let v_start = xi * plane(in_c, block) + group * in_g * block;
                 let rhs = Mat { data: &v[v_start..], rows: count, cols: in_g, rs: 1, cs: block };
                 let dst = &mut sums[(xi * out_c + group * out_g) * in_g..][..out_g * in_g];
                 matmul_into(dst, in_g, lhs, rhs, true, par);
             }
         }
     };
-    let scratch_len = POINTS * (in_c + out_c) * block;
+    let scratch_len = POINTS * (plane(in_c, block) + plane(out_c, block));
     let sums = if spread {
         (0..blocks)
             .into_par_iter()
@@ -416,7 +680,14 @@ fn kernel_grad3x3_in_blocks<T: Real>(
                 for (xi, cell) in m.iter_mut().flatten().enumerate() {
                     cell[..lanes].copy_from_slice(&sums[xi * pairs + first..][..lanes]);
                 }
-                for (ky, row) in separable(&m, kernel_grad_1d).iter().enumerate() {
+                for (ky, row) in separable(
+                    &m,
+                    #[inline(always)]
+                    |x| kernel_grad_1d(x),
+                )
+                .iter()
+                .enumerate()
+                {
                     for (kx, values) in row.iter().enumerate() {
                         for (l, &v) in values.iter().enumerate().take(lanes) {
                             dst[l * 9 + ky * 3 + kx] = v;
@@ -469,7 +740,11 @@ fn grad_1d<T: Real>(e: [Lanes<T>; TILE]) -> [Lanes<T>; ALPHA] {
 /// `A e Aᵀ` for 16 output-gradient tiles `e[row][col]`.
 #[inline(always)]
 fn grad_tile<T: Real>(e: &[[Lanes<T>; TILE]; TILE]) -> [[Lanes<T>; ALPHA]; ALPHA] {
-    separable(e, grad_1d)
+    separable(
+        e,
+        #[inline(always)]
+        |x| grad_1d(x),
+    )
 }
 
 /// Transforms the output-gradient tiles `start..start + count` of every channel into
@@ -501,7 +776,7 @@ fn transform_grads<T: Real>(
                     }
                     let t = grad_tile(&e);
                     for (xi, lanes) in t.iter().flatten().enumerate() {
-                        let at = (xi * out_c + o) * block + lane0;
+                        let at = xi * plane(out_c, block) + o * block + lane0;
                         u[at..at + LANES].copy_from_slice(lanes);
                     }
                 }
@@ -527,13 +802,13 @@ struct Blocks {
 }
 
 impl Blocks {
-    /// Blocks of `total` (> 0) tiles whose transforms of `channels` channels (input and
+    /// Blocks of `total` (> 0) tiles whose transforms (`per_tile` elements a tile, input and
     /// output together) hold at most about `budget` elements, their number a multiple of the
     /// threads when there are enough tiles (so that no thread gets one more block than
     /// another), each a whole number of lanes.
-    fn new(total: usize, channels: usize, budget: usize) -> Self {
+    fn new(total: usize, per_tile: usize, budget: usize) -> Self {
         let threads = rayon::current_num_threads().max(1);
-        let most = (budget / (POINTS * channels)).max(LANES);
+        let most = (budget / per_tile).max(LANES);
         let mut blocks = total.div_ceil(most);
         if total >= threads * LANES {
             blocks = blocks.next_multiple_of(threads);
@@ -574,7 +849,16 @@ impl Tiles {
     }
 }
 
-/// Where one tile's 6×6 input window lies in its image's plane: the plane offset of its
+/// Elements from one point's matrix to the next in a block's transformed inputs, gradients
+/// or products (`channels` rows of `block` tiles): one row of lanes more than the matrix, so
+/// that the α² matrices a tile transform reads or writes do not start at the same offset
+/// modulo 4 KiB. Without the skew they do whenever `channels · block` is a multiple of 64
+/// (every AlexNet layer), and the α² streams fight over the same few sets of the L1 cache.
+fn plane(channels: usize, block: usize) -> usize {
+    channels * block + LANES
+}
+
+/// Where one tile's input window lies in its image's plane: the plane offset of its
 /// top-left corner (negative or past the edge in the padding) and the rows and columns of the
 /// window inside the plane.
 #[derive(Clone, Copy)]
@@ -586,16 +870,16 @@ struct Window {
 }
 
 impl Window {
-    /// The whole window lies inside the plane.
-    fn whole(&self) -> bool {
-        self.rows == (0, ALPHA) && self.cols == (0, ALPHA)
+    /// The whole `alpha × alpha` window lies inside the plane.
+    fn whole(&self, alpha: usize) -> bool {
+        self.rows == (0, alpha) && self.cols == (0, alpha)
     }
 }
 
-/// Transforms input tiles `start..start + count` of every channel into `v[ξ][c][tile]` (row
-/// stride `block`); lanes past `count` are zero.
+/// Transforms the `A × A` input windows of tiles `start..start + count` of every channel by
+/// `X` into `v[ξ][c][tile]` (row stride `block`); lanes past `count` are zero.
 #[allow(clippy::too_many_arguments)]
-fn transform_inputs<T: Real>(
+fn transform_inputs<T: Real, const A: usize, X: Transforms<T, A>>(
     tiles: &Tiles,
     start: usize,
     count: usize,
@@ -604,6 +888,7 @@ fn transform_inputs<T: Real>(
     in_c: usize,
     v: &mut [T],
     block: usize,
+    _: &X,
 ) {
     let (h, w) = tiles.plan.input;
     let (pad_y, pad_x) = tiles.plan.pad;
@@ -615,8 +900,8 @@ fn transform_inputs<T: Real>(
             Window {
                 image,
                 origin: top * w as isize + left,
-                rows: inside(top, h),
-                cols: inside(left, w),
+                rows: inside(top, h, A),
+                cols: inside(left, w, A),
             }
         })
         .collect();
@@ -626,16 +911,16 @@ fn transform_inputs<T: Real>(
         || {
             for c in 0..in_c {
                 for (group, lane0) in windows.chunks(LANES).zip((0..count).step_by(LANES)) {
-                    let mut d = [[[T::zero(); LANES]; ALPHA]; ALPHA];
+                    let mut d = [[[T::zero(); LANES]; A]; A];
                     for (l, win) in group.iter().enumerate() {
                         let plane_start = (win.image * in_c + c) * h * w;
                         let plane = &input[plane_start..plane_start + h * w];
                         let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
-                        if win.whole() && mask.is_none() {
-                            // Most tiles: 36 reads with fixed bounds.
+                        if win.whole(A) && mask.is_none() {
+                            // Most tiles: A² reads with fixed bounds.
                             let origin = win.origin as usize;
                             for (r, row) in d.iter_mut().enumerate() {
-                                let line = &plane[origin + r * w..][..ALPHA];
+                                let line = &plane[origin + r * w..][..A];
                                 for (cell, &x) in row.iter_mut().zip(line) {
                                     cell[l] = x;
                                 }
@@ -661,9 +946,9 @@ fn transform_inputs<T: Real>(
                             }
                         }
                     }
-                    let t = input_tile(&d);
+                    let t = X::input(&d);
                     for (xi, lanes) in t.iter().flatten().enumerate() {
-                        let at = (xi * in_c + c) * block + lane0;
+                        let at = xi * plane(in_c, block) + c * block + lane0;
                         v[at..at + LANES].copy_from_slice(lanes);
                     }
                 }
@@ -672,47 +957,59 @@ fn transform_inputs<T: Real>(
     )
 }
 
-/// The rows `r` in `0..ALPHA` with `start + r` inside `0..len`.
-fn inside(start: isize, len: usize) -> (usize, usize) {
-    let lo = (-start).clamp(0, ALPHA as isize) as usize;
-    let hi = (len as isize - start).clamp(0, ALPHA as isize) as usize;
+/// The rows `r` in `0..alpha` with `start + r` inside `0..len`.
+fn inside(start: isize, len: usize, alpha: usize) -> (usize, usize) {
+    let lo = (-start).clamp(0, alpha as isize) as usize;
+    let hi = (len as isize - start).clamp(0, alpha as isize) as usize;
     (lo, hi.max(lo))
 }
 
+/// Where [`transform_outputs`] writes: channels `first..first + rows` of the output `out`
+/// of `out_c` channels, `bias` added and `relu` applied, from products of `chunk` channels.
+struct Placed<'a, 's, T> {
+    out: &'a SharedSlice<'s, T>,
+    out_c: usize,
+    first: usize,
+    rows: usize,
+    chunk: usize,
+    bias: Option<&'a [T]>,
+    relu: bool,
+}
+
 /// Transforms the products `m[ξ][o][tile]` of tiles `start..start + count` back into output
-/// tiles, adds the bias, applies the ReLU and writes the parts inside the output.
-#[allow(clippy::too_many_arguments)]
-fn transform_outputs<T: Real>(
+/// tiles by `X`, adds the bias, applies the ReLU and writes the parts inside
+/// the output.
+fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
     tiles: &Tiles,
     start: usize,
     count: usize,
     m: &[T],
-    out_c: usize,
     block: usize,
-    out: &SharedSlice<'_, T>,
-    bias: Option<&[T]>,
-    relu: bool,
+    placed: &Placed<'_, '_, T>,
+    _: &X,
 ) {
     let (oh, ow) = tiles.plan.output;
+    let Placed { out, out_c, first, rows: channels, chunk, bias, relu } = *placed;
     let spots = tiles.spots(start, count);
     crate::simd::vectorized(
         #[inline(always)]
         || {
-            for o in 0..out_c {
+            for k in 0..channels {
+                let o = first + k;
                 let b = bias.map_or(T::zero(), |b| b[o]);
                 for (group, lane0) in spots.chunks(LANES).zip((0..count).step_by(LANES)) {
-                    let mut p = [[[T::zero(); LANES]; ALPHA]; ALPHA];
+                    let mut p = [[[T::zero(); LANES]; A]; A];
                     for (xi, lanes) in p.iter_mut().flatten().enumerate() {
-                        let at = (xi * out_c + o) * block + lane0;
+                        let at = xi * plane(chunk, block) + k * block + lane0;
                         lanes.copy_from_slice(&m[at..at + LANES]);
                     }
-                    let y = output_tile(&p);
+                    let y = X::output(&p);
                     // Row by row, each lane's 4 outputs side by side (bias and ReLU applied
                     // 64 at a time), then copied 4 at a time.
-                    let mut rows_out = [[T::zero(); TILE * LANES]; TILE];
+                    let mut rows_out = [[[T::zero(); TILE]; LANES]; TILE];
                     for (staged, row) in rows_out.iter_mut().zip(&y) {
-                        for (l, four) in staged.chunks_exact_mut(TILE).enumerate() {
-                            for (dst, src) in four.iter_mut().zip(row) {
+                        for (l, values) in staged.iter_mut().enumerate() {
+                            for (dst, src) in values.iter_mut().zip(row) {
                                 let s = src[l] + b;
                                 *dst = if !relu || s > T::zero() { s } else { T::zero() };
                             }
@@ -721,16 +1018,16 @@ fn transform_outputs<T: Real>(
                     for (l, &(image, corner, rows, cols)) in group.iter().enumerate() {
                         let plane = (image * out_c + o) * oh * ow + corner;
                         for (r, staged) in rows_out.iter().enumerate().take(rows) {
-                            let four = &staged[l * TILE..(l + 1) * TILE];
+                            let values = &staged[l];
                             // SAFETY: tiles cover disjoint parts of the output, each tile
                             // belongs to one block, and one thread runs a block.
                             if cols == TILE {
                                 // A whole row: a copy of fixed length, not a call to memmove.
                                 let line = unsafe { out.range(plane + r * ow, TILE) };
-                                line.copy_from_slice(four);
+                                line.copy_from_slice(values);
                             } else {
                                 let line = unsafe { out.range(plane + r * ow, cols) };
-                                line.copy_from_slice(&four[..cols]);
+                                line.copy_from_slice(&values[..cols]);
                             }
                         }
                     }
@@ -745,8 +1042,8 @@ mod tests {
     use super::*;
     use crate::testing::seeded;
 
-    /// Direct 3×3 correlation with the plan's offsets, in f64.
-    fn direct(plan: &Plan, c: usize, o: usize, x: &[f64], g: &[f64]) -> Vec<f64> {
+    /// Direct `r × r` correlation with the plan's offsets, in f64.
+    fn direct(plan: &Plan, r: usize, c: usize, o: usize, x: &[f64], g: &[f64]) -> Vec<f64> {
         let (h, w) = plan.input;
         let (oh, ow) = plan.output;
         let mut out = vec![0.0; plan.n * o * oh * ow];
@@ -756,15 +1053,15 @@ mod tests {
                     for xx in 0..ow {
                         let mut s = 0.0;
                         for ic in 0..c {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
+                            for ky in 0..r {
+                                for kx in 0..r {
                                     let iy = y as isize + ky as isize - plan.pad.0;
                                     let ix = xx as isize + kx as isize - plan.pad.1;
                                     if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
                                         continue;
                                     }
                                     let xi = ((b * c + ic) * h + iy as usize) * w + ix as usize;
-                                    s += x[xi] * g[((oc * c + ic) * 3 + ky) * 3 + kx];
+                                    s += x[xi] * g[((oc * c + ic) * r + ky) * r + kx];
                                 }
                             }
                         }
@@ -788,6 +1085,20 @@ mod tests {
         for i in 0..TILE {
             let expected: f64 = (0..3).map(|k| d[i + k] * g[k]).sum();
             assert!((y[i][0] - expected).abs() < 1e-14, "tap {i}: {} vs {expected}", y[i][0]);
+        }
+    }
+
+    #[test]
+    fn eight_point_transforms_compute_a_correlation() {
+        // y[i] = Σ_k d[i + k] g[k] for i < 4 must equal Aᵀ[(G g) ⊙ (Bᵀ d)] for F(4, 5).
+        let d = seeded(8, 11);
+        let g = seeded(5, 12);
+        let u = kernel_1d8(&g);
+        let v = input_1d8::<f64>(std::array::from_fn(|i| [d[i]; LANES]));
+        let y = output_1d8(std::array::from_fn(|i| [u[i] * v[i][0]; LANES]));
+        for i in 0..TILE {
+            let expected: f64 = (0..5).map(|k| d[i + k] * g[k]).sum();
+            assert!((y[i][0] - expected).abs() < 1e-13, "tap {i}: {} vs {expected}", y[i][0]);
         }
     }
 
@@ -859,27 +1170,64 @@ mod tests {
     #[test]
     fn matches_direct_correlation_with_any_offset() {
         let (c, o) = (3, 5);
-        for (input, output, pad) in [
-            ((7, 6), (7, 6), (1, 1)),
-            ((13, 13), (13, 13), (1, 1)),
-            ((5, 9), (3, 7), (0, 0)),
-            ((4, 4), (8, 6), (3, 2)),
-            ((9, 8), (5, 4), (-1, -2)),
-            ((1, 1), (1, 1), (1, 1)),
-            ((30, 19), (30, 19), (1, 1)),
-        ] {
-            let plan = Plan { n: 3, input, output, pad };
-            let x = seeded(plan.n * c * input.0 * input.1, 3);
-            let g = seeded(o * c * 9, 4);
-            let kernels = TransformedKernels::forward(&g, o, c, 1);
-            let want = direct(&plan, c, o, &x, &g);
-            // The default blocks, and blocks of 16 tiles (several per image, split images).
-            for budget in [BLOCK_BUDGET, 1] {
-                let got = conv3x3_in_blocks(&plan, &kernels, &x, None, None, false, budget);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() < 1e-12, "{plan:?}: element {i}: {a} vs {b}");
+        for scheme in [Scheme::F4x3, Scheme::F4x5] {
+            let r = scheme.kernel();
+            for (input, output, pad) in [
+                ((7, 6), (7, 6), (1, 1)),
+                ((13, 13), (13, 13), (1, 1)),
+                ((5, 9), (3, 7), (0, 0)),
+                ((4, 4), (8, 6), (3, 2)),
+                ((9, 8), (5, 4), (-1, -2)),
+                ((1, 1), (1, 1), (1, 1)),
+                ((30, 19), (30, 19), (1, 1)),
+                ((30, 19), (26, 15), (0, 0)),
+                ((17, 23), (17, 23), (2, 2)),
+            ] {
+                let plan = Plan { n: 3, input, output, pad };
+                let x = seeded(plan.n * c * input.0 * input.1, 3);
+                let g = seeded(o * c * r * r, 4);
+                let kernels = TransformedKernels::forward(scheme, &g, o, c, 1);
+                let want = direct(&plan, r, c, o, &x, &g);
+                // The default blocks, blocks of 16 tiles (several per image, split images), and
+                // products made two channels or one at a time.
+                for cut in [(BLOCK_BUDGET, usize::MAX), (1, 2), (1, 1)] {
+                    let got = convolve_in_blocks(&plan, &kernels, &x, None, None, false, cut);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        let what = format!("{scheme:?} {plan:?}: element {i}: {a} vs {b}");
+                        assert!((a - b).abs() < 1e-11, "{what}");
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn input_gradient_kernels_are_turned_and_rotated() {
+        // The input gradient of y = x ⋆ g (stride 1, pad p) is e ⋆ rot180(gᵀ) with pad r − 1 − p;
+        // checked through ⟨y, e⟩ = ⟨x, ∂⟩ for every scheme, with two groups.
+        let (c, o, groups) = (4, 6, 2);
+        for scheme in [Scheme::F4x3, Scheme::F4x5] {
+            let r = scheme.kernel();
+            let pad = (r / 2) as isize;
+            let (h, w) = (11, 14);
+            let fwd = Plan { n: 2, input: (h, w), output: (h, w), pad: (pad, pad) };
+            let back = Plan { pad: (r as isize - 1 - pad, r as isize - 1 - pad), ..fwd };
+            let x = seeded(2 * c * h * w, 21);
+            let e = seeded(2 * o * h * w, 22);
+            let g = seeded(o * (c / groups) * r * r, 23);
+            let y = convolve(
+                &fwd,
+                &TransformedKernels::forward(scheme, &g, o, c / groups, groups),
+                &x,
+                None,
+                None,
+                false,
+            );
+            let kernels = TransformedKernels::input_grad(scheme, &g, o, c / groups, groups);
+            let dx = convolve(&back, &kernels, &e, None, None, false);
+            let lhs: f64 = y.iter().zip(&e).map(|(a, b)| a * b).sum();
+            let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
+            assert!((lhs - rhs).abs() < 1e-10 * lhs.abs().max(1.0), "{scheme:?}: {lhs} vs {rhs}");
         }
     }
 }

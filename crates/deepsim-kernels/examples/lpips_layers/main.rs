@@ -1,6 +1,6 @@
 //! Per-layer forward timings of LPIPS-alex's trunk on one 1080×800 pair (the two images as a
 //! batch of two), each frozen convolution with its fused ReLU under im2col and under Winograd
-//! (stacked for the 11×11 stride-4 conv1 and the 5×5 conv2), median of 7 calls after 2
+//! (stacked for the 11×11 stride-4 conv1, F(4×4, 5×5) for the 5×5 conv2), median of 7 calls after 2
 //! warm-ups, and the work of a direct sum:
 //!
 //!     cargo run --release -p deepsim-kernels --example lpips_layers
