@@ -145,9 +145,16 @@ impl PoolGeom {
     }
 
     /// Window maxima of one plane: the max over the window's rows first (a vectorizable pass
-    /// over whole rows), then over its columns.
+    /// over whole rows), then over its columns (vectorizable for the outputs whose window lies
+    /// inside the row, with strides 1 and 2 written out).
+    #[inline(always)]
     fn forward_plane<T: Real>(&self, plane: &[T], out: &mut [T], rows: &mut [T]) {
         let w = self.w;
+        let (kw, sw, pw) = (self.cfg.kernel.1, self.cfg.stride.1, self.cfg.padding.1);
+        // Outputs `inner` have whole windows: `ox·s − p ≥ 0` and `ox·s − p + k ≤ w`.
+        let first = pw.div_ceil(sw).min(self.ow);
+        let last =
+            if w + pw >= kw { ((w + pw - kw) / sw + 1).clamp(first, self.ow) } else { first };
         for (oy, out) in out.chunks_exact_mut(self.ow).enumerate() {
             let (ya, yb, _, _) = self.window(oy, 0);
             rows.copy_from_slice(&plane[ya * w..(ya + 1) * w]);
@@ -156,9 +163,21 @@ impl PoolGeom {
                     *m = nan_max(*m, v);
                 }
             }
-            for (ox, o) in out.iter_mut().enumerate() {
+            for ox in (0..first).chain(last..self.ow) {
                 let (_, _, xa, xb) = self.window(oy, ox);
-                *o = rows[xa + 1..xb].iter().fold(rows[xa], |m, &v| nan_max(m, v));
+                out[ox] = rows[xa + 1..xb].iter().fold(rows[xa], |m, &v| nan_max(m, v));
+            }
+            let inner = &mut out[first..last];
+            let start = first * sw - pw;
+            match sw {
+                1 => window_max::<T, 1>(rows, start, kw, inner),
+                2 => window_max::<T, 2>(rows, start, kw, inner),
+                _ => {
+                    for (i, o) in inner.iter_mut().enumerate() {
+                        let x0 = start + i * sw;
+                        *o = rows[x0 + 1..x0 + kw].iter().fold(rows[x0], |m, &v| nan_max(m, v));
+                    }
+                }
             }
         }
     }
@@ -167,7 +186,12 @@ impl PoolGeom {
         let mut out = vec![T::zero(); self.planes * self.oh * self.ow];
         out.par_chunks_mut(self.oh * self.ow).zip(x.par_chunks(self.h * self.w)).for_each_init(
             || vec![T::zero(); self.w],
-            |rows, (out, plane)| self.forward_plane(plane, out, rows),
+            |rows, (out, plane)| {
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || self.forward_plane(plane, out, rows),
+                )
+            },
         );
         out
     }
@@ -192,7 +216,27 @@ impl PoolGeom {
     }
 }
 
+/// `out[i] = max(rows[start + S·i + j] for j in 0..k)`, folded in `j`'s order as the window
+/// scan does, with the stride `S` a constant so that the loads vectorize.
+#[inline(always)]
+fn window_max<T: Real, const S: usize>(rows: &[T], start: usize, k: usize, out: &mut [T]) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let span = &rows[start..start + S * (n - 1) + k];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = span[S * i];
+    }
+    for j in 1..k {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = nan_max(*o, span[S * i + j]);
+        }
+    }
+}
+
 /// The larger of two values, NaN if either is NaN (as the kernel's argmax rule yields).
+#[inline(always)]
 fn nan_max<T: Real>(m: T, v: T) -> T {
     if v > m || v.is_nan() {
         v
@@ -359,5 +403,85 @@ pub(crate) mod composite {
             out = (out + first.mul(&window(&zero_padded, ky, kx)?)?)?;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::seeded;
+
+    /// Each output as the max over its window by definition: every tap with its padded
+    /// coordinates, those outside the input skipped, NaN winning.
+    fn direct(x: &[f64], h: usize, w: usize, cfg: &MaxPool2dConfig) -> Vec<f64> {
+        let (oh, ow) = (cfg.out_len(0, h).unwrap(), cfg.out_len(1, w).unwrap());
+        let mut out = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best: Option<f64> = None;
+                for ky in 0..cfg.kernel.0 {
+                    for kx in 0..cfg.kernel.1 {
+                        let y = (oy * cfg.stride.0 + ky) as isize - cfg.padding.0 as isize;
+                        let xx = (ox * cfg.stride.1 + kx) as isize - cfg.padding.1 as isize;
+                        if y < 0 || xx < 0 || y >= h as isize || xx >= w as isize {
+                            continue;
+                        }
+                        let v = x[y as usize * w + xx as usize];
+                        best = Some(match best {
+                            Some(b) if b.is_nan() || b >= v => b,
+                            _ => v,
+                        });
+                    }
+                }
+                out.push(best.unwrap());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn forward_matches_the_window_definition() {
+        // Strides 1 and 2 (the vectorized column pass) and 3 (the general one), kernels 1–5,
+        // paddings up to half the kernel, floor and ceil; widths around the window so that
+        // every output may be an edge one, and a NaN in one plane.
+        let mut checked = 0;
+        for (k, s, p, ceil) in [
+            (3, 2, 0, true),
+            (3, 2, 1, true),
+            (3, 2, 0, false),
+            (2, 2, 0, false),
+            (2, 1, 1, false),
+            (3, 1, 1, false),
+            (1, 1, 0, false),
+            (5, 2, 2, true),
+            (4, 3, 1, true),
+            (3, 3, 0, false),
+        ] {
+            let rounding = if ceil { PoolRounding::Ceil } else { PoolRounding::Floor };
+            let cfg = MaxPool2dConfig { kernel: (k, k), stride: (s, s), padding: (p, p), rounding };
+            for (h, w) in [(k, k), (7, 9), (10, 33), (5, 40)] {
+                let (Some(oh), Some(ow)) = (cfg.out_len(0, h), cfg.out_len(1, w)) else {
+                    continue;
+                };
+                let mut x = seeded(2 * h * w, (k * 10 + s + h * w) as u64);
+                x[h * w + (h / 2) * w + w / 2] = f64::NAN;
+                let geom = PoolGeom { planes: 2, h, w, oh, ow, cfg };
+                let got = geom.forward(&x);
+                for plane in 0..2 {
+                    let want = direct(&x[plane * h * w..][..h * w], h, w, &cfg);
+                    for (i, (a, b)) in
+                        got[plane * oh * ow..][..oh * ow].iter().zip(&want).enumerate()
+                    {
+                        let same = a == b || (a.is_nan() && b.is_nan());
+                        assert!(
+                            same,
+                            "k{k} s{s} p{p} {h}×{w} plane {plane} output {i}: {a} vs {b}"
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 35, "{checked} configurations checked");
     }
 }

@@ -163,17 +163,22 @@ impl Stacking {
             let (jr, jc) = (j / sc, j % sc);
             let src = &x[source * plane..][..plane];
             let cols = &cols[jc * sw..][..sw];
-            for (line, &y) in dst.chunks_exact_mut(sw).zip(&rows[jr * sh..][..sh]) {
-                if y == usize::MAX {
-                    continue;
-                }
-                let row = &src[y * c.input..][..c.input];
-                for (d, &x) in line.iter_mut().zip(cols) {
-                    if x != usize::MAX {
-                        *d = row[x];
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (line, &y) in dst.chunks_exact_mut(sw).zip(&rows[jr * sh..][..sh]) {
+                        if y == usize::MAX {
+                            continue;
+                        }
+                        let row = &src[y * c.input..][..c.input];
+                        for (d, &x) in line.iter_mut().zip(cols) {
+                            if x != usize::MAX {
+                                *d = row[x];
+                            }
+                        }
                     }
-                }
-            }
+                },
+            )
         });
         out
     }

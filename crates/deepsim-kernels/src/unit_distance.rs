@@ -95,9 +95,20 @@ struct UnitDistanceOp {
 
 /// Per image: `1 / ‖a‖`, `√(Σ a² + floor)` at each pixel.
 fn norms<T: Real>(f: &[T], c: usize, hw: usize) -> (Vec<T>, Vec<T>) {
-    let mut sum = vec![T::zero(); hw];
+    norms_of(f, c, hw, 0..hw)
+}
+
+/// [`norms`] at the pixels `span` of an image's `c` planes of `hw` pixels.
+#[inline(always)]
+fn norms_of<T: Real>(
+    f: &[T],
+    c: usize,
+    hw: usize,
+    span: std::ops::Range<usize>,
+) -> (Vec<T>, Vec<T>) {
+    let mut sum = vec![T::zero(); span.len()];
     for plane in f.chunks_exact(hw).take(c) {
-        for (s, &v) in sum.iter_mut().zip(plane) {
+        for (s, &v) in sum.iter_mut().zip(&plane[span.clone()]) {
             *s += v * v;
         }
     }
@@ -106,21 +117,37 @@ fn norms<T: Real>(f: &[T], c: usize, hw: usize) -> (Vec<T>, Vec<T>) {
     (inv, root)
 }
 
+/// Pixels of an image the forward pass handles together (one task on rayon's threads): the
+/// span's values of every channel of both maps stay in the core's cache across its passes.
+const SPAN: usize = 2048;
+
 fn forward<T: Real>(a: &[T], b: &[T], w: &[f64], dims: [usize; 4]) -> Vec<T> {
     let [n, c, h, wd] = dims;
     let hw = h * wd;
     let mut out = vec![T::zero(); n * hw];
     out.par_chunks_mut(hw).enumerate().for_each(|(i, d)| {
         let (fa, fb) = (&a[i * c * hw..(i + 1) * c * hw], &b[i * c * hw..(i + 1) * c * hw]);
-        let ((ia, _), (ib, _)) = (norms(fa, c, hw), norms(fb, c, hw));
-        for ch in 0..c {
-            let wc = T::from_f64(w[ch]);
-            let (pa, pb) = (&fa[ch * hw..(ch + 1) * hw], &fb[ch * hw..(ch + 1) * hw]);
-            for p in 0..hw {
-                let r = pa[p] * ia[p] - pb[p] * ib[p];
-                d[p] += wc * r * r;
-            }
-        }
+        d.par_chunks_mut(SPAN).enumerate().for_each(|(k, d)| {
+            let span = k * SPAN..k * SPAN + d.len();
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    let (ia, _) = norms_of(fa, c, hw, span.clone());
+                    let (ib, _) = norms_of(fb, c, hw, span.clone());
+                    for ch in 0..c {
+                        let wc = T::from_f64(w[ch]);
+                        let pa = &fa[ch * hw..][span.clone()];
+                        let pb = &fb[ch * hw..][span.clone()];
+                        for ((((o, &x), &y), &sa), &sb) in
+                            d.iter_mut().zip(pa).zip(pb).zip(&ia).zip(&ib)
+                        {
+                            let r = x * sa - y * sb;
+                            *o += wc * r * r;
+                        }
+                    }
+                },
+            )
+        });
     });
     out
 }

@@ -37,6 +37,16 @@ fn matches_the_formula_and_finite_differences() {
 }
 
 #[test]
+fn large_maps_match_the_formula() {
+    // More pixels than one task of the forward pass takes (2048), not a multiple of it.
+    let dims = [2, 3, 50, 61];
+    let (a, b) = (rand(&dims, 11, DType::F64), rand(&dims, 12, DType::F64));
+    let w = rand(&dims[1..2], 13, DType::F64).abs().unwrap();
+    let got = unit_weighted_sq_distance(&a, &b, &w).unwrap();
+    assert_close(&got, &reference(&a, &b, &w), 1e-12, 1e-14, "50×61");
+}
+
+#[test]
 fn all_zero_pixels_have_finite_gradients() {
     let a = Tensor::zeros((1, 4, 2, 2), DType::F64, &candle::Device::Cpu).unwrap();
     let b = rand(&[1, 4, 2, 2], 5, DType::F64);
