@@ -277,7 +277,7 @@ fn output_1d<T: Real>(m: [Lanes<T>; ALPHA]) -> [Lanes<T>; TILE] {
     out
 }
 
-/// The finite points of the eight-point schemes and the interpolation denominators
+/// The finite points of F(4×4, 5×5) and their interpolation denominators
 /// `Π_{l≠j} (p_j − p_l)` (the first one's sign turned, as in `Bᵀ`'s first row); the eighth
 /// point is ∞.
 const POINTS8: [f64; 7] = [0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5];
@@ -449,7 +449,7 @@ pub(crate) fn convolve<T: Real>(
 /// Transformed kernels (elements) up to which [`convolve`] cuts small blocks and makes the
 /// products [`OUT_CHUNK`] output channels at a time. Measured on AlexNet's layers at
 /// 1080×800 (2 cores): conv1 (48 stacked → 64, 0.1 M) and conv2 (F(4×4, 5×5), 64 → 192,
-/// 0.8 M) ran 1.3–1.5× faster so, conv3–conv5 (4–6 M) 1.1–1.5× slower.
+/// 0.8 M) ran 1.3–1.5× faster this way, conv3–conv5 (4–6 M) 1.1–1.5× slower.
 const SMALL_KERNELS: usize = 1 << 20;
 /// Elements of transformed inputs and products a block may hold with small kernels.
 const SMALL_BUDGET: usize = 1 << 20;
