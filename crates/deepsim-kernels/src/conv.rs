@@ -905,9 +905,9 @@ fn stacking(g: &Geom) -> Option<Stacking> {
     Some(Stacking { axes: [axis(0, g.kernel.0), axis(1, g.kernel.1)] })
 }
 
-/// How a convolution of geometry `g` runs a `scheme` whose kernels were built for it: as it
-/// is (`None`) where the scheme's kernel is the layer's and the stride is 1, otherwise as the
-/// 3×3 stride-1 convolution of its stacked sub-planes ([`stacking`], F(4×4, 3×3) alone).
+/// How a convolution of geometry `g` runs a `scheme` whose kernels were built for it:
+/// F(4×4, 5×5) as it is (`None`; [`frozen_scheme`] picks it for 5×5 stride-1 layers alone),
+/// F(4×4, 3×3) as [`stacking`] says.
 fn stacking_for(g: &Geom, scheme: Scheme) -> Option<Stacking> {
     match scheme {
         Scheme::F4x3 => stacking(g),

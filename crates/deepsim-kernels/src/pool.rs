@@ -151,8 +151,9 @@ impl PoolGeom {
     fn forward_plane<T: Real>(&self, plane: &[T], out: &mut [T], rows: &mut [T]) {
         let w = self.w;
         let (kw, sw, pw) = (self.cfg.kernel.1, self.cfg.stride.1, self.cfg.padding.1);
-        // Outputs `inner` have whole windows: `ox·s − p ≥ 0` and `ox·s − p + k ≤ w`.
-        let first = pw.div_ceil(sw).min(self.ow);
+        // Outputs `first..last` have whole windows (`ox·s − p ≥ 0` and `ox·s − p + k ≤ w`) and
+        // take the vectorized pass; with other strides every output takes the window scan.
+        let first = if sw <= 2 { pw.div_ceil(sw).min(self.ow) } else { self.ow };
         let last =
             if w + pw >= kw { ((w + pw - kw) / sw + 1).clamp(first, self.ow) } else { first };
         for (oy, out) in out.chunks_exact_mut(self.ow).enumerate() {
@@ -167,16 +168,11 @@ impl PoolGeom {
                 let (_, _, xa, xb) = self.window(oy, ox);
                 out[ox] = rows[xa + 1..xb].iter().fold(rows[xa], |m, &v| nan_max(m, v));
             }
-            let inner = &mut out[first..last];
-            let start = first * sw - pw;
-            match sw {
-                1 => window_max::<T, 1>(rows, start, kw, inner),
-                2 => window_max::<T, 2>(rows, start, kw, inner),
-                _ => {
-                    for (i, o) in inner.iter_mut().enumerate() {
-                        let x0 = start + i * sw;
-                        *o = rows[x0 + 1..x0 + kw].iter().fold(rows[x0], |m, &v| nan_max(m, v));
-                    }
+            if first < last {
+                let (inner, start) = (&mut out[first..last], first * sw - pw);
+                match sw {
+                    1 => window_max::<T, 1>(rows, start, kw, inner),
+                    _ => window_max::<T, 2>(rows, start, kw, inner),
                 }
             }
         }

@@ -548,14 +548,14 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
         let count = block.min(total - start);
         let (v, m) = scratch.split_at_mut(points * plane(in_c, block));
         transform_inputs(&tiles, start, count, input, mask, in_c, v, block, &transforms);
-        // Output channels `first..first + rows` at a time (one pass with groups): their
-        // products for all points, then their output tiles.
+        let spots = tiles.spots(start, count);
+        // Output channels `first..first + rows` at a time (one pass with groups, where the
+        // chunk is all of them): their products for all points, then their output tiles.
         for first in (0..out_c).step_by(chunk) {
             let rows = chunk.min(out_c - first);
             for xi in 0..points {
                 for group in 0..groups {
-                    let (o0, o_rows) =
-                        if groups == 1 { (first, rows) } else { (group * out_g, out_g) };
+                    let (o0, o_rows) = (first + group * out_g, rows.min(out_g));
                     let u = &kernels.data[(xi * out_c + o0) * in_g..];
                     let lhs = Mat::row_major(u, o_rows, in_g);
                     let rhs_start = xi * plane(in_c, block) + group * in_g * block;
@@ -571,8 +571,8 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
                     matmul_into(dst, block, lhs, rhs, false, par);
                 }
             }
-            let placed = Placed { out: &shared, out_c, first, rows, chunk, bias, relu };
-            transform_outputs(&tiles, start, count, m, block, &placed, &transforms);
+            let placed = Placed { out: &shared, out_c, first, chunk, bias, relu };
+            transform_outputs(&tiles, &spots, m, block, &placed, &transforms);
         }
     };
     let scratch_len = points * (plane(in_c, block) + plane(chunk, block));
@@ -964,33 +964,32 @@ fn inside(start: isize, len: usize, alpha: usize) -> (usize, usize) {
     (lo, hi.max(lo))
 }
 
-/// Where [`transform_outputs`] writes: channels `first..first + rows` of the output `out`
-/// of `out_c` channels, `bias` added and `relu` applied, from products of `chunk` channels.
+/// Where [`transform_outputs`] writes: channels `first..first + chunk` (or to the last) of the
+/// output `out` of `out_c` channels, `bias` added and `relu` applied, from products of
+/// `chunk` channels.
 struct Placed<'a, 's, T> {
     out: &'a SharedSlice<'s, T>,
     out_c: usize,
     first: usize,
-    rows: usize,
     chunk: usize,
     bias: Option<&'a [T]>,
     relu: bool,
 }
 
-/// Transforms the products `m[ξ][o][tile]` of tiles `start..start + count` back into output
-/// tiles by `X`, adds the bias, applies the ReLU and writes the parts inside
+/// Transforms the products `m[ξ][o][tile]` of the tiles at `spots` (from [`Tiles::spots`])
+/// back into output tiles by `X`, adds the bias, applies the ReLU and writes the parts inside
 /// the output.
 fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
     tiles: &Tiles,
-    start: usize,
-    count: usize,
+    spots: &[(usize, usize, usize, usize)],
     m: &[T],
     block: usize,
     placed: &Placed<'_, '_, T>,
     _: &X,
 ) {
     let (oh, ow) = tiles.plan.output;
-    let Placed { out, out_c, first, rows: channels, chunk, bias, relu } = *placed;
-    let spots = tiles.spots(start, count);
+    let Placed { out, out_c, first, chunk, bias, relu } = *placed;
+    let (channels, count) = (chunk.min(out_c - first), spots.len());
     crate::simd::vectorized(
         #[inline(always)]
         || {
