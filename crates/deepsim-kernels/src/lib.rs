@@ -49,6 +49,7 @@ mod clamp;
 mod conv;
 mod depthwise;
 mod error;
+mod fresh;
 mod gemm;
 mod grads;
 mod linear;

@@ -11,6 +11,7 @@ use candle::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 
 use crate::check::{by_float_dtype, contiguous, same_dtype_device, Real};
 use crate::error::{invalid, Result};
+use crate::fresh::fill_rows;
 use crate::gemm::{matmul, parallelism, transpose_into, Mat};
 use crate::grads::deliver_grad;
 use crate::simd::vectorized;
@@ -434,44 +435,58 @@ fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) 
     dx
 }
 
-/// `gradᵀ·x` `[out, k]` for few rows: each weight-gradient row `Σᵢ grad[i, o]·x[i, :]` is
-/// summed in registers and written once, in strips whose eight rows of `x` stay in L1.
+/// Vectors of [`LANES`] columns in a weight-gradient tile (its accumulators).
+const WG_VECTORS: usize = 4;
+
+/// Columns of a weight-gradient tile.
+const WG_TILE: usize = WG_VECTORS * LANES;
+
+/// Most [`GROUP`]s of rows a streaming kernel takes ([`SKINNY`] rows, padded).
+const MAX_GROUPS: usize = SKINNY / GROUP;
+
+/// `gradᵀ·x` `[out, k]` for few rows: each weight-gradient row is computed left to right in
+/// tiles of [`WG_TILE`] columns, summed in registers over every row of `x` and written once,
+/// into memory that is never zero-filled ([`fill_rows`]). Each element sums its products in
+/// the order of the rows of `x`.
 fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
     let xp = padded(x, n, k);
     let gp = padded(g, n, out);
-    let groups = xp.len() / (GROUP * k);
-    let mut dw = vec![T::zero(); out * k];
-    dw.par_chunks_mut(BLOCK * k).enumerate().for_each(|(c, block)| {
+    let rows_x = xp.len() / k;
+    debug_assert!(rows_x <= MAX_GROUPS * GROUP);
+    let body = k / WG_TILE * WG_TILE;
+    fill_rows(out, k, BLOCK, |first, rows| {
         vectorized(
             #[inline(always)]
             || {
-                for grp in 0..groups {
-                    let xg = &xp[grp * GROUP * k..(grp + 1) * GROUP * k];
-                    for j0 in (0..k).step_by(STRIP) {
-                        let j1 = (j0 + STRIP).min(k);
-                        let xs: [&[T]; GROUP] =
-                            std::array::from_fn(|i| &xg[i * k + j0..i * k + j1]);
-                        for (r, dst) in block.chunks_exact_mut(k).enumerate() {
-                            let o = c * BLOCK + r;
-                            let cf: [T; GROUP] =
-                                std::array::from_fn(|i| gp[(grp * GROUP + i) * out + o]);
-                            let dst = &mut dst[j0..j1];
-                            // The first group's sums are stored, not added to the zeros: reading
-                            // freshly allocated pages would map the kernel's shared zero page first.
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                let mut v = if grp == 0 { T::zero() } else { *d };
-                                for i in 0..GROUP {
-                                    v += cf[i] * xs[i][j];
+                for (r, row) in rows.iter_mut().enumerate() {
+                    let o = first + r;
+                    // grad[i, o] for every row i of x, splat across the lanes.
+                    let mut cf = [[T::zero(); LANES]; MAX_GROUPS * GROUP];
+                    for (i, c) in cf.iter_mut().enumerate().take(rows_x) {
+                        *c = [gp[i * out + o]; LANES];
+                    }
+                    for j in (0..body).step_by(WG_TILE) {
+                        let mut acc = [[T::zero(); LANES]; WG_VECTORS];
+                        for (i, c) in cf.iter().enumerate().take(rows_x) {
+                            let xs = &xp[i * k + j..i * k + j + WG_TILE];
+                            for (v, a) in acc.iter_mut().enumerate() {
+                                for l in 0..LANES {
+                                    a[l] += c[l] * xs[v * LANES + l];
                                 }
-                                *d = v;
                             }
                         }
+                        for a in &acc {
+                            row.append(a);
+                        }
+                    }
+                    for j in body..k {
+                        let v = (0..rows_x).fold(T::zero(), |s, i| s + cf[i][0] * xp[i * k + j]);
+                        row.append(&[v]);
                     }
                 }
             },
         )
-    });
-    dw
+    })
 }
 
 /// The two products of the backward pass for few rows; the first operand is always the
