@@ -454,7 +454,7 @@ fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize)
     let xp = padded(x, n, k);
     let gp = padded(g, n, out);
     let rows_x = xp.len() / k;
-    debug_assert!(rows_x <= MAX_GROUPS * GROUP);
+    assert!(rows_x <= MAX_GROUPS * GROUP, "linear: {n} rows take GEMM, not the streaming kernels");
     let body = k / WG_TILE * WG_TILE;
     fill_rows(out, k, BLOCK, |first, rows| {
         vectorized(
