@@ -42,14 +42,14 @@ where
     T: Copy + Send + Sync,
     F: Fn(usize, &mut [RowCursor<'_, T>]) + Sync,
 {
-    let len = rows * width;
+    let (len, block) = (rows * width, block.max(1));
     let mut out = Vec::with_capacity(len);
     if len > 0 {
-        out.spare_capacity_mut()[..len].par_chunks_mut(block.max(1) * width).enumerate().for_each(
+        out.spare_capacity_mut()[..len].par_chunks_mut(block * width).enumerate().for_each(
             |(c, chunk)| {
                 let mut cursors: Vec<RowCursor<'_, T>> =
                     chunk.chunks_mut(width).map(|row| RowCursor { row, filled: 0 }).collect();
-                fill(c * block.max(1), &mut cursors);
+                fill(c * block, &mut cursors);
                 assert!(
                     cursors.iter().all(|r| r.filled == width),
                     "fill_rows: a row of block {c} was left short"

@@ -277,10 +277,10 @@ const STRIP: usize = 1024;
 /// Vector lanes of the streaming kernels' accumulators: one AVX-512 register of f32.
 const LANES: usize = 16;
 
-/// Rows of `x` (or of the output gradient) the kernels take at a time: batches of fewer rows
-/// are padded with zero rows to this many, so that one instantiation, whose accumulators are
-/// all registers, serves every batch (a zero row costs no memory traffic, and the kernels are
-/// bound by streaming the weight).
+/// Rows of `x` (or of the output gradient) the forward and input-gradient kernels take at a
+/// time: batches of fewer rows are padded with zero rows to this many, so that one
+/// instantiation, whose accumulators are all registers, serves every batch (a zero row costs
+/// no memory traffic, and the kernels are bound by streaming the weight).
 const GROUP: usize = 8;
 
 /// Weight rows per step of the input-gradient kernel.
@@ -443,18 +443,13 @@ const WG_VECTORS: usize = 4;
 /// Columns of a weight-gradient tile.
 const WG_TILE: usize = WG_VECTORS * LANES;
 
-/// Most [`GROUP`]s of rows a streaming kernel takes ([`SKINNY`] rows, padded).
-const MAX_GROUPS: usize = SKINNY / GROUP;
-
 /// `gradᵀ·x` `[out, k]` for few rows: each weight-gradient row is computed left to right in
 /// tiles of [`WG_TILE`] columns, summed in registers over every row of `x` and written once,
 /// into memory that is never zero-filled ([`fill_rows`]). Each element sums its products in
-/// the order of the rows of `x`.
+/// the order of the rows of `x`; unlike the other two kernels this one takes the rows as they
+/// come, unpadded.
 fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
-    let xp = padded(x, n, k);
-    let gp = padded(g, n, out);
-    let rows_x = xp.len() / k;
-    assert!(rows_x <= MAX_GROUPS * GROUP, "linear: {n} rows take GEMM, not the streaming kernels");
+    assert!(n <= SKINNY, "linear: {n} rows take GEMM, not the streaming kernels");
     let body = k / WG_TILE * WG_TILE;
     fill_rows(out, k, BLOCK, |first, rows| {
         vectorized(
@@ -463,14 +458,14 @@ fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize)
                 for (r, row) in rows.iter_mut().enumerate() {
                     let o = first + r;
                     // grad[i, o] for every row i of x, splat across the lanes.
-                    let mut cf = [[T::zero(); LANES]; MAX_GROUPS * GROUP];
-                    for (i, c) in cf.iter_mut().enumerate().take(rows_x) {
-                        *c = [gp[i * out + o]; LANES];
+                    let mut cf = [[T::zero(); LANES]; SKINNY];
+                    for (i, c) in cf.iter_mut().enumerate().take(n) {
+                        *c = [g[i * out + o]; LANES];
                     }
                     for j in (0..body).step_by(WG_TILE) {
                         let mut acc = [[T::zero(); LANES]; WG_VECTORS];
-                        for (i, c) in cf.iter().enumerate().take(rows_x) {
-                            let xs = &xp[i * k + j..i * k + j + WG_TILE];
+                        for (i, c) in cf.iter().enumerate().take(n) {
+                            let xs = &x[i * k + j..i * k + j + WG_TILE];
                             for (v, a) in acc.iter_mut().enumerate() {
                                 for l in 0..LANES {
                                     a[l] += c[l] * xs[v * LANES + l];
@@ -482,7 +477,7 @@ fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize)
                         }
                     }
                     for j in body..k {
-                        let v = (0..rows_x).fold(T::zero(), |s, i| s + cf[i][0] * xp[i * k + j]);
+                        let v = (0..n).fold(T::zero(), |s, i| s + cf[i][0] * x[i * k + j]);
                         row.append(&[v]);
                     }
                 }
