@@ -763,9 +763,14 @@ fn transform_grads<T: Real>(
     crate::simd::vectorized(
         #[inline(always)]
         || {
+            // As in `transform_inputs`: zeroed again only for groups with tiles cut by the
+            // output's edge or lanes unused.
+            let mut e = [[[T::zero(); LANES]; TILE]; TILE];
             for o in 0..out_c {
                 for (group, lane0) in spots.chunks(LANES).zip((0..count).step_by(LANES)) {
-                    let mut e = [[[T::zero(); LANES]; TILE]; TILE];
+                    if group.len() < LANES || group.iter().any(|s| s.2 < TILE || s.3 < TILE) {
+                        e = [[[T::zero(); LANES]; TILE]; TILE];
+                    }
                     for (l, &(image, corner, rows, cols)) in group.iter().enumerate() {
                         let plane = &grad[(image * out_c + o) * oh * ow + corner..];
                         for (r, row) in e.iter_mut().enumerate().take(rows) {
@@ -909,9 +914,15 @@ fn transform_inputs<T: Real, const A: usize, X: Transforms<T, A>>(
     crate::simd::vectorized(
         #[inline(always)]
         || {
+            // One window array for all groups (a fresh zeroed one each time cost a `memset`
+            // call per group): every lane of a whole window is overwritten, so it is zeroed
+            // again only for groups with windows reaching past the image or lanes unused.
+            let mut d = [[[T::zero(); LANES]; A]; A];
             for c in 0..in_c {
                 for (group, lane0) in windows.chunks(LANES).zip((0..count).step_by(LANES)) {
-                    let mut d = [[[T::zero(); LANES]; A]; A];
+                    if group.len() < LANES || group.iter().any(|win| !win.whole(A)) {
+                        d = [[[T::zero(); LANES]; A]; A];
+                    }
                     for (l, win) in group.iter().enumerate() {
                         let plane_start = (win.image * in_c + c) * h * w;
                         let plane = &input[plane_start..plane_start + h * w];
@@ -993,11 +1004,13 @@ fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
     crate::simd::vectorized(
         #[inline(always)]
         || {
+            // Overwritten whole for every group (zeroed once, not per group).
+            let mut p = [[[T::zero(); LANES]; A]; A];
+            let mut rows_out = [[[T::zero(); TILE]; LANES]; TILE];
             for k in 0..channels {
                 let o = first + k;
                 let b = bias.map_or(T::zero(), |b| b[o]);
                 for (group, lane0) in spots.chunks(LANES).zip((0..count).step_by(LANES)) {
-                    let mut p = [[[T::zero(); LANES]; A]; A];
                     for (xi, lanes) in p.iter_mut().flatten().enumerate() {
                         let at = xi * plane(chunk, block) + k * block + lane0;
                         lanes.copy_from_slice(&m[at..at + LANES]);
@@ -1005,7 +1018,6 @@ fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
                     let y = X::output(&p);
                     // Row by row, each lane's 4 outputs side by side (bias and ReLU applied
                     // 64 at a time), then copied 4 at a time.
-                    let mut rows_out = [[[T::zero(); TILE]; LANES]; TILE];
                     for (staged, row) in rows_out.iter_mut().zip(&y) {
                         for (l, values) in staged.iter_mut().enumerate() {
                             for (dst, src) in values.iter_mut().zip(row) {
