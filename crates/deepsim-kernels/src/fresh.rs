@@ -4,9 +4,11 @@
 //! for a 4096×4096 weight gradient that is a 64 MiB memset per step (and, on memory the
 //! allocator has just taken from the kernel, a page fault per 4 KiB). [`fill_rows`] hands a
 //! kernel its rows uninitialized, behind cursors that only append, and checks that every row
-//! was written to its end before the vector exists.
+//! was written to its end before the vector exists; [`Scattered`] takes writes at any places
+//! (tiles of an image) and checks that as many elements were written as the vector holds.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -64,6 +66,74 @@ where
     out
 }
 
+/// A vector of `len` elements that several threads fill at places no two of them share (the
+/// tiles of a convolution's output), uninitialized until written. Writers report how many
+/// elements they wrote ([`Scattered::count`], once per block of work); [`Scattered::finish`]
+/// checks that the counts add up to `len` before the vector exists.
+pub(crate) struct Scattered<T> {
+    vec: Vec<T>,
+    ptr: *mut T,
+    len: usize,
+    written: AtomicUsize,
+}
+
+// SAFETY: the buffer is owned by the value and reached only through `write`, whose contract
+// forbids two writes of one element; `T` itself crosses threads.
+unsafe impl<T: Send> Send for Scattered<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for Scattered<T> {}
+
+impl<T: Copy> Scattered<T> {
+    /// `len` elements, none written.
+    pub(crate) fn new(len: usize) -> Self {
+        let mut vec = Vec::with_capacity(len);
+        let ptr = vec.as_mut_ptr();
+        Self { vec, ptr, len, written: AtomicUsize::new(0) }
+    }
+
+    /// Writes `values` at `start..start + values.len()`.
+    ///
+    /// # Safety
+    /// No other call, on any thread, writes any of these elements.
+    ///
+    /// # Panics
+    /// When the range does not lie inside the vector.
+    #[inline(always)]
+    pub(crate) unsafe fn write(&self, start: usize, values: &[T]) {
+        assert!(
+            start <= self.len && values.len() <= self.len - start,
+            "scattered write out of bounds"
+        );
+        // SAFETY: in bounds of the allocation (asserted; the capacity is at least `len`); no
+        // other write touches these elements (the caller's contract), and nothing reads them
+        // before `finish`.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.ptr.add(start), values.len()) }
+    }
+
+    /// Records that `n` more elements were written.
+    pub(crate) fn count(&self, n: usize) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The vector, every element written.
+    ///
+    /// # Panics
+    /// When the writers reported a number of elements other than `len` (a kernel bug): the
+    /// panic comes before the vector is assembled, so no unwritten element can be read.
+    pub(crate) fn finish(mut self) -> Vec<T> {
+        let written = self.written.load(Ordering::Relaxed);
+        assert_eq!(
+            written, self.len,
+            "scattered vector: {written} of {} elements written",
+            self.len
+        );
+        // SAFETY: the capacity is at least `len`; writes are disjoint (the contract of
+        // `write`) and `len` of them were counted, so every element was written once.
+        unsafe { self.vec.set_len(self.len) };
+        std::mem::take(&mut self.vec)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +165,39 @@ mod tests {
             })
         });
         assert!(short.is_err());
+    }
+
+    #[test]
+    fn scattered_writes_fill_the_vector() {
+        // Four rows of 6 written as 2×3 tiles from two threads, in any order.
+        let s = Scattered::new(24);
+        rayon::scope(|scope| {
+            for tile in 0..4 {
+                let s = &s;
+                scope.spawn(move |_| {
+                    let (r0, c0) = (2 * (tile / 2), 3 * (tile % 2));
+                    for r in r0..r0 + 2 {
+                        let row: Vec<f32> = (c0..c0 + 3).map(|c| (10 * r + c) as f32).collect();
+                        // SAFETY: the four tiles are disjoint.
+                        unsafe { s.write(r * 6 + c0, &row) };
+                    }
+                    s.count(6);
+                });
+            }
+        });
+        let want: Vec<f32> =
+            (0..4).flat_map(|r| (0..6).map(move |c| (10 * r + c) as f32)).collect();
+        assert_eq!(s.finish(), want);
+    }
+
+    #[test]
+    fn a_scattered_vector_left_short_is_caught() {
+        let s = Scattered::<f64>::new(8);
+        // SAFETY: one write.
+        unsafe { s.write(0, &[1.0; 4]) };
+        s.count(4);
+        assert!(std::panic::catch_unwind(move || s.finish()).is_err());
+        let s = Scattered::<f64>::new(8);
+        assert!(std::panic::catch_unwind(|| unsafe { s.write(6, &[1.0; 4]) }).is_err());
     }
 }

@@ -23,6 +23,7 @@
 use crate::check::{with_scratch, Real};
 use rayon::prelude::*;
 
+use crate::fresh::Scattered;
 use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
 
 /// Rows and columns of an output tile.
@@ -534,15 +535,14 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
     let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
     let tiles = Tiles::new(plan);
     let total = tiles.total();
-    let mut out = vec![T::zero(); plan.n * out_c * plan.output.0 * plan.output.1];
+    let out = Scattered::new(plan.n * out_c * plan.output.0 * plan.output.1);
     if total == 0 {
-        return out;
+        return out.finish();
     }
     let (groups, in_g, out_g) = (kernels.groups, kernels.in_g, out_c / kernels.groups);
     let chunk = if groups == 1 { out_c.min(chunk) } else { out_c };
     let Blocks { block, blocks, spread } = Blocks::new(total, points * (in_c + chunk), budget);
     let par = parallelism(spread);
-    let shared = SharedSlice::new(&mut out);
     let run = |scratch: &mut [T], index: usize| {
         let start = index * block;
         let count = block.min(total - start);
@@ -571,9 +571,10 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
                     matmul_into(dst, block, lhs, rhs, false, par);
                 }
             }
-            let placed = Placed { out: &shared, out_c, first, chunk, bias, relu };
+            let placed = Placed { out: &out, out_c, first, chunk, bias, relu };
             transform_outputs(&tiles, &spots, m, block, &placed, &transforms);
         }
+        out.count(out_c * spots.iter().map(|&(_, _, rows, cols)| rows * cols).sum::<usize>());
     };
     let scratch_len = points * (plane(in_c, block) + plane(chunk, block));
     let run = |index: usize| with_scratch(scratch_len, |s| run(s, index));
@@ -582,7 +583,7 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
     } else {
         (0..blocks).for_each(run);
     }
-    out
+    out.finish()
 }
 
 /// The gradient of a 3×3 convolution's kernels `[out, in / groups, 3, 3]` from its `input`
@@ -978,8 +979,8 @@ fn inside(start: isize, len: usize, alpha: usize) -> (usize, usize) {
 /// Where [`transform_outputs`] writes: channels `first..first + chunk` (or to the last) of the
 /// output `out` of `out_c` channels, `bias` added and `relu` applied, from products of
 /// `chunk` channels.
-struct Placed<'a, 's, T> {
-    out: &'a SharedSlice<'s, T>,
+struct Placed<'a, T> {
+    out: &'a Scattered<T>,
     out_c: usize,
     first: usize,
     chunk: usize,
@@ -995,7 +996,7 @@ fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
     spots: &[(usize, usize, usize, usize)],
     m: &[T],
     block: usize,
-    placed: &Placed<'_, '_, T>,
+    placed: &Placed<'_, T>,
     _: &X,
 ) {
     let (oh, ow) = tiles.plan.output;
@@ -1034,11 +1035,9 @@ fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
                             // belongs to one block, and one thread runs a block.
                             if cols == TILE {
                                 // A whole row: a copy of fixed length, not a call to memmove.
-                                let line = unsafe { out.range(plane + r * ow, TILE) };
-                                line.copy_from_slice(values);
+                                unsafe { out.write(plane + r * ow, values) };
                             } else {
-                                let line = unsafe { out.range(plane + r * ow, cols) };
-                                line.copy_from_slice(&values[..cols]);
+                                unsafe { out.write(plane + r * ow, &values[..cols]) };
                             }
                         }
                     }

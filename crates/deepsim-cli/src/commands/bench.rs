@@ -10,9 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle::{Device, Tensor, Var};
+use std::collections::HashMap;
+
+use candle::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
 use clap::ValueEnum;
-use deepsim_comparators::{AlexNet, AlexNetLayout, Comparator, Tap};
+use deepsim_comparators::{AlexNet, AlexNetLayout, Comparator, Lpips, Tap};
 use deepsim_kernels::{local_response_norm, max_pool2d, LrnConfig, MaxPool2dConfig};
 use deepsim_losses::{FeatureLoss, FeatureNorm, Reduction};
 use deepsim_train::{
@@ -55,6 +58,9 @@ enum Bench {
     /// input.
     #[value(name = "alexnet_conv5_loss_fwdbwd")]
     AlexnetConv5Loss,
+    /// LPIPS-alex (random trunk and heads) of one 1080×800 pair, no gradient.
+    #[value(name = "lpips_alex_fwd_pair_1080x800")]
+    LpipsAlexPair,
     /// A DeePSiM generator step with a 64×64 output.
     #[value(name = "deepsim_step_64")]
     DeepsimStep64,
@@ -165,6 +171,33 @@ fn workload(bench: Bench, device: &Device, device_name: &str) -> Result<Workload
                 note: None,
             }
         }
+        Bench::LpipsAlexPair => {
+            // The criterion twin's network (cpu_lpips_alex_fwd_pair_1080x800): trunk seed 5,
+            // non-negative heads, two images in [0, 1].
+            let trunk = AlexNet::random(AlexNetLayout::Torchvision, 5, device)?;
+            let heads = [64, 192, 384, 256, 256]
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    Ok((
+                        format!("lin{i}.weight"),
+                        normal(&[1, c, 1, 1], 50 + i as u64, device)?.abs()?,
+                    ))
+                })
+                .collect::<Result<HashMap<_, _>>>()?;
+            let lpips = Lpips::alex(trunk, VarBuilder::from_tensors(heads, DType::F32, device))?;
+            let image = |seed| -> Result<Tensor> {
+                Ok(normal(&[1, 3, 800, 1080], seed, device)?.affine(0.2, 0.5)?.clamp(0f32, 1f32)?)
+            };
+            let (a, b) = (image(8)?, image(9)?);
+            Workload {
+                what: "LPIPS-alex (random trunk and heads) of one 1080×800 pair, forward only"
+                    .into(),
+                batch: 1,
+                call: Box::new(move || sync(&lpips.forward(&a, &b)?.distance)),
+                note: None,
+            }
+        }
         Bench::DeepsimStep64 | Bench::DeepsimStep256 => {
             let side = if bench == Bench::DeepsimStep64 { 64 } else { 256 };
             let n = batch(device, 64, 8);
@@ -241,7 +274,7 @@ fn kernel(
 
 /// Waits for the device by reading one value of `t`.
 fn sync(t: &Tensor) -> Result<()> {
-    t.flatten_all()?.get(0)?.to_dtype(candle::DType::F32)?.to_scalar::<f32>()?;
+    t.flatten_all()?.get(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
     Ok(())
 }
 
