@@ -318,6 +318,22 @@ fn im2col<T: Real>(
     off: usize,
     pixels: Range<usize>,
 ) {
+    crate::simd::vectorized(
+        #[inline(always)]
+        || im2col_inline(g, src, cols, ld, off, pixels),
+    )
+}
+
+/// [`im2col`]'s loops, inlined into its vectorized body.
+#[inline(always)]
+fn im2col_inline<T: Real>(
+    g: &Geom,
+    src: &[T],
+    cols: &mut [T],
+    ld: usize,
+    off: usize,
+    pixels: Range<usize>,
+) {
     let (kh, kw) = g.kernel;
     let [_, h, w] = g.big;
     let [_, _, ow] = g.small;
@@ -355,6 +371,16 @@ fn im2col<T: Real>(
                     let dst = &mut out[v0 - a..v1 - a];
                     if sw == 1 {
                         dst.copy_from_slice(&line[start..start + v1 - v0]);
+                    } else if sw == 2 {
+                        // Every other input (the up-convolutions' gradients): a fixed stride,
+                        // which compiles to vector shuffles.
+                        let n = v1 - v0;
+                        let src = &line[start..start + 2 * n - 1];
+                        let (pairs, last) = dst.split_at_mut(n - 1);
+                        for (o, pair) in pairs.iter_mut().zip(src.chunks_exact(2)) {
+                            *o = pair[0];
+                        }
+                        last[0] = src[2 * (n - 1)];
                     } else {
                         for (o, i) in dst.iter_mut().zip(0..) {
                             *o = line[start + i * sw];
