@@ -793,8 +793,13 @@ fn bench_runs_a_kernel_and_writes_json() {
     let home = comparators_common::temp_dir("cli-bench-home");
     let out = comparators_common::temp_dir("cli-bench-out");
     let names = stdout(&deepsim(&home, &["bench", "--list"]));
-    assert_eq!(names.lines().count(), 7, "{names}");
-    for name in ["deepsim_step_256", "deepsim_train_step_64", "deepsim_train_step_256"] {
+    assert_eq!(names.lines().count(), 8, "{names}");
+    for name in [
+        "lpips_alex_fwd_pair_1080x800",
+        "deepsim_step_256",
+        "deepsim_train_step_64",
+        "deepsim_train_step_256",
+    ] {
         assert!(names.lines().any(|l| l == name), "{name}: {names}");
     }
 
