@@ -318,22 +318,6 @@ fn im2col<T: Real>(
     off: usize,
     pixels: Range<usize>,
 ) {
-    crate::simd::vectorized(
-        #[inline(always)]
-        || im2col_inline(g, src, cols, ld, off, pixels),
-    )
-}
-
-/// [`im2col`]'s loops, inlined into its vectorized body.
-#[inline(always)]
-fn im2col_inline<T: Real>(
-    g: &Geom,
-    src: &[T],
-    cols: &mut [T],
-    ld: usize,
-    off: usize,
-    pixels: Range<usize>,
-) {
     let (kh, kw) = g.kernel;
     let [_, h, w] = g.big;
     let [_, _, ow] = g.small;
@@ -344,52 +328,59 @@ fn im2col_inline<T: Real>(
         return;
     }
     let (p0, len) = (pixels.start, pixels.len());
-    let mut r = 0;
-    for c in 0..g.big_cg() {
-        let plane = &src[c * h * w..(c + 1) * h * w];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = &mut cols[r * ld + off..r * ld + off + len];
-                r += 1;
-                let off_x = (kx * dw) as isize - pw as isize;
-                let (x0, x1) = valid_range(off_x, sw, w, ow);
-                for oy in p0 / ow..=(pixels.end - 1) / ow {
-                    // This output row's part of the range: columns a..b.
-                    let first = oy * ow;
-                    let (a, b) = (p0.max(first) - first, pixels.end.min(first + ow) - first);
-                    let out = &mut row[first + a - p0..first + b - p0];
-                    let iy = (oy * sh + ky * dh) as isize - ph as isize;
-                    let (v0, v1) = (x0.clamp(a, b), x1.clamp(a, b));
-                    if iy < 0 || iy >= h as isize || v0 >= v1 {
-                        out.fill(T::zero());
-                        continue;
-                    }
-                    let line = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    out[..v0 - a].fill(T::zero());
-                    out[v1 - a..].fill(T::zero());
-                    let start = ((v0 * sw) as isize + off_x) as usize;
-                    let dst = &mut out[v0 - a..v1 - a];
-                    if sw == 1 {
-                        dst.copy_from_slice(&line[start..start + v1 - v0]);
-                    } else if sw == 2 {
-                        // Every other input (the up-convolutions' gradients): a fixed stride,
-                        // which compiles to vector shuffles.
-                        let n = v1 - v0;
-                        let src = &line[start..start + 2 * n - 1];
-                        let (pairs, last) = dst.split_at_mut(n - 1);
-                        for (o, pair) in pairs.iter_mut().zip(src.chunks_exact(2)) {
-                            *o = pair[0];
-                        }
-                        last[0] = src[2 * (n - 1)];
-                    } else {
-                        for (o, i) in dst.iter_mut().zip(0..) {
-                            *o = line[start + i * sw];
+    // Compiled for the CPU's vector instructions (the copies and the stride-2 gather).
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            let mut r = 0;
+            for c in 0..g.big_cg() {
+                let plane = &src[c * h * w..(c + 1) * h * w];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = &mut cols[r * ld + off..r * ld + off + len];
+                        r += 1;
+                        let off_x = (kx * dw) as isize - pw as isize;
+                        let (x0, x1) = valid_range(off_x, sw, w, ow);
+                        for oy in p0 / ow..=(pixels.end - 1) / ow {
+                            // This output row's part of the range: columns a..b.
+                            let first = oy * ow;
+                            let (a, b) =
+                                (p0.max(first) - first, pixels.end.min(first + ow) - first);
+                            let out = &mut row[first + a - p0..first + b - p0];
+                            let iy = (oy * sh + ky * dh) as isize - ph as isize;
+                            let (v0, v1) = (x0.clamp(a, b), x1.clamp(a, b));
+                            if iy < 0 || iy >= h as isize || v0 >= v1 {
+                                out.fill(T::zero());
+                                continue;
+                            }
+                            let line = &plane[iy as usize * w..(iy as usize + 1) * w];
+                            out[..v0 - a].fill(T::zero());
+                            out[v1 - a..].fill(T::zero());
+                            let start = ((v0 * sw) as isize + off_x) as usize;
+                            let dst = &mut out[v0 - a..v1 - a];
+                            if sw == 1 {
+                                dst.copy_from_slice(&line[start..start + v1 - v0]);
+                            } else if sw == 2 {
+                                // Every other input (the up-convolutions' gradients): a fixed stride,
+                                // which compiles to vector shuffles.
+                                let n = v1 - v0;
+                                let src = &line[start..start + 2 * n - 1];
+                                let (pairs, last) = dst.split_at_mut(n - 1);
+                                for (o, pair) in pairs.iter_mut().zip(src.chunks_exact(2)) {
+                                    *o = pair[0];
+                                }
+                                last[0] = src[2 * (n - 1)];
+                            } else {
+                                for (o, i) in dst.iter_mut().zip(0..) {
+                                    *o = line[start + i * sw];
+                                }
+                            }
                         }
                     }
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 /// Adds the patches in columns `off..off + small_hw` of `cols` (row stride `ld`) back onto one

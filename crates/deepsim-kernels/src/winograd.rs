@@ -593,9 +593,10 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
 /// every image (36 GEMMs, out × tiles × in); the kernel gradient is `Gᵀ M G`. That is 36
 /// products per tile and channel pair where a direct sum takes 144.
 ///
-/// Runs on rayon's threads like [`convolve`]: blocks of tiles spread over the threads, each
-/// summing into its own 36 matrices (added together at the end); with fewer blocks than
-/// threads the GEMMs are threaded instead.
+/// Runs on rayon's threads: with many tiles like [`convolve`], blocks of tiles spread over the
+/// threads, each summing into its own 36 matrices (added together at the end; with fewer
+/// blocks than threads the GEMMs are threaded instead); with few tiles and many channels the
+/// tiles are transformed first and the 36 points' sums spread over the threads ([`SumBy`]).
 pub(crate) fn kernel_grad3x3<T: Real>(
     plan: &Plan,
     input: &[T],
