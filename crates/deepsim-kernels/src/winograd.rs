@@ -622,6 +622,10 @@ enum SumBy {
     Points,
 }
 
+/// Blocks' budgets the transformed tiles of all blocks may take when [`SumBy::Points`] holds
+/// them at once (16 M elements at the default budget).
+const POINTS_BUDGET_BLOCKS: usize = 4;
+
 /// [`kernel_grad3x3`] with blocks of tiles whose transforms hold at most about `budget`
 /// elements (at least 16 tiles), the sums spread over the threads `by` (or as chosen for the
 /// sizes).
@@ -647,10 +651,12 @@ fn kernel_grad3x3_in_blocks<T: Real>(
     let in_len = POINTS * plane(in_c, block);
     let per_block = in_len + POINTS * plane(out_c, block);
     let threads = rayon::current_num_threads().max(1);
+    // By point where all blocks' transformed tiles, held at once, are fewer elements than the
+    // threads' copies of the sums would be, and at most a few blocks' budget.
     let by = by.unwrap_or(
         if threads > 1
             && blocks * per_block < threads * sums_len
-            && blocks * per_block <= 4 * budget
+            && blocks * per_block <= POINTS_BUDGET_BLOCKS * budget
         {
             SumBy::Points
         } else {

@@ -4,14 +4,13 @@
 //! benchmark's) and writes the summary.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use std::collections::HashMap;
-
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use clap::ValueEnum;
@@ -172,8 +171,9 @@ fn workload(bench: Bench, device: &Device, device_name: &str) -> Result<Workload
             }
         }
         Bench::LpipsAlexPair => {
-            // The criterion twin's network (cpu_lpips_alex_fwd_pair_1080x800): trunk seed 5,
-            // non-negative heads, two images in [0, 1].
+            // The work of the criterion benchmark cpu_lpips_alex_fwd_pair_1080x800 (the same
+            // trunk, seed 5; non-negative heads and two images in [0, 1], drawn differently:
+            // the values do not change the time).
             let trunk = AlexNet::random(AlexNetLayout::Torchvision, 5, device)?;
             let heads = [64, 192, 384, 256, 256]
                 .iter()
