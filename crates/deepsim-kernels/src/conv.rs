@@ -924,10 +924,10 @@ fn stacking(g: &Geom) -> Option<Stacking> {
 
 /// How a convolution of geometry `g` runs a `scheme` whose kernels were built for it:
 /// F(4×4, 5×5) as it is (`None`; [`frozen_scheme`] picks it for 5×5 stride-1 layers alone),
-/// F(4×4, 3×3) as [`stacking`] says.
+/// the 3×3 schemes as [`stacking`] says.
 fn stacking_for(g: &Geom, scheme: Scheme) -> Option<Stacking> {
     match scheme {
-        Scheme::F4x3 => stacking(g),
+        Scheme::F4x3 | Scheme::F6x3 => stacking(g),
         Scheme::F4x5 => None,
     }
 }
@@ -935,15 +935,36 @@ fn stacking_for(g: &Geom, scheme: Scheme) -> Option<Stacking> {
 /// The Winograd scheme of a frozen convolution of geometry `g` that runs Winograd
 /// ([`winograd_pays`]): F(4×4, 5×5) for a 5×5 stride-1 kernel (64 products per 16 outputs
 /// against the stacked F(4×4, 3×3)'s 144, and no stacked copy; its kernels are transformed
-/// once, in f64), F(4×4, 3×3) for everything else. A trainable layer keeps F(4×4, 3×3), whose
-/// kernel gradient exists.
+/// once, in f64); for the rest (3×3 kernels, stacked or not) F(6×6, 3×3) where it has at
+/// least [`F6X3_MIN_CHANNELS`] input channels a group (stacked ones counted) and its products
+/// over the output are at most [`F6X3_MAX_SHARE`] of F(4×4, 3×3)'s, F(4×4, 3×3) otherwise. A
+/// trainable layer keeps F(4×4, 3×3), whose kernel gradient exists.
 fn frozen_scheme(g: &Geom) -> Scheme {
     if g.kernel == (5, 5) && g.cfg.stride == (1, 1) && g.cfg.dilation == (1, 1) {
-        Scheme::F4x5
+        return Scheme::F4x5;
+    }
+    let channels = g.big_cg() * stacking(g).map_or(1, |s| s.subs());
+    let output = (g.small[1], g.small[2]);
+    let (six, four) = (Scheme::F6x3.products(output), Scheme::F4x3.products(output));
+    if channels >= F6X3_MIN_CHANNELS && six as f64 <= F6X3_MAX_SHARE * four as f64 {
+        Scheme::F6x3
     } else {
         Scheme::F4x3
     }
 }
+
+/// The fewest input channels a group (stacked ones counted) with which a frozen layer runs
+/// F(6×6, 3×3): its transforms cost more per tile, and with few channels they, not the
+/// products, take the time. Measured at 1080×800 on 2 cores: AlexNet's stacked conv1 (48
+/// stacked channels) 26.5 ms under F(4×4, 3×3) against 30 under F(6×6, 3×3) (medians of
+/// six alternations); conv3–conv5 (192–384 channels) faster under F(6×6, 3×3).
+const F6X3_MIN_CHANNELS: usize = 128;
+
+/// The largest share of F(4×4, 3×3)'s products at which a frozen layer runs F(6×6, 3×3),
+/// whose eight-point transforms cost more per product. On large maps the share is about 0.8
+/// (AlexNet's conv3–conv5 at 66×49: 0.80); on a 13×13 map
+/// the two schemes make as many products and F(4×4, 3×3) stays.
+const F6X3_MAX_SHARE: f64 = 0.9;
 
 /// The 4×4 output tiles of a batch.
 fn output_tiles(g: &Geom) -> usize {
@@ -1487,18 +1508,20 @@ impl Module for FrozenConv2d {
 }
 
 /// A frozen layer's Winograd-transformed kernels, built on first use (for the forward pass and
-/// for the input gradient separately) and shared between clones of the layer.
+/// for the input gradient separately, one slot per [`Scheme`]: the scheme follows the map's
+/// size, which may change from call to call) and shared between clones of the layer.
 #[derive(Default)]
 struct WinogradCache {
-    forward: OnceLock<Box<dyn Any + Send + Sync>>,
-    input_grad: OnceLock<Box<dyn Any + Send + Sync>>,
+    forward: [OnceLock<Box<dyn Any + Send + Sync>>; Scheme::COUNT],
+    input_grad: [OnceLock<Box<dyn Any + Send + Sync>>; Scheme::COUNT],
 }
 
 impl std::fmt::Debug for WinogradCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let built = |cells: &[OnceLock<_>]| cells.iter().filter(|c| c.get().is_some()).count();
         f.debug_struct("WinogradCache")
-            .field("forward_built", &self.forward.get().is_some())
-            .field("input_grad_built", &self.input_grad.get().is_some())
+            .field("forward_built", &built(&self.forward))
+            .field("input_grad_built", &built(&self.input_grad))
             .finish()
     }
 }
@@ -1570,9 +1593,10 @@ fn run_winograd_forward<T: Real>(
     bias: Option<Arg<'_>>,
     act: Activation,
 ) -> candle::Result<CpuStorage> {
-    let kernels = cached_kernels(&cache.forward, || {
+    let scheme = frozen_scheme(g);
+    let kernels = cached_kernels(&cache.forward[scheme.index()], || {
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
-        Ok(winograd_kernels(g, &weight, true, frozen_scheme(g)))
+        Ok(winograd_kernels(g, &weight, true, scheme))
     })?;
     let bias = match bias {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
@@ -1590,9 +1614,10 @@ fn run_winograd_input_grad<T: Real>(
     w: Arg<'_>,
     relu_out: Option<Arg<'_>>,
 ) -> candle::Result<CpuStorage> {
-    let kernels = cached_kernels(&cache.input_grad, || {
+    let scheme = frozen_scheme(g);
+    let kernels = cached_kernels(&cache.input_grad[scheme.index()], || {
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
-        Ok(winograd_kernels(g, &weight, false, frozen_scheme(g)))
+        Ok(winograd_kernels(g, &weight, false, scheme))
     })?;
     let mask = match relu_out {
         Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),

@@ -1,15 +1,18 @@
 //! Winograd convolution on the CPU: F(4×4, 3×3) for 3×3, stride-1, undilated kernels (the
 //! forward pass, the input gradient and the kernel gradient of a frozen or trainable
 //! convolution; a trainable one transforms its kernels on every call), with 4× fewer
-//! multiplies than im2col + GEMM at best (36 products per 4×4 output tile instead of 144), and
-//! F(4×4, 5×5) for a frozen layer's 5×5 kernels (64 products per tile instead of 400). Other
-//! undilated kernels reach F(4×4, 3×3) through `stacking.rs`.
+//! multiplies than im2col + GEMM at best (36 products per 4×4 output tile instead of 144);
+//! F(6×6, 3×3) for a frozen layer's 3×3 kernels on large maps (64 products per 6×6 tile
+//! instead of 324: 1.78 per output against F(4×4, 3×3)'s 2.25); and F(4×4, 5×5) for a frozen
+//! layer's 5×5 kernels (64 products per tile instead of 400). Other undilated kernels reach
+//! the 3×3 schemes through `stacking.rs`.
 //!
 //! The algorithm is Lavin & Gray, *Fast Algorithms for Convolutional Neural Networks* (CVPR
-//! 2016). F(4×4, 3×3) interpolates at the points 0, ±1, ±2 and ∞, F(4×4, 5×5) at 0, ±1, ±2,
-//! ±½ and ∞. Each α×α input tile `d` and each kernel `g` are transformed, `V = Bᵀ d B` and
+//! 2016). F(4×4, 3×3) interpolates at the points 0, ±1, ±2 and ∞, F(6×6, 3×3) and F(4×4, 5×5)
+//! at 0, ±1, ±2, ±½ and ∞ (the input transform `Bᵀ` depends on the points alone, so the two
+//! share it). Each α×α input tile `d` and each kernel `g` are transformed, `V = Bᵀ d B` and
 //! `U = G g Gᵀ`; the α² transformed points are independent channel reductions,
-//! `M[ξ] = U[ξ] · V[ξ]` (α² GEMMs over channels × tiles); the 4×4 output tile is `Aᵀ M A`.
+//! `M[ξ] = U[ξ] · V[ξ]` (α² GEMMs over channels × tiles); the m×m output tile is `Aᵀ M A`.
 //! The kernel gradient is F(4×4, 3×3) with the roles turned, F(3×3, 4×4): the 4×4
 //! output-gradient tiles `e` are transformed by `A e Aᵀ`, the products summed over the tiles
 //! (36 GEMMs over output channels × tiles × input channels), and the 3×3 gradient is `Gᵀ M G`.
@@ -17,8 +20,9 @@
 //!
 //! The transforms multiply by up to 8 and divide by up to 90, so rounding
 //! grows: in f32, at a 64 → 48 channel layer on 13×13, the largest error is about 5e-6 of the
-//! largest output, and at AlexNet's conv2 (F(4×4, 5×5), 64 → 192 on 27×27) about 5e-6 too
-//! (im2col's is 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
+//! largest output, and at AlexNet's conv2 (F(4×4, 5×5), 64 → 192 on 27×27) about 5e-6 too;
+//! F(6×6, 3×3), whose output transform multiplies by up to 32, about 1.2e-5 at 128 → 128 on
+//! 30×30 (im2col's is 5e-7; `tests/winograd.rs`); in f64 the two agree to about 1e-14.
 
 use crate::check::{with_scratch, Real};
 use rayon::prelude::*;
@@ -26,7 +30,7 @@ use rayon::prelude::*;
 use crate::fresh::Scattered;
 use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
 
-/// Rows and columns of an output tile.
+/// Rows and columns of an output tile of F(4×4, 3×3) and F(4×4, 5×5).
 const TILE: usize = 4;
 /// Rows and columns of an F(4×4, 3×3) input tile: `TILE + 3 − 1`.
 const ALPHA: usize = 6;
@@ -49,6 +53,10 @@ pub(crate) enum Scheme {
     /// F(4×4, 5×5), α = 8, the points 0, ±1, ±2, ±½, ∞: 64 products per 16 outputs (4 each,
     /// against 25 for a direct sum, and 9 for the stacked F(4×4, 3×3)).
     F4x5,
+    /// F(6×6, 3×3), α = 8, the points of F(4×4, 5×5): 64 products per 36 outputs (1.78 each,
+    /// against F(4×4, 3×3)'s 2.25), with larger transforms and more rounding (the transforms
+    /// multiply by up to 32).
+    F6x3,
 }
 
 impl Scheme {
@@ -56,16 +64,38 @@ impl Scheme {
     pub fn alpha(self) -> usize {
         match self {
             Self::F4x3 => ALPHA,
-            Self::F4x5 => 8,
+            Self::F4x5 | Self::F6x3 => 8,
         }
     }
 
     /// Rows and columns of the kernel.
     pub fn kernel(self) -> usize {
         match self {
-            Self::F4x3 => 3,
+            Self::F4x3 | Self::F6x3 => 3,
             Self::F4x5 => 5,
         }
+    }
+
+    /// Rows and columns of an output tile.
+    pub fn tile(self) -> usize {
+        match self {
+            Self::F4x3 | Self::F4x5 => TILE,
+            Self::F6x3 => 6,
+        }
+    }
+
+    /// Products (GEMM multiplies per channel pair) for a `rows × cols` output.
+    pub fn products(self, (rows, cols): (usize, usize)) -> usize {
+        let m = self.tile();
+        self.points() * rows.div_ceil(m) * cols.div_ceil(m)
+    }
+
+    /// A slot per scheme, for caches of transformed kernels.
+    pub const COUNT: usize = 3;
+
+    /// This scheme's slot, `0..COUNT`.
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// Transformed points per tile.
@@ -129,7 +159,7 @@ impl<T: Real> TransformedKernels<T> {
     fn build(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
         match scheme {
             Scheme::F4x3 => Self::build3(weight, out, in_g, groups),
-            Scheme::F4x5 => Self::build8(scheme, weight, out, in_g, groups),
+            Scheme::F4x5 | Scheme::F6x3 => Self::build8(scheme, weight, out, in_g, groups),
         }
     }
 
@@ -323,12 +353,13 @@ fn input_1d8<T: Real>(d: [Lanes<T>; 8]) -> [Lanes<T>; 8] {
     out
 }
 
-/// `Aᵀ m` over the eight points for one column of products, lane by lane: four outputs, the
-/// `i`-th the sum of `p^i m_p` over the finite points, plus `m_∞` in the last.
+/// `Aᵀ m` over the eight points for one column of products, lane by lane: `M` outputs (4 for
+/// F(4×4, 5×5), 6 for F(6×6, 3×3)), the `i`-th the sum of `p^i m_p` over the finite points,
+/// plus `m_∞` in the last.
 #[inline(always)]
-fn output_1d8<T: Real>(m: [Lanes<T>; 8]) -> [Lanes<T>; TILE] {
+fn output_1d8<T: Real, const M: usize>(m: [Lanes<T>; 8]) -> [Lanes<T>; M] {
     let c = |x: f64| T::from_f64(x);
-    let mut out = [[T::zero(); LANES]; TILE];
+    let mut out = [[T::zero(); LANES]; M];
     for l in 0..LANES {
         let (sum12, diff12) = (m[1][l] + m[2][l], m[1][l] - m[2][l]);
         let (sum34, diff34) = (m[3][l] + m[4][l], m[3][l] - m[4][l]);
@@ -342,7 +373,7 @@ fn output_1d8<T: Real>(m: [Lanes<T>; 8]) -> [Lanes<T>; TILE] {
             };
         }
         out[0][l] += m[0][l];
-        out[TILE - 1][l] += m[7][l];
+        out[M - 1][l] += m[7][l];
     }
     out
 }
@@ -357,9 +388,9 @@ fn input_tile8<T: Real>(d: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; 8]; 8] {
     )
 }
 
-/// `Aᵀ m A` over the eight points for 16 tiles of products `m[row][col]`.
+/// `Aᵀ m A` over the eight points for 16 tiles of products `m[row][col]`, `M × M` outputs.
 #[inline(always)]
-fn output_tile8<T: Real>(m: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; TILE]; TILE] {
+fn output_tile8<T: Real, const M: usize>(m: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; M]; M] {
     separable(
         m,
         #[inline(always)]
@@ -413,14 +444,14 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    fn tiles(&self) -> (usize, usize) {
-        (self.output.0.div_ceil(TILE), self.output.1.div_ceil(TILE))
+    /// Rows and columns of `tile × tile` output tiles.
+    fn tiles(&self, tile: usize) -> (usize, usize) {
+        (self.output.0.div_ceil(tile), self.output.1.div_ceil(tile))
     }
 
     /// Multiplies of F(4×4, 3×3)'s GEMMs over those of im2col (per channel pair).
     pub fn cost_ratio(&self) -> f64 {
-        let (th, tw) = self.tiles();
-        (POINTS * th * tw) as f64 / (9 * self.output.0 * self.output.1) as f64
+        Scheme::F4x3.products(self.output) as f64 / (9 * self.output.0 * self.output.1) as f64
     }
 }
 
@@ -444,7 +475,7 @@ pub(crate) fn convolve<T: Real>(
     // staying in the core's cache; large ones are read once per large block.
     let small = kernels.data.len() <= SMALL_KERNELS;
     let cut = if small { (SMALL_BUDGET, OUT_CHUNK) } else { (BLOCK_BUDGET, usize::MAX) };
-    convolve_in_blocks(plan, kernels, input, mask, bias, relu, cut)
+    convolve_in_blocks(plan, kernels, input, mask, bias, relu, cut, None)
 }
 
 /// Transformed kernels (elements) up to which [`convolve`] cuts small blocks and makes the
@@ -459,7 +490,8 @@ const OUT_CHUNK: usize = 16;
 
 /// [`convolve`] with the tiles processed in blocks whose transformed inputs and products hold
 /// at most about `budget` elements (at least 16 tiles), and the products made `chunk` output
-/// channels at a time (all of them with groups), `cut = (budget, chunk)`.
+/// channels at a time (all of them with groups or by points), `cut = (budget, chunk)`, the
+/// work spread `by` blocks or points (chosen when `None`).
 fn convolve_in_blocks<T: Real>(
     plan: &Plan,
     kernels: &TransformedKernels<T>,
@@ -468,11 +500,13 @@ fn convolve_in_blocks<T: Real>(
     bias: Option<&[T]>,
     relu: bool,
     cut: (usize, usize),
+    by: Option<Spread>,
 ) -> Vec<T> {
-    let args = (plan, kernels, input, mask, bias, relu, cut);
+    let args = (plan, kernels, input, mask, bias, relu, cut, by);
     match kernels.scheme {
-        Scheme::F4x3 => convolve_with::<T, ALPHA, _>(args, Six),
-        Scheme::F4x5 => convolve_with::<T, 8, _>(args, Eight),
+        Scheme::F4x3 => convolve_with::<T, ALPHA, TILE, _>(args, FourByThree),
+        Scheme::F4x5 => convolve_with::<T, 8, TILE, _>(args, FourByFive),
+        Scheme::F6x3 => convolve_with::<T, 8, 6, _>(args, SixByThree),
     }
 }
 
@@ -485,21 +519,22 @@ type ConvolveArgs<'a, T> = (
     Option<&'a [T]>,
     bool,
     (usize, usize),
+    Option<Spread>,
 );
 
-/// The tile transforms of a scheme with `A × A` input windows, as functions that always
-/// inline (so that they compile into the vectorized loops).
-trait Transforms<T: Real, const A: usize>: Sync {
+/// The tile transforms of a scheme with `A × A` input windows and `M × M` output tiles, as
+/// functions that always inline (so that they compile into the vectorized loops).
+trait Transforms<T: Real, const A: usize, const M: usize>: Sync {
     /// `Bᵀ d B` for 16 input windows.
     fn input(d: &[[Lanes<T>; A]; A]) -> [[Lanes<T>; A]; A];
     /// `Aᵀ m A` for 16 tiles of products.
-    fn output(m: &[[Lanes<T>; A]; A]) -> [[Lanes<T>; TILE]; TILE];
+    fn output(m: &[[Lanes<T>; A]; A]) -> [[Lanes<T>; M]; M];
 }
 
 /// The transforms of F(4×4, 3×3).
-struct Six;
+struct FourByThree;
 
-impl<T: Real> Transforms<T, ALPHA> for Six {
+impl<T: Real> Transforms<T, ALPHA, TILE> for FourByThree {
     #[inline(always)]
     fn input(d: &[[Lanes<T>; ALPHA]; ALPHA]) -> [[Lanes<T>; ALPHA]; ALPHA] {
         input_tile(d)
@@ -512,9 +547,9 @@ impl<T: Real> Transforms<T, ALPHA> for Six {
 }
 
 /// The transforms of F(4×4, 5×5).
-struct Eight;
+struct FourByFive;
 
-impl<T: Real> Transforms<T, 8> for Eight {
+impl<T: Real> Transforms<T, 8, TILE> for FourByFive {
     #[inline(always)]
     fn input(d: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; 8]; 8] {
         input_tile8(d)
@@ -526,14 +561,30 @@ impl<T: Real> Transforms<T, 8> for Eight {
     }
 }
 
-/// [`convolve_in_blocks`] with `A × A` input windows, transformed by `X`.
-fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
-    (plan, kernels, input, mask, bias, relu, (budget, chunk)): ConvolveArgs<'_, T>,
+/// The transforms of F(6×6, 3×3): F(4×4, 5×5)'s input transform, six outputs a row.
+struct SixByThree;
+
+impl<T: Real> Transforms<T, 8, 6> for SixByThree {
+    #[inline(always)]
+    fn input(d: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; 8]; 8] {
+        input_tile8(d)
+    }
+
+    #[inline(always)]
+    fn output(m: &[[Lanes<T>; 8]; 8]) -> [[Lanes<T>; 6]; 6] {
+        output_tile8(m)
+    }
+}
+
+/// [`convolve_in_blocks`] with `A × A` input windows and `M × M` output tiles, transformed by
+/// `X`.
+fn convolve_with<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>>(
+    (plan, kernels, input, mask, bias, relu, (budget, chunk), by): ConvolveArgs<'_, T>,
     transforms: X,
 ) -> Vec<T> {
     let points = A * A;
     let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
-    let tiles = Tiles::new(plan);
+    let tiles = Tiles::new(plan, M);
     let total = tiles.total();
     let out = Scattered::new(plan.n * out_c * plan.output.0 * plan.output.1);
     if total == 0 {
@@ -541,47 +592,111 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
     }
     let (groups, in_g, out_g) = (kernels.groups, kernels.in_g, out_c / kernels.groups);
     let chunk = if groups == 1 { out_c.min(chunk) } else { out_c };
-    let Blocks { block, blocks, spread } = Blocks::new(total, points * (in_c + chunk), budget);
-    let par = parallelism(spread);
-    let run = |scratch: &mut [T], index: usize| {
-        let start = index * block;
-        let count = block.min(total - start);
-        let (v, m) = scratch.split_at_mut(points * plane(in_c, block));
-        transform_inputs(&tiles, start, count, input, mask, in_c, v, block, &transforms);
-        let spots = tiles.spots(start, count);
-        // Output channels `first..first + rows` at a time (one pass with groups, where the
-        // chunk is all of them): their products for all points, then their output tiles.
-        for first in (0..out_c).step_by(chunk) {
-            let rows = chunk.min(out_c - first);
-            for xi in 0..points {
-                for group in 0..groups {
-                    let (o0, o_rows) = (first + group * out_g, rows.min(out_g));
-                    let u = &kernels.data[(xi * out_c + o0) * in_g..];
-                    let lhs = Mat::row_major(u, o_rows, in_g);
-                    let rhs_start = xi * plane(in_c, block) + group * in_g * block;
-                    let rhs = Mat {
-                        data: &v[rhs_start..rhs_start + in_g * block],
-                        rows: in_g,
-                        cols: count,
-                        rs: block,
-                        cs: 1,
-                    };
-                    let dst_start = xi * plane(chunk, block) + (o0 - first) * block;
-                    let dst = &mut m[dst_start..dst_start + o_rows * block];
-                    matmul_into(dst, block, lhs, rhs, false, par);
-                }
-            }
-            let placed = Placed { out: &out, out_c, first, chunk, bias, relu };
-            transform_outputs(&tiles, &spots, m, block, &placed, &transforms);
+    let threads = rayon::current_num_threads().max(1);
+    // By points for large kernels (read whole by every block) where all tiles' transforms,
+    // held at once, stay within a few blocks' budget.
+    let by = by.unwrap_or(
+        if threads > 1
+            && chunk == out_c
+            && kernels.data.len() > SMALL_KERNELS
+            && total * points * (in_c + out_c) <= POINTS_BUDGET_BLOCKS * budget
+        {
+            Spread::Points
+        } else {
+            Spread::Blocks
+        },
+    );
+    // By points, all output channels at once.
+    let chunk = if by == Spread::Points { out_c } else { chunk };
+    let cut = Blocks::new(total, points * (in_c + chunk), budget);
+    // The products at point `xi` of output channels `first..first + rows` for the `count`
+    // tiles of a block (row stride `block`) from its transformed inputs `v`, into that point's
+    // matrix `m_xi` (`chunk` rows).
+    let multiply = |v: &[T],
+                    m_xi: &mut [T],
+                    (block, count): (usize, usize),
+                    first: usize,
+                    rows: usize,
+                    xi: usize,
+                    par| {
+        for group in 0..groups {
+            let (o0, o_rows) = (first + group * out_g, rows.min(out_g));
+            let u = &kernels.data[(xi * out_c + o0) * in_g..];
+            let lhs = Mat::row_major(u, o_rows, in_g);
+            let rhs_start = xi * plane(in_c, block) + group * in_g * block;
+            let rhs = Mat {
+                data: &v[rhs_start..rhs_start + in_g * block],
+                rows: in_g,
+                cols: count,
+                rs: block,
+                cs: 1,
+            };
+            let dst = &mut m_xi[(o0 - first) * block..][..o_rows * block];
+            matmul_into(dst, block, lhs, rhs, false, par);
         }
-        out.count(out_c * spots.iter().map(|&(_, _, rows, cols)| rows * cols).sum::<usize>());
     };
-    let scratch_len = points * (plane(in_c, block) + plane(chunk, block));
-    let run = |index: usize| with_scratch(scratch_len, |s| run(s, index));
-    if spread {
-        (0..blocks).into_par_iter().for_each(run);
-    } else {
-        (0..blocks).for_each(run);
+    // Output tiles of a block's channels `first..` from its products `m`, counted when `last`.
+    let finish = |m: &[T], spots: &[(usize, usize, usize, usize)], block, first, last: bool| {
+        let placed = Placed { out: &out, out_c, first, chunk, bias, relu };
+        transform_outputs(&tiles, spots, m, block, &placed, &transforms);
+        if last {
+            out.count(out_c * spots.iter().map(|&(_, _, rows, cols)| rows * cols).sum::<usize>());
+        }
+    };
+    match by {
+        Spread::Blocks => {
+            let Blocks { block, blocks, spread, .. } = cut;
+            let par = parallelism(spread);
+            let run = |scratch: &mut [T], index: usize| {
+                let (start, count) = cut.range(index);
+                let (v, m) = scratch.split_at_mut(points * plane(in_c, block));
+                let dst = Columns { v: &SharedSlice::new(v), stride: block, first: 0 };
+                transform_inputs(&tiles, start, count, input, mask, in_c, dst, &transforms);
+                let spots = tiles.spots(start, count);
+                // Output channels `first..first + rows` at a time (one pass with groups, where
+                // the chunk is all of them): their products for all points, then their tiles.
+                for first in (0..out_c).step_by(chunk) {
+                    let rows = chunk.min(out_c - first);
+                    for (xi, m_xi) in m.chunks_mut(plane(chunk, block)).take(points).enumerate() {
+                        multiply(v, m_xi, (block, count), first, rows, xi, par);
+                    }
+                    finish(m, &spots, block, first, first + chunk >= out_c);
+                }
+            };
+            let scratch_len = points * (plane(in_c, block) + plane(chunk, block));
+            let run = |index: usize| with_scratch(scratch_len, |s| run(s, index));
+            if spread {
+                (0..blocks).into_par_iter().for_each(run);
+            } else {
+                (0..blocks).for_each(run);
+            }
+        }
+        Spread::Points => {
+            // One matrix per point over all tiles, held at once: inputs transformed in blocks
+            // (their columns of each matrix), one GEMM per point (the points spread over the
+            // threads, each reading its transformed kernels once), outputs transformed in
+            // blocks. Several blocks per thread even out the transforms' load.
+            let even = Blocks::even(total, 4 * threads);
+            let stride = total.next_multiple_of(LANES);
+            let in_len = points * plane(in_c, stride);
+            with_scratch(in_len + points * plane(out_c, stride), |scratch| {
+                let (v, m) = scratch.split_at_mut(in_len);
+                let columns = SharedSlice::new(v);
+                (0..even.blocks).into_par_iter().for_each(|index| {
+                    let (start, count) = even.range(index);
+                    let dst = Columns { v: &columns, stride, first: start };
+                    transform_inputs(&tiles, start, count, input, mask, in_c, dst, &transforms);
+                });
+                let v = &*v;
+                m.par_chunks_mut(plane(out_c, stride)).enumerate().for_each(|(xi, m_xi)| {
+                    multiply(v, m_xi, (stride, total), 0, out_c, xi, parallelism(false));
+                });
+                (0..even.blocks).into_par_iter().for_each(|index| {
+                    let (start, count) = even.range(index);
+                    finish(&m[start..], &tiles.spots(start, count), stride, 0, true);
+                });
+            });
+        }
     }
     out.finish()
 }
@@ -596,7 +711,7 @@ fn convolve_with<T: Real, const A: usize, X: Transforms<T, A>>(
 /// Runs on rayon's threads: with many tiles like [`convolve`], blocks of tiles spread over the
 /// threads, each summing into its own 36 matrices (added together at the end; with fewer
 /// blocks than threads the GEMMs are threaded instead); with few tiles and many channels the
-/// tiles are transformed first and the 36 points' sums spread over the threads ([`SumBy`]).
+/// tiles are transformed first and the 36 points' sums spread over the threads ([`Spread`]).
 pub(crate) fn kernel_grad3x3<T: Real>(
     plan: &Plan,
     input: &[T],
@@ -608,21 +723,28 @@ pub(crate) fn kernel_grad3x3<T: Real>(
     kernel_grad3x3_in_blocks(plan, input, grad, in_c, out_c, groups, BLOCK_BUDGET, None)
 }
 
-/// How [`kernel_grad3x3`] spreads its sums over the threads.
+/// How a Winograd pass spreads its work over the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum SumBy {
-    /// Each thread sums its blocks of tiles into its own copy of all 36 matrices, added
-    /// together at the end: for many tiles and few channels.
+enum Spread {
+    /// By blocks of tiles, each thread running whole blocks: for many tiles and few channels.
+    /// [`kernel_grad3x3`]: each thread sums its blocks into its own copy of all 36 matrices,
+    /// added together at the end. [`convolve`]: each block transforms its inputs, makes its
+    /// products and transforms them back, reading all the transformed kernels.
     Blocks,
-    /// The tiles of all blocks are transformed first (in parallel), then each thread makes the
-    /// sums of some of the 36 points over every block, written once: for few tiles and many
-    /// channels, where a copy of the sums per thread (zero-filled, added into block by block,
-    /// then added together) is more memory than the transformed tiles themselves. A 256 → 512
-    /// layer on 8 images of 8×8 has 32 tiles (0.9 M transformed elements) and 4.7 M sums.
+    /// By points: the tiles of all blocks are transformed first (in parallel), then each
+    /// thread makes the products of some of the α² points for every block, then (forward)
+    /// the blocks' outputs are transformed in parallel. For few tiles and many channels.
+    /// [`kernel_grad3x3`]: a copy of the sums per thread (zero-filled, added into block by
+    /// block, then added together) is more memory than the transformed tiles themselves (a
+    /// 256 → 512 layer on 8 images of 8×8 has 32 tiles, 0.9 M transformed elements, and 4.7 M
+    /// sums). [`convolve`]: the transformed kernels are read once rather than once per block
+    /// (AlexNet's conv4 under F(6×6, 3×3) at 1080×800: 6.3 M elements of kernels against
+    /// 4 M of a block's transforms), and with one block's worth of tiles the transforms still
+    /// run on every thread.
     Points,
 }
 
-/// Blocks' budgets the transformed tiles of all blocks may take when [`SumBy::Points`] holds
+/// Blocks' budgets the transformed tiles of all blocks may take when [`Spread::Points`] holds
 /// them at once (16 M elements at the default budget).
 const POINTS_BUDGET_BLOCKS: usize = 4;
 
@@ -638,16 +760,17 @@ fn kernel_grad3x3_in_blocks<T: Real>(
     out_c: usize,
     groups: usize,
     budget: usize,
-    by: Option<SumBy>,
+    by: Option<Spread>,
 ) -> Vec<T> {
     let (in_g, out_g) = (in_c / groups, out_c / groups);
-    let tiles = Tiles::new(plan);
+    let tiles = Tiles::new(plan, TILE);
     let total = tiles.total();
     let sums_len = POINTS * out_c * in_g;
     if total == 0 {
         return vec![T::zero(); out_c * in_g * 9];
     }
-    let Blocks { block, blocks, spread } = Blocks::new(total, POINTS * (in_c + out_c), budget);
+    let cut = Blocks::new(total, POINTS * (in_c + out_c), budget);
+    let Blocks { block, blocks, spread, .. } = cut;
     let in_len = POINTS * plane(in_c, block);
     let per_block = in_len + POINTS * plane(out_c, block);
     let threads = rayon::current_num_threads().max(1);
@@ -658,23 +781,23 @@ fn kernel_grad3x3_in_blocks<T: Real>(
             && blocks * per_block < threads * sums_len
             && blocks * per_block <= POINTS_BUDGET_BLOCKS * budget
         {
-            SumBy::Points
+            Spread::Points
         } else {
-            SumBy::Blocks
+            Spread::Blocks
         },
     );
     // Transforms block `index`'s tiles into `scratch` (inputs, then output gradients).
     let transform = |scratch: &mut [T], index: usize| {
-        let start = index * block;
-        let count = block.min(total - start);
+        let (start, count) = cut.range(index);
         let (v, u) = scratch.split_at_mut(in_len);
-        transform_inputs(&tiles, start, count, input, None, in_c, v, block, &Six);
+        let dst = Columns { v: &SharedSlice::new(v), stride: block, first: 0 };
+        transform_inputs(&tiles, start, count, input, None, in_c, dst, &FourByThree);
         transform_grads(&tiles, start, count, grad, out_c, u, block);
     };
     // Sums point `xi`'s products of the block transformed in `scratch` into `dst` (that
     // point's `[o][i]` matrix), or writes them there.
     let multiply = |dst: &mut [T], scratch: &[T], index: usize, xi: usize, add: bool, par| {
-        let count = block.min(total - index * block);
+        let count = cut.range(index).1;
         let (v, u) = scratch.split_at(in_len);
         for group in 0..groups {
             let u_start = xi * plane(out_c, block) + group * out_g * block;
@@ -686,7 +809,7 @@ fn kernel_grad3x3_in_blocks<T: Real>(
         }
     };
     let sums = match by {
-        SumBy::Points => {
+        Spread::Points => {
             let mut transformed = vec![T::zero(); blocks * per_block];
             transformed
                 .par_chunks_mut(per_block)
@@ -700,7 +823,7 @@ fn kernel_grad3x3_in_blocks<T: Real>(
             });
             sums
         }
-        SumBy::Blocks => {
+        Spread::Blocks => {
             let par = parallelism(spread);
             // Adds block `index`'s products into `sums[ξ][o][i]`.
             let run = |sums: &mut [T], scratch: &mut [T], index: usize| {
@@ -856,44 +979,65 @@ fn transform_grads<T: Real>(
     )
 }
 
-/// Where the tiles lie: tile `t` is tile `t % per_image` (row-major, `tw` per row) of image
-/// `t / per_image`.
+/// Where the `tile × tile` output tiles lie: tile `t` is tile `t % per_image` (row-major, `tw`
+/// per row) of image `t / per_image`.
 struct Tiles {
     plan: Plan,
+    tile: usize,
     tw: usize,
     per_image: usize,
 }
 
-/// How the tiles of a call are cut into blocks: `blocks` blocks of `block` tiles (the last one
-/// shorter); `spread` when the blocks go to rayon's threads rather than each GEMM.
+/// How the tiles of a call are cut into blocks: `blocks` blocks of at most `block` tiles (a
+/// whole number of lanes, the row stride of a block's matrices; [`Blocks::range`] says which
+/// tiles each holds); `spread` when the blocks go to rayon's threads rather than each GEMM.
 struct Blocks {
     block: usize,
     blocks: usize,
     spread: bool,
+    total: usize,
 }
 
 impl Blocks {
     /// Blocks of `total` (> 0) tiles whose transforms (`per_tile` elements a tile, input and
     /// output together) hold at most about `budget` elements, their number a multiple of the
-    /// threads when there are enough tiles (so that no thread gets one more block than
-    /// another), each a whole number of lanes.
+    /// threads when there are enough tiles, and the groups of [`LANES`] tiles dealt out
+    /// evenly (block sizes differ by one group at most, so that no thread waits long for
+    /// another: blocks of a fixed size left AlexNet's conv4 under F(6×6, 3×3), 198 tiles,
+    /// with three blocks of 64 and one of 6).
     fn new(total: usize, per_tile: usize, budget: usize) -> Self {
         let threads = rayon::current_num_threads().max(1);
-        let most = (budget / per_tile).max(LANES);
-        let mut blocks = total.div_ceil(most);
+        let groups = total.div_ceil(LANES);
+        let most = (budget / per_tile / LANES).max(1);
+        let mut blocks = groups.div_ceil(most);
         if total >= threads * LANES {
-            blocks = blocks.next_multiple_of(threads);
+            blocks = blocks.next_multiple_of(threads).min(groups);
         }
-        let block = total.div_ceil(blocks).next_multiple_of(LANES);
-        let blocks = total.div_ceil(block);
-        Self { block, blocks, spread: blocks >= threads && threads > 1 }
+        let block = groups.div_ceil(blocks) * LANES;
+        Self { block, blocks, spread: blocks >= threads && threads > 1, total }
+    }
+
+    /// `total` (> 0) tiles cut into `parts` blocks (fewer where there are fewer groups of
+    /// [`LANES`] tiles), the groups dealt out evenly.
+    fn even(total: usize, parts: usize) -> Self {
+        let groups = total.div_ceil(LANES);
+        let blocks = parts.clamp(1, groups);
+        let block = groups.div_ceil(blocks) * LANES;
+        Self { block, blocks, spread: blocks > 1, total }
+    }
+
+    /// The first tile of block `index` and its number of tiles.
+    fn range(&self, index: usize) -> (usize, usize) {
+        let groups = self.total.div_ceil(LANES);
+        let first = |b: usize| (b * groups / self.blocks * LANES).min(self.total);
+        (first(index), first(index + 1) - first(index))
     }
 }
 
 impl Tiles {
-    fn new(plan: &Plan) -> Self {
-        let (th, tw) = plan.tiles();
-        Self { plan: *plan, tw, per_image: th * tw }
+    fn new(plan: &Plan, tile: usize) -> Self {
+        let (th, tw) = plan.tiles(tile);
+        Self { plan: *plan, tile, tw, per_image: th * tw }
     }
 
     /// Tiles in all images.
@@ -908,7 +1052,7 @@ impl Tiles {
         (start..start + count)
             .map(|t| {
                 let (image, y0, x0) = self.locate(t);
-                (image, y0 * ow + x0, TILE.min(oh - y0), TILE.min(ow - x0))
+                (image, y0 * ow + x0, self.tile.min(oh - y0), self.tile.min(ow - x0))
             })
             .collect()
     }
@@ -916,7 +1060,7 @@ impl Tiles {
     /// (image, top row, left column) of tile `t`'s output.
     fn locate(&self, t: usize) -> (usize, usize, usize) {
         let (image, q) = (t / self.per_image, t % self.per_image);
-        (image, (q / self.tw) * TILE, (q % self.tw) * TILE)
+        (image, (q / self.tw) * self.tile, (q % self.tw) * self.tile)
     }
 }
 
@@ -947,20 +1091,31 @@ impl Window {
     }
 }
 
+/// Where [`transform_inputs`] writes: the matrices `v[ξ][c][column]`, rows `stride` apart
+/// (each point's matrix [`plane`]`(channels, stride)` from the next), from column `first` on.
+/// Calls on other threads may write other columns of the same matrices.
+#[derive(Clone, Copy)]
+struct Columns<'a, 'b, T> {
+    v: &'a SharedSlice<'b, T>,
+    stride: usize,
+    first: usize,
+}
+
 /// Transforms the `A × A` input windows of tiles `start..start + count` of every channel by
-/// `X` into `v[ξ][c][tile]` (row stride `block`); lanes past `count` are zero.
+/// `X` into columns `dst.first..` of `dst.v[ξ][c]`; lanes past `count` are zero. No other
+/// call may write those columns meanwhile.
 #[allow(clippy::too_many_arguments)]
-fn transform_inputs<T: Real, const A: usize, X: Transforms<T, A>>(
+fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>>(
     tiles: &Tiles,
     start: usize,
     count: usize,
     input: &[T],
     mask: Option<&[T]>,
     in_c: usize,
-    v: &mut [T],
-    block: usize,
+    dst: Columns<'_, '_, T>,
     _: &X,
 ) {
+    let Columns { v, stride: block, first } = dst;
     let (h, w) = tiles.plan.input;
     let (pad_y, pad_x) = tiles.plan.pad;
     // Each tile's window, found once for all channels.
@@ -1025,8 +1180,9 @@ fn transform_inputs<T: Real, const A: usize, X: Transforms<T, A>>(
                     }
                     let t = X::input(&d);
                     for (xi, lanes) in t.iter().flatten().enumerate() {
-                        let at = xi * plane(in_c, block) + c * block + lane0;
-                        v[at..at + LANES].copy_from_slice(lanes);
+                        let at = xi * plane(in_c, block) + c * block + first + lane0;
+                        // SAFETY: this call alone writes these columns (the caller's contract).
+                        unsafe { v.range(at, LANES) }.copy_from_slice(lanes);
                     }
                 }
             }
@@ -1056,7 +1212,7 @@ struct Placed<'a, T> {
 /// Transforms the products `m[ξ][o][tile]` of the tiles at `spots` (from [`Tiles::spots`])
 /// back into output tiles by `X`, adds the bias, applies the ReLU and writes the parts inside
 /// the output.
-fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
+fn transform_outputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>>(
     tiles: &Tiles,
     spots: &[(usize, usize, usize, usize)],
     m: &[T],
@@ -1072,7 +1228,7 @@ fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
         || {
             // Overwritten whole for every group (zeroed once, not per group).
             let mut p = [[[T::zero(); LANES]; A]; A];
-            let mut rows_out = [[[T::zero(); TILE]; LANES]; TILE];
+            let mut rows_out = [[[T::zero(); M]; LANES]; M];
             for k in 0..channels {
                 let o = first + k;
                 let b = bias.map_or(T::zero(), |b| b[o]);
@@ -1098,7 +1254,7 @@ fn transform_outputs<T: Real, const A: usize, X: Transforms<T, A>>(
                             let values = &staged[l];
                             // SAFETY: tiles cover disjoint parts of the output, each tile
                             // belongs to one block, and one thread runs a block.
-                            if cols == TILE {
+                            if cols == M {
                                 // A whole row: a copy of fixed length, not a call to memmove.
                                 unsafe { out.write(plane + r * ow, values) };
                             } else {
@@ -1170,9 +1326,24 @@ mod tests {
         let g = seeded(5, 12);
         let u = kernel_1d8(&g);
         let v = input_1d8::<f64>(std::array::from_fn(|i| [d[i]; LANES]));
-        let y = output_1d8(std::array::from_fn(|i| [u[i] * v[i][0]; LANES]));
+        let y = output_1d8::<f64, TILE>(std::array::from_fn(|i| [u[i] * v[i][0]; LANES]));
         for i in 0..TILE {
             let expected: f64 = (0..5).map(|k| d[i + k] * g[k]).sum();
+            assert!((y[i][0] - expected).abs() < 1e-13, "tap {i}: {} vs {expected}", y[i][0]);
+        }
+    }
+
+    #[test]
+    fn eight_point_transforms_compute_six_outputs_of_a_3_tap_correlation() {
+        // y[i] = Σ_k d[i + k] g[k] for i < 6 must equal Aᵀ[(G g) ⊙ (Bᵀ d)] for F(6, 3), with
+        // F(4, 5)'s input transform.
+        let d = seeded(8, 13);
+        let g = seeded(3, 14);
+        let u = kernel_1d8(&g);
+        let v = input_1d8::<f64>(std::array::from_fn(|i| [d[i]; LANES]));
+        let y = output_1d8::<f64, 6>(std::array::from_fn(|i| [u[i] * v[i][0]; LANES]));
+        for i in 0..6 {
+            let expected: f64 = (0..3).map(|k| d[i + k] * g[k]).sum();
             assert!((y[i][0] - expected).abs() < 1e-13, "tap {i}: {} vs {expected}", y[i][0]);
         }
     }
@@ -1235,7 +1406,7 @@ mod tests {
             // The default blocks, and blocks of 16 tiles (several per image, split images),
             // the sums by blocks and by points.
             for budget in [BLOCK_BUDGET, 1] {
-                for by in [SumBy::Blocks, SumBy::Points] {
+                for by in [Spread::Blocks, Spread::Points] {
                     let got = kernel_grad3x3_in_blocks(&plan, &x, &e, c, o, 1, budget, Some(by));
                     for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                         assert!((a - b).abs() < 1e-11, "{plan:?} {by:?}: element {i}: {a} vs {b}");
@@ -1248,7 +1419,7 @@ mod tests {
     #[test]
     fn matches_direct_correlation_with_any_offset() {
         let (c, o) = (3, 5);
-        for scheme in [Scheme::F4x3, Scheme::F4x5] {
+        for scheme in [Scheme::F4x3, Scheme::F4x5, Scheme::F6x3] {
             let r = scheme.kernel();
             for (input, output, pad) in [
                 ((7, 6), (7, 6), (1, 1)),
@@ -1268,14 +1439,53 @@ mod tests {
                 let want = direct(&plan, r, c, o, &x, &g);
                 // The default blocks, blocks of 16 tiles (several per image, split images), and
                 // products made two channels or one at a time.
+                // Each spread by blocks and by points.
                 for cut in [(BLOCK_BUDGET, usize::MAX), (1, 2), (1, 1)] {
-                    let got = convolve_in_blocks(&plan, &kernels, &x, None, None, false, cut);
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        let what = format!("{scheme:?} {plan:?}: element {i}: {a} vs {b}");
-                        assert!((a - b).abs() < 1e-11, "{what}");
+                    for by in [Spread::Blocks, Spread::Points] {
+                        let got = convolve_in_blocks(
+                            &plan,
+                            &kernels,
+                            &x,
+                            None,
+                            None,
+                            false,
+                            cut,
+                            Some(by),
+                        );
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            let what =
+                                format!("{scheme:?} {plan:?} {by:?}: element {i}: {a} vs {b}");
+                            assert!((a - b).abs() < 1e-11, "{what}");
+                        }
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn blocks_cover_the_tiles_once_in_even_groups_of_lanes() {
+        // Every tile in exactly one block, blocks in order, each within the stride `block`,
+        // starting on a lane group, and no block more than one group larger than another.
+        for (total, per_tile, budget) in
+            [(198, 64 * 640, BLOCK_BUDGET), (442, 36 * 640, BLOCK_BUDGET), (3060, 64 * 64, 1 << 20)]
+                .into_iter()
+                .chain((1..200).map(|t| (t, 100, 1600 + 37 * t)))
+        {
+            let cut = Blocks::new(total, per_tile, budget);
+            let mut next = 0;
+            let (mut least, mut most) = (usize::MAX, 0);
+            for index in 0..cut.blocks {
+                let (start, count) = cut.range(index);
+                assert_eq!(start, next, "{total} tiles: block {index} starts at {start}");
+                assert_eq!(start % LANES, 0, "{total} tiles: block {index} starts mid-group");
+                assert!(count > 0 && count <= cut.block, "{total} tiles: block {index}: {count}");
+                next += count;
+                least = least.min(count.div_ceil(LANES));
+                most = most.max(count.div_ceil(LANES));
+            }
+            assert_eq!(next, total, "{total} tiles covered");
+            assert!(most - least <= 1, "{total} tiles: groups per block {least}..={most}");
         }
     }
 
@@ -1284,7 +1494,7 @@ mod tests {
         // The input gradient of y = x ⋆ g (stride 1, pad p) is e ⋆ rot180(gᵀ) with pad r − 1 − p;
         // checked through ⟨y, e⟩ = ⟨x, ∂⟩ for every scheme, with two groups.
         let (c, o, groups) = (4, 6, 2);
-        for scheme in [Scheme::F4x3, Scheme::F4x5] {
+        for scheme in [Scheme::F4x3, Scheme::F4x5, Scheme::F6x3] {
             let r = scheme.kernel();
             let pad = (r / 2) as isize;
             let (h, w) = (11, 14);
