@@ -158,9 +158,14 @@ impl ChannelAffine {
             let (image, ch) = (plane / c, plane % c);
             let src = &x[(image * c + self.source[ch]) * hw..][..hw];
             let (a, b) = (T::from_f64(self.scale[ch]), T::from_f64(self.shift[ch]));
-            for (d, &v) in dst.iter_mut().zip(src) {
-                *d = a * v + b;
-            }
+            crate::simd::vectorized(
+                #[inline(always)]
+                || {
+                    for (d, &v) in dst.iter_mut().zip(src) {
+                        *d = a * v + b;
+                    }
+                },
+            )
         });
         out
     }
@@ -213,19 +218,36 @@ pub fn value_range(x: &Tensor) -> Result<Option<(f64, f64)>> {
         let parts: Vec<Option<(T, T)>> = data
             .par_chunks(chunk)
             .map(|part| {
-                let mut lo_hi = (part[0], part[0]);
-                for &v in part {
-                    if v.is_nan() {
-                        return None;
-                    }
-                    if v < lo_hi.0 {
-                        lo_hi.0 = v;
-                    }
-                    if v > lo_hi.1 {
-                        lo_hi.1 = v;
-                    }
-                }
-                Some(lo_hi)
+                // Sixteen lanes of running extremes and NaN flags, without branches, so that
+                // the loop runs on the CPU's vectors; folded at the end.
+                crate::simd::vectorized(
+                    #[inline(always)]
+                    || {
+                        let (mut lo, mut hi) = ([part[0]; 16], [part[0]; 16]);
+                        let mut nan = [false; 16];
+                        let mut lanes = part.chunks_exact(16);
+                        for values in &mut lanes {
+                            for l in 0..16 {
+                                let v = values[l];
+                                lo[l] = if v < lo[l] { v } else { lo[l] };
+                                hi[l] = if v > hi[l] { v } else { hi[l] };
+                                nan[l] |= v.is_nan();
+                            }
+                        }
+                        for (l, &v) in lanes.remainder().iter().enumerate() {
+                            lo[l] = if v < lo[l] { v } else { lo[l] };
+                            hi[l] = if v > hi[l] { v } else { hi[l] };
+                            nan[l] |= v.is_nan();
+                        }
+                        if nan.contains(&true) {
+                            return None;
+                        }
+                        let fold = |x: [T; 16], pick: fn(T, T) -> bool| {
+                            x.into_iter().fold(x[0], |a, b| if pick(b, a) { b } else { a })
+                        };
+                        Some((fold(lo, |b, a| b < a), fold(hi, |b, a| b > a)))
+                    },
+                )
             })
             .collect();
         let mut all: Option<(f64, f64)> = None;

@@ -82,6 +82,15 @@ fn value_range_finds_extremes_and_nan() {
     v[last] = f32::NAN;
     let with_nan = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
     assert_eq!(value_range(&with_nan).unwrap(), None);
+    // A NaN among the sixteen-wide lanes, and extremes in the tail past the last full lanes.
+    let mut v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
+    let n = v.len();
+    (v[n - 1], v[n - 2]) = (5.0, -5.0);
+    let tail = Tensor::from_vec(v.clone(), x.dims(), &Device::Cpu).unwrap();
+    assert_eq!(value_range(&tail).unwrap(), Some((-5.0, 5.0)));
+    v[17] = f32::NAN;
+    let with_nan = Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap();
+    assert_eq!(value_range(&with_nan).unwrap(), None);
     let empty = Tensor::zeros((0, 3), DType::F64, &Device::Cpu).unwrap();
     assert_eq!(value_range(&empty).unwrap(), None);
     assert!(value_range(&x.to_dtype(DType::U8).unwrap()).is_err());
