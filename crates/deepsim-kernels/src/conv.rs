@@ -1326,9 +1326,10 @@ pub enum ConvAlgorithm {
     /// Winograd F(4×4, 3×3) (Lavin & Gray, 2016) for the forward pass and the input gradient
     /// of any undilated kernel: a 3×3 stride-1 kernel as it is, a 5×5 stride-1 kernel by
     /// F(4×4, 5×5), any other as a 3×3 stride-1 kernel over stacked sub-planes of the input
-    /// (its phases for a stride, shifted copies for a kernel larger than 3). In f32 it differs
-    /// from the exact result by about 5e-6 of the layer's largest output, ten times im2col's
-    /// rounding error.
+    /// (its phases for a stride, shifted copies for a kernel larger than 3); a frozen layer
+    /// with many channels on a large map by F(6×6, 3×3). In f32 it differs from the exact
+    /// result by about 5e-6 of the layer's largest output (1.2e-5 under F(6×6, 3×3)), ten
+    /// times im2col's rounding error or more.
     Winograd,
 }
 
@@ -1342,9 +1343,11 @@ pub enum ConvAlgorithm {
 /// On the CPU, layers run Winograd by default where it saves work ([`ConvAlgorithm`]:
 /// F(4×4, 3×3) for 3×3 stride-1 kernels and for larger or strided ones such as AlexNet's
 /// 11×11 stride-4 conv1 rewritten as 3×3 stride-1 ones, F(4×4, 5×5) for 5×5 stride-1 kernels
-/// such as its conv2). The transformed kernels (four times a 3×3 weight's size for the
-/// forward pass, 2.6 times a 5×5 weight's, as much again for the input gradient) are computed
-/// on first use and shared by clones of the layer.
+/// such as its conv2, F(6×6, 3×3) for 3×3 layers with at least 128 input channels on maps
+/// where it makes at most 0.9 of F(4×4, 3×3)'s products, such as its conv3–conv5 at
+/// 1080×800). The transformed kernels (four times a 3×3 weight's size for the forward pass,
+/// seven times under F(6×6, 3×3), 2.6 times a 5×5 weight's, as much again for the input
+/// gradient) are computed on first use, per scheme, and shared by clones of the layer.
 #[derive(Clone, Debug)]
 pub struct FrozenConv2d {
     weight: Tensor,
