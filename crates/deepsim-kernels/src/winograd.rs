@@ -474,8 +474,10 @@ pub(crate) fn convolve<T: Real>(
     // small and their products are made and transformed a few output channels at a time,
     // staying in the core's cache; large ones are read once per large block.
     let small = kernels.data.len() <= SMALL_KERNELS;
-    let cut = if small { (SMALL_BUDGET, OUT_CHUNK) } else { (BLOCK_BUDGET, usize::MAX) };
-    convolve_in_blocks(plan, kernels, input, mask, bias, relu, cut, None)
+    let (budget, chunk) =
+        if small { (SMALL_BUDGET, OUT_CHUNK) } else { (BLOCK_BUDGET, usize::MAX) };
+    let job = Convolution { plan, kernels, input, mask, bias, relu, budget, chunk, by: None };
+    convolve_in_blocks(job)
 }
 
 /// Transformed kernels (elements) up to which [`convolve`] cuts small blocks and makes the
@@ -488,39 +490,32 @@ const SMALL_BUDGET: usize = 1 << 20;
 /// Output channels whose products are made and transformed together with small kernels.
 const OUT_CHUNK: usize = 16;
 
-/// [`convolve`] with the tiles processed in blocks whose transformed inputs and products hold
-/// at most about `budget` elements (at least 16 tiles), and the products made `chunk` output
-/// channels at a time (all of them with groups or by points), `cut = (budget, chunk)`, the
-/// work spread `by` blocks or points (chosen when `None`).
-fn convolve_in_blocks<T: Real>(
-    plan: &Plan,
-    kernels: &TransformedKernels<T>,
-    input: &[T],
-    mask: Option<&[T]>,
-    bias: Option<&[T]>,
+/// One call of [`convolve`]: the convolution (its arguments) and how its work is cut.
+struct Convolution<'a, T> {
+    plan: &'a Plan,
+    kernels: &'a TransformedKernels<T>,
+    input: &'a [T],
+    mask: Option<&'a [T]>,
+    bias: Option<&'a [T]>,
     relu: bool,
-    cut: (usize, usize),
+    /// Elements of transformed inputs and products a block holds at most (about; at least 16
+    /// tiles a block).
+    budget: usize,
+    /// Output channels whose products are made together (all of them with groups or by
+    /// points).
+    chunk: usize,
+    /// Spread over the threads by blocks or by points (chosen when `None`).
     by: Option<Spread>,
-) -> Vec<T> {
-    let args = (plan, kernels, input, mask, bias, relu, cut, by);
-    match kernels.scheme {
-        Scheme::F4x3 => convolve_with::<T, ALPHA, TILE, _>(args, FourByThree),
-        Scheme::F4x5 => convolve_with::<T, 8, TILE, _>(args, FourByFive),
-        Scheme::F6x3 => convolve_with::<T, 8, 6, _>(args, SixByThree),
-    }
 }
 
-/// The arguments of [`convolve_in_blocks`].
-type ConvolveArgs<'a, T> = (
-    &'a Plan,
-    &'a TransformedKernels<T>,
-    &'a [T],
-    Option<&'a [T]>,
-    Option<&'a [T]>,
-    bool,
-    (usize, usize),
-    Option<Spread>,
-);
+/// [`convolve`] with the cut of the work given (`job.budget`, `job.chunk`, `job.by`).
+fn convolve_in_blocks<T: Real>(job: Convolution<'_, T>) -> Vec<T> {
+    match job.kernels.scheme {
+        Scheme::F4x3 => convolve_with::<T, ALPHA, TILE, _>(job, FourByThree),
+        Scheme::F4x5 => convolve_with::<T, 8, TILE, _>(job, FourByFive),
+        Scheme::F6x3 => convolve_with::<T, 8, 6, _>(job, SixByThree),
+    }
+}
 
 /// The tile transforms of a scheme with `A × A` input windows and `M × M` output tiles, as
 /// functions that always inline (so that they compile into the vectorized loops).
@@ -579,9 +574,10 @@ impl<T: Real> Transforms<T, 8, 6> for SixByThree {
 /// [`convolve_in_blocks`] with `A × A` input windows and `M × M` output tiles, transformed by
 /// `X`.
 fn convolve_with<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>>(
-    (plan, kernels, input, mask, bias, relu, (budget, chunk), by): ConvolveArgs<'_, T>,
+    job: Convolution<'_, T>,
     transforms: X,
 ) -> Vec<T> {
+    let Convolution { plan, kernels, input, mask, bias, relu, budget, chunk, by } = job;
     let points = A * A;
     let (in_c, out_c) = (kernels.in_channels(), kernels.out_channels());
     let tiles = Tiles::new(plan, M);
@@ -1442,16 +1438,19 @@ mod tests {
                 // Each spread by blocks and by points.
                 for cut in [(BLOCK_BUDGET, usize::MAX), (1, 2), (1, 1)] {
                     for by in [Spread::Blocks, Spread::Points] {
-                        let got = convolve_in_blocks(
-                            &plan,
-                            &kernels,
-                            &x,
-                            None,
-                            None,
-                            false,
-                            cut,
-                            Some(by),
-                        );
+                        let (budget, chunk) = cut;
+                        let job = Convolution {
+                            plan: &plan,
+                            kernels: &kernels,
+                            input: &x,
+                            mask: None,
+                            bias: None,
+                            relu: false,
+                            budget,
+                            chunk,
+                            by: Some(by),
+                        };
+                        let got = convolve_in_blocks(job);
                         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                             let what =
                                 format!("{scheme:?} {plan:?} {by:?}: element {i}: {a} vs {b}");
