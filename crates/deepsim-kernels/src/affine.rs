@@ -225,16 +225,9 @@ pub fn value_range(x: &Tensor) -> Result<Option<(f64, f64)>> {
                     || {
                         let (mut lo, mut hi) = ([part[0]; 16], [part[0]; 16]);
                         let mut nan = [false; 16];
-                        let mut lanes = part.chunks_exact(16);
-                        for values in &mut lanes {
-                            for l in 0..16 {
-                                let v = values[l];
-                                lo[l] = if v < lo[l] { v } else { lo[l] };
-                                hi[l] = if v > hi[l] { v } else { hi[l] };
-                                nan[l] |= v.is_nan();
-                            }
-                        }
-                        for (l, &v) in lanes.remainder().iter().enumerate() {
+                        // Lane `l % 16` takes element `l` of the part, the tail included.
+                        for (l, &v) in part.iter().enumerate() {
+                            let l = l % 16;
                             lo[l] = if v < lo[l] { v } else { lo[l] };
                             hi[l] = if v > hi[l] { v } else { hi[l] };
                             nan[l] |= v.is_nan();
@@ -242,10 +235,9 @@ pub fn value_range(x: &Tensor) -> Result<Option<(f64, f64)>> {
                         if nan.contains(&true) {
                             return None;
                         }
-                        let fold = |x: [T; 16], pick: fn(T, T) -> bool| {
-                            x.into_iter().fold(x[0], |a, b| if pick(b, a) { b } else { a })
-                        };
-                        Some((fold(lo, |b, a| b < a), fold(hi, |b, a| b > a)))
+                        let least = lo.into_iter().fold(lo[0], |a, b| if b < a { b } else { a });
+                        let most = hi.into_iter().fold(hi[0], |a, b| if b > a { b } else { a });
+                        Some((least, most))
                     },
                 )
             })

@@ -962,8 +962,8 @@ const F6X3_MIN_CHANNELS: usize = 128;
 
 /// The largest share of F(4×4, 3×3)'s products at which a frozen layer runs F(6×6, 3×3),
 /// whose eight-point transforms cost more per product. On large maps the share is about 0.8
-/// (AlexNet's conv3–conv5 at 66×49: 0.80); on a 13×13 map
-/// the two schemes make as many products and F(4×4, 3×3) stays.
+/// (AlexNet's conv3–conv5 at 66×49: 0.80); on a 13×13 map the two schemes make as many
+/// products and F(4×4, 3×3) stays.
 const F6X3_MAX_SHARE: f64 = 0.9;
 
 /// The 4×4 output tiles of a batch.
