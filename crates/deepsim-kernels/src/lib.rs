@@ -55,6 +55,7 @@ mod grads;
 mod linear;
 mod lrn;
 mod norm;
+mod packed;
 mod pool;
 mod simd;
 mod stacking;

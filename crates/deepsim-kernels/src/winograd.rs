@@ -29,6 +29,8 @@ use rayon::prelude::*;
 
 use crate::fresh::Scattered;
 use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
+use crate::packed::{self, f32s, f32s_mut};
+use gemm::Parallelism;
 
 /// Rows and columns of an output tile of F(4×4, 3×3) and F(4×4, 5×5).
 const TILE: usize = 4;
@@ -107,20 +109,23 @@ impl Scheme {
 /// The kernels of a convolution, transformed for a [`Scheme`].
 ///
 /// Layout `[ξ][out][in / groups]`: for each of the α² points ξ, the `out × in_g` matrix of
-/// one group starts at `ξ·out·in_g + group·out_g·in_g`, row-major.
+/// one group starts at `ξ·out·in_g + group·out_g·in_g`, row-major; or, where `packed`
+/// ([`packed::packs`]), the same matrices each packed in panels for [`packed::multiply`],
+/// one group's `ξ·groups + group`-th of [`packed::packed_len`]`(out_g, in_g)` elements.
 pub(crate) struct TransformedKernels<T> {
     data: Vec<T>,
     out: usize,
     in_g: usize,
     groups: usize,
     scheme: Scheme,
+    packed: bool,
 }
 
 impl<T: Real> TransformedKernels<T> {
     /// Transforms the kernels `weight` `[out, in / groups, r, r]` (row-major, `r` the
     /// scheme's kernel size) of a conv2d.
     pub fn forward(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
-        Self::build(scheme, weight, out, in_g, groups)
+        Self::build(scheme, weight, out, in_g, groups).packed()
     }
 
     /// The kernels of the same conv2d's input gradient: the conv from the `out` channels of the
@@ -148,7 +153,32 @@ impl<T: Real> TransformedKernels<T> {
                 }
             }
         }
-        Self::build(scheme, &turned, in_g * groups, out_g, groups)
+        Self::build(scheme, &turned, in_g * groups, out_g, groups).packed()
+    }
+
+    /// The kernels packed for [`packed::multiply`] where it runs (f32 with AVX-512), each
+    /// point's and group's matrix on rayon's threads; unchanged elsewhere.
+    fn packed(mut self) -> Self {
+        if !packed::packs::<T>() {
+            return self;
+        }
+        let (out_g, in_g, groups) = (self.out / self.groups, self.in_g, self.groups);
+        let per = packed::packed_len(out_g, in_g);
+        let mut data = vec![T::zero(); self.scheme.points() * groups * per];
+        let rows = &self.data;
+        data.par_chunks_mut(per).enumerate().for_each(|(i, dst)| {
+            let (xi, group) = (i / groups, i % groups);
+            let first = (xi * self.out + group * out_g) * in_g;
+            packed::pack(&rows[first..first + out_g * in_g], out_g, in_g, dst);
+        });
+        self.data = data;
+        self.packed = true;
+        self
+    }
+
+    /// Transformed kernel values (points × out × in / groups), whatever the layout.
+    fn elements(&self) -> usize {
+        self.scheme.points() * self.out * self.in_g
     }
 
     /// The scheme the kernels were transformed for.
@@ -179,7 +209,7 @@ impl<T: Real> TransformedKernels<T> {
                 }
             }
         }
-        Self { data, out, in_g, groups, scheme }
+        Self { data, out, in_g, groups, scheme, packed: false }
     }
 
     /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for F(4×4, 3×3) and the row-major kernels `weight`
@@ -231,7 +261,7 @@ impl<T: Real> TransformedKernels<T> {
         } else {
             (0..out).for_each(transform);
         }
-        Self { data, out, in_g, groups, scheme: Scheme::F4x3 }
+        Self { data, out, in_g, groups, scheme: Scheme::F4x3, packed: false }
     }
 
     /// Output channels of the transformed convolution.
@@ -473,7 +503,7 @@ pub(crate) fn convolve<T: Real>(
     // Small kernel matrices are cheap to read again for every block, so their blocks are
     // small and their products are made and transformed a few output channels at a time,
     // staying in the core's cache; large ones are read once per large block.
-    let small = kernels.data.len() <= SMALL_KERNELS;
+    let small = kernels.elements() <= SMALL_KERNELS;
     let (budget, chunk) =
         if small { (SMALL_BUDGET, OUT_CHUNK) } else { (BLOCK_BUDGET, usize::MAX) };
     let job = Convolution { plan, kernels, input, mask, bias, relu, budget, chunk, by: None };
@@ -587,14 +617,19 @@ fn convolve_with<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>
         return out.finish();
     }
     let (groups, in_g, out_g) = (kernels.groups, kernels.in_g, out_c / kernels.groups);
-    let chunk = if groups == 1 { out_c.min(chunk) } else { out_c };
+    // Packed kernels are read in whole panels, so their chunks are too.
+    let chunk = match (groups, kernels.packed) {
+        (1, false) => out_c.min(chunk),
+        (1, true) => out_c.min(chunk).next_multiple_of(packed::ROWS),
+        _ => out_c,
+    };
     let threads = rayon::current_num_threads().max(1);
     // By points for large kernels (read whole by every block) where all tiles' transforms,
     // held at once, stay within a few blocks' budget.
     let by = by.unwrap_or(
         if threads > 1
             && chunk == out_c
-            && kernels.data.len() > SMALL_KERNELS
+            && kernels.elements() > SMALL_KERNELS
             && total * points * (in_c + out_c) <= POINTS_BUDGET_BLOCKS * budget
         {
             Spread::Points
@@ -617,9 +652,43 @@ fn convolve_with<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>
                     par| {
         for group in 0..groups {
             let (o0, o_rows) = (first + group * out_g, rows.min(out_g));
+            let rhs_start = xi * plane(in_c, block) + group * in_g * block;
+            let dst = &mut m_xi[(o0 - first) * block..][..o_rows * block];
+            if kernels.packed {
+                // Packed panels start every `ROWS` rows: `first` is a whole number of them
+                // (the chunks are; asserted), and each group's panels stand apart.
+                assert!(first.is_multiple_of(packed::ROWS), "packed products from row {first}");
+                let per = packed::packed_len(out_g, in_g);
+                let u = &kernels.data[(xi * groups + group) * per + (o0 - group * out_g) * in_g..];
+                let v = &v[rhs_start..];
+                let mul = |u: &[T], rows, dst: &mut [T]| {
+                    packed::multiply(
+                        f32s(u),
+                        rows,
+                        in_g,
+                        f32s(v),
+                        block,
+                        count,
+                        f32s_mut(dst),
+                        block,
+                    )
+                };
+                match par {
+                    Parallelism::None => mul(u, o_rows, dst),
+                    _ => {
+                        // Whole panels to each of rayon's threads.
+                        let threads = rayon::current_num_threads();
+                        let share = o_rows.div_ceil(threads).next_multiple_of(packed::ROWS);
+                        dst.par_chunks_mut(share * block).enumerate().for_each(|(i, d)| {
+                            let rows = share.min(o_rows - i * share);
+                            mul(&u[i * share * in_g..], rows, d)
+                        });
+                    }
+                }
+                continue;
+            }
             let u = &kernels.data[(xi * out_c + o0) * in_g..];
             let lhs = Mat::row_major(u, o_rows, in_g);
-            let rhs_start = xi * plane(in_c, block) + group * in_g * block;
             let rhs = Mat {
                 data: &v[rhs_start..rhs_start + in_g * block],
                 rows: in_g,
@@ -627,7 +696,6 @@ fn convolve_with<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>
                 rs: block,
                 cs: 1,
             };
-            let dst = &mut m_xi[(o0 - first) * block..][..o_rows * block];
             matmul_into(dst, block, lhs, rhs, false, par);
         }
     };
@@ -1433,6 +1501,10 @@ mod tests {
                 let g = seeded(o * c * r * r, 4);
                 let kernels = TransformedKernels::forward(scheme, &g, o, c, 1);
                 let want = direct(&plan, r, c, o, &x, &g);
+                // In f32 too (where the CPU has AVX-512, with the kernels packed), within
+                // f32's rounding of sums of up to 75 products of values under 1.
+                let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
+                let kernels32 = TransformedKernels::forward(scheme, &narrow(&g), o, c, 1);
                 // The default blocks, blocks of 16 tiles (several per image, split images), and
                 // products made two channels or one at a time.
                 // Each spread by blocks and by points.
@@ -1455,6 +1527,23 @@ mod tests {
                             let what =
                                 format!("{scheme:?} {plan:?} {by:?}: element {i}: {a} vs {b}");
                             assert!((a - b).abs() < 1e-11, "{what}");
+                        }
+                        let x32 = narrow(&x);
+                        let job = Convolution {
+                            plan: &plan,
+                            kernels: &kernels32,
+                            input: &x32,
+                            mask: None,
+                            bias: None,
+                            relu: false,
+                            budget,
+                            chunk,
+                            by: Some(by),
+                        };
+                        let got = convolve_in_blocks(job);
+                        for (i, (&a, b)) in got.iter().zip(&want).enumerate() {
+                            let what = format!("f32 {scheme:?} {plan:?} {by:?}: {i}: {a} vs {b}");
+                            assert!((a as f64 - b).abs() < 1e-4, "{what}");
                         }
                     }
                 }

@@ -86,6 +86,27 @@ fn winograd_equals_im2col_in_f64() {
 }
 
 #[test]
+fn winograd_equals_im2col_in_f32() {
+    // The same cases in f32, where the transformed kernels are packed for the AVX-512
+    // products on CPUs that have them (groups, channels short of a panel, few tiles), against
+    // f64 im2col within f32's rounding.
+    let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+    for act in ACTS {
+        for (name, xs, ws, cfg) in cases() {
+            let (x, w, b) = (rand(&xs, 1, F64), rand(&ws, 2, F64), rand(&ws[..1], 3, F64));
+            let wino = layer(&f32(&w), &f32(&b), cfg, act, ConvAlgorithm::Winograd);
+            let direct = layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
+            let r = rand(direct.forward(&x).unwrap().dims(), 4, F64);
+            let (y1, g1) = output_and_grad(&wino, &f32(&x), &f32(&r));
+            let (y2, g2) = output_and_grad(&direct, &x, &r);
+            // Winograd's f32 error scales with the largest values, not with each element.
+            let (ey, eg) = (relative_max_error(&y1, &y2), relative_max_error(&g1, &g2));
+            assert!(ey < 1e-5 && eg < 1e-5, "{name}, {act:?}: output {ey:e}, gradient {eg:e}");
+        }
+    }
+}
+
+#[test]
 fn winograd_gradients_match_finite_differences() {
     for act in ACTS {
         for (name, xs, ws, cfg) in cases() {
