@@ -1203,40 +1203,68 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
             // call per group): every lane of a whole window is overwritten, so it is zeroed
             // again only for groups with windows reaching past the image or lanes unused.
             let mut d = [[[T::zero(); LANES]; A]; A];
+            // Where the CPU permutes (f32 on AVX-512), a group of 16 whole windows side by
+            // side in one row of tiles (no mask) is read by vector loads and permutes.
+            let fast = packed::packs::<T>() && mask.is_none();
+            let src = if fast { f32s(input) } else { &[] };
             for c in 0..in_c {
                 for (group, lane0) in windows.chunks(LANES).zip((0..count).step_by(LANES)) {
-                    if group.len() < LANES || group.iter().any(|win| !win.whole(A)) {
-                        d = [[[T::zero(); LANES]; A]; A];
-                    }
-                    for (l, win) in group.iter().enumerate() {
-                        let plane_start = (win.image * in_c + c) * h * w;
-                        let plane = &input[plane_start..plane_start + h * w];
-                        let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
-                        if win.whole(A) && mask.is_none() {
-                            // Most tiles: A² reads with fixed bounds.
-                            let origin = win.origin as usize;
-                            for (r, row) in d.iter_mut().enumerate() {
-                                let line = &plane[origin + r * w..][..A];
-                                for (cell, &x) in row.iter_mut().zip(line) {
-                                    cell[l] = x;
-                                }
-                            }
-                            continue;
+                    let lead = group[0];
+                    let start = ((lead.image * in_c + c) * h * w) as isize + lead.origin;
+                    if fast
+                        && group.len() == LANES
+                        && group.iter().enumerate().all(|(l, win)| {
+                            win.whole(A)
+                                && win.image == lead.image
+                                && win.origin == lead.origin + (M * l) as isize
+                        })
+                        && start as usize + (A - 1) * w + side_by_side_reach(A, M) <= src.len()
+                    {
+                        // SAFETY: AVX-512 is here (`packs`); the loads stay within `src`
+                        // (checked just above); `d` holds A² rows of 16 f32s.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            gather_side_by_side::<A, M>(
+                                src,
+                                start as usize,
+                                w,
+                                d.as_mut_ptr().cast(),
+                            )
+                        };
+                    } else {
+                        if group.len() < LANES || group.iter().any(|win| !win.whole(A)) {
+                            d = [[[T::zero(); LANES]; A]; A];
                         }
-                        let ((r0, r1), (c0, c1)) = (win.rows, win.cols);
-                        for r in r0..r1 {
-                            let at = (win.origin + (r * w + c0) as isize) as usize;
-                            let line = &plane[at..at + c1 - c0];
-                            match mask {
-                                None => {
-                                    for (cc, &x) in (c0..c1).zip(line) {
-                                        d[r][cc][l] = x;
+                        for (l, win) in group.iter().enumerate() {
+                            let plane_start = (win.image * in_c + c) * h * w;
+                            let plane = &input[plane_start..plane_start + h * w];
+                            let mask = mask.map(|m| &m[plane_start..plane_start + h * w]);
+                            if win.whole(A) && mask.is_none() {
+                                // Most tiles: A² reads with fixed bounds.
+                                let origin = win.origin as usize;
+                                for (r, row) in d.iter_mut().enumerate() {
+                                    let line = &plane[origin + r * w..][..A];
+                                    for (cell, &x) in row.iter_mut().zip(line) {
+                                        cell[l] = x;
                                     }
                                 }
-                                Some(mask) => {
-                                    let keep = &mask[at..at + c1 - c0];
-                                    for ((cc, &x), &y) in (c0..c1).zip(line).zip(keep) {
-                                        d[r][cc][l] = if y > T::zero() { x } else { T::zero() };
+                                continue;
+                            }
+                            let ((r0, r1), (c0, c1)) = (win.rows, win.cols);
+                            for r in r0..r1 {
+                                let at = (win.origin + (r * w + c0) as isize) as usize;
+                                let line = &plane[at..at + c1 - c0];
+                                match mask {
+                                    None => {
+                                        for (cc, &x) in (c0..c1).zip(line) {
+                                            d[r][cc][l] = x;
+                                        }
+                                    }
+                                    Some(mask) => {
+                                        let keep = &mask[at..at + c1 - c0];
+                                        for ((cc, &x), &y) in (c0..c1).zip(line).zip(keep) {
+                                            d[r][cc][l] = if y > T::zero() { x } else { T::zero() };
+                                        }
                                     }
                                 }
                             }
@@ -1252,6 +1280,62 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
             }
         },
     )
+}
+
+/// Lanes a permute of two vectors (32 elements) fills with windows `m` apart.
+const fn side_by_side_lanes(m: usize) -> usize {
+    31 / m + 1
+}
+
+/// Elements past a row's start that [`gather_side_by_side`] loads (its last pair of vectors
+/// ends there).
+const fn side_by_side_reach(a: usize, m: usize) -> usize {
+    let per = side_by_side_lanes(m);
+    (LANES - 1) / per * per * m + (a - 1) + 2 * LANES
+}
+
+/// The `A × A` windows of 16 tiles side by side (window `l` starting `M · l` elements after
+/// `start` in `src`, rows `w` apart) into `d` (`A²` rows of 16 lanes, row `r · A + j` the
+/// element `(r, j)` of each window): for each element, pairs of vectors loaded from where a
+/// run of lanes' elements lie, the lanes picked out by one permute each and blended.
+///
+/// # Safety
+/// AVX-512F must be present, `start + (A − 1) · w + side_by_side_reach(A, M)` at most
+/// `src.len()`, and `d` valid for `A² · 16` writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_side_by_side<const A: usize, const M: usize>(
+    src: &[f32],
+    start: usize,
+    w: usize,
+    d: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let per = side_by_side_lanes(M);
+    // Lane `l` takes element `M · (l mod per)` of its run's pair.
+    let picks: [i32; LANES] = std::array::from_fn(|l| (M * (l % per)) as i32);
+    // SAFETY: reads inside `src` and writes inside `d` (the caller's contract).
+    unsafe {
+        let picks = _mm512_loadu_si512(picks.as_ptr().cast());
+        for r in 0..A {
+            let row = src.as_ptr().add(start + r * w);
+            for j in 0..A {
+                let mut v = _mm512_setzero_ps();
+                for run in 0..LANES.div_ceil(per) {
+                    let at = row.add(run * per * M + j);
+                    let pair = _mm512_permutex2var_ps(
+                        _mm512_loadu_ps(at),
+                        picks,
+                        _mm512_loadu_ps(at.add(LANES)),
+                    );
+                    let lanes =
+                        ((1u32 << (per * (run + 1)).min(LANES)) - (1u32 << (per * run))) as u16;
+                    v = _mm512_mask_blend_ps(lanes, v, pair);
+                }
+                _mm512_storeu_ps(d.add((r * A + j) * LANES), v);
+            }
+        }
+    }
 }
 
 /// The rows `r` in `0..alpha` with `start + r` inside `0..len`.
@@ -1495,6 +1579,10 @@ mod tests {
                 ((30, 19), (30, 19), (1, 1)),
                 ((30, 19), (26, 15), (0, 0)),
                 ((17, 23), (17, 23), (2, 2)),
+                // Rows of 16 tiles and more: whole windows side by side, and groups across
+                // rows and images.
+                ((20, 140), (20, 140), (1, 1)),
+                ((21, 211), (17, 205), (0, 2)),
             ] {
                 let plan = Plan { n: 3, input, output, pad };
                 let x = seeded(plan.n * c * input.0 * input.1, 3);
