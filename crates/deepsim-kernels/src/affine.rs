@@ -225,13 +225,22 @@ pub fn value_range(x: &Tensor) -> Result<Option<(f64, f64)>> {
                     || {
                         let (mut lo, mut hi) = ([part[0]; 16], [part[0]; 16]);
                         let mut nan = [false; 16];
-                        // Lane `l % 16` takes element `l` of the part, the tail included.
-                        for (l, &v) in part.iter().enumerate() {
-                            let l = l % 16;
-                            lo[l] = if v < lo[l] { v } else { lo[l] };
-                            hi[l] = if v > hi[l] { v } else { hi[l] };
-                            nan[l] |= v.is_nan();
+                        let mut take = |values: &[T; 16]| {
+                            for (l, &v) in values.iter().enumerate() {
+                                lo[l] = if v < lo[l] { v } else { lo[l] };
+                                hi[l] = if v > hi[l] { v } else { hi[l] };
+                                nan[l] |= v.is_nan();
+                            }
+                        };
+                        // Sixteen elements a step (the lane loop then runs as one vector
+                        // operation); the tail padded with the part's first element.
+                        let mut steps = part.chunks_exact(16);
+                        for values in steps.by_ref() {
+                            take(values.try_into().expect("16 elements"));
                         }
+                        let mut tail = [part[0]; 16];
+                        tail[..steps.remainder().len()].copy_from_slice(steps.remainder());
+                        take(&tail);
                         if nan.contains(&true) {
                             return None;
                         }
