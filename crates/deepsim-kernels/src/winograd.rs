@@ -1204,11 +1204,24 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
             // again only for groups with windows reaching past the image or lanes unused.
             let mut d = [[[T::zero(); LANES]; A]; A];
             // Where the CPU permutes (f32 on AVX-512), a group of 16 whole windows side by
-            // side in one row of tiles (no mask) is read by vector loads and permutes.
+            // side in one row of tiles (no mask) is read by vector loads and permutes, and
+            // any other group (no mask) by masked loads of each window's rows, transposed.
             let fast = packed::packs::<T>() && mask.is_none();
             let src = if fast { f32s(input) } else { &[] };
+            let plane_len = h * w;
+            // Per group: each lane's window (none past the tiles) as `Lanes16`.
+            let lanes: Vec<WindowLanes> = if fast {
+                windows
+                    .chunks(LANES)
+                    .map(|group| WindowLanes::new(group, in_c * plane_len))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             for c in 0..in_c {
-                for (group, lane0) in windows.chunks(LANES).zip((0..count).step_by(LANES)) {
+                for (g, (group, lane0)) in
+                    windows.chunks(LANES).zip((0..count).step_by(LANES)).enumerate()
+                {
                     let lead = group[0];
                     let start = ((lead.image * in_c + c) * h * w) as isize + lead.origin;
                     if fast
@@ -1227,6 +1240,20 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
                             gather_side_by_side::<A, M>(
                                 src,
                                 start as usize,
+                                w,
+                                d.as_mut_ptr().cast(),
+                            )
+                        };
+                    } else if fast {
+                        // SAFETY: AVX-512 is here (`packs`); each lane loads only its window's
+                        // rows and columns inside its plane (`WindowLanes`), which lies in
+                        // `src`; `d` holds A² rows of 16 f32s.
+                        #[cfg(target_arch = "x86_64")]
+                        unsafe {
+                            gather_windows::<A>(
+                                src,
+                                &lanes[g],
+                                c * plane_len,
                                 w,
                                 d.as_mut_ptr().cast(),
                             )
@@ -1280,6 +1307,111 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
             }
         },
     )
+}
+
+/// The windows of one group of up to 16 tiles, lane by lane, for [`gather_windows`]: where
+/// each window's top-left element lies in the input (offset from the first channel's plane
+/// of its image), and which of its rows and columns lie inside the plane (lanes past the
+/// group: none).
+struct WindowLanes {
+    origin: [isize; LANES],
+    rows: [(usize, usize); LANES],
+    cols: [u8; LANES],
+}
+
+impl WindowLanes {
+    /// The lanes of `group`'s windows, images `image_len` elements apart.
+    fn new(group: &[Window], image_len: usize) -> Self {
+        let mut lanes = Self { origin: [0; LANES], rows: [(0, 0); LANES], cols: [0; LANES] };
+        for (l, win) in group.iter().enumerate() {
+            lanes.origin[l] = (win.image * image_len) as isize + win.origin;
+            lanes.rows[l] = win.rows;
+            let (c0, c1) = win.cols;
+            lanes.cols[l] = ((1u32 << c1) - (1u32 << c0)) as u8;
+        }
+        lanes
+    }
+}
+
+/// The `A × A` windows (A ≤ 8) of a group of tiles into `d` (`A²` rows of 16 lanes, row
+/// `r · A + j` the element `(r, j)` of each window), zero outside the planes: for each row
+/// `r`, each lane's row of its window by one masked load (only the columns inside its plane;
+/// rows outside it load nothing), two lanes a vector, then the 16 × 8 block transposed.
+///
+/// # Safety
+/// AVX-512F must be present, every lane's rows and columns inside the plane at `plane`
+/// (`lanes.origin` from there, rows `w` apart) inside `src`, and `d` valid for `A² · 16`
+/// writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_windows<const A: usize>(
+    src: &[f32],
+    lanes: &WindowLanes,
+    plane: usize,
+    w: usize,
+    d: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    const HALF: usize = LANES / 2;
+    // The last step of the transpose: 128-bit blocks (0, 2) or (1, 3) of two vectors,
+    // interleaved.
+    let pick = |second: i32| -> [i32; LANES] {
+        std::array::from_fn(|i| {
+            let (block, k) = ((i / 4) as i32, (i % 4) as i32);
+            let from = (block / 2) * 8 + second * 4 + k;
+            if block % 2 == 0 {
+                from
+            } else {
+                16 + from
+            }
+        })
+    };
+    // SAFETY: masked loads read only elements inside the lanes' planes (their pointers are
+    // formed with wrapping arithmetic, never dereferenced outside); writes inside `d`.
+    unsafe {
+        let low = _mm512_loadu_si512(pick(0).as_ptr().cast());
+        let high = _mm512_loadu_si512(pick(1).as_ptr().cast());
+        let base = src.as_ptr().wrapping_add(plane);
+        for r in 0..A {
+            // Vector k: lane k's row in its low half, lane k + 8's in its high half.
+            let z: [__m512; HALF] = std::array::from_fn(|k| {
+                let load = |l: usize| {
+                    let (r0, r1) = lanes.rows[l];
+                    let keep = if (r0..r1).contains(&r) { lanes.cols[l] } else { 0 };
+                    let at = base.wrapping_offset(lanes.origin[l] + (r * w) as isize);
+                    (keep, at)
+                };
+                let (keep, at) = load(k);
+                let v = _mm512_maskz_loadu_ps(keep as u16, at);
+                let (keep, at) = load(k + HALF);
+                _mm512_mask_loadu_ps(v, (keep as u16) << HALF, at.wrapping_sub(HALF))
+            });
+            // 8 × 8 transposes in both halves at once.
+            let t: [__m512; HALF] = std::array::from_fn(|k| {
+                let (a, b) = (z[k & !1], z[k | 1]);
+                if k % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m512; HALF] = std::array::from_fn(|k| {
+                // (t0, t2), (t1, t3) within each four; low or high pairs.
+                let (quad, i) = (k / 4 * 4, k % 4);
+                let (a, b) = (t[quad + i / 2], t[quad + i / 2 + 2]);
+                if i % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for j in 0..A {
+                let (a, b) = (u[j % 4], u[j % 4 + 4]);
+                let v = _mm512_permutex2var_ps(a, if j < 4 { low } else { high }, b);
+                _mm512_storeu_ps(d.add((r * A + j) * LANES), v);
+            }
+        }
+    }
 }
 
 /// Lanes a permute of two vectors (32 elements) fills with windows `m` apart.
