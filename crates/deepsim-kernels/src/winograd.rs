@@ -1203,13 +1203,13 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
             // call per group): every lane of a whole window is overwritten, so it is zeroed
             // again only for groups with windows reaching past the image or lanes unused.
             let mut d = [[[T::zero(); LANES]; A]; A];
-            // Where the CPU permutes (f32 on AVX-512), a group of 16 whole windows side by
-            // side in one row of tiles (no mask) is read by vector loads and permutes, and
-            // any other group (no mask) by masked loads of each window's rows, transposed.
+            // Where the CPU permutes (f32 on AVX-512), groups of windows (no mask) are read
+            // by masked loads of each window's rows, transposed.
             let fast = packed::packs::<T>() && mask.is_none();
             let src = if fast { f32s(input) } else { &[] };
             let plane_len = h * w;
-            // Per group: each lane's window (none past the tiles) as `Lanes16`.
+            assert!(!fast || src.len() >= tiles.plan.n * in_c * plane_len, "winograd: input short");
+            // Per group: each lane's window (none past the tiles).
             let lanes: Vec<WindowLanes> = if fast {
                 windows
                     .chunks(LANES)
@@ -1222,29 +1222,7 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
                 for (g, (group, lane0)) in
                     windows.chunks(LANES).zip((0..count).step_by(LANES)).enumerate()
                 {
-                    let lead = group[0];
-                    let start = ((lead.image * in_c + c) * h * w) as isize + lead.origin;
-                    if fast
-                        && group.len() == LANES
-                        && group.iter().enumerate().all(|(l, win)| {
-                            win.whole(A)
-                                && win.image == lead.image
-                                && win.origin == lead.origin + (M * l) as isize
-                        })
-                        && start as usize + (A - 1) * w + side_by_side_reach(A, M) <= src.len()
-                    {
-                        // SAFETY: AVX-512 is here (`packs`); the loads stay within `src`
-                        // (checked just above); `d` holds A² rows of 16 f32s.
-                        #[cfg(target_arch = "x86_64")]
-                        unsafe {
-                            gather_side_by_side::<A, M>(
-                                src,
-                                start as usize,
-                                w,
-                                d.as_mut_ptr().cast(),
-                            )
-                        };
-                    } else if fast {
+                    if fast {
                         // SAFETY: AVX-512 is here (`packs`); each lane loads only its window's
                         // rows and columns inside its plane (`WindowLanes`), which lies in
                         // `src`; `d` holds A² rows of 16 f32s.
@@ -1353,6 +1331,7 @@ unsafe fn gather_windows<const A: usize>(
 ) {
     use std::arch::x86_64::*;
     const HALF: usize = LANES / 2;
+    assert!(A <= HALF, "a window row is one half vector");
     // The last step of the transpose: 128-bit blocks (0, 2) or (1, 3) of two vectors,
     // interleaved.
     let pick = |second: i32| -> [i32; LANES] {
@@ -1408,62 +1387,6 @@ unsafe fn gather_windows<const A: usize>(
             for j in 0..A {
                 let (a, b) = (u[j % 4], u[j % 4 + 4]);
                 let v = _mm512_permutex2var_ps(a, if j < 4 { low } else { high }, b);
-                _mm512_storeu_ps(d.add((r * A + j) * LANES), v);
-            }
-        }
-    }
-}
-
-/// Lanes a permute of two vectors (32 elements) fills with windows `m` apart.
-const fn side_by_side_lanes(m: usize) -> usize {
-    31 / m + 1
-}
-
-/// Elements past a row's start that [`gather_side_by_side`] loads (its last pair of vectors
-/// ends there).
-const fn side_by_side_reach(a: usize, m: usize) -> usize {
-    let per = side_by_side_lanes(m);
-    (LANES - 1) / per * per * m + (a - 1) + 2 * LANES
-}
-
-/// The `A × A` windows of 16 tiles side by side (window `l` starting `M · l` elements after
-/// `start` in `src`, rows `w` apart) into `d` (`A²` rows of 16 lanes, row `r · A + j` the
-/// element `(r, j)` of each window): for each element, pairs of vectors loaded from where a
-/// run of lanes' elements lie, the lanes picked out by one permute each and blended.
-///
-/// # Safety
-/// AVX-512F must be present, `start + (A − 1) · w + side_by_side_reach(A, M)` at most
-/// `src.len()`, and `d` valid for `A² · 16` writes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gather_side_by_side<const A: usize, const M: usize>(
-    src: &[f32],
-    start: usize,
-    w: usize,
-    d: *mut f32,
-) {
-    use std::arch::x86_64::*;
-    let per = side_by_side_lanes(M);
-    // Lane `l` takes element `M · (l mod per)` of its run's pair.
-    let picks: [i32; LANES] = std::array::from_fn(|l| (M * (l % per)) as i32);
-    // SAFETY: reads inside `src` and writes inside `d` (the caller's contract).
-    unsafe {
-        let picks = _mm512_loadu_si512(picks.as_ptr().cast());
-        for r in 0..A {
-            let row = src.as_ptr().add(start + r * w);
-            for j in 0..A {
-                let mut v = _mm512_setzero_ps();
-                for run in 0..LANES.div_ceil(per) {
-                    let at = row.add(run * per * M + j);
-                    let pair = _mm512_permutex2var_ps(
-                        _mm512_loadu_ps(at),
-                        picks,
-                        _mm512_loadu_ps(at.add(LANES)),
-                    );
-                    let lanes =
-                        ((1u32 << (per * (run + 1)).min(LANES)) - (1u32 << (per * run))) as u16;
-                    v = _mm512_mask_blend_ps(lanes, v, pair);
-                }
                 _mm512_storeu_ps(d.add((r * A + j) * LANES), v);
             }
         }

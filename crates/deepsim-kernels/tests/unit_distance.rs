@@ -38,12 +38,14 @@ fn matches_the_formula_and_finite_differences() {
 
 #[test]
 fn large_maps_match_the_formula() {
-    // More pixels than one task of the forward pass takes (2048), not a multiple of it.
-    let dims = [2, 3, 50, 61];
-    let (a, b) = (rand(&dims, 11, DType::F64), rand(&dims, 12, DType::F64));
-    let w = rand(&dims[1..2], 13, DType::F64).abs().unwrap();
-    let got = unit_weighted_sq_distance(&a, &b, &w).unwrap();
-    assert_close(&got, &reference(&a, &b, &w), 1e-12, 1e-14, "50×61");
+    // More pixels than one task of the forward pass takes (2¹⁸ values of both maps: 43 690
+    // pixels at 3 channels, 32 at 4096), not a multiple of it.
+    for dims in [[2, 3, 250, 181], [1, 4096, 5, 13]] {
+        let (a, b) = (rand(&dims, 11, DType::F64), rand(&dims, 12, DType::F64));
+        let w = rand(&dims[1..2], 13, DType::F64).abs().unwrap();
+        let got = unit_weighted_sq_distance(&a, &b, &w).unwrap();
+        assert_close(&got, &reference(&a, &b, &w), 1e-12, 1e-14, &format!("{dims:?}"));
+    }
 }
 
 #[test]
