@@ -291,7 +291,7 @@ impl Lpips {
             // No gradient wanted: one pass over both, twice the batch for the threads to share
             // (a single pair then keeps two threads busy from the first layer on).
             let n = a.dim(0)?;
-            let both = self.trunk.run(Self::scale(&Tensor::cat(&[a, b], 0)?)?, &taps)?;
+            let both = self.trunk.run(scaling()?.forward_cat(a, b)?, &taps)?;
             let half = |from| {
                 both.iter().map(|f| f.narrow(0, from, n)).collect::<candle::Result<Vec<_>>>()
             };

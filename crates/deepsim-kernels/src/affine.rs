@@ -101,20 +101,25 @@ impl ChannelAffine {
     /// # Errors
     /// `x` is not rank 4, f32 or f64, or has another number of channels.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        const OP: &str = "ChannelAffine";
-        let [_, c, _, _] = nchw(OP, "x", x)?;
-        if c != self.channels() {
-            return Err(invalid(
-                OP,
-                "x",
-                x.dims(),
-                format!("expected {} channels", self.channels()),
-            ));
-        }
+        self.check("ChannelAffine", "x", x)?;
         if !x.device().is_cpu() {
             return self.composite(x);
         }
         Ok(x.apply_op1(self.clone())?)
+    }
+
+    /// Checks that `x` (argument `name` of `op`) is NCHW with this map's channels.
+    fn check(&self, op: &'static str, name: &'static str, x: &Tensor) -> Result<()> {
+        let [_, c, _, _] = nchw(op, name, x)?;
+        if c != self.channels() {
+            return Err(invalid(
+                op,
+                name,
+                x.dims(),
+                format!("expected {} channels", self.channels()),
+            ));
+        }
+        Ok(())
     }
 
     /// The input gradient of [`ChannelAffine::forward`] given the gradient `grad` of its
@@ -151,23 +156,111 @@ impl ChannelAffine {
     }
 
     fn run<T: Real>(&self, x: &[T], dims: [usize; 4]) -> Vec<T> {
+        self.run_all(&[x], dims)
+    }
+
+    /// The map of each of `xs` (`[N_i, C, H, W]` with `dims` giving C, H, W and the first's
+    /// N; the others' N from their lengths), one after another along the batch, every plane
+    /// written once (no zero-fill first).
+    fn run_all<T: Real>(&self, xs: &[&[T]], dims: [usize; 4]) -> Vec<T> {
         let [_, c, h, w] = dims;
         let hw = h * w;
-        let mut out = vec![T::zero(); x.len()];
-        out.par_chunks_mut(hw).enumerate().for_each(|(plane, dst)| {
-            let (image, ch) = (plane / c, plane % c);
+        // Planes of the output: input `i`'s images follow those before it.
+        let planes: Vec<(&[T], usize)> =
+            xs.iter().flat_map(|x| (0..x.len() / hw.max(1)).map(move |p| (*x, p))).collect();
+        crate::fresh::fill_rows(planes.len(), hw, 1, |plane, rows| {
+            let (x, p) = planes[plane];
+            let (image, ch) = (p / c, p % c);
             let src = &x[(image * c + self.source[ch]) * hw..][..hw];
             let (a, b) = (T::from_f64(self.scale[ch]), T::from_f64(self.shift[ch]));
             crate::simd::vectorized(
                 #[inline(always)]
                 || {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = a * v + b;
+                    // A few KiB at a time through a buffer that stays in L1.
+                    let mut buf = [T::zero(); 1024];
+                    for part in src.chunks(buf.len()) {
+                        for (d, &v) in buf.iter_mut().zip(part) {
+                            *d = a * v + b;
+                        }
+                        rows[0].append(&buf[..part.len()]);
                     }
                 },
             )
-        });
-        out
+        })
+    }
+
+    /// The map of `a` and of `b`, stacked along the batch: `Tensor::cat(&[forward(a),
+    /// forward(b)], 0)` in one pass (LPIPS runs a pair through its trunk as one batch).
+    /// Differentiable w.r.t. both (to any order).
+    ///
+    /// # Shapes
+    /// `a`: `[Na, C, H, W]`, `b`: `[Nb, C, H, W]` → `[Na + Nb, C, H, W]`.
+    ///
+    /// # Errors
+    /// As [`ChannelAffine::forward`] for each; `a` and `b` differ in height, width, dtype or
+    /// device.
+    pub fn forward_cat(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        const OP: &str = "ChannelAffine::forward_cat";
+        self.check(OP, "a", a)?;
+        self.check(OP, "b", b)?;
+        let [_, _, h, w] = nchw(OP, "a", a)?;
+        let [_, _, hb, wb] = nchw(OP, "b", b)?;
+        if (hb, wb) != (h, w) || b.dtype() != a.dtype() || !b.device().same_device(a.device()) {
+            return Err(invalid(
+                OP,
+                "b",
+                b.dims(),
+                format!("expected {h}×{w} images of a's dtype on a's device, as a {:?}", a.dims()),
+            ));
+        }
+        if !a.device().is_cpu() {
+            return Ok(Tensor::cat(&[self.composite(a)?, self.composite(b)?], 0)?);
+        }
+        Ok(a.apply_op2(b, CatAffine(self.clone()))?)
+    }
+}
+
+/// [`ChannelAffine::forward_cat`] as a candle op (its backward splits the gradient).
+struct CatAffine(ChannelAffine);
+
+impl candle::CustomOp2 for CatAffine {
+    fn name(&self) -> &'static str {
+        "deepsim-channel-affine-cat"
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        al: &Layout,
+        b: &CpuStorage,
+        bl: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        fn go<T: Real>(
+            op: &ChannelAffine,
+            (a, al): (&CpuStorage, &Layout),
+            (b, bl): (&CpuStorage, &Layout),
+        ) -> candle::Result<CpuStorage> {
+            let dims = dims4("ChannelAffine::forward_cat", "a", al)?;
+            let (a, b) = (contiguous(a.as_slice::<T>()?, al), contiguous(b.as_slice::<T>()?, bl));
+            Ok(T::to_cpu_storage_owned(op.run_all(&[&a, &b], dims)))
+        }
+        let out = by_float_dtype!("ChannelAffine", a.dtype(), go(&self.0, (a, al), (b, bl)))?;
+        let [na, c, h, w] = dims4("ChannelAffine::forward_cat", "a", al)?;
+        let nb = bl.shape().dims()[0];
+        Ok((out, Shape::from((na + nb, c, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let na = a.dim(0)?;
+        let adjoint = self.0.adjoint();
+        let part = |from, len| grad.narrow(0, from, len)?.apply_op1(adjoint.clone());
+        Ok((Some(part(0, na)?), Some(part(na, grad.dim(0)? - na)?)))
     }
 }
 

@@ -34,6 +34,27 @@ fn equals_the_map_written_with_candle_ops() {
 }
 
 #[test]
+fn forward_cat_equals_the_concatenated_maps() {
+    let (scale, shift) = ([255.0, 2.0 / 0.448, -0.5], [-104.0, 0.2, 7.0]);
+    let op = ChannelAffine::new(&scale, &shift).unwrap().with_source(&[2, 0, 1]).unwrap();
+    for dtype in [DType::F32, DType::F64] {
+        // Different batch sizes, and a strided second input.
+        let a = rand(&[2, 3, 5, 7], 11, dtype);
+        let b = rand(&[1, 3, 7, 5], 12, dtype).transpose(2, 3).unwrap();
+        let both = op.forward_cat(&a, &b).unwrap();
+        let by_hand = |x: &Tensor| by_hand(x, &[2, 0, 1], &scale, &shift);
+        let want = Tensor::cat(&[by_hand(&a), by_hand(&b)], 0).unwrap();
+        assert_close(&both, &want, 1e-6, 1e-5, &format!("{dtype:?}"));
+    }
+    // Mismatched images and channels are refused, naming the argument.
+    let three = rand(&[1, 3, 5, 7], 13, DType::F32);
+    let e = op.forward_cat(&three, &rand(&[1, 3, 5, 6], 14, DType::F32)).unwrap_err().to_string();
+    assert!(e.contains("b") && e.contains("[1, 3, 5, 6]") && e.contains("5×7"), "{e}");
+    let e = op.forward_cat(&rand(&[1, 4, 5, 7], 15, DType::F32), &three).unwrap_err().to_string();
+    assert!(e.contains("[1, 4, 5, 7]") && e.contains("expected 3 channels"), "{e}");
+}
+
+#[test]
 fn gradients_match_finite_differences() {
     std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1");
     let op = ChannelAffine::new(&[1.5, -2.0, 0.25], &[0.1, 0.2, -0.3])
@@ -41,6 +62,8 @@ fn gradients_match_finite_differences() {
         .with_source(&[1, 2, 0])
         .unwrap();
     check_grads(&[rand(&[2, 3, 4, 5], 3, DType::F64)], |a| op.forward(&a[0]).unwrap(), "affine");
+    let pair = [rand(&[2, 3, 4, 5], 8, DType::F64), rand(&[1, 3, 4, 5], 9, DType::F64)];
+    check_grads(&pair, |x| op.forward_cat(&x[0], &x[1]).unwrap(), "affine of a pair");
     // The backward is itself the adjoint map, differentiable in turn: f(v) = Jᵀv, the input
     // gradient of ⟨op(x), v⟩, checked against finite differences in v.
     let x = rand(&[2, 3, 4, 5], 5, DType::F64);
