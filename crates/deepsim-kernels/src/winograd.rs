@@ -367,7 +367,8 @@ fn input_1d8<T: Real>(d: [Lanes<T>; 8]) -> [Lanes<T>; 8] {
     let (c21, c17, c5_2, c5_4) = (c(5.25), c(4.25), c(2.5), c(1.25));
     let mut out = [[T::zero(); LANES]; 8];
     for l in 0..LANES {
-        let [d0, d1, d2, d3, d4, d5, d6, d7] = std::array::from_fn(|i| d[i][l]);
+        let [d0, d1, d2, d3, d4, d5, d6, d7] =
+            [d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l], d[6][l], d[7][l]];
         out[0][l] = d0 - d6 + c21 * (d4 - d2);
         out[7][l] = d7 - d1 + c21 * (d3 - d5);
         let (even, odd) = (d2 + d6 - c17 * d4, d1 + d5 - c17 * d3);
@@ -435,8 +436,23 @@ fn separable<T: Real, const I: usize, const O: usize>(
     x: &[[Lanes<T>; I]; I],
     f: impl Fn([Lanes<T>; I]) -> [Lanes<T>; O],
 ) -> [[Lanes<T>; O]; O] {
-    let cols: [[Lanes<T>; O]; I] = std::array::from_fn(|c| f(std::array::from_fn(|r| x[r][c])));
-    std::array::from_fn(|r| f(std::array::from_fn(|c| cols[c][r])))
+    // `filled` rather than `std::array::from_fn`, whose closures may stay separate functions
+    // compiled for the baseline instruction set (see `crate::simd`), and rather than arrays
+    // zeroed first (a memset per tile).
+    let cols: [[Lanes<T>; O]; I] = filled(|c| f(filled(|r| x[r][c])));
+    filled(|r| f(filled(|c| cols[c][r])))
+}
+
+/// `[f(0), f(1), …]`, each element written once, in a loop that inlines into its caller.
+#[inline(always)]
+fn filled<E: Copy, const N: usize>(mut f: impl FnMut(usize) -> E) -> [E; N] {
+    let mut out = [std::mem::MaybeUninit::<E>::uninit(); N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        slot.write(f(i));
+    }
+    // SAFETY: every element was written above; `[MaybeUninit<E>; N]` and `[E; N]` have the
+    // same layout.
+    unsafe { std::mem::transmute_copy(&out) }
 }
 
 /// `Bᵀ d B` for 16 tiles `d[row][col]`.
@@ -1289,23 +1305,23 @@ fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A,
 
 /// The windows of one group of up to 16 tiles, lane by lane, for [`gather_windows`]: where
 /// each window's top-left element lies in the input (offset from the first channel's plane
-/// of its image), and which of its rows and columns lie inside the plane (lanes past the
-/// group: none).
+/// of its image), and for each row of the windows which of its columns lie inside the plane
+/// (none for rows outside it and for lanes past the group), found once for all channels.
 struct WindowLanes {
     origin: [isize; LANES],
-    rows: [(usize, usize); LANES],
-    cols: [u8; LANES],
+    keep: [[u8; LANES]; 8],
 }
 
 impl WindowLanes {
-    /// The lanes of `group`'s windows, images `image_len` elements apart.
+    /// The lanes of `group`'s windows (at most 8 × 8), images `image_len` elements apart.
     fn new(group: &[Window], image_len: usize) -> Self {
-        let mut lanes = Self { origin: [0; LANES], rows: [(0, 0); LANES], cols: [0; LANES] };
+        let mut lanes = Self { origin: [0; LANES], keep: [[0; LANES]; 8] };
         for (l, win) in group.iter().enumerate() {
             lanes.origin[l] = (win.image * image_len) as isize + win.origin;
-            lanes.rows[l] = win.rows;
-            let (c0, c1) = win.cols;
-            lanes.cols[l] = ((1u32 << c1) - (1u32 << c0)) as u8;
+            let ((r0, r1), (c0, c1)) = (win.rows, win.cols);
+            for row in &mut lanes.keep[r0..r1] {
+                row[l] = ((1u32 << c1) - (1u32 << c0)) as u8;
+            }
         }
         lanes
     }
@@ -1334,56 +1350,42 @@ unsafe fn gather_windows<const A: usize>(
     assert!(A <= HALF, "a window row is one half vector");
     // The last step of the transpose: 128-bit blocks (0, 2) or (1, 3) of two vectors,
     // interleaved.
-    let pick = |second: i32| -> [i32; LANES] {
-        std::array::from_fn(|i| {
-            let (block, k) = ((i / 4) as i32, (i % 4) as i32);
-            let from = (block / 2) * 8 + second * 4 + k;
-            if block % 2 == 0 {
-                from
-            } else {
-                16 + from
-            }
-        })
-    };
+    let mut picks = [[0i32; LANES]; 2];
+    for (second, pick) in picks.iter_mut().enumerate() {
+        for (i, p) in pick.iter_mut().enumerate() {
+            let (block, k) = (i / 4, i % 4);
+            let from = ((block / 2) * 8 + second * 4 + k) as i32;
+            *p = if block % 2 == 0 { from } else { 16 + from };
+        }
+    }
     // SAFETY: masked loads read only elements inside the lanes' planes (their pointers are
     // formed with wrapping arithmetic, never dereferenced outside); writes inside `d`.
     unsafe {
-        let low = _mm512_loadu_si512(pick(0).as_ptr().cast());
-        let high = _mm512_loadu_si512(pick(1).as_ptr().cast());
+        let low = _mm512_loadu_si512(picks[0].as_ptr().cast());
+        let high = _mm512_loadu_si512(picks[1].as_ptr().cast());
         let base = src.as_ptr().wrapping_add(plane);
-        for r in 0..A {
+        let mut z = [_mm512_setzero_ps(); HALF];
+        let mut t = [_mm512_setzero_ps(); HALF];
+        let mut u = [_mm512_setzero_ps(); HALF];
+        for (r, keep) in lanes.keep.iter().enumerate().take(A) {
+            let row = base.wrapping_add(r * w);
             // Vector k: lane k's row in its low half, lane k + 8's in its high half.
-            let z: [__m512; HALF] = std::array::from_fn(|k| {
-                let load = |l: usize| {
-                    let (r0, r1) = lanes.rows[l];
-                    let keep = if (r0..r1).contains(&r) { lanes.cols[l] } else { 0 };
-                    let at = base.wrapping_offset(lanes.origin[l] + (r * w) as isize);
-                    (keep, at)
-                };
-                let (keep, at) = load(k);
-                let v = _mm512_maskz_loadu_ps(keep as u16, at);
-                let (keep, at) = load(k + HALF);
-                _mm512_mask_loadu_ps(v, (keep as u16) << HALF, at.wrapping_sub(HALF))
-            });
+            for (k, zk) in z.iter_mut().enumerate() {
+                let v = _mm512_maskz_loadu_ps(keep[k] as u16, row.wrapping_offset(lanes.origin[k]));
+                let at = row.wrapping_offset(lanes.origin[k + HALF]).wrapping_sub(HALF);
+                *zk = _mm512_mask_loadu_ps(v, (keep[k + HALF] as u16) << HALF, at);
+            }
             // 8 × 8 transposes in both halves at once.
-            let t: [__m512; HALF] = std::array::from_fn(|k| {
-                let (a, b) = (z[k & !1], z[k | 1]);
-                if k % 2 == 0 {
-                    _mm512_unpacklo_ps(a, b)
-                } else {
-                    _mm512_unpackhi_ps(a, b)
-                }
-            });
-            let u: [__m512; HALF] = std::array::from_fn(|k| {
-                // (t0, t2), (t1, t3) within each four; low or high pairs.
-                let (quad, i) = (k / 4 * 4, k % 4);
-                let (a, b) = (t[quad + i / 2], t[quad + i / 2 + 2]);
-                if i % 2 == 0 {
-                    _mm512_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm512_shuffle_ps::<0xEE>(a, b)
-                }
-            });
+            for k in (0..HALF).step_by(2) {
+                t[k] = _mm512_unpacklo_ps(z[k], z[k + 1]);
+                t[k + 1] = _mm512_unpackhi_ps(z[k], z[k + 1]);
+            }
+            for quad in [0, 4] {
+                u[quad] = _mm512_shuffle_ps::<0x44>(t[quad], t[quad + 2]);
+                u[quad + 1] = _mm512_shuffle_ps::<0xEE>(t[quad], t[quad + 2]);
+                u[quad + 2] = _mm512_shuffle_ps::<0x44>(t[quad + 1], t[quad + 3]);
+                u[quad + 3] = _mm512_shuffle_ps::<0xEE>(t[quad + 1], t[quad + 3]);
+            }
             for j in 0..A {
                 let (a, b) = (u[j % 4], u[j % 4 + 4]);
                 let v = _mm512_permutex2var_ps(a, if j < 4 { low } else { high }, b);
