@@ -955,10 +955,11 @@ fn frozen_scheme(g: &Geom) -> Scheme {
 
 /// The fewest input channels a group (stacked ones counted) with which a frozen layer runs
 /// F(6×6, 3×3): its transforms cost more per tile, and with few channels they, not the
-/// products, take the time. Measured at 1080×800 on 2 cores: AlexNet's stacked conv1 (48
-/// stacked channels) 26.5 ms under F(4×4, 3×3) against 30 under F(6×6, 3×3) (medians of
-/// six alternations); conv3–conv5 (192–384 channels) faster under F(6×6, 3×3).
-const F6X3_MIN_CHANNELS: usize = 128;
+/// products, take the time. Measured at 1080×800 on 2 cores (AMD EPYC): AlexNet's stacked
+/// conv1 (48 stacked channels) 21.5 ms under F(4×4, 3×3) against 18.9 under F(6×6, 3×3)
+/// (medians of seven alternations, with the vectorized gathers and the packed products;
+/// before them, 26.5 against 30); conv3–conv5 (192–384 channels) faster under F(6×6, 3×3).
+const F6X3_MIN_CHANNELS: usize = 32;
 
 /// The largest share of F(4×4, 3×3)'s products at which a frozen layer runs F(6×6, 3×3),
 /// whose eight-point transforms cost more per product. On large maps the share is about 0.8
