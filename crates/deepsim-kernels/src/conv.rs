@@ -1344,9 +1344,9 @@ pub enum ConvAlgorithm {
 /// On the CPU, layers run Winograd by default where it saves work ([`ConvAlgorithm`]:
 /// F(4×4, 3×3) for 3×3 stride-1 kernels and for larger or strided ones such as AlexNet's
 /// 11×11 stride-4 conv1 rewritten as 3×3 stride-1 ones, F(4×4, 5×5) for 5×5 stride-1 kernels
-/// such as its conv2, F(6×6, 3×3) for 3×3 layers with at least 128 input channels on maps
-/// where it makes at most 0.9 of F(4×4, 3×3)'s products, such as its conv3–conv5 at
-/// 1080×800). The transformed kernels (four times a 3×3 weight's size for the forward pass,
+/// such as its conv2, F(6×6, 3×3) for 3×3 layers with at least 32 input channels (stacked
+/// ones counted) on maps where it makes at most 0.9 of F(4×4, 3×3)'s products, such as its
+/// conv1 and conv3–conv5 at 1080×800). The transformed kernels (four times a 3×3 weight's size for the forward pass,
 /// seven times under F(6×6, 3×3), 2.6 times a 5×5 weight's, as much again for the input
 /// gradient) are computed on first use, per scheme, and shared by clones of the layer.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | [`max_pool2d`] | candle's max-pool backward fails when kernel ≠ stride (AlexNet's 3×3/2); no padding, no ceil mode |
 //! | [`local_response_norm`] | candle has no LRN (CaffeNet, the paper's comparator, uses it) |
-//! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, and Winograd where it saves work (F(4×4, 3×3) for 3×3 stride-1 kernels and for larger or strided ones over stacked sub-planes, F(4×4, 5×5) for a frozen layer's 5×5 ones, F(6×6, 3×3) for its wide 3×3 ones on large maps), for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
+//! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, and Winograd where it saves work (F(4×4, 3×3) for 3×3 stride-1 kernels and for larger or strided ones over stacked sub-planes, F(4×4, 5×5) for a frozen layer's 5×5 ones, F(6×6, 3×3) for its 3×3 ones with 32 or more input channels, stacked ones counted, on large maps), for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
 //! | [`bias_leaky_relu`] | a layer's bias and leaky ReLU in one pass each way (candle: a broadcast add, four ops, and a bias gradient by a slow strided reduction) |
 //! | [`linear`] | a fully connected layer whose weight gradient comes out in the weight's layout (candle's `x·Wᵀ` backward adds a transposed view element by element) |
 //! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss; Winograd as above, its kernels transformed once |
