@@ -1621,6 +1621,30 @@ mod tests {
         }
     }
 
+    /// The convolution of `input` by `kernels` (no mask, bias or ReLU), its work cut into
+    /// blocks of `budget` elements and chunks of `chunk` output channels, spread `by`.
+    fn cut_up<T: Real>(
+        plan: &Plan,
+        kernels: &TransformedKernels<T>,
+        input: &[T],
+        (budget, chunk): (usize, usize),
+        by: Spread,
+    ) -> Vec<T> {
+        let (mask, bias, relu) = (None, None, false);
+        let by = Some(by);
+        convolve_in_blocks(Convolution {
+            plan,
+            kernels,
+            input,
+            mask,
+            bias,
+            relu,
+            budget,
+            chunk,
+            by,
+        })
+    }
+
     #[test]
     fn matches_direct_correlation_with_any_offset() {
         let (c, o) = (3, 5);
@@ -1653,39 +1677,16 @@ mod tests {
                 // The default blocks, blocks of 16 tiles (several per image, split images), and
                 // products made two channels or one at a time.
                 // Each spread by blocks and by points.
+                let x32 = narrow(&x);
                 for cut in [(BLOCK_BUDGET, usize::MAX), (1, 2), (1, 1)] {
                     for by in [Spread::Blocks, Spread::Points] {
-                        let (budget, chunk) = cut;
-                        let job = Convolution {
-                            plan: &plan,
-                            kernels: &kernels,
-                            input: &x,
-                            mask: None,
-                            bias: None,
-                            relu: false,
-                            budget,
-                            chunk,
-                            by: Some(by),
-                        };
-                        let got = convolve_in_blocks(job);
+                        let got = cut_up(&plan, &kernels, &x, cut, by);
                         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                             let what =
                                 format!("{scheme:?} {plan:?} {by:?}: element {i}: {a} vs {b}");
                             assert!((a - b).abs() < 1e-11, "{what}");
                         }
-                        let x32 = narrow(&x);
-                        let job = Convolution {
-                            plan: &plan,
-                            kernels: &kernels32,
-                            input: &x32,
-                            mask: None,
-                            bias: None,
-                            relu: false,
-                            budget,
-                            chunk,
-                            by: Some(by),
-                        };
-                        let got = convolve_in_blocks(job);
+                        let got = cut_up(&plan, &kernels32, &x32, cut, by);
                         for (i, (&a, b)) in got.iter().zip(&want).enumerate() {
                             let what = format!("f32 {scheme:?} {plan:?} {by:?}: {i}: {a} vs {b}");
                             assert!((a as f64 - b).abs() < 1e-4, "{what}");
