@@ -108,9 +108,9 @@ impl ChannelAffine {
         Ok(x.apply_op1(self.clone())?)
     }
 
-    /// Checks that `x` (argument `name` of `op`) is NCHW with this map's channels.
-    fn check(&self, op: &'static str, name: &'static str, x: &Tensor) -> Result<()> {
-        let [_, c, _, _] = nchw(op, name, x)?;
+    /// Checks that `x` (argument `name` of `op`) is NCHW with this map's channels; its dims.
+    fn check(&self, op: &'static str, name: &'static str, x: &Tensor) -> Result<[usize; 4]> {
+        let dims @ [_, c, _, _] = nchw(op, name, x)?;
         if c != self.channels() {
             return Err(invalid(
                 op,
@@ -119,7 +119,7 @@ impl ChannelAffine {
                 format!("expected {} channels", self.channels()),
             ));
         }
-        Ok(())
+        Ok(dims)
     }
 
     /// The input gradient of [`ChannelAffine::forward`] given the gradient `grad` of its
@@ -201,10 +201,8 @@ impl ChannelAffine {
     /// device.
     pub fn forward_cat(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         const OP: &str = "ChannelAffine::forward_cat";
-        self.check(OP, "a", a)?;
-        self.check(OP, "b", b)?;
-        let [_, _, h, w] = nchw(OP, "a", a)?;
-        let [_, _, hb, wb] = nchw(OP, "b", b)?;
+        let [_, _, h, w] = self.check(OP, "a", a)?;
+        let [_, _, hb, wb] = self.check(OP, "b", b)?;
         if (hb, wb) != (h, w) || b.dtype() != a.dtype() || !b.device().same_device(a.device()) {
             return Err(invalid(
                 OP,
@@ -239,13 +237,13 @@ impl candle::CustomOp2 for CatAffine {
             op: &ChannelAffine,
             (a, al): (&CpuStorage, &Layout),
             (b, bl): (&CpuStorage, &Layout),
+            dims: [usize; 4],
         ) -> candle::Result<CpuStorage> {
-            let dims = dims4("ChannelAffine::forward_cat", "a", al)?;
             let (a, b) = (contiguous(a.as_slice::<T>()?, al), contiguous(b.as_slice::<T>()?, bl));
             Ok(T::to_cpu_storage_owned(op.run_all(&[&a, &b], dims)))
         }
-        let out = by_float_dtype!("ChannelAffine", a.dtype(), go(&self.0, (a, al), (b, bl)))?;
-        let [na, c, h, w] = dims4("ChannelAffine::forward_cat", "a", al)?;
+        let dims @ [na, c, h, w] = dims4("ChannelAffine::forward_cat", "a", al)?;
+        let out = by_float_dtype!("ChannelAffine", a.dtype(), go(&self.0, (a, al), (b, bl), dims))?;
         let nb = bl.shape().dims()[0];
         Ok((out, Shape::from((na + nb, c, h, w))))
     }
