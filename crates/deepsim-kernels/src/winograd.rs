@@ -125,7 +125,19 @@ impl<T: Real> TransformedKernels<T> {
     /// Transforms the kernels `weight` `[out, in / groups, r, r]` (row-major, `r` the
     /// scheme's kernel size) of a conv2d.
     pub fn forward(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
-        Self::build(scheme, weight, out, in_g, groups).packed()
+        match scheme {
+            Scheme::F4x3 => Self::build3(
+                out,
+                in_g,
+                groups,
+                #[inline(always)]
+                |o, c| {
+                    let g = &weight[(o * in_g + c) * 9..][..9];
+                    filled(|j| g[j].to_f64())
+                },
+            ),
+            Scheme::F4x5 | Scheme::F6x3 => Self::build8(scheme, weight, out, in_g, groups).packed(),
+        }
     }
 
     /// The kernels of the same conv2d's input gradient: the conv from the `out` channels of the
@@ -139,6 +151,21 @@ impl<T: Real> TransformedKernels<T> {
         groups: usize,
     ) -> Self {
         let out_g = out / groups;
+        if scheme == Scheme::F4x3 {
+            // Output channel `c` of the input gradient is input channel `c % in_g` of group
+            // `c / in_g`; its kernel from that group's output channel `k` is rotated.
+            return Self::build3(
+                in_g * groups,
+                out_g,
+                groups,
+                #[inline(always)]
+                |c, k| {
+                    let (group, ci) = (c / in_g, c % in_g);
+                    let g = &weight[((group * out_g + k) * in_g + ci) * 9..][..9];
+                    filled(|j| g[8 - j].to_f64())
+                },
+            );
+        }
         let taps = scheme.kernel() * scheme.kernel();
         // The rotated kernels in the input gradient's own layout `[in, out / groups, r, r]`,
         // in one pass over the weight, so that the transform below reads them in order.
@@ -153,11 +180,12 @@ impl<T: Real> TransformedKernels<T> {
                 }
             }
         }
-        Self::build(scheme, &turned, in_g * groups, out_g, groups).packed()
+        Self::build8(scheme, &turned, in_g * groups, out_g, groups).packed()
     }
 
-    /// The kernels packed for [`packed::multiply`] where it runs (f32 with AVX-512), each
-    /// point's and group's matrix on rayon's threads; unchanged elsewhere.
+    /// [`TransformedKernels::build8`]'s kernels packed for [`packed::multiply`] where it runs
+    /// (f32 with AVX-512), each point's and group's matrix on rayon's threads; unchanged
+    /// elsewhere.
     fn packed(mut self) -> Self {
         if !packed::packs::<T>() {
             return self;
@@ -186,13 +214,6 @@ impl<T: Real> TransformedKernels<T> {
         self.scheme
     }
 
-    fn build(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
-        match scheme {
-            Scheme::F4x3 => Self::build3(weight, out, in_g, groups),
-            Scheme::F4x5 | Scheme::F6x3 => Self::build8(scheme, weight, out, in_g, groups),
-        }
-    }
-
     /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` over the eight points for the row-major `r × r` kernels
     /// `weight` `[out, in_g, r, r]`, in f64 (a frozen layer transforms its kernels once).
     fn build8(scheme: Scheme, weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
@@ -212,56 +233,68 @@ impl<T: Real> TransformedKernels<T> {
         Self { data, out, in_g, groups, scheme, packed: false }
     }
 
-    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for F(4×4, 3×3) and the row-major kernels `weight`
-    /// `[out, in_g, 3, 3]`, the output channels spread over rayon's threads (a trainable layer
-    /// transforms its kernels on every call).
-    fn build3(weight: &[T], out: usize, in_g: usize, groups: usize) -> Self {
-        let mut data = vec![T::zero(); POINTS * out * in_g];
-        let shared = SharedSlice::new(&mut data);
-        let transform = |o: usize| {
-            // SAFETY: output channel `o` alone writes row `o` of each point's matrix.
-            let mut rows: [&mut [T]; POINTS] =
-                std::array::from_fn(|xi| unsafe { shared.range((xi * out + o) * in_g, in_g) });
-            let kernels = &weight[o * in_g * 9..(o + 1) * in_g * 9];
-            // KERNEL_LANES input channels at a time, lane by lane: each point's values for
-            // them are then one contiguous store, and the arithmetic vectorizes.
+    /// `U[ξ][o][i] = (G g Gᵀ)[ξ]` for F(4×4, 3×3), `kernel(o, i)` the row-major 3×3 kernel
+    /// from input channel `i` (of its group) to output channel `o`. A trainable layer
+    /// transforms its kernels on every call, so this runs in one pass: [`ROWS`] output
+    /// channels a vector (the arithmetic in f64), each point's values written straight into
+    /// the layout the products read — [`packed::pack`]'s panels where [`packed::packs`] holds
+    /// (the eight values of a panel's input channel side by side), the row-major
+    /// `[point][out][in_g]` matrices elsewhere — and the panels spread over rayon's threads.
+    fn build3<F>(out: usize, in_g: usize, groups: usize, kernel: F) -> Self
+    where
+        F: Fn(usize, usize) -> [f64; 9] + Sync,
+    {
+        let out_g = out / groups;
+        let packs = packed::packs::<T>();
+        let panels = out_g.div_ceil(ROWS);
+        // Elements of one point's matrix for one group.
+        let per = if packs { packed::packed_len(out_g, in_g) } else { out_g * in_g };
+        let data = Scattered::new(POINTS * groups * per);
+        let transform = |item: usize| {
+            let (group, panel) = (item / panels, item % panels);
+            let (first, held) = (panel * ROWS, ROWS.min(out_g - panel * ROWS));
+            // Compiled for the CPU's vector instructions, the kernels' gathers and stores
+            // inlined.
             crate::simd::vectorized(
                 #[inline(always)]
                 || {
-                    for i0 in (0..in_g).step_by(KERNEL_LANES) {
-                        let lanes = KERNEL_LANES.min(in_g - i0);
-                        let g: [[f64; KERNEL_LANES]; 9] = std::array::from_fn(|j| {
-                            std::array::from_fn(|l| {
-                                if l < lanes {
-                                    kernels[(i0 + l) * 9 + j].to_f64()
+                    let mut g = [[0.0; ROWS]; 9];
+                    for c in 0..in_g {
+                        for (r, o) in (first..first + held).enumerate() {
+                            for (lane, v) in g.iter_mut().zip(kernel(group * out_g + o, c)) {
+                                lane[r] = v;
+                            }
+                        }
+                        for (xi, values) in kernel_tile(&g).iter().flatten().enumerate() {
+                            let point = (xi * groups + group) * per;
+                            let values: [T; ROWS] = filled(|r| T::from_f64(values[r]));
+                            // SAFETY: item (group, panel) alone writes its rows of each
+                            // point's matrix: in the packed layout the `ROWS` values of input
+                            // channel `c` of the panel, in the row-major one column `c` of its
+                            // `held` rows.
+                            unsafe {
+                                if packs {
+                                    data.write(point + (panel * in_g + c) * ROWS, &values);
                                 } else {
-                                    0.0
-                                }
-                            })
-                        });
-                        // G g: transform each column, then each row of the 6×3 result.
-                        let cols: [[[f64; KERNEL_LANES]; ALPHA]; 3] = std::array::from_fn(|kx| {
-                            kernel_1d_lanes([g[kx], g[3 + kx], g[6 + kx]])
-                        });
-                        for r in 0..ALPHA {
-                            let row = kernel_1d_lanes([cols[0][r], cols[1][r], cols[2][r]]);
-                            for (s, v) in row.iter().enumerate() {
-                                let dst = &mut rows[r * ALPHA + s][i0..i0 + lanes];
-                                for (d, &x) in dst.iter_mut().zip(v) {
-                                    *d = T::from_f64(x);
+                                    for (r, v) in values[..held].iter().enumerate() {
+                                        let at = point + (first + r) * in_g + c;
+                                        data.write(at, std::slice::from_ref(v));
+                                    }
                                 }
                             }
                         }
                     }
                 },
             );
+            data.count(POINTS * in_g * if packs { ROWS } else { held });
         };
         if out * in_g >= 4096 {
-            (0..out).into_par_iter().for_each(transform);
+            (0..groups * panels).into_par_iter().for_each(transform);
         } else {
-            (0..out).for_each(transform);
+            (0..groups * panels).for_each(transform);
         }
-        Self { data, out, in_g, groups, scheme: Scheme::F4x3, packed: false }
+        let data = data.finish();
+        Self { data, out, in_g, groups, scheme: Scheme::F4x3, packed: packs }
     }
 
     /// Output channels of the transformed convolution.
@@ -275,16 +308,32 @@ impl<T: Real> TransformedKernels<T> {
     }
 }
 
-/// Input channels whose kernels [`TransformedKernels::build3`] transforms together.
-const KERNEL_LANES: usize = 8;
+/// Kernels (output channels) that [`TransformedKernels::build3`] transforms together: a
+/// panel of the packed products.
+const ROWS: usize = packed::ROWS;
 
-/// [`kernel_1d`] for [`KERNEL_LANES`] kernels at once, lane by lane.
+/// `G g Gᵀ` for [`ROWS`] 3×3 kernels `g[ky · 3 + kx]` at once, lane by lane: the 6×6 points.
 #[inline(always)]
-fn kernel_1d_lanes([g0, g1, g2]: [[f64; KERNEL_LANES]; 3]) -> [[f64; KERNEL_LANES]; ALPHA] {
-    let mut out = [[0.0; KERNEL_LANES]; ALPHA];
-    for l in 0..KERNEL_LANES {
-        let v = kernel_1d([g0[l], g1[l], g2[l]]);
-        for (o, x) in out.iter_mut().zip(v) {
+fn kernel_tile(g: &[[f64; ROWS]; 9]) -> [[[f64; ROWS]; ALPHA]; ALPHA] {
+    // G g: each column of the kernels to six values, then each of the six rows of the result
+    // (plain loops: `std::array::from_fn`'s closures may stay out of line, see `separable`).
+    let mut cols = [[[0.0; ROWS]; ALPHA]; 3];
+    for (kx, col) in cols.iter_mut().enumerate() {
+        *col = kernel_1d_lanes([g[kx], g[3 + kx], g[6 + kx]]);
+    }
+    let mut u = [[[0.0; ROWS]; ALPHA]; ALPHA];
+    for (r, row) in u.iter_mut().enumerate() {
+        *row = kernel_1d_lanes([cols[0][r], cols[1][r], cols[2][r]]);
+    }
+    u
+}
+
+/// [`kernel_1d`] for [`ROWS`] kernels at once, lane by lane.
+#[inline(always)]
+fn kernel_1d_lanes([g0, g1, g2]: [[f64; ROWS]; 3]) -> [[f64; ROWS]; ALPHA] {
+    let mut out = [[0.0; ROWS]; ALPHA];
+    for l in 0..ROWS {
+        for (o, x) in out.iter_mut().zip(kernel_1d([g0[l], g1[l], g2[l]])) {
             o[l] = x;
         }
     }
