@@ -385,6 +385,11 @@ fn im2col<T: Real>(
 
 /// Adds the patches in columns `off..off + small_hw` of `cols` (row stride `ld`) back onto one
 /// group of one image (the adjoint of [`im2col`]).
+///
+/// Row by row of the image: with a stride along the row (the up-convolutions' forward pass),
+/// the samples a row receives from every (ky, kx) are first summed into one run per phase
+/// of the stride (contiguous adds), and the runs interleaved into the row once, where each
+/// tap's samples were added one by one, `stride` apart.
 fn col2im<T: Real>(g: &Geom, cols: &[T], dst: &mut [T], ld: usize, off: usize) {
     let (kh, kw) = g.kernel;
     let [_, h, w] = g.big;
@@ -392,39 +397,75 @@ fn col2im<T: Real>(g: &Geom, cols: &[T], dst: &mut [T], ld: usize, off: usize) {
     let (sh, sw) = g.cfg.stride;
     let (ph, pw) = g.cfg.padding;
     let (dh, dw) = g.cfg.dilation;
-    let mut r = 0;
-    for c in 0..g.big_cg() {
-        let plane = &mut dst[c * h * w..(c + 1) * h * w];
-        for ky in 0..kh {
-            for kx in 0..kw {
-                let row = &cols[r * ld + off..r * ld + off + oh * ow];
-                r += 1;
-                let off_x = (kx * dw) as isize - pw as isize;
-                let (x0, x1) = valid_range(off_x, sw, w, ow);
-                if x0 >= x1 {
-                    continue;
-                }
-                for oy in 0..oh {
-                    let iy = (oy * sh + ky * dh) as isize - ph as isize;
-                    if iy < 0 || iy >= h as isize {
+    // Per kx: the valid output columns and the first image column they reach.
+    let spans: Vec<(usize, usize, usize)> = (0..kw)
+        .map(|kx| {
+            let off_x = (kx * dw) as isize - pw as isize;
+            let (x0, x1) = valid_range(off_x, sw, w, ow);
+            (x0, x1, ((x0 * sw) as isize + off_x).max(0) as usize)
+        })
+        .collect();
+    // One run of the row per phase of the column stride.
+    let run = w.div_ceil(sw);
+    let mut phases = vec![T::zero(); if sw == 1 { 0 } else { sw * run }];
+    crate::simd::vectorized(
+        #[inline(always)]
+        || {
+            for c in 0..g.big_cg() {
+                let plane = &mut dst[c * h * w..(c + 1) * h * w];
+                for (iy, line) in plane.chunks_exact_mut(w).enumerate() {
+                    let mut touched = false;
+                    for ky in 0..kh {
+                        // The output row whose tap ky lands on image row iy, if any.
+                        let Some(t) = (iy + ph).checked_sub(ky * dh) else { continue };
+                        if !t.is_multiple_of(sh) || t / sh >= oh {
+                            continue;
+                        }
+                        let oy = t / sh;
+                        for (kx, &(x0, x1, start)) in spans.iter().enumerate() {
+                            if x0 >= x1 {
+                                continue;
+                            }
+                            let r = (c * kh + ky) * kw + kx;
+                            let src = &cols[r * ld + off + oy * ow + x0..][..x1 - x0];
+                            let sink = if sw == 1 {
+                                &mut line[start..start + src.len()]
+                            } else {
+                                if !touched {
+                                    phases.fill(T::zero());
+                                    touched = true;
+                                }
+                                let at = start % sw * run + start / sw;
+                                &mut phases[at..at + src.len()]
+                            };
+                            for (d, &v) in sink.iter_mut().zip(src) {
+                                *d += v;
+                            }
+                        }
+                    }
+                    if !touched {
                         continue;
                     }
-                    let line = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                    let src = &row[oy * ow + x0..oy * ow + x1];
-                    let start = ((x0 * sw) as isize + off_x) as usize;
-                    if sw == 1 {
-                        for (d, &s) in line[start..start + src.len()].iter_mut().zip(src) {
-                            *d += s;
+                    if sw == 2 {
+                        // Pairs of columns from the two runs (vector shuffles).
+                        let (even, odd) = phases.split_at(run);
+                        let (pairs, last) = line.split_at_mut(w / 2 * 2);
+                        for ((pair, &e), &o) in pairs.chunks_exact_mut(2).zip(even).zip(odd) {
+                            pair[0] += e;
+                            pair[1] += o;
+                        }
+                        if let Some(d) = last.first_mut() {
+                            *d += even[run - 1];
                         }
                     } else {
-                        for (i, &s) in src.iter().enumerate() {
-                            line[start + i * sw] += s;
+                        for (x, d) in line.iter_mut().enumerate() {
+                            *d += phases[x % sw * run + x / sw];
                         }
                     }
                 }
             }
-        }
-    }
+        },
+    )
 }
 
 /// The output columns `ox` in `[x0, x1)` whose input column `ox * stride + off` lies in `[0, w)`.
