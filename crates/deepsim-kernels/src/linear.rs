@@ -381,7 +381,7 @@ fn block_sums<T: Real>(x: &[T], k: usize, w: &[T], rows: usize) -> Vec<[T; GROUP
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{GROUP, LANES, W_ROWS};
+    use super::{GROUP, LANES, SKINNY, WG_ROWS, WG_TILE, WG_VECTORS, W_ROWS};
 
     /// The lane sums of [`super::dot_block`] over the first `body` (a multiple of 16)
     /// columns, for each of the `lanes.len()` weight rows `w`: lane `l` of `lanes[r][g]` is
@@ -423,6 +423,46 @@ mod x86 {
                     // SAFETY: 16 floats into an array of 16.
                     unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) };
                 }
+            }
+        }
+    }
+
+    /// The weight-gradient tiles of [`WG_ROWS`] rows over the first `body` (a multiple of
+    /// [`WG_TILE`]) columns: `emit(r, tile)` for each tile left to right, row by row, where
+    /// element `j` of row `r` is `Σᵢ cf[r][i]·x[i, j]` over the `n` rows of `x` in order.
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `x` must hold `n ≤ SKINNY` rows of `k ≥ body` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_grad_tiles(
+        x: *const f32,
+        k: usize,
+        n: usize,
+        body: usize,
+        cf: &[[f32; SKINNY]; WG_ROWS],
+        mut emit: impl FnMut(usize, &[f32; WG_TILE]),
+    ) {
+        for j in (0..body).step_by(WG_TILE) {
+            let mut acc = [[_mm512_setzero_ps(); WG_VECTORS]; WG_ROWS];
+            for i in 0..n {
+                // SAFETY: columns `j..j + WG_TILE ≤ body` of row `i < n` (the caller's).
+                let xv: [__m512; WG_VECTORS] = std::array::from_fn(|v| unsafe {
+                    _mm512_loadu_ps(x.add(i * k + j + v * LANES))
+                });
+                for (sums, c) in acc.iter_mut().zip(cf) {
+                    let b = _mm512_set1_ps(c[i]);
+                    for (a, &v) in sums.iter_mut().zip(&xv) {
+                        *a = _mm512_add_ps(*a, _mm512_mul_ps(b, v));
+                    }
+                }
+            }
+            for (r, sums) in acc.iter().enumerate() {
+                let mut tile = [0f32; WG_TILE];
+                for (v, &a) in sums.iter().enumerate() {
+                    // SAFETY: 16 floats into the tile's vector `v`.
+                    unsafe { _mm512_storeu_ps(tile.as_mut_ptr().add(v * LANES), a) };
+                }
+                emit(r, &tile);
             }
         }
     }
@@ -531,9 +571,27 @@ const WG_TILE: usize = WG_VECTORS * LANES;
 /// the order of the rows of `x`; unlike the other two kernels this one takes the rows as they
 /// come, unpadded.
 fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    skinny_weight_grad_on(g, x, n, k, out, crate::packed::packs::<T>())
+}
+
+/// [`skinny_weight_grad`], by [`weight_grad_block_avx512`] when `avx512` (which requires f32 on
+/// a CPU with AVX-512), else by the portable loop.
+fn skinny_weight_grad_on<T: Real>(
+    g: &[T],
+    x: &[T],
+    n: usize,
+    k: usize,
+    out: usize,
+    avx512: bool,
+) -> Vec<T> {
     assert!(n <= SKINNY, "linear: {n} rows take GEMM, not the streaming kernels");
+    assert!(!avx512 || crate::packed::packs::<T>(), "linear: no AVX-512 f32 kernel here");
     let body = k / WG_TILE * WG_TILE;
     fill_rows(out, k, BLOCK, |first, rows| {
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            return weight_grad_block_avx512(g, x, n, k, out, first, rows);
+        }
         vectorized(
             #[inline(always)]
             || {
@@ -566,6 +624,56 @@ fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize)
             },
         )
     })
+}
+
+/// Weight-gradient rows taken together on AVX-512: each tile of `x`'s rows is loaded once
+/// for this many rows (it came from L2 again for every row, 128 KB a row at 4096 columns).
+const WG_ROWS: usize = 4;
+
+/// [`skinny_weight_grad`]'s rows `first..first + rows.len()` for f32 on AVX-512: the same
+/// sums in the same order as the portable loop, so the same bits (a multiply and an add per
+/// product), [`WG_ROWS`] rows a tile with their accumulators in registers.
+#[cfg(target_arch = "x86_64")]
+fn weight_grad_block_avx512<T: Real>(
+    g: &[T],
+    x: &[T],
+    n: usize,
+    k: usize,
+    out: usize,
+    first: usize,
+    rows: &mut [crate::fresh::RowCursor<'_, T>],
+) {
+    let body = k / WG_TILE * WG_TILE;
+    let (gs, xs) = (crate::packed::f32s(g), crate::packed::f32s(x));
+    assert!(n <= SKINNY && xs.len() >= n * k && gs.len() >= n * out, "linear: out of bounds");
+    for r0 in (0..rows.len()).step_by(WG_ROWS) {
+        let held = WG_ROWS.min(rows.len() - r0);
+        // grad[i, o] for each row i of x and each of the rows (the last repeated past `held`).
+        let mut cf = [[0f32; SKINNY]; WG_ROWS];
+        for (r, c) in cf.iter_mut().enumerate() {
+            let o = first + (r0 + r).min(rows.len() - 1);
+            for (i, v) in c.iter_mut().enumerate().take(n) {
+                *v = gs[i * out + o];
+            }
+        }
+        let emit =
+            |r: usize, values: &[f32; WG_TILE], rows: &mut [crate::fresh::RowCursor<'_, T>]| {
+                if r < held {
+                    // SAFETY: `T` is f32 (`packs`), so the values are `T`s.
+                    let values: &[T] =
+                        unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), WG_TILE) };
+                    rows[r0 + r].append(values);
+                }
+            };
+        // SAFETY: AVX-512 is here (`packs`); `x` holds `n` rows of `k ≥ body` values (asserted).
+        unsafe { x86::weight_grad_tiles(xs.as_ptr(), k, n, body, &cf, |r, v| emit(r, v, rows)) };
+        for (r, c) in cf.iter().enumerate().take(held) {
+            for j in body..k {
+                let v = (0..n).fold(0f32, |s, i| s + c[i] * xs[i * k + j]);
+                rows[r0 + r].append(&[T::from_f64(f64::from(v))]);
+            }
+        }
+    }
 }
 
 /// The two products of the backward pass for few rows; the first operand is always the
@@ -797,6 +905,27 @@ mod tests {
             let want = dot_block(&x, k, [row, row])[0];
             for (g, (a, b)) in sums.iter().zip(want).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "row {r}, x row {g}: {a} against {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn weight_grad_on_avx512_is_the_portable_bits() {
+        // Rows not a whole group of four, columns past the last whole tile, batches of 1, 5
+        // and 16: the AVX-512 kernel against the portable loop, bit for bit.
+        if !crate::packed::packs::<f32>() {
+            eprintln!("no AVX-512 on this CPU: the portable weight gradient is the only one");
+            return;
+        }
+        for &(n, k, out) in &[(5usize, 64 * 3 + 13, 11usize), (1, 64, 4), (16, 150, 70)] {
+            let g: Vec<f32> =
+                crate::testing::seeded(n * out, 5).iter().map(|&v| v as f32).collect();
+            let x: Vec<f32> =
+                crate::testing::seeded(n * k, 6).iter().map(|&v| (v * 300.0) as f32).collect();
+            let fast = skinny_weight_grad_on(&g, &x, n, k, out, true);
+            let slow = skinny_weight_grad_on(&g, &x, n, k, out, false);
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "n {n} k {k} out {out}: element {i}");
             }
         }
     }
