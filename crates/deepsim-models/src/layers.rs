@@ -254,12 +254,20 @@ impl CustomOp1 for SwapFlip {
                 return Err(candle::Error::Msg("UpConv weight: not contiguous".into()));
             };
             let (w, k) = (&w[start..end], kh * kw);
-            let mut out = Vec::with_capacity(w.len());
-            for j in 0..b {
-                for i in 0..a {
-                    out.extend(w[(i * b + j) * k..][..k].iter().rev());
-                }
-            }
+            let mut out = vec![T::from_f64(0.0); w.len()];
+            // Compiled for the CPU's vectors: a 4×4 kernel's reversal is one permute.
+            deepsim_kernels::vectorized(
+                #[inline(always)]
+                || {
+                    for (index, dst) in out.chunks_exact_mut(k).enumerate() {
+                        let (j, i) = (index / a, index % a);
+                        let src = &w[(i * b + j) * k..][..k];
+                        for (d, &s) in dst.iter_mut().zip(src.iter().rev()) {
+                            *d = s;
+                        }
+                    }
+                },
+            );
             Ok(out)
         }
         let out = match w {
