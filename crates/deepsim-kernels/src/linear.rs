@@ -382,7 +382,7 @@ fn block_sums<T: Real>(x: &[T], k: usize, w: &[T], rows: usize) -> Vec<[T; GROUP
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{GROUP, LANES, SKINNY, WG_ROWS, WG_TILE, WG_VECTORS};
+    use super::{GROUP, G_ROWS, LANES, SKINNY, WG_ROWS, WG_TILE, WG_VECTORS};
 
     /// Weight rows the forward takes at a time: `FWD_ROWS × GROUP` accumulators in registers.
     const FWD_ROWS: usize = 3;
@@ -470,6 +470,53 @@ mod x86 {
             }
         }
     }
+
+    /// Weight rows the input gradient takes at a time (a multiple of [`G_ROWS`]).
+    const IG_ROWS: usize = 2 * G_ROWS;
+
+    /// [`super::skinny_input_grad`]'s accumulators for one strip: `acc[i][j] += Σ_o
+    /// coef[i, o]·w[o, j]` for the [`GROUP`] rows `i` and the strip's `width` columns (a
+    /// multiple of 16; `w` points at the strip's first column of row 0, rows `k` apart), the
+    /// products added one by one in the order of `o` (the portable loop's order).
+    ///
+    /// # Safety
+    /// AVX-512F must be present; `coef` must hold `GROUP × out` values, `w` `out` rows of the
+    /// strip, `acc` `GROUP × width`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn input_grad_strip(
+        coef: *const f32,
+        w: *const f32,
+        k: usize,
+        out: usize,
+        width: usize,
+        acc: &mut [f32],
+    ) {
+        let a = acc.as_mut_ptr();
+        for o0 in (0..out).step_by(IG_ROWS) {
+            let rows = IG_ROWS.min(out - o0);
+            // The portable loop's last block of G_ROWS repeats the last row with a zero
+            // coefficient; so does this one, for the same bits (a zero's sign, a NaN from ∞).
+            let padded = rows.next_multiple_of(G_ROWS);
+            for j in (0..width).step_by(LANES) {
+                // SAFETY: rows `o0..o0 + rows` (the last repeated), columns `j..j + 16` of
+                // the strip; the accumulators' rows `i < GROUP` (the caller's).
+                unsafe {
+                    let seg: [__m512; IG_ROWS] = std::array::from_fn(|r| {
+                        _mm512_loadu_ps(w.add((o0 + r.min(rows - 1)) * k + j))
+                    });
+                    for i in 0..GROUP {
+                        let p = a.add(i * width + j);
+                        let mut v = _mm512_loadu_ps(p);
+                        for (r, &s) in seg.iter().enumerate().take(padded) {
+                            let c = if r < rows { *coef.add(i * out + o0 + r) } else { 0.0 };
+                            v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(c), s));
+                        }
+                        _mm512_storeu_ps(p, v);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `x·Wᵀ` `[n, out]` for few rows: each task reads a block of W's rows once, two rows at a
@@ -501,9 +548,25 @@ fn skinny_forward<T: Real>(x: &[T], w: &[T], n: usize, k: usize, out: usize) -> 
 }
 
 /// `grad·W` `[n, k]` for few rows: each task owns a strip of input columns and streams the
-/// matching segment of every weight row once, four rows at a time, into eight accumulator
-/// rows that stay in L1. Each element sums its products in the order of the weight's rows.
+/// matching segment of every weight row once, four rows at a time (eight on AVX-512), into
+/// eight accumulator rows that stay in L1. Each element sums its products in the order of the
+/// weight's rows.
 fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
+    skinny_input_grad_on(g, w, n, k, out, crate::packed::packs::<T>())
+}
+
+/// [`skinny_input_grad`], each strip by [`x86::input_grad_strip`] when `avx512` (which
+/// requires f32 on a CPU with AVX-512; eight weight rows a step, the same bits), else by the
+/// portable loop.
+fn skinny_input_grad_on<T: Real>(
+    g: &[T],
+    w: &[T],
+    n: usize,
+    k: usize,
+    out: usize,
+    avx512: bool,
+) -> Vec<T> {
+    assert!(!avx512 || crate::packed::packs::<T>(), "linear: no AVX-512 f32 kernel here");
     let gp = padded(g, n, out);
     let groups = gp.len() / (GROUP * out);
     let strips = k.div_ceil(STRIP);
@@ -515,6 +578,22 @@ fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) 
             let width = j1 - j0;
             let coef = &gp[grp * GROUP * out..(grp + 1) * GROUP * out];
             let mut acc = vec![T::zero(); GROUP * width];
+            #[cfg(target_arch = "x86_64")]
+            if avx512 && width % LANES == 0 {
+                // SAFETY: AVX-512 is here (`packs`); the strip's columns of every weight row,
+                // the group's coefficients and the accumulators are in bounds.
+                unsafe {
+                    x86::input_grad_strip(
+                        crate::packed::f32s(coef).as_ptr(),
+                        crate::packed::f32s(w).as_ptr().add(j0),
+                        k,
+                        out,
+                        width,
+                        crate::packed::f32s_mut(&mut acc),
+                    )
+                };
+                return acc;
+            }
             vectorized(
                 #[inline(always)]
                 || {
@@ -928,6 +1007,28 @@ mod tests {
                 crate::testing::seeded(n * k, 6).iter().map(|&v| (v * 300.0) as f32).collect();
             let fast = skinny_weight_grad_on(&g, &x, n, k, out, true);
             let slow = skinny_weight_grad_on(&g, &x, n, k, out, false);
+            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "n {n} k {k} out {out}: element {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn input_grad_on_avx512_is_the_portable_bits() {
+        // Weight rows not a whole block of eight nor of four (the portable loop's padded last
+        // block), strips of whole vectors and one with a tail (which stays portable), batches
+        // of 1, 5 and 16: the AVX-512 strips against the portable loop, bit for bit.
+        if !crate::packed::packs::<f32>() {
+            eprintln!("no AVX-512 on this CPU: the portable input gradient is the only one");
+            return;
+        }
+        for &(n, k, out) in &[(5usize, 64, 13usize), (1, 1024 + 48, 6), (16, 2048 + 7, 21)] {
+            let g: Vec<f32> =
+                crate::testing::seeded(n * out, 7).iter().map(|&v| v as f32).collect();
+            let w: Vec<f32> =
+                crate::testing::seeded(out * k, 8).iter().map(|&v| (v * 300.0) as f32).collect();
+            let fast = skinny_input_grad_on(&g, &w, n, k, out, true);
+            let slow = skinny_input_grad_on(&g, &w, n, k, out, false);
             for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "n {n} k {k} out {out}: element {i}");
             }
