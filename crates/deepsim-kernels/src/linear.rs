@@ -992,46 +992,57 @@ mod tests {
         }
     }
 
+    /// A streaming backward kernel `(grad, other, n, k, out, avx512)` of this module.
+    type Backward = fn(&[f32], &[f32], usize, usize, usize, bool) -> Vec<f32>;
+
+    /// `kernel(a, b, n, k, out, avx512)` with and without its AVX-512 path agree bit for bit
+    /// on each case `(n, k, out)`: `a` holds `a_len(n, k, out)` values in [-1, 1), `b`
+    /// `b_len(…)` values in [-300, 300) (seeded).
+    fn same_bits_with_and_without_avx512(
+        what: &str,
+        kernel: Backward,
+        lens: fn(usize, usize, usize) -> (usize, usize),
+        cases: &[(usize, usize, usize)],
+    ) {
+        if !crate::packed::packs::<f32>() {
+            eprintln!("no AVX-512 on this CPU: the portable {what} is the only one");
+            return;
+        }
+        for &(n, k, out) in cases {
+            let (a_len, b_len) = lens(n, k, out);
+            let a: Vec<f32> = crate::testing::seeded(a_len, 5).iter().map(|&v| v as f32).collect();
+            let b: Vec<f32> =
+                crate::testing::seeded(b_len, 6).iter().map(|&v| (v * 300.0) as f32).collect();
+            let (fast, slow) = (kernel(&a, &b, n, k, out, true), kernel(&a, &b, n, k, out, false));
+            assert_eq!(fast.len(), slow.len(), "{what}: n {n} k {k} out {out}");
+            for (i, (x, y)) in fast.iter().zip(&slow).enumerate() {
+                assert_eq!(x.to_bits(), y.to_bits(), "{what}: n {n} k {k} out {out}: element {i}");
+            }
+        }
+    }
+
     #[test]
     fn weight_grad_on_avx512_is_the_portable_bits() {
         // Rows not a whole group of four, columns past the last whole tile, batches of 1, 5
-        // and 16: the AVX-512 kernel against the portable loop, bit for bit.
-        if !crate::packed::packs::<f32>() {
-            eprintln!("no AVX-512 on this CPU: the portable weight gradient is the only one");
-            return;
-        }
-        for &(n, k, out) in &[(5usize, 64 * 3 + 13, 11usize), (1, 64, 4), (16, 150, 70)] {
-            let g: Vec<f32> =
-                crate::testing::seeded(n * out, 5).iter().map(|&v| v as f32).collect();
-            let x: Vec<f32> =
-                crate::testing::seeded(n * k, 6).iter().map(|&v| (v * 300.0) as f32).collect();
-            let fast = skinny_weight_grad_on(&g, &x, n, k, out, true);
-            let slow = skinny_weight_grad_on(&g, &x, n, k, out, false);
-            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "n {n} k {k} out {out}: element {i}");
-            }
-        }
+        // and 16.
+        same_bits_with_and_without_avx512(
+            "weight gradient",
+            skinny_weight_grad_on::<f32>,
+            |n, k, out| (n * out, n * k),
+            &[(5, 64 * 3 + 13, 11), (1, 64, 4), (16, 150, 70)],
+        );
     }
 
     #[test]
     fn input_grad_on_avx512_is_the_portable_bits() {
         // Weight rows not a whole block of eight nor of four (the portable loop's padded last
         // block), strips of whole vectors and one with a tail (which stays portable), batches
-        // of 1, 5 and 16: the AVX-512 strips against the portable loop, bit for bit.
-        if !crate::packed::packs::<f32>() {
-            eprintln!("no AVX-512 on this CPU: the portable input gradient is the only one");
-            return;
-        }
-        for &(n, k, out) in &[(5usize, 64, 13usize), (1, 1024 + 48, 6), (16, 2048 + 7, 21)] {
-            let g: Vec<f32> =
-                crate::testing::seeded(n * out, 7).iter().map(|&v| v as f32).collect();
-            let w: Vec<f32> =
-                crate::testing::seeded(out * k, 8).iter().map(|&v| (v * 300.0) as f32).collect();
-            let fast = skinny_input_grad_on(&g, &w, n, k, out, true);
-            let slow = skinny_input_grad_on(&g, &w, n, k, out, false);
-            for (i, (a, b)) in fast.iter().zip(&slow).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "n {n} k {k} out {out}: element {i}");
-            }
-        }
+        // of 1, 5 and 16.
+        same_bits_with_and_without_avx512(
+            "input gradient",
+            skinny_input_grad_on::<f32>,
+            |n, k, out| (n * out, out * k),
+            &[(5, 64, 13), (1, 1024 + 48, 6), (16, 2048 + 7, 21)],
+        );
     }
 }
