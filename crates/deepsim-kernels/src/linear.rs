@@ -550,15 +550,9 @@ fn skinny_forward<T: Real>(x: &[T], w: &[T], n: usize, k: usize, out: usize) -> 
 /// `grad·W` `[n, k]` for few rows: each task owns a strip of input columns and streams the
 /// matching segment of every weight row once, four rows at a time (eight on AVX-512), into
 /// eight accumulator rows that stay in L1. Each element sums its products in the order of the
-/// weight's rows.
-fn skinny_input_grad<T: Real>(g: &[T], w: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
-    skinny_input_grad_on(g, w, n, k, out, crate::packed::packs::<T>())
-}
-
-/// [`skinny_input_grad`], each strip by [`x86::input_grad_strip`] when `avx512` (which
-/// requires f32 on a CPU with AVX-512; eight weight rows a step, the same bits), else by the
-/// portable loop.
-fn skinny_input_grad_on<T: Real>(
+/// weight's rows. Each strip runs [`x86::input_grad_strip`] when `avx512` (which requires f32
+/// on a CPU with AVX-512; eight weight rows a step, the same bits), else the portable loop.
+fn skinny_input_grad<T: Real>(
     g: &[T],
     w: &[T],
     n: usize,
@@ -652,14 +646,9 @@ const WG_TILE: usize = WG_VECTORS * LANES;
 /// tiles of [`WG_TILE`] columns, summed in registers over every row of `x` and written once,
 /// into memory that is never zero-filled ([`fill_rows`]). Each element sums its products in
 /// the order of the rows of `x`; unlike the other two kernels this one takes the rows as they
-/// come, unpadded.
-fn skinny_weight_grad<T: Real>(g: &[T], x: &[T], n: usize, k: usize, out: usize) -> Vec<T> {
-    skinny_weight_grad_on(g, x, n, k, out, crate::packed::packs::<T>())
-}
-
-/// [`skinny_weight_grad`], by [`weight_grad_block_avx512`] when `avx512` (which requires f32 on
-/// a CPU with AVX-512), else by the portable loop.
-fn skinny_weight_grad_on<T: Real>(
+/// come, unpadded. The rows run [`weight_grad_block_avx512`] when `avx512` (which requires f32
+/// on a CPU with AVX-512; the same bits), else the portable loop.
+fn skinny_weight_grad<T: Real>(
     g: &[T],
     x: &[T],
     n: usize,
@@ -801,9 +790,10 @@ fn skinny_bwd<T: Real>(
     let k = m.1.shape().dims2()?.1;
     let gs = contiguous(g.0.as_slice::<T>()?, g.1);
     let ms = contiguous(m.0.as_slice::<T>()?, m.1);
+    let avx512 = crate::packed::packs::<T>();
     Ok(T::to_cpu_storage_owned(match op {
-        Skinny::InputGrad => skinny_input_grad(&gs, &ms, n, k, out),
-        Skinny::WeightGrad => skinny_weight_grad(&gs, &ms, n, k, out),
+        Skinny::InputGrad => skinny_input_grad(&gs, &ms, n, k, out, avx512),
+        Skinny::WeightGrad => skinny_weight_grad(&gs, &ms, n, k, out, avx512),
     }))
 }
 
@@ -1027,7 +1017,7 @@ mod tests {
         // and 16.
         same_bits_with_and_without_avx512(
             "weight gradient",
-            skinny_weight_grad_on::<f32>,
+            skinny_weight_grad::<f32>,
             |n, k, out| (n * out, n * k),
             &[(5, 64 * 3 + 13, 11), (1, 64, 4), (16, 150, 70)],
         );
@@ -1040,7 +1030,7 @@ mod tests {
         // of 1, 5 and 16.
         same_bits_with_and_without_avx512(
             "input gradient",
-            skinny_input_grad_on::<f32>,
+            skinny_input_grad::<f32>,
             |n, k, out| (n * out, out * k),
             &[(5, 64, 13), (1, 1024 + 48, 6), (16, 2048 + 7, 21)],
         );
