@@ -55,6 +55,25 @@ fn conv2d_input_gradient_matches_candle() {
 }
 
 #[test]
+fn conv2d_input_gradient_in_channel_blocks_matches_candle() {
+    // 40 input channels of 4×4 taps on a 32×32 output: the im2col columns (640 rows of 1024
+    // pixels) are computed and added back in blocks of 8 channels, the input gradient here
+    // through im2col (not Winograd).
+    let x = Var::from_tensor(&rand(&[1, 40, 64, 64], 11, F32)).unwrap();
+    let w = rand(&[6, 40, 4, 4], 12, F32);
+    let cfg = Conv2dConfig::new(2, 1);
+    let layer = FrozenConv2d::new(w.clone(), None, cfg).unwrap();
+    let layer = layer.with_algorithm(deepsim_kernels::ConvAlgorithm::Im2col).unwrap();
+    let ours = layer.forward(x.as_tensor()).unwrap();
+    let theirs = x.as_tensor().conv2d(&w, 1, 2, 1, 1).unwrap();
+    let r = rand(ours.dims(), 13, F32);
+    let g_ours = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_theirs = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let (a, b) = (g_ours.get(x.as_tensor()).unwrap(), g_theirs.get(x.as_tensor()).unwrap());
+    assert_close(a, b, 1e-4, 1e-4, "conv2d input gradient in channel blocks");
+}
+
+#[test]
 fn weight_gradients_match_candle() {
     // Maps from 8×8 to 50×52, one to eight images (split over the threads, each summing its
     // own part), pointwise and grouped among them.
@@ -83,9 +102,13 @@ fn weight_gradients_match_candle() {
 
 #[test]
 fn conv_transpose2d_matches_candle() {
-    for (xs, ws, s, p, op) in
-        [([2, 8, 8, 8], [8, 4, 4, 4], 2, 1, 0), ([1, 3, 5, 7], [3, 2, 3, 3], 2, 1, 1)]
-    {
+    // The last: 40 output channels of 4×4 taps on a 16×16 input, whose im2col columns are
+    // computed and added back in blocks of 32 channels, then 8.
+    for (xs, ws, s, p, op) in [
+        ([2, 8, 8, 8], [8, 4, 4, 4], 2, 1, 0),
+        ([1, 3, 5, 7], [3, 2, 3, 3], 2, 1, 1),
+        ([1, 8, 16, 16], [8, 40, 4, 4], 2, 1, 0),
+    ] {
         let (x, w) = (rand(&xs, 5, F32), rand(&ws, 6, F32));
         let cfg = ConvTranspose2dConfig::new(s, p).with_output_padding((op, op));
         let ours = conv_transpose2d(&x, &w, None, &cfg).unwrap();
