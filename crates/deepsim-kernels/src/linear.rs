@@ -331,12 +331,16 @@ fn dot_block<T: Real>(x: &[T], k: usize, w: [&[T]; W_ROWS]) -> [[T; GROUP]; W_RO
         }
     }
     std::array::from_fn(|r| {
-        std::array::from_fn(|g| {
-            let xr = &x[g * k..(g + 1) * k];
-            let tail = (body..k).fold(T::zero(), |s, j| s + xr[j] * w[r][j]);
-            acc[r][g].iter().fold(tail, |s, &v| s + v)
-        })
+        std::array::from_fn(|g| finish_sum(&x[g * k..(g + 1) * k], w[r], body, acc[r][g]))
     })
+}
+
+/// The dot product of `x` and `w` from the lane sums of their first `body` columns: the
+/// columns past `body` one by one, then the lanes in order — [`dot_block`]'s summation order,
+/// which [`block_sums`]' AVX-512 path keeps to give the same bits.
+fn finish_sum<T: Real>(x: &[T], w: &[T], body: usize, lanes: [T; LANES]) -> T {
+    let tail = (body..x.len()).fold(T::zero(), |s, j| s + x[j] * w[j]);
+    lanes.iter().fold(tail, |s, &v| s + v)
 }
 
 /// [`dot_block`]'s sums for the `rows` weight rows `w` (row-major, `k` long) against the
@@ -348,12 +352,12 @@ fn dot_block<T: Real>(x: &[T], k: usize, w: [&[T]; W_ROWS]) -> [[T; GROUP]; W_RO
 fn block_sums<T: Real>(x: &[T], k: usize, w: &[T], rows: usize) -> Vec<[T; GROUP]> {
     let row = |r: usize| &w[r * k..(r + 1) * k];
     #[cfg(target_arch = "x86_64")]
-    if crate::packed::packs::<T>() {
+    if crate::simd::f32_on_avx512::<T>() {
         let body = k / LANES * LANES;
         assert!(x.len() >= GROUP * k && w.len() >= rows * k, "linear: block out of bounds");
         let mut lanes = vec![[[0f32; LANES]; GROUP]; rows];
-        let (xs, ws) = (crate::packed::f32s(x), crate::packed::f32s(w));
-        // SAFETY: AVX-512 is here (`packs`); `x` holds GROUP rows of `k ≥ body` values and `w`
+        let (xs, ws) = (crate::simd::f32s(x), crate::simd::f32s(w));
+        // SAFETY: AVX-512 is here (`f32_on_avx512`); `x` holds GROUP rows of `k ≥ body` values and `w`
         // `rows` rows (asserted).
         unsafe { x86::dot_rows(xs.as_ptr(), k, body, ws.as_ptr(), &mut lanes) };
         return lanes
@@ -361,9 +365,8 @@ fn block_sums<T: Real>(x: &[T], k: usize, w: &[T], rows: usize) -> Vec<[T; GROUP
             .enumerate()
             .map(|(r, sums)| {
                 std::array::from_fn(|g| {
-                    let (xr, wr) = (&x[g * k..(g + 1) * k], row(r));
-                    let tail = (body..k).fold(T::zero(), |s, j| s + xr[j] * wr[j]);
-                    sums[g].iter().fold(tail, |s, &v| s + T::from_f64(f64::from(v)))
+                    let lanes = sums[g].map(|v| T::from_f64(f64::from(v)));
+                    finish_sum(&x[g * k..(g + 1) * k], row(r), body, lanes)
                 })
             })
             .collect();
@@ -560,7 +563,7 @@ fn skinny_input_grad<T: Real>(
     out: usize,
     avx512: bool,
 ) -> Vec<T> {
-    assert!(!avx512 || crate::packed::packs::<T>(), "linear: no AVX-512 f32 kernel here");
+    assert!(!avx512 || crate::simd::f32_on_avx512::<T>(), "linear: no AVX-512 f32 kernel here");
     let gp = padded(g, n, out);
     let groups = gp.len() / (GROUP * out);
     let strips = k.div_ceil(STRIP);
@@ -574,16 +577,16 @@ fn skinny_input_grad<T: Real>(
             let mut acc = vec![T::zero(); GROUP * width];
             #[cfg(target_arch = "x86_64")]
             if avx512 && width % LANES == 0 {
-                // SAFETY: AVX-512 is here (`packs`); the strip's columns of every weight row,
+                // SAFETY: AVX-512 is here (`f32_on_avx512`); the strip's columns of every weight row,
                 // the group's coefficients and the accumulators are in bounds.
                 unsafe {
                     x86::input_grad_strip(
-                        crate::packed::f32s(coef).as_ptr(),
-                        crate::packed::f32s(w).as_ptr().add(j0),
+                        crate::simd::f32s(coef).as_ptr(),
+                        crate::simd::f32s(w).as_ptr().add(j0),
                         k,
                         out,
                         width,
-                        crate::packed::f32s_mut(&mut acc),
+                        crate::simd::f32s_mut(&mut acc),
                     )
                 };
                 return acc;
@@ -657,7 +660,7 @@ fn skinny_weight_grad<T: Real>(
     avx512: bool,
 ) -> Vec<T> {
     assert!(n <= SKINNY, "linear: {n} rows take GEMM, not the streaming kernels");
-    assert!(!avx512 || crate::packed::packs::<T>(), "linear: no AVX-512 f32 kernel here");
+    assert!(!avx512 || crate::simd::f32_on_avx512::<T>(), "linear: no AVX-512 f32 kernel here");
     let body = k / WG_TILE * WG_TILE;
     fill_rows(out, k, BLOCK, |first, rows| {
         #[cfg(target_arch = "x86_64")]
@@ -716,7 +719,7 @@ fn weight_grad_block_avx512<T: Real>(
     rows: &mut [crate::fresh::RowCursor<'_, T>],
 ) {
     let body = k / WG_TILE * WG_TILE;
-    let (gs, xs) = (crate::packed::f32s(g), crate::packed::f32s(x));
+    let (gs, xs) = (crate::simd::f32s(g), crate::simd::f32s(x));
     assert!(n <= SKINNY && xs.len() >= n * k && gs.len() >= n * out, "linear: out of bounds");
     for r0 in (0..rows.len()).step_by(WG_ROWS) {
         let held = WG_ROWS.min(rows.len() - r0);
@@ -731,13 +734,13 @@ fn weight_grad_block_avx512<T: Real>(
         let emit =
             |r: usize, values: &[f32; WG_TILE], rows: &mut [crate::fresh::RowCursor<'_, T>]| {
                 if r < held {
-                    // SAFETY: `T` is f32 (`packs`), so the values are `T`s.
+                    // SAFETY: `T` is f32 (`f32_on_avx512`), so the values are `T`s.
                     let values: &[T] =
                         unsafe { std::slice::from_raw_parts(values.as_ptr().cast(), WG_TILE) };
                     rows[r0 + r].append(values);
                 }
             };
-        // SAFETY: AVX-512 is here (`packs`); `x` holds `n` rows of `k ≥ body` values (asserted).
+        // SAFETY: AVX-512 is here (`f32_on_avx512`); `x` holds `n` rows of `k ≥ body` values (asserted).
         unsafe { x86::weight_grad_tiles(xs.as_ptr(), k, n, body, &cf, |r, v| emit(r, v, rows)) };
         for (r, c) in cf.iter().enumerate().take(held) {
             for j in body..k {
@@ -790,7 +793,7 @@ fn skinny_bwd<T: Real>(
     let k = m.1.shape().dims2()?.1;
     let gs = contiguous(g.0.as_slice::<T>()?, g.1);
     let ms = contiguous(m.0.as_slice::<T>()?, m.1);
-    let avx512 = crate::packed::packs::<T>();
+    let avx512 = crate::simd::f32_on_avx512::<T>();
     Ok(T::to_cpu_storage_owned(match op {
         Skinny::InputGrad => skinny_input_grad(&gs, &ms, n, k, out, avx512),
         Skinny::WeightGrad => skinny_weight_grad(&gs, &ms, n, k, out, avx512),
@@ -994,7 +997,7 @@ mod tests {
         lens: fn(usize, usize, usize) -> (usize, usize),
         cases: &[(usize, usize, usize)],
     ) {
-        if !crate::packed::packs::<f32>() {
+        if !crate::simd::f32_on_avx512::<f32>() {
             eprintln!("no AVX-512 on this CPU: the portable {what} is the only one");
             return;
         }

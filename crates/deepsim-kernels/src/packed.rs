@@ -12,10 +12,7 @@
 //! micro-kernel ran at 111 GFLOP/s where the `gemm` crate ran at 104 and the FMA probe peaks at
 //! 116.
 
-use std::any::TypeId;
-
 use crate::check::Real;
-use crate::simd::{vector_isa, VectorIsa};
 
 /// Kernel rows (output channels) of a panel and of the micro-kernel's block.
 pub(crate) const ROWS: usize = 8;
@@ -28,24 +25,7 @@ const LANES: usize = 16;
 /// Whether products in `T` run here: f32 on a CPU with AVX-512 (elsewhere the transformed
 /// kernels keep their row-major layout and go to the `gemm` crate).
 pub(crate) fn packs<T: 'static>() -> bool {
-    TypeId::of::<T>() == TypeId::of::<f32>() && vector_isa() == VectorIsa::Avx512
-}
-
-/// `x` seen as f32s (`T` must be f32: the products' callers are generic over the element).
-///
-/// # Panics
-/// If `T` is not f32.
-pub(crate) fn f32s<T: 'static>(x: &[T]) -> &[f32] {
-    assert!(TypeId::of::<T>() == TypeId::of::<f32>(), "packed products: not f32");
-    // SAFETY: `T` is f32 (asserted), so the slice is one of f32s.
-    unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
-}
-
-/// [`f32s`], mutable.
-pub(crate) fn f32s_mut<T: 'static>(x: &mut [T]) -> &mut [f32] {
-    assert!(TypeId::of::<T>() == TypeId::of::<f32>(), "packed products: not f32");
-    // SAFETY: as in `f32s`.
-    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
+    crate::simd::f32_on_avx512::<T>()
 }
 
 /// Elements of `rows × k` packed: rows rounded up to whole panels.

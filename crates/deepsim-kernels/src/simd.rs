@@ -110,6 +110,38 @@ mod x86 {
     }
 }
 
+/// Whether `T` is f32 and this CPU has AVX-512: the condition under which this crate's
+/// hand-written AVX-512 kernels run (the packed Winograd products, the fully connected
+/// streaming kernels, the stride-4 gather of stacked sub-planes), each with a portable loop
+/// for every other case.
+pub(crate) fn f32_on_avx512<T: 'static>() -> bool {
+    is_f32::<T>() && vector_isa() == VectorIsa::Avx512
+}
+
+fn is_f32<T: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+}
+
+/// `x` seen as f32s, for the AVX-512 kernels of callers generic over the element.
+///
+/// # Panics
+/// If `T` is not f32.
+pub(crate) fn f32s<T: 'static>(x: &[T]) -> &[f32] {
+    assert!(is_f32::<T>(), "f32 kernel: not f32");
+    // SAFETY: `T` is f32 (asserted), so the slice is one of f32s.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) }
+}
+
+/// [`f32s`], mutable.
+///
+/// # Panics
+/// If `T` is not f32.
+pub(crate) fn f32s_mut<T: 'static>(x: &mut [T]) -> &mut [f32] {
+    assert!(is_f32::<T>(), "f32 kernel: not f32");
+    // SAFETY: as in `f32s`.
+    unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,7 +167,7 @@ impl Stacking {
                 }
             })
             .collect();
-        let fast = crate::packed::packs::<T>() && c.stride == 4;
+        let fast = crate::simd::f32_on_avx512::<T>() && c.stride == 4;
         crate::fresh::fill_rows(n * channels * self.subs() * sh, sw, sh, |first, lines| {
             let index = first / sh;
             let (source, j) = (index / self.subs(), index % self.subs());
@@ -187,7 +187,7 @@ impl Stacking {
                     let picked = &row[x0..x0 + c.stride * (run.len().max(1) - 1) + 1];
                     if fast {
                         #[cfg(target_arch = "x86_64")]
-                        strided4(crate::packed::f32s(picked), crate::packed::f32s_mut(run));
+                        strided4(crate::simd::f32s(picked), crate::simd::f32s_mut(run));
                     } else {
                         for (d, &v) in run.iter_mut().zip(picked.iter().step_by(c.stride)) {
                             *d = v;
@@ -236,7 +236,7 @@ impl Stacking {
 }
 
 /// `dst[u] = src[4u]`: sixteen at a time from four vectors by two permutes and a blend on
-/// AVX-512 (which [`crate::packed::packs`] has checked), the rest one by one.
+/// AVX-512 (which [`crate::simd::f32_on_avx512`] has checked), the rest one by one.
 #[cfg(target_arch = "x86_64")]
 fn strided4(src: &[f32], dst: &mut [f32]) {
     assert!(dst.is_empty() || src.len() > 4 * (dst.len() - 1), "strided copy: source short");
@@ -266,7 +266,7 @@ fn strided4(src: &[f32], dst: &mut [f32]) {
             }
         }
     }
-    // SAFETY: the caller has checked AVX-512 (`packs`); bounds as above.
+    // SAFETY: the caller has checked AVX-512 (`f32_on_avx512`); bounds as above.
     unsafe { groups(src, dst, whole) };
     for (u, d) in dst.iter_mut().enumerate().skip(16 * whole) {
         *d = src[4 * u];

@@ -29,7 +29,8 @@ use rayon::prelude::*;
 
 use crate::fresh::Scattered;
 use crate::gemm::{matmul_into, parallelism, Mat, SharedSlice};
-use crate::packed::{self, f32s, f32s_mut};
+use crate::packed;
+use crate::simd::{f32s, f32s_mut};
 use gemm::Parallelism;
 
 /// Rows and columns of an output tile of F(4×4, 3×3) and F(4×4, 5×5).
