@@ -118,6 +118,24 @@ fn conv_transpose2d_matches_candle() {
 }
 
 #[test]
+fn conv_transpose2d_gradients_match_candle() {
+    // A weight of 192 × 192 × 4 × 4 (590 K values) on 8×8 maps: the input and weight gradients
+    // come from one set of im2col columns, 20 images in chunks of 16 and 4.
+    let x = Var::from_tensor(&rand(&[20, 192, 8, 8], 14, F32)).unwrap();
+    let w = Var::from_tensor(&(rand(&[192, 192, 4, 4], 15, F32) * 0.05).unwrap()).unwrap();
+    let cfg = ConvTranspose2dConfig::new(2, 1);
+    let ours = conv_transpose2d(x.as_tensor(), w.as_tensor(), None, &cfg).unwrap();
+    let theirs = x.as_tensor().conv_transpose2d(w.as_tensor(), 1, 0, 2, 1).unwrap();
+    let r = rand(ours.dims(), 16, F32);
+    let g_ours = (ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    let g_theirs = (theirs * &r).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, v) in [("input", x.as_tensor()), ("weight", w.as_tensor())] {
+        let (a, b) = (g_ours.get(v).unwrap(), g_theirs.get(v).unwrap());
+        assert_close(a, b, 1e-3, 1e-3, &format!("conv_transpose2d {name} gradient"));
+    }
+}
+
+#[test]
 fn max_pool2d_matches_candle() {
     for (xs, k, s) in [([2, 4, 55, 55], 3, 2), ([1, 3, 13, 13], 3, 2), ([2, 2, 8, 8], 2, 2)] {
         let x = rand(&xs, 7, F32);
