@@ -1295,14 +1295,6 @@ impl CustomOp2 for ConvTranspose2dOp {
             let Some(dw) = taken else {
                 return Err(candle::Error::Msg("conv_transpose2d: no weight gradient".into()));
             };
-            let dw = match dw {
-                CpuStorage::F32(v) => Tensor::from_vec(v, w.shape(), x.device())?,
-                CpuStorage::F64(v) => Tensor::from_vec(v, w.shape(), x.device())?,
-                other => {
-                    let msg = format!("conv_transpose2d: dtype {:?}", other.dtype());
-                    return Err(candle::Error::Msg(msg));
-                }
-            };
             return Ok((Some(dx), deliver_grad(w, dw)?));
         }
         let dx = if x.track_op() { Some(grad.apply_op2(w, Conv2dOp(g))?) } else { None };
@@ -1320,7 +1312,7 @@ impl CustomOp2 for ConvTranspose2dOp {
 /// ([`batched_grads`]) left in `weight_grad` for the caller.
 struct TransposeGradsOp {
     g: Geom,
-    weight_grad: Arc<std::sync::Mutex<Option<CpuStorage>>>,
+    weight_grad: Arc<std::sync::Mutex<Option<Tensor>>>,
 }
 
 impl candle::CustomOp3 for TransposeGradsOp {
@@ -1342,13 +1334,14 @@ impl candle::CustomOp3 for TransposeGradsOp {
             grad: Arg<'_>,
             w: Arg<'_>,
             x: Arg<'_>,
-        ) -> candle::Result<(CpuStorage, CpuStorage)> {
+        ) -> candle::Result<(CpuStorage, Tensor)> {
             let big = contiguous(grad.0.as_slice::<T>()?, grad.1);
             let small = contiguous(x.0.as_slice::<T>()?, x.1);
-            let w = contiguous(w.0.as_slice::<T>()?, w.1);
-            let (dw, dx) = batched_grads(g, &big, &small, Some(&w));
+            let weight = contiguous(w.0.as_slice::<T>()?, w.1);
+            let (dw, dx) = batched_grads(g, &big, &small, Some(&weight));
             let dx = dx.ok_or_else(|| candle::Error::Msg("no input gradient".into()))?;
-            Ok((T::to_cpu_storage_owned(dx), T::to_cpu_storage_owned(dw)))
+            let dw = Tensor::from_vec(dw, w.1.shape(), &candle::Device::Cpu)?;
+            Ok((T::to_cpu_storage_owned(dx), dw))
         }
         let g = geom_from("conv_transpose2d backward", &self.g, gl, true)?;
         let (dx, dw) = by_float_dtype!(
