@@ -703,6 +703,7 @@ fn skinny_weight_grad<T: Real>(
 
 /// Weight-gradient rows taken together on AVX-512: each tile of `x`'s rows is loaded once
 /// for this many rows (it came from L2 again for every row, 128 KB a row at 4096 columns).
+#[cfg(target_arch = "x86_64")]
 const WG_ROWS: usize = 4;
 
 /// [`skinny_weight_grad`]'s rows `first..first + rows.len()` for f32 on AVX-512: the same

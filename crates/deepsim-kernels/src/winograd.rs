@@ -1235,6 +1235,8 @@ struct Columns<'a, 'b, T> {
 /// `X` into columns `dst.first..` of `dst.v[ξ][c]`; lanes past `count` are zero. No other
 /// call may write those columns meanwhile.
 #[allow(clippy::too_many_arguments)]
+// The gathered path exists on x86-64 only; elsewhere its per-group lanes are never read.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn transform_inputs<T: Real, const A: usize, const M: usize, X: Transforms<T, A, M>>(
     tiles: &Tiles,
     start: usize,
