@@ -1,28 +1,76 @@
-//! Per-layer timings of the DeePSiM step's 64-pixel generator tower (batch 8): for each
-//! up-convolution and 3×3 convolution, the forward pass, forward + backward (input and weight
-//! gradients) and forward + weight gradient alone, median of 10 calls after 2 warm-ups.
-//! `bench/torch/generator_layers.py` times the same layers in PyTorch; run both in one sitting:
+//! Per-layer timings of the DeePSiM trainer step's convolutions (batch 8): for each layer, the
+//! forward pass, forward + backward (input and weight gradients) and forward + weight gradient
+//! alone, median of 10 calls after 2 warm-ups. `bench/torch/generator_layers.py` times the
+//! same layers in PyTorch; run both in one sitting:
 //!
 //!     cargo run --release -p deepsim-kernels --example generator_layers
 //!     ~/.torch-venv/bin/python bench/torch/generator_layers.py
 //!
-//! `LAYER=N` (0–6) times one layer only (for a profiler).
+//! `NET` picks the layers: `generator64` (the default: the 64-pixel generator's tower after
+//! its seed map), `generator256` (the paper's tower to 256 pixels) or `discriminator227` (the
+//! paper's discriminator on the 256-pixel step's 227 × 227 crops). `LAYER=N` times one layer
+//! only (for a profiler).
 
 use std::time::Instant;
 
 use candle::{Device, Tensor, Var};
 use deepsim_kernels::{conv2d, conv_transpose2d, Conv2dConfig, ConvTranspose2dConfig};
 
-/// (up-convolution?, input channels, output channels, input side): the tower after the seed map.
-const LAYERS: [(bool, usize, usize, usize); 7] = [
-    (true, 256, 256, 4),
-    (false, 256, 512, 8),
-    (true, 512, 256, 8),
-    (false, 256, 256, 16),
-    (true, 256, 128, 16),
-    (false, 128, 128, 32),
-    (true, 128, 3, 32),
+/// One layer: an up-convolution (4 × 4, stride 2, padding 1) or a convolution.
+#[derive(Clone, Copy)]
+struct Layer {
+    up: bool,
+    ci: usize,
+    co: usize,
+    /// Kernel side, stride and padding of a convolution (an up-convolution's are fixed).
+    k: usize,
+    stride: usize,
+    pad: usize,
+    /// Input side.
+    h: usize,
+}
+
+const fn up(ci: usize, co: usize, h: usize) -> Layer {
+    Layer { up: true, ci, co, k: 4, stride: 2, pad: 1, h }
+}
+
+const fn conv(ci: usize, co: usize, k: usize, stride: usize, h: usize) -> Layer {
+    Layer { up: false, ci, co, k, stride, pad: k / 2, h }
+}
+
+/// The 64-pixel generator's tower after the seed map.
+const GENERATOR64: [Layer; 7] = [
+    up(256, 256, 4),
+    conv(256, 512, 3, 1, 8),
+    up(512, 256, 8),
+    conv(256, 256, 3, 1, 16),
+    up(256, 128, 16),
+    conv(128, 128, 3, 1, 32),
+    up(128, 3, 32),
 ];
+
+/// The paper's tower to 256 pixels: the 64-pixel one, then three more up-convolutions.
+const GENERATOR256: [Layer; 9] = [
+    up(256, 256, 4),
+    conv(256, 512, 3, 1, 8),
+    up(512, 256, 8),
+    conv(256, 256, 3, 1, 16),
+    up(256, 128, 16),
+    conv(128, 128, 3, 1, 32),
+    up(128, 64, 32),
+    up(64, 32, 64),
+    up(32, 3, 128),
+];
+
+/// The paper's discriminator's convolutions on 227 × 227 images.
+const DISCRIMINATOR227: [Layer; 5] = [
+    conv(3, 32, 7, 4, 227),
+    conv(32, 64, 5, 1, 57),
+    conv(64, 128, 3, 2, 57),
+    conv(128, 256, 3, 1, 29),
+    conv(256, 256, 3, 2, 29),
+];
+
 const BATCH: usize = 8;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -46,21 +94,33 @@ fn time(mut f: impl FnMut() -> candle::Result<()>) -> candle::Result<f64> {
 fn main() -> candle::Result<()> {
     warn_without_malloc_settings();
     let dev = Device::Cpu;
+    let net = std::env::var("NET").unwrap_or_else(|_| "generator64".into());
+    let layers: &[Layer] = match net.as_str() {
+        "generator64" => &GENERATOR64,
+        "generator256" => &GENERATOR256,
+        "discriminator227" => &DISCRIMINATOR227,
+        other => {
+            return Err(candle::Error::Msg(format!(
+                "NET={other}: expected generator64, generator256 or discriminator227"
+            )))
+        }
+    };
     let mut total = [0.0; 3];
-    println!("layer                     fwd (ms)  fwd+bwd (ms)  fwd+wgrad (ms)  fwd+bwd GFLOP/s");
+    println!("layer ({net})    fwd (ms)  fwd+bwd (ms)  fwd+wgrad (ms)  fwd+bwd GFLOP/s");
     let only: Option<usize> = std::env::var("LAYER").ok().and_then(|v| v.parse().ok());
-    for (index, (up, ci, co, h)) in LAYERS.into_iter().enumerate() {
+    for (index, &layer) in layers.iter().enumerate() {
         if only.is_some_and(|o| o != index) {
             continue;
         }
+        let Layer { up, ci, co, k, stride, pad, h } = layer;
         let x = Var::from_tensor(&Tensor::randn(0f32, 1., (BATCH, ci, h, h), &dev)?)?;
-        let w_shape = if up { (ci, co, 4, 4) } else { (co, ci, 3, 3) };
+        let w_shape = if up { (ci, co, k, k) } else { (co, ci, k, k) };
         let w = Var::from_tensor(&Tensor::randn(0f32, 0.05, w_shape, &dev)?)?;
         let run = |x: &Tensor, w: &Tensor| -> candle::Result<Tensor> {
             if up {
-                conv_transpose2d(x, w, None, &ConvTranspose2dConfig::new(2, 1))
+                conv_transpose2d(x, w, None, &ConvTranspose2dConfig::new(stride, pad))
             } else {
-                conv2d(x, w, None, &Conv2dConfig::new(1, 1))
+                conv2d(x, w, None, &Conv2dConfig::new(stride, pad))
             }
             .map_err(candle::Error::wrap)
         };
@@ -75,11 +135,13 @@ fn main() -> candle::Result<()> {
             time(|| backward(x.as_tensor()))?,
             time(|| backward(&frozen_x))?,
         ];
-        let side = if up { 2 * h } else { h };
-        let macs = (BATCH * ci * co * h * h * if up { 16 } else { 9 }) as f64;
-        let kind = if up { "up" } else { "conv" };
+        let side = if up { 2 * h } else { (h + 2 * pad - k) / stride + 1 };
+        // Multiply-adds: an up-convolution's per input pixel, a convolution's per output one.
+        let per_pixel = if up { h * h } else { side * side };
+        let macs = (BATCH * ci * co * per_pixel * k * k) as f64;
+        let kind = if up { "up".to_string() } else { format!("c{k}s{stride}") };
         println!(
-            "{kind:4} {ci:3}→{co:3} @{h:2}→{side:2}      {:8.2}  {:12.2}  {:14.2}  {:15.0}",
+            "{kind:4} {ci:3}→{co:3} @{h:3}→{side:3}    {:8.2}  {:12.2}  {:14.2}  {:15.0}",
             t[0],
             t[1],
             t[2],
@@ -89,7 +151,7 @@ fn main() -> candle::Result<()> {
             *s += v;
         }
     }
-    println!("total                     {:8.1}  {:12.1}  {:14.1}", total[0], total[1], total[2]);
+    println!("total                      {:8.1}  {:12.1}  {:14.1}", total[0], total[1], total[2]);
     Ok(())
 }
 
