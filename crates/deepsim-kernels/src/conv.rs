@@ -358,21 +358,18 @@ fn im2col<T: Real>(
                             out[v1 - a..].fill(T::zero());
                             let start = ((v0 * sw) as isize + off_x) as usize;
                             let dst = &mut out[v0 - a..v1 - a];
-                            if sw == 1 {
-                                dst.copy_from_slice(&line[start..start + v1 - v0]);
-                            } else if sw == 2 {
-                                // Every other input (the up-convolutions' gradients): a fixed stride,
-                                // which compiles to vector shuffles.
-                                let n = v1 - v0;
-                                let src = &line[start..start + 2 * n - 1];
-                                let (pairs, last) = dst.split_at_mut(n - 1);
-                                for (o, pair) in pairs.iter_mut().zip(src.chunks_exact(2)) {
-                                    *o = pair[0];
-                                }
-                                last[0] = src[2 * (n - 1)];
-                            } else {
-                                for (o, i) in dst.iter_mut().zip(0..) {
-                                    *o = line[start + i * sw];
+                            let src = &line[start..start + sw * (v1 - v0 - 1) + 1];
+                            match sw {
+                                1 => dst.copy_from_slice(src),
+                                // Every other input (the up-convolutions' gradients) and every
+                                // fourth (AlexNet's and the discriminator's first layers): a
+                                // fixed stride, which compiles to vector shuffles.
+                                2 => every_nth::<T, 2>(src, dst),
+                                4 => every_nth::<T, 4>(src, dst),
+                                _ => {
+                                    for (o, &v) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                                        *o = v;
+                                    }
                                 }
                             }
                         }
@@ -466,6 +463,20 @@ fn col2im<T: Real>(g: &Geom, cols: &[T], dst: &mut [T], ld: usize, off: usize) {
             }
         },
     )
+}
+
+/// `dst[i] = src[i · N]` for every `i < dst.len()`; `src` holds `N · (dst.len() − 1) + 1`
+/// values (the last step's tail not needed). A constant stride lets the compiler load whole
+/// vectors and shuffle where a variable one reads element by element.
+#[inline(always)]
+fn every_nth<T: Copy, const N: usize>(src: &[T], dst: &mut [T]) {
+    let Some((last, body)) = dst.split_last_mut() else {
+        return;
+    };
+    for (o, group) in body.iter_mut().zip(src.chunks_exact(N)) {
+        *o = group[0];
+    }
+    *last = src[N * body.len()];
 }
 
 /// The output columns `ox` in `[x0, x1)` whose input column `ox * stride + off` lies in `[0, w)`.

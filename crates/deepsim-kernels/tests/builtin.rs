@@ -20,6 +20,8 @@ fn conv2d_matches_candle() {
         ([7, 16, 13, 13], [24, 8, 3, 3], 1, 1, 1, 2),
         ([1, 8, 12, 10], [6, 4, 5, 5], 1, 2, 1, 2),
         ([1, 4, 15, 15], [4, 4, 3, 3], 2, 2, 2, 1),
+        // Stride 3: im2col's gather with a stride it has no fixed-stride copy for.
+        ([2, 3, 31, 29], [4, 3, 5, 5], 3, 1, 1, 1),
         ([3, 6, 9, 9], [5, 6, 1, 1], 1, 0, 1, 1),
         // Pointwise on a map of over 2048 pixels, one image: the GEMM writes the output
         // directly, with no scratch (this once panicked).
