@@ -38,28 +38,16 @@ const fn conv(ci: usize, co: usize, k: usize, stride: usize, h: usize) -> Layer 
     Layer { up: false, ci, co, k, stride, pad: k / 2, h }
 }
 
-/// The 64-pixel generator's tower after the seed map.
-const GENERATOR64: [Layer; 7] = [
+/// The generator's tower after the seed map up to its 128 channels at 32 × 32, which both
+/// sizes share; the 64-pixel one then ends in `up(128, 3, 32)`, the paper's (256 pixels) in
+/// three more up-convolutions.
+const TOWER: [Layer; 6] = [
     up(256, 256, 4),
     conv(256, 512, 3, 1, 8),
     up(512, 256, 8),
     conv(256, 256, 3, 1, 16),
     up(256, 128, 16),
     conv(128, 128, 3, 1, 32),
-    up(128, 3, 32),
-];
-
-/// The paper's tower to 256 pixels: the 64-pixel one, then three more up-convolutions.
-const GENERATOR256: [Layer; 9] = [
-    up(256, 256, 4),
-    conv(256, 512, 3, 1, 8),
-    up(512, 256, 8),
-    conv(256, 256, 3, 1, 16),
-    up(256, 128, 16),
-    conv(128, 128, 3, 1, 32),
-    up(128, 64, 32),
-    up(64, 32, 64),
-    up(32, 3, 128),
 ];
 
 /// The paper's discriminator's convolutions on 227 × 227 images.
@@ -95,10 +83,10 @@ fn main() -> candle::Result<()> {
     warn_without_malloc_settings();
     let dev = Device::Cpu;
     let net = std::env::var("NET").unwrap_or_else(|_| "generator64".into());
-    let layers: &[Layer] = match net.as_str() {
-        "generator64" => &GENERATOR64,
-        "generator256" => &GENERATOR256,
-        "discriminator227" => &DISCRIMINATOR227,
+    let layers: Vec<Layer> = match net.as_str() {
+        "generator64" => [&TOWER[..], &[up(128, 3, 32)]].concat(),
+        "generator256" => [&TOWER[..], &[up(128, 64, 32), up(64, 32, 64), up(32, 3, 128)]].concat(),
+        "discriminator227" => DISCRIMINATOR227.to_vec(),
         other => {
             return Err(candle::Error::Msg(format!(
                 "NET={other}: expected generator64, generator256 or discriminator227"
