@@ -18,6 +18,7 @@ use crate::check::{
     at_least, by_float_dtype, contiguous, dims4, nchw, same_dtype_device, with_scratch, Real,
 };
 use crate::error::{invalid, Result};
+use crate::fft::{self, FftKernels, FftReal};
 use crate::gemm::{
     matmul, matmul_col_major, parallelism, transpose_into, transpose_into_par, Mat, SharedSlice,
 };
@@ -1501,11 +1502,13 @@ pub enum Activation {
 /// How a [`FrozenConv2d`] computes its convolution on the CPU (other devices run candle's).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd where it applies and saves work — no dilation, at least 16 channels per group
-    /// on each side (counting a stacked kernel's sub-planes, which may be at most four times
-    /// the layer's channels), at least 16 output tiles, and whole 4×4 tiles that cost under
-    /// 3/4 (3×3 stride-1 kernels) or at most 1/2 (other kernels, stacked) of a direct sum's
-    /// multiplies — and im2col + GEMM elsewhere. Decided per call, from the input's size.
+    /// FFT for stride-1, undilated, ungrouped kernels of at least 7×7 where its transforms and
+    /// products cost at most a quarter of a direct sum's flops; else Winograd where it applies
+    /// and saves work — no dilation, at least 16 channels per group on each side (counting a
+    /// stacked kernel's sub-planes, which may be at most four times the layer's channels), at
+    /// least 16 output tiles, and whole 4×4 tiles that cost under 3/4 (3×3 stride-1 kernels)
+    /// or at most 1/2 (other kernels, stacked) of a direct sum's multiplies — and im2col +
+    /// GEMM elsewhere. Decided per call, from the input's size.
     #[default]
     Auto,
     /// im2col + GEMM (col2im for the input gradient): the direct sum, in GEMM order.
@@ -1518,6 +1521,12 @@ pub enum ConvAlgorithm {
     /// result by about 5e-6 of the layer's largest output (1.2e-5 under F(6×6, 3×3)), ten
     /// times im2col's rounding error or more.
     Winograd,
+    /// FFT convolution (overlap-save over tiles of 32 to 256 pixels a side, the side that
+    /// costs least) for the forward pass and the input gradient of a stride-1, undilated,
+    /// ungrouped kernel: few multiplies per output for a large kernel over few channels (ST-LPIPS'
+    /// 11×11 conv1 on 3 channels: about 3.7 kflop per output against a direct sum's 46.5). In
+    /// f32 it differs from the exact result by a few 1e-7 of the layer's largest output.
+    Fft,
 }
 
 /// A convolution with frozen weights (a comparator's layer): its backward computes only the
@@ -1543,6 +1552,7 @@ pub struct FrozenConv2d {
     act: Activation,
     algorithm: ConvAlgorithm,
     winograd: Arc<WinogradCache>,
+    fft: Arc<FftCache>,
 }
 
 impl FrozenConv2d {
@@ -1578,6 +1588,7 @@ impl FrozenConv2d {
             act: Activation::Identity,
             algorithm: ConvAlgorithm::Auto,
             winograd: Arc::default(),
+            fft: Arc::default(),
         })
     }
 
@@ -1589,8 +1600,28 @@ impl FrozenConv2d {
     /// The same layer computed by `algorithm` on the CPU.
     ///
     /// # Errors
-    /// [`ConvAlgorithm::Winograd`] for a dilated layer.
+    /// [`ConvAlgorithm::Winograd`] for a dilated layer; [`ConvAlgorithm::Fft`] for a strided,
+    /// dilated or grouped one, or a kernel wider than 128.
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self> {
+        let (_, _, kh, kw) = self.weight.dims4()?;
+        let cfg = &self.cfg;
+        if algorithm == ConvAlgorithm::Fft
+            && (cfg.stride != (1, 1)
+                || cfg.dilation != (1, 1)
+                || cfg.groups != 1
+                || kh.max(kw) > 128)
+        {
+            return Err(invalid(
+                "FrozenConv2d::with_algorithm",
+                "weight",
+                self.weight.dims(),
+                format!(
+                    "FFT convolution needs stride 1, no dilation, one group and a kernel of at \
+                     most 128 × 128; the layer has stride {:?}, dilation {:?}, {} groups",
+                    cfg.stride, cfg.dilation, cfg.groups
+                ),
+            ));
+        }
         if algorithm == ConvAlgorithm::Winograd && self.cfg.dilation != (1, 1) {
             return Err(invalid(
                 "FrozenConv2d::with_algorithm",
@@ -1630,12 +1661,17 @@ impl FrozenConv2d {
         &self.cfg
     }
 
-    /// Whether a CPU call of geometry `g` runs Winograd.
-    fn runs_winograd(&self, g: &Geom) -> bool {
+    /// How a CPU call of geometry `g` runs.
+    fn engine(&self, g: &Geom) -> Engine {
+        let fft = || Engine::Fft(self.fft.clone());
+        let winograd = || Engine::Winograd(self.winograd.clone());
         match self.algorithm {
-            ConvAlgorithm::Im2col => false,
-            ConvAlgorithm::Winograd => true,
-            ConvAlgorithm::Auto => winograd_pays(g),
+            ConvAlgorithm::Im2col => Engine::Im2col,
+            ConvAlgorithm::Winograd => winograd(),
+            ConvAlgorithm::Fft => fft(),
+            ConvAlgorithm::Auto if fft_pays(g) => fft(),
+            ConvAlgorithm::Auto if winograd_pays(g) => winograd(),
+            ConvAlgorithm::Auto => Engine::Im2col,
         }
     }
 
@@ -1654,7 +1690,7 @@ impl FrozenConv2d {
             weight: self.weight.clone(),
             bias: self.bias.clone(),
             act: self.act,
-            winograd: self.runs_winograd(&g).then(|| self.winograd.clone()),
+            engine: self.engine(&g),
         };
         Ok(input.apply_op1(op)?)
     }
@@ -1685,8 +1721,7 @@ impl FrozenConv2d {
         if !input.device().is_cpu() {
             return Err(invalid(OP, "input", input.dims(), "not on the CPU"));
         }
-        let winograd = self.runs_winograd(&g).then(|| self.winograd.clone());
-        let op = InputGradOp::new(g, &self.weight, self.act, output, winograd);
+        let op = InputGradOp::new(g, &self.weight, self.act, output, self.engine(&g));
         Ok(grad.apply_op1_no_bwd(&op)?)
     }
 }
@@ -1697,36 +1732,49 @@ impl Module for FrozenConv2d {
     }
 }
 
-/// A frozen layer's Winograd-transformed kernels, built on first use (for the forward pass and
-/// for the input gradient separately, one slot per [`Scheme`]: the scheme follows the map's
-/// size, which may change from call to call) and shared between clones of the layer.
-#[derive(Default)]
-struct WinogradCache {
-    forward: [OnceLock<Box<dyn Any + Send + Sync>>; Scheme::COUNT],
-    input_grad: [OnceLock<Box<dyn Any + Send + Sync>>; Scheme::COUNT],
+/// A frozen layer's transformed kernels, built on first use for the forward pass and for the
+/// input gradient separately, one slot per variant (Winograd's [`Scheme`], the FFT's side:
+/// either follows the map's size, which may change from call to call), and shared between
+/// clones of the layer.
+struct KernelCache<const N: usize> {
+    forward: [OnceLock<Box<dyn Any + Send + Sync>>; N],
+    input_grad: [OnceLock<Box<dyn Any + Send + Sync>>; N],
 }
 
-impl std::fmt::Debug for WinogradCache {
+impl<const N: usize> Default for KernelCache<N> {
+    fn default() -> Self {
+        let empty = || std::array::from_fn(|_| OnceLock::new());
+        Self { forward: empty(), input_grad: empty() }
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for KernelCache<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let built = |cells: &[OnceLock<_>]| cells.iter().filter(|c| c.get().is_some()).count();
-        f.debug_struct("WinogradCache")
+        f.debug_struct("KernelCache")
             .field("forward_built", &built(&self.forward))
             .field("input_grad_built", &built(&self.input_grad))
             .finish()
     }
 }
 
+/// Winograd's transformed kernels, one slot per [`Scheme`].
+type WinogradCache = KernelCache<{ Scheme::COUNT }>;
+
+/// The FFT's transformed kernels, one slot per side.
+type FftCache = KernelCache<{ fft::SIDE_COUNT }>;
+
 /// The kernels in `cell`, built by `build` if it is empty.
-fn cached_kernels<T: Real>(
+fn cached_kernels<K: Any + Send + Sync>(
     cell: &OnceLock<Box<dyn Any + Send + Sync>>,
-    build: impl FnOnce() -> candle::Result<TransformedKernels<T>>,
-) -> candle::Result<&TransformedKernels<T>> {
+    build: impl FnOnce() -> candle::Result<K>,
+) -> candle::Result<&K> {
     if cell.get().is_none() {
         // Two threads may both build; the first to store wins and the other's copy is dropped.
         let _ = cell.set(Box::new(build()?));
     }
     cell.get().and_then(|k| k.downcast_ref()).ok_or_else(|| {
-        candle::Error::Msg("FrozenConv2d: Winograd kernels were built for another dtype".into())
+        candle::Error::Msg("FrozenConv2d: transformed kernels were built for another dtype".into())
     })
 }
 
@@ -1765,14 +1813,119 @@ pub(crate) fn with_cpu<R>(
     }
 }
 
+/// How a frozen layer's forward pass and input gradient run on the CPU, with the layer's
+/// cache of transformed kernels where they need one.
+#[derive(Clone)]
+enum Engine {
+    Im2col,
+    /// Winograd ([`frozen_scheme`]).
+    Winograd(Arc<WinogradCache>),
+    /// FFT convolution ([`fft::correlate`]).
+    Fft(Arc<FftCache>),
+}
+
+/// The largest share of a direct sum's flops at which [`ConvAlgorithm::Auto`] runs a frozen
+/// layer by FFT ([`fft_pays`]). ST-LPIPS' conv1 at 1080 × 800 costs 0.08.
+const FFT_MAX_COST: f64 = 0.25;
+
+/// Whether an FFT convolution runs a frozen layer of geometry `g`: stride 1, undilated,
+/// ungrouped, a kernel at most 128 a side (an FFT side fits it).
+fn fft_fits(g: &Geom) -> bool {
+    g.cfg.stride == (1, 1)
+        && g.cfg.dilation == (1, 1)
+        && g.groups() == 1
+        && fft::best_side(&forward_plan(g), g.kernel, g.big[0], g.small[0]).is_some()
+}
+
+/// Whether [`ConvAlgorithm::Auto`] runs a frozen layer of geometry `g` by FFT: it fits
+/// ([`fft_fits`]), its kernel is at least 7 × 7 (Winograd's schemes cover up to 5 × 5 at a
+/// quarter of a direct sum's products or less, with faster products), and the FFT's cost
+/// model puts it at most [`FFT_MAX_COST`] of a direct sum.
+fn fft_pays(g: &Geom) -> bool {
+    if !fft_fits(g) || g.kernel.0 < 7 || g.kernel.1 < 7 {
+        return false;
+    }
+    let direct =
+        2.0 * (g.n * g.small_hw() * g.big[0] * g.small[0] * g.kernel.0 * g.kernel.1) as f64;
+    fft::best_side(&forward_plan(g), g.kernel, g.big[0], g.small[0])
+        .is_some_and(|(_, flops)| flops <= FFT_MAX_COST * direct)
+}
+
+/// The FFT side of a frozen layer's correlation over `plan` from `in_c` to `out_c` channels.
+fn fft_side(plan: &winograd::Plan, g: &Geom, in_c: usize, out_c: usize) -> candle::Result<usize> {
+    fft::best_side(plan, g.kernel, in_c, out_c).map(|(side, _)| side).ok_or_else(|| {
+        candle::Error::Msg(format!("FrozenConv2d: no FFT side fits a {:?} kernel", g.kernel))
+    })
+}
+
+fn run_fft_forward<T: Real + FftReal>(
+    g: &Geom,
+    cache: &FftCache,
+    x: Arg<'_>,
+    w: Arg<'_>,
+    bias: Option<Arg<'_>>,
+    act: Activation,
+) -> candle::Result<CpuStorage> {
+    let plan = forward_plan(g);
+    let (in_c, out_c) = (g.big[0], g.small[0]);
+    let side = fft_side(&plan, g, in_c, out_c)?;
+    let kernels = cached_kernels(&cache.forward[fft::side_index(side)], || {
+        let weight = contiguous(w.0.as_slice::<T>()?, w.1);
+        Ok(FftKernels::new(side, &weight, out_c, in_c, g.kernel))
+    })?;
+    let bias = match bias {
+        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
+        None => None,
+    };
+    let x = contiguous(x.0.as_slice::<T>()?, x.1);
+    let relu = act == Activation::Relu;
+    Ok(T::to_cpu_storage_owned(fft::correlate(&plan, kernels, &x, None, bias.as_deref(), relu)))
+}
+
+fn run_fft_input_grad<T: Real + FftReal>(
+    g: &Geom,
+    cache: &FftCache,
+    grad: Arg<'_>,
+    w: Arg<'_>,
+    relu_out: Option<Arg<'_>>,
+) -> candle::Result<CpuStorage> {
+    let plan = input_grad_plan(g);
+    let (in_c, out_c) = (g.small[0], g.big[0]);
+    let side = fft_side(&plan, g, in_c, out_c)?;
+    let kernels = cached_kernels(&cache.input_grad[fft::side_index(side)], || {
+        let weight = contiguous(w.0.as_slice::<T>()?, w.1);
+        Ok(FftKernels::new(side, &rotated(g, &weight), out_c, in_c, g.kernel))
+    })?;
+    let mask = match relu_out {
+        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
+        None => None,
+    };
+    let grad = contiguous(grad.0.as_slice::<T>()?, grad.1);
+    Ok(T::to_cpu_storage_owned(fft::correlate(&plan, kernels, &grad, mask.as_deref(), None, false)))
+}
+
+/// An ungrouped kernel `[out, in, kh, kw]` turned for the input gradient: `[in, out, kh, kw]`,
+/// each kernel rotated by 180°.
+fn rotated<T: Copy>(g: &Geom, w: &[T]) -> Vec<T> {
+    let (out_c, in_c, (kh, kw)) = (g.small[0], g.big[0], g.kernel);
+    let taps = kh * kw;
+    let mut r = Vec::with_capacity(w.len());
+    for c in 0..in_c {
+        for o in 0..out_c {
+            let k = &w[(o * in_c + c) * taps..][..taps];
+            r.extend(k.iter().rev());
+        }
+    }
+    r
+}
+
 /// The frozen conv as a one-argument op: weight and bias live in the op, outside the graph.
-/// With `winograd`, the forward pass and the input gradient run Winograd ([`frozen_scheme`]).
 struct FrozenConvOp {
     g: Geom,
     weight: Tensor,
     bias: Option<Tensor>,
     act: Activation,
-    winograd: Option<Arc<WinogradCache>>,
+    engine: Engine,
 }
 
 fn run_winograd_forward<T: Real>(
@@ -1836,17 +1989,17 @@ impl CustomOp1 for FrozenConvOp {
                 },
                 None => None,
             };
-            match &self.winograd {
-                Some(cache) => by_float_dtype!(
-                    OP,
-                    x.dtype(),
-                    run_winograd_forward(&g, cache, (x, xl), (w, wl), b, self.act)
-                ),
-                None => by_float_dtype!(
-                    OP,
-                    x.dtype(),
-                    run_big_to_small(&g, (x, xl), (w, wl), b, self.act)
-                ),
+            let (x, w, act) = ((x, xl), (w, wl), self.act);
+            match &self.engine {
+                Engine::Winograd(cache) => {
+                    by_float_dtype!(OP, x.0.dtype(), run_winograd_forward(&g, cache, x, w, b, act))
+                }
+                Engine::Fft(cache) => {
+                    by_float_dtype!(OP, x.0.dtype(), run_fft_forward(&g, cache, x, w, b, act))
+                }
+                Engine::Im2col => {
+                    by_float_dtype!(OP, x.0.dtype(), run_big_to_small(&g, x, w, b, act))
+                }
             }
         })?;
         Ok((out, Shape::from((g.n, g.small[0], g.small[1], g.small[2]))))
@@ -1854,10 +2007,10 @@ impl CustomOp1 for FrozenConvOp {
 
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
         let g = Geom { n: x.dim(0)?, ..self.g };
-        let op = InputGradOp::new(g, &self.weight, self.act, res, self.winograd.clone());
-        Ok(Some(match (self.act, &self.winograd) {
-            (Activation::Identity, None) => conv2d_input_grad(grad, &self.weight, &g)?,
-            (Activation::Identity, Some(_)) => grad.apply_op1(op)?,
+        let op = InputGradOp::new(g, &self.weight, self.act, res, self.engine.clone());
+        Ok(Some(match (self.act, &self.engine) {
+            (Activation::Identity, Engine::Im2col) => conv2d_input_grad(grad, &self.weight, &g)?,
+            (Activation::Identity, _) => grad.apply_op1(op)?,
             (Activation::Relu, _) => grad.apply_op1_no_bwd(&op)?,
         }))
     }
@@ -1869,21 +2022,15 @@ struct InputGradOp {
     g: Geom,
     weight: Tensor,
     relu_out: Option<Tensor>,
-    winograd: Option<Arc<WinogradCache>>,
+    engine: Engine,
 }
 
 impl InputGradOp {
     /// The input gradient of a frozen conv with `weight` and activation `act`, whose forward
     /// output was `output` (kept as the ReLU's mask when `act` is ReLU).
-    fn new(
-        g: Geom,
-        weight: &Tensor,
-        act: Activation,
-        output: &Tensor,
-        winograd: Option<Arc<WinogradCache>>,
-    ) -> Self {
+    fn new(g: Geom, weight: &Tensor, act: Activation, output: &Tensor, engine: Engine) -> Self {
         let relu_out = (act == Activation::Relu).then(|| output.clone());
-        Self { g, weight: weight.clone(), relu_out, winograd }
+        Self { g, weight: weight.clone(), relu_out, engine }
     }
 }
 
@@ -1911,14 +2058,18 @@ impl CustomOp1 for InputGradOp {
                 },
                 None => None,
             };
-            match &self.winograd {
-                Some(cache) => by_float_dtype!(
+            let (grad, w) = ((grad, gl), (w, wl));
+            match &self.engine {
+                Engine::Winograd(cache) => by_float_dtype!(
                     OP,
-                    grad.dtype(),
-                    run_winograd_input_grad(&g, cache, (grad, gl), (w, wl), y)
+                    grad.0.dtype(),
+                    run_winograd_input_grad(&g, cache, grad, w, y)
                 ),
-                None => {
-                    by_float_dtype!(OP, grad.dtype(), run_small_to_big(&g, (grad, gl), (w, wl), y))
+                Engine::Fft(cache) => {
+                    by_float_dtype!(OP, grad.0.dtype(), run_fft_input_grad(&g, cache, grad, w, y))
+                }
+                Engine::Im2col => {
+                    by_float_dtype!(OP, grad.0.dtype(), run_small_to_big(&g, grad, w, y))
                 }
             }
         })?;
@@ -1934,7 +2085,7 @@ impl CustomOp1 for InputGradOp {
             weight: self.weight.clone(),
             bias: None,
             act: Activation::Identity,
-            winograd: self.winograd.clone(),
+            engine: self.engine.clone(),
         };
         Ok(Some(grad2.apply_op1(op)?))
     }

@@ -7,7 +7,7 @@
 //! | [`conv2d`], [`conv_transpose2d`] | im2col/col2im + GEMM on the CPU, and Winograd where it saves work (F(4×4, 3×3) for 3×3 stride-1 kernels and for larger or strided ones over stacked sub-planes, F(4×4, 5×5) for a frozen layer's 5×5 ones, F(6×6, 3×3) for its 3×3 ones with 32 or more input channels, stacked ones counted, on large maps), for forward and backward; candle's CPU conv_transpose2d (also conv2d's input gradient) is a direct loop |
 //! | [`bias_leaky_relu`] | a layer's bias and leaky ReLU in one pass each way (candle: a broadcast add, four ops, and a bias gradient by a slow strided reduction) |
 //! | [`linear`] | a fully connected layer whose weight gradient comes out in the weight's layout (candle's `x·Wᵀ` backward adds a transposed view element by element) |
-//! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss; Winograd as above, its kernels transformed once |
+//! | [`FrozenConv2d`] | a convolution whose backward computes only the input gradient: the cost of a perceptual loss; Winograd as above, its kernels transformed once, or an FFT for stride-1 kernels of 7×7 and up over few channels (ST-LPIPS' 11×11 conv1) |
 //! | [`FrozenLinear`] | a frozen fully connected layer holding its weight in both layouts, so that the forward product and the input gradient each get GEMM's fast (row-major) right operand |
 //! | [`ChannelAffine`], [`value_range`] | input preprocessing and the [0, 1] check in one pass each (candle: 3–4 ops, and a backward that also differentiates the constants) |
 //! | [`blur_pool2d`] | anti-aliased downsampling (reflection pad, binomial low-pass, subsample: ST-LPIPS' layer) in one separable pass; candle has no reflection padding and no grouped-conv backward |
@@ -49,6 +49,7 @@ mod clamp;
 mod conv;
 mod depthwise;
 mod error;
+mod fft;
 mod fresh;
 mod gemm;
 mod grads;

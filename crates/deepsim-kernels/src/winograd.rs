@@ -1448,7 +1448,7 @@ unsafe fn gather_windows<const A: usize>(
 }
 
 /// The rows `r` in `0..alpha` with `start + r` inside `0..len`.
-fn inside(start: isize, len: usize, alpha: usize) -> (usize, usize) {
+pub(crate) fn inside(start: isize, len: usize, alpha: usize) -> (usize, usize) {
     let lo = (-start).clamp(0, alpha as isize) as usize;
     let hi = (len as isize - start).clamp(0, alpha as isize) as usize;
     (lo, hi.max(lo))
