@@ -8,6 +8,7 @@
 
 use candle::backend::BackendStorage;
 use std::any::Any;
+use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
@@ -953,6 +954,11 @@ fn col_major_to_weight<T: Real>(acc: &[T], small_cg: usize, k_len: usize) -> Vec
 
 type Arg<'a> = (&'a CpuStorage, &'a Layout);
 
+/// An optional op argument's data, row-major (borrowed where it already is).
+fn contiguous_arg<T: Real>(arg: Option<Arg<'_>>) -> candle::Result<Option<Cow<'_, [T]>>> {
+    arg.map(|(s, l)| Ok(contiguous(s.as_slice::<T>()?, l))).transpose()
+}
+
 fn run_big_to_small<T: Real>(
     g: &Geom,
     x: Arg<'_>,
@@ -960,10 +966,7 @@ fn run_big_to_small<T: Real>(
     b: Option<Arg<'_>>,
     act: Activation,
 ) -> candle::Result<CpuStorage> {
-    let b = match b {
-        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
-        None => None,
-    };
+    let b = contiguous_arg::<T>(b)?;
     let (x, w) = (contiguous(x.0.as_slice::<T>()?, x.1), contiguous(w.0.as_slice::<T>()?, w.1));
     Ok(T::to_cpu_storage_owned(big_to_small(g, &x, &w, b.as_deref(), act)))
 }
@@ -974,10 +977,7 @@ fn run_small_to_big<T: Real>(
     w: Arg<'_>,
     relu_out: Option<Arg<'_>>,
 ) -> candle::Result<CpuStorage> {
-    let y = match relu_out {
-        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
-        None => None,
-    };
+    let y = contiguous_arg::<T>(relu_out)?;
     let (x, w) = (contiguous(x.0.as_slice::<T>()?, x.1), contiguous(w.0.as_slice::<T>()?, w.1));
     Ok(T::to_cpu_storage_owned(small_to_big(g, &x, &w, None, y.as_deref())))
 }
@@ -1873,10 +1873,7 @@ fn run_fft_forward<T: Real + FftReal>(
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
         Ok(FftKernels::new(side, &weight, out_c, in_c, g.kernel))
     })?;
-    let bias = match bias {
-        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
-        None => None,
-    };
+    let bias = contiguous_arg::<T>(bias)?;
     let x = contiguous(x.0.as_slice::<T>()?, x.1);
     let relu = act == Activation::Relu;
     Ok(T::to_cpu_storage_owned(fft::correlate(&plan, kernels, &x, None, bias.as_deref(), relu)))
@@ -1896,10 +1893,7 @@ fn run_fft_input_grad<T: Real + FftReal>(
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
         Ok(FftKernels::new(side, &rotated(g, &weight), out_c, in_c, g.kernel))
     })?;
-    let mask = match relu_out {
-        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
-        None => None,
-    };
+    let mask = contiguous_arg::<T>(relu_out)?;
     let grad = contiguous(grad.0.as_slice::<T>()?, grad.1);
     Ok(T::to_cpu_storage_owned(fft::correlate(&plan, kernels, &grad, mask.as_deref(), None, false)))
 }
@@ -1941,10 +1935,7 @@ fn run_winograd_forward<T: Real>(
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
         Ok(winograd_kernels(g, &weight, true, scheme))
     })?;
-    let bias = match bias {
-        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
-        None => None,
-    };
+    let bias = contiguous_arg::<T>(bias)?;
     let x = contiguous(x.0.as_slice::<T>()?, x.1);
     let relu = act == Activation::Relu;
     Ok(T::to_cpu_storage_owned(winograd_forward(g, kernels, &x, bias.as_deref(), relu)))
@@ -1962,10 +1953,7 @@ fn run_winograd_input_grad<T: Real>(
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
         Ok(winograd_kernels(g, &weight, false, scheme))
     })?;
-    let mask = match relu_out {
-        Some((s, l)) => Some(contiguous(s.as_slice::<T>()?, l)),
-        None => None,
-    };
+    let mask = contiguous_arg::<T>(relu_out)?;
     let grad = contiguous(grad.0.as_slice::<T>()?, grad.1);
     Ok(T::to_cpu_storage_owned(winograd_input_grad(g, kernels, &grad, mask.as_deref())))
 }

@@ -6,32 +6,12 @@
 mod common;
 
 use candle::{DType, Tensor, Var};
-use common::{assert_close, check_grads, rand, values};
+use common::{
+    assert_close, check_grads, frozen_layer, output_and_grad, rand, relative_max_error, values,
+};
 use deepsim_kernels::{Activation, Conv2dConfig, ConvAlgorithm, FrozenConv2d};
 
 const F64: DType = DType::F64;
-
-fn layer(
-    w: &Tensor,
-    b: &Tensor,
-    cfg: Conv2dConfig,
-    act: Activation,
-    algo: ConvAlgorithm,
-) -> FrozenConv2d {
-    FrozenConv2d::new(w.clone(), Some(b.clone()), cfg)
-        .unwrap()
-        .with_activation(act)
-        .with_algorithm(algo)
-        .unwrap()
-}
-
-/// Output and input gradient of `L = Σ layer(x) ⊙ r`.
-fn output_and_grad(layer: &FrozenConv2d, x: &Tensor, r: &Tensor) -> (Tensor, Tensor) {
-    let x = Var::from_tensor(x).unwrap();
-    let y = layer.forward(x.as_tensor()).unwrap();
-    let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
-    (y, grads.get(x.as_tensor()).expect("input gradient").clone())
-}
 
 /// Output and input gradient of the same loss through candle's conv2d (square padding), its
 /// bias and ReLU, and candle's autograd: the independent reference.
@@ -51,13 +31,6 @@ fn candle_output_and_grad(
     (y, grads.get(x.as_tensor()).expect("input gradient").clone())
 }
 
-/// Largest |a − b| over the largest |b|.
-fn relative_max_error(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (values(a), values(b));
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
 /// (name, input, weight, square padding): maps cut into several tiles with partial ones at
 /// the right and bottom, maps smaller than one tile or than the kernel, padding past the
 /// kernel (outputs whose window lies wholly in the padding), one output channel.
@@ -75,7 +48,7 @@ fn fft_equals_candle_in_f64() {
     for act in [Activation::Identity, Activation::Relu] {
         for (name, xs, ws, pad) in CASES {
             let (x, w, b) = (rand(&xs, 1, F64), rand(&ws, 2, F64), rand(&ws[..1], 3, F64));
-            let fft = layer(&w, &b, Conv2dConfig::new(1, pad), act, ConvAlgorithm::Fft);
+            let fft = frozen_layer(&w, &b, Conv2dConfig::new(1, pad), act, ConvAlgorithm::Fft);
             let r = rand(fft.forward(&x).unwrap().dims(), 4, F64);
             let (y1, g1) = output_and_grad(&fft, &x, &r);
             let (y2, g2) = candle_output_and_grad(&w, &b, pad, act, &x, &r);
@@ -94,8 +67,8 @@ fn fft_takes_unequal_kernel_sides_and_paddings() {
     let (x, w, b) =
         (rand(&[2, 4, 40, 47], 5, F64), rand(&[5, 4, 7, 9], 6, F64), rand(&[5], 7, F64));
     for act in [Activation::Identity, Activation::Relu] {
-        let fft = layer(&w, &b, cfg, act, ConvAlgorithm::Fft);
-        let im2col = layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
+        let fft = frozen_layer(&w, &b, cfg, act, ConvAlgorithm::Fft);
+        let im2col = frozen_layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
         let r = rand(im2col.forward(&x).unwrap().dims(), 8, F64);
         let (y1, g1) = output_and_grad(&fft, &x, &r);
         let (y2, g2) = output_and_grad(&im2col, &x, &r);
@@ -111,7 +84,7 @@ fn fft_gradients_match_finite_differences() {
         ("11x11 pad 5", [1, 2, 9, 11], [2, 2, 11, 11], 5),
     ] {
         for act in [Activation::Identity, Activation::Relu] {
-            let l = layer(
+            let l = frozen_layer(
                 &rand(&ws, 9, F64),
                 &rand(&ws[..1], 10, F64),
                 Conv2dConfig::new(1, pad),
@@ -136,14 +109,16 @@ fn fft_f32_error_is_small_at_st_lpips_scale() {
         let x = rand(&xs, 12, F64);
         let w = (rand(&ws, 13, F64) * (6.0 / 363.0f64).sqrt()).unwrap();
         let b = (rand(&ws[..1], 14, F64) * 0.1).unwrap();
-        let reference = layer(&w, &b, cfg, Activation::Identity, ConvAlgorithm::Im2col);
+        let reference = frozen_layer(&w, &b, cfg, Activation::Identity, ConvAlgorithm::Im2col);
         let r = rand(reference.forward(&x).unwrap().dims(), 15, F64);
         let (y_ref, g_ref) = output_and_grad(&reference, &x, &r);
         for algo in [ConvAlgorithm::Fft, ConvAlgorithm::Im2col] {
-            let l = layer(&f32(&w), &f32(&b), cfg, Activation::Identity, algo);
+            let l = frozen_layer(&f32(&w), &f32(&b), cfg, Activation::Identity, algo);
             let (y, g) = output_and_grad(&l, &f32(&x), &f32(&r));
             let (ey, eg) = (relative_max_error(&y, &y_ref), relative_max_error(&g, &g_ref));
             println!("{xs:?} {algo:?}: output {ey:.1e}, gradient {eg:.1e}");
+            // Measured (output, gradient): FFT 2.7e-7 and 3.1e-7, on the larger image 2.8e-7
+            // and 2.9e-7; im2col 8.4e-7 and 2.5e-6, 1.0e-6 and 2.6e-6.
             assert!(ey < 1e-5 && eg < 1e-5, "{xs:?}, {algo:?}: output {ey:e}, gradient {eg:e}");
         }
     }

@@ -6,7 +6,9 @@
 mod common;
 
 use candle::{DType, Tensor, Var};
-use common::{assert_close, check_grads, rand, values};
+use common::{
+    assert_close, check_grads, frozen_layer, output_and_grad, rand, relative_max_error, values,
+};
 use deepsim_kernels::{Activation, Conv2dConfig, ConvAlgorithm, FrozenConv2d};
 
 const F64: DType = DType::F64;
@@ -46,35 +48,13 @@ fn cfg_groups(stride: usize, pad: usize, groups: usize) -> Conv2dConfig {
     Conv2dConfig::new(stride, pad).with_groups(groups)
 }
 
-fn layer(
-    w: &Tensor,
-    b: &Tensor,
-    cfg: Conv2dConfig,
-    act: Activation,
-    algo: ConvAlgorithm,
-) -> FrozenConv2d {
-    FrozenConv2d::new(w.clone(), Some(b.clone()), cfg)
-        .unwrap()
-        .with_activation(act)
-        .with_algorithm(algo)
-        .unwrap()
-}
-
-/// Output and input gradient of `L = Σ layer(x) ⊙ r`.
-fn output_and_grad(layer: &FrozenConv2d, x: &Tensor, r: &Tensor) -> (Tensor, Tensor) {
-    let x = Var::from_tensor(x).unwrap();
-    let y = layer.forward(x.as_tensor()).unwrap();
-    let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
-    (y, grads.get(x.as_tensor()).expect("input gradient").clone())
-}
-
 #[test]
 fn winograd_equals_im2col_in_f64() {
     for act in ACTS {
         for (name, xs, ws, cfg) in cases() {
             let (x, w, b) = (rand(&xs, 1, F64), rand(&ws, 2, F64), rand(&ws[..1], 3, F64));
-            let wino = layer(&w, &b, cfg, act, ConvAlgorithm::Winograd);
-            let direct = layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
+            let wino = frozen_layer(&w, &b, cfg, act, ConvAlgorithm::Winograd);
+            let direct = frozen_layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
             let r = rand(wino.forward(&x).unwrap().dims(), 4, F64);
             let (y1, g1) = output_and_grad(&wino, &x, &r);
             let (y2, g2) = output_and_grad(&direct, &x, &r);
@@ -94,8 +74,8 @@ fn winograd_equals_im2col_in_f32() {
     for act in ACTS {
         for (name, xs, ws, cfg) in cases() {
             let (x, w, b) = (rand(&xs, 1, F64), rand(&ws, 2, F64), rand(&ws[..1], 3, F64));
-            let wino = layer(&f32(&w), &f32(&b), cfg, act, ConvAlgorithm::Winograd);
-            let direct = layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
+            let wino = frozen_layer(&f32(&w), &f32(&b), cfg, act, ConvAlgorithm::Winograd);
+            let direct = frozen_layer(&w, &b, cfg, act, ConvAlgorithm::Im2col);
             let r = rand(direct.forward(&x).unwrap().dims(), 4, F64);
             let (y1, g1) = output_and_grad(&wino, &f32(&x), &f32(&r));
             let (y2, g2) = output_and_grad(&direct, &x, &r);
@@ -110,7 +90,7 @@ fn winograd_equals_im2col_in_f32() {
 fn winograd_gradients_match_finite_differences() {
     for act in ACTS {
         for (name, xs, ws, cfg) in cases() {
-            let l = layer(
+            let l = frozen_layer(
                 &rand(&ws, 5, F64),
                 &rand(&ws[..1], 6, F64),
                 cfg,
@@ -129,19 +109,12 @@ fn winograd_reads_non_contiguous_input() {
     let x = rand(&[2, 2, 6, 9], 10, F64).transpose(2, 3).unwrap();
     assert!(!x.is_contiguous());
     let r = rand(&[2, 3, 9, 6], 11, F64);
-    let wino = layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Winograd);
-    let direct = layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Im2col);
+    let wino = frozen_layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Winograd);
+    let direct = frozen_layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Im2col);
     let (y1, g1) = output_and_grad(&wino, &x, &r);
     let (y2, g2) = output_and_grad(&direct, &x.contiguous().unwrap(), &r);
     assert_close(&y1, &y2, 1e-11, 1e-12, "transposed input: output");
     assert_close(&g1, &g2, 1e-11, 1e-12, "transposed input: input gradient");
-}
-
-/// Largest |a − b| over the largest |b|.
-fn relative_max_error(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (values(a), values(b));
-    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
-    a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 #[test]
@@ -165,12 +138,12 @@ fn winograd_f32_error_is_small_at_alexnet_scale() {
         let x = rand(&xs, 12, F64).relu().unwrap();
         let w = (rand(&ws, 13, F64) * (6.0 / fan_in).sqrt()).unwrap();
         let b = (rand(&ws[..1], 14, F64) * 0.1).unwrap();
-        let im2col = layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Im2col);
+        let im2col = frozen_layer(&w, &b, cfg, Activation::Relu, ConvAlgorithm::Im2col);
         let r = rand(im2col.forward(&x).unwrap().dims(), 15, F64);
         let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
         let (y_ref, g_ref) = output_and_grad(&im2col, &x, &r);
         for algo in [ConvAlgorithm::Winograd, ConvAlgorithm::Im2col] {
-            let l = layer(&f32(&w), &f32(&b), cfg, Activation::Relu, algo);
+            let l = frozen_layer(&f32(&w), &f32(&b), cfg, Activation::Relu, algo);
             let (y, g) = output_and_grad(&l, &f32(&x), &f32(&r));
             let (ey, eg) = (relative_max_error(&y, &y_ref), relative_max_error(&g, &g_ref));
             println!("{name} {algo:?}: output {ey:.1e}, gradient {eg:.1e}");

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use candle::{DType, Device, Tensor, Var};
+use deepsim_kernels::{Activation, Conv2dConfig, ConvAlgorithm, FrozenConv2d};
 
 /// A seeded tensor with entries uniform in [-1, 1) (a 64-bit LCG: same values on every machine).
 pub fn rand(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
@@ -94,4 +95,34 @@ pub fn test_device() -> Device {
         },
     };
     opened.unwrap_or_else(|e| panic!("DEEPSIM_TEST_DEVICE={name:?} cannot be opened: {e}"))
+}
+
+/// A frozen convolution with weight `w`, bias `b`, `act` fused, run by `algo`.
+pub fn frozen_layer(
+    w: &Tensor,
+    b: &Tensor,
+    cfg: Conv2dConfig,
+    act: Activation,
+    algo: ConvAlgorithm,
+) -> FrozenConv2d {
+    FrozenConv2d::new(w.clone(), Some(b.clone()), cfg)
+        .unwrap()
+        .with_activation(act)
+        .with_algorithm(algo)
+        .unwrap()
+}
+
+/// Output and input gradient of `L = Σ layer(x) ⊙ r`.
+pub fn output_and_grad(layer: &FrozenConv2d, x: &Tensor, r: &Tensor) -> (Tensor, Tensor) {
+    let x = Var::from_tensor(x).unwrap();
+    let y = layer.forward(x.as_tensor()).unwrap();
+    let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+    (y, grads.get(x.as_tensor()).expect("input gradient").clone())
+}
+
+/// Largest |a − b| over the largest |b|.
+pub fn relative_max_error(a: &Tensor, b: &Tensor) -> f64 {
+    let (a, b) = (values(a), values(b));
+    let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((x - y).abs())) / scale
 }
