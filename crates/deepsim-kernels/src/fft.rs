@@ -8,12 +8,12 @@
 //! transform and summed over the input channels, and transformed back; of the `S × S`
 //! circular correlation, the first `v × v` values are the tile's outputs (no wrap-around
 //! reaches them). Per output and channel pair that costs `(S/2 + 1)·S / v²` complex
-//! multiply-adds (0.6 at S = 128, k = 11), and per output and channel about `2.5 log₂ S² ·
-//! S² / v²` flops of transforms — 3.7 kflop per output of ST-LPIPS' conv1, against a direct
+//! multiply-adds (0.72 at S = 64, k = 11), and per output and channel about `2.5 log₂ S² ·
+//! S² / v²` flops of transforms — 3.9 kflop per output of ST-LPIPS' conv1, against a direct
 //! sum's 46.5.
 //!
 //! The kernels' transforms are conjugated (a correlation, not a convolution) and scaled by
-//! `1/S²` (the unnormalized inverse) once, in f64, when they are built. The FFTs are
+//! `1/S²` (the unnormalized inverse) once, when they are built. The FFTs are
 //! `rustfft`'s and `realfft`'s (AVX on x86-64, chosen at run time). Rounding stays at a few
 //! 1e-7 of the largest output in f32 (`tests/fft.rs`): each output sums `S²` terms of the
 //! inverse transform, but with the error of an FFT, which grows as `log S`.
