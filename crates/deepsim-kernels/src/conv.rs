@@ -1605,20 +1605,18 @@ impl FrozenConv2d {
     pub fn with_algorithm(self, algorithm: ConvAlgorithm) -> Result<Self> {
         let (_, _, kh, kw) = self.weight.dims4()?;
         let cfg = &self.cfg;
-        if algorithm == ConvAlgorithm::Fft
-            && (cfg.stride != (1, 1)
-                || cfg.dilation != (1, 1)
-                || cfg.groups != 1
-                || kh.max(kw) > 128)
-        {
+        if algorithm == ConvAlgorithm::Fft && !fft_applies(cfg, (kh, kw)) {
             return Err(invalid(
                 "FrozenConv2d::with_algorithm",
                 "weight",
                 self.weight.dims(),
                 format!(
                     "FFT convolution needs stride 1, no dilation, one group and a kernel of at \
-                     most 128 × 128; the layer has stride {:?}, dilation {:?}, {} groups",
-                    cfg.stride, cfg.dilation, cfg.groups
+                     most {0} × {0}; the layer has stride {1:?}, dilation {2:?}, {3} groups",
+                    fft::LARGEST_KERNEL,
+                    cfg.stride,
+                    cfg.dilation,
+                    cfg.groups
                 ),
             ));
         }
@@ -1828,21 +1826,22 @@ enum Engine {
 /// layer by FFT ([`fft_pays`]). ST-LPIPS' conv1 at 1080 × 800 costs 0.08.
 const FFT_MAX_COST: f64 = 0.25;
 
-/// Whether an FFT convolution runs a frozen layer of geometry `g`: stride 1, undilated,
-/// ungrouped, a kernel at most 128 a side (an FFT side fits it).
-fn fft_fits(g: &Geom) -> bool {
-    g.cfg.stride == (1, 1)
-        && g.cfg.dilation == (1, 1)
-        && g.groups() == 1
-        && fft::best_side(&forward_plan(g), g.kernel, g.big[0], g.small[0]).is_some()
+/// Whether an FFT convolution can run a frozen layer with `cfg` and a `kernel`: stride 1,
+/// undilated, ungrouped, the kernel at most [`fft::LARGEST_KERNEL`] a side (an FFT side fits
+/// it).
+fn fft_applies(cfg: &Conv2dConfig, (kh, kw): (usize, usize)) -> bool {
+    cfg.stride == (1, 1)
+        && cfg.dilation == (1, 1)
+        && cfg.groups == 1
+        && kh.max(kw) <= fft::LARGEST_KERNEL
 }
 
-/// Whether [`ConvAlgorithm::Auto`] runs a frozen layer of geometry `g` by FFT: it fits
-/// ([`fft_fits`]), its kernel is at least 7 × 7 (Winograd's schemes cover up to 5 × 5 at a
+/// Whether [`ConvAlgorithm::Auto`] runs a frozen layer of geometry `g` by FFT: it applies
+/// ([`fft_applies`]), its kernel is at least 7 × 7 (Winograd's schemes cover up to 5 × 5 at a
 /// quarter of a direct sum's products or less, with faster products), and the FFT's cost
 /// model puts it at most [`FFT_MAX_COST`] of a direct sum.
 fn fft_pays(g: &Geom) -> bool {
-    if !fft_fits(g) || g.kernel.0 < 7 || g.kernel.1 < 7 {
+    if !fft_applies(&g.cfg, g.kernel) || g.kernel.0 < 7 || g.kernel.1 < 7 {
         return false;
     }
     let direct =

@@ -41,6 +41,9 @@ const SIDES: [usize; 4] = [32, 64, 128, 256];
 /// A slot per side in [`SIDES`], for caches of transformed kernels.
 pub(crate) const SIDE_COUNT: usize = SIDES.len();
 
+/// The largest kernel side an FFT side fits ([`best_side`] needs a side of at least twice it).
+pub(crate) const LARGEST_KERNEL: usize = SIDES[SIDE_COUNT - 1] / 2;
+
 /// Bins multiplied together, one per SIMD lane.
 const LANES: usize = 16;
 
