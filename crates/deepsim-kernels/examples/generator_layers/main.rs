@@ -9,7 +9,7 @@
 //! `NET` picks the layers: `generator64` (the default: the 64-pixel generator's tower after
 //! its seed map), `generator256` (the paper's tower to 256 pixels) or `discriminator227` (the
 //! paper's discriminator on the 256-pixel step's 227 × 227 crops). `LAYER=N` times one layer
-//! only (for a profiler).
+//! only and `MODE=fwd|bwd|wgrad` one column only (for a profiler; the others print as 0).
 
 use std::time::Instant;
 
@@ -118,22 +118,28 @@ fn main() -> candle::Result<()> {
             grads.get(w.as_tensor()).map(|_| ()).ok_or(candle::Error::Msg("no gradient".into()))
         };
         let frozen_x = x.as_tensor().detach();
-        let t = [
-            time(|| run(x.as_tensor(), w.as_tensor()).map(|_| ()))?,
-            time(|| backward(x.as_tensor()))?,
-            time(|| backward(&frozen_x))?,
-        ];
+        let mode = std::env::var("MODE").ok();
+        let wanted = |name: &str| mode.as_deref().is_none_or(|m| m == name);
+        let mut t = [0.0; 3];
+        if wanted("fwd") {
+            t[0] = time(|| run(x.as_tensor(), w.as_tensor()).map(|_| ()))?;
+        }
+        if wanted("bwd") {
+            t[1] = time(|| backward(x.as_tensor()))?;
+        }
+        if wanted("wgrad") {
+            t[2] = time(|| backward(&frozen_x))?;
+        }
         let side = if up { 2 * h } else { (h + 2 * pad - k) / stride + 1 };
         // Multiply-adds: an up-convolution's per input pixel, a convolution's per output one.
         let per_pixel = if up { h * h } else { side * side };
         let macs = (BATCH * ci * co * per_pixel * k * k) as f64;
         let kind = if up { "up".to_string() } else { format!("c{k}s{stride}") };
+        // Forward and both gradients: three products of the layer's multiply-adds.
+        let rate = if t[1] > 0.0 { format!("{:.0}", 6.0 * macs / t[1] / 1e6) } else { "-".into() };
         println!(
-            "{kind:4} {ci:3}→{co:3} @{h:3}→{side:3}    {:8.2}  {:12.2}  {:14.2}  {:15.0}",
-            t[0],
-            t[1],
-            t[2],
-            6.0 * macs / t[1] / 1e6
+            "{kind:4} {ci:3}→{co:3} @{h:3}→{side:3}    {:8.2}  {:12.2}  {:14.2}  {rate:>15}",
+            t[0], t[1], t[2]
         );
         for (s, v) in total.iter_mut().zip(t) {
             *s += v;
