@@ -1890,26 +1890,14 @@ fn run_fft_input_grad<T: Real + FftReal>(
     let side = fft_side(&plan, g, in_c, out_c)?;
     let kernels = cached_kernels(&cache.input_grad[fft::side_index(side)], || {
         let weight = contiguous(w.0.as_slice::<T>()?, w.1);
-        Ok(FftKernels::new(side, &rotated(g, &weight), out_c, in_c, g.kernel))
+        // The FFT runs ungrouped kernels only (`fft_applies`).
+        let taps = g.kernel.0 * g.kernel.1;
+        let turned = winograd::turned_kernels(&weight, g.small[0], g.big[0], 1, taps);
+        Ok(FftKernels::new(side, &turned, out_c, in_c, g.kernel))
     })?;
     let mask = contiguous_arg::<T>(relu_out)?;
     let grad = contiguous(grad.0.as_slice::<T>()?, grad.1);
     Ok(T::to_cpu_storage_owned(fft::correlate(&plan, kernels, &grad, mask.as_deref(), None, false)))
-}
-
-/// An ungrouped kernel `[out, in, kh, kw]` turned for the input gradient: `[in, out, kh, kw]`,
-/// each kernel rotated by 180°.
-fn rotated<T: Copy>(g: &Geom, w: &[T]) -> Vec<T> {
-    let (out_c, in_c, (kh, kw)) = (g.small[0], g.big[0], g.kernel);
-    let taps = kh * kw;
-    let mut r = Vec::with_capacity(w.len());
-    for c in 0..in_c {
-        for o in 0..out_c {
-            let k = &w[(o * in_c + c) * taps..][..taps];
-            r.extend(k.iter().rev());
-        }
-    }
-    r
 }
 
 /// The frozen conv as a one-argument op: weight and bias live in the op, outside the graph.

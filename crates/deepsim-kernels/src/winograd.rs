@@ -39,6 +39,31 @@ const TILE: usize = 4;
 const ALPHA: usize = 6;
 /// Transformed points per tile: `ALPHA²`.
 const POINTS: usize = ALPHA * ALPHA;
+/// A weight `[out, in_g, r, r]` (`groups` groups, `taps = r·r`) turned for the input
+/// gradient: `[in, out / groups, r, r]`, each group's kernels transposed (`in ↔ out`) and
+/// rotated by 180°, in one pass over the weight.
+pub(crate) fn turned_kernels<T: Real>(
+    weight: &[T],
+    out: usize,
+    in_g: usize,
+    groups: usize,
+    taps: usize,
+) -> Vec<T> {
+    let out_g = out / groups;
+    let mut turned = vec![T::zero(); weight.len()];
+    for (o, kernels) in weight.chunks_exact(in_g * taps).enumerate() {
+        let (group, k) = (o / out_g, o % out_g);
+        for (ci, g) in kernels.chunks_exact(taps).enumerate() {
+            let c = group * in_g + ci;
+            let dst = &mut turned[(c * out_g + k) * taps..][..taps];
+            for (d, &v) in dst.iter_mut().zip(g.iter().rev()) {
+                *d = v;
+            }
+        }
+    }
+    turned
+}
+
 /// Tiles transformed together, one per SIMD lane.
 const LANES: usize = 16;
 /// Elements of transformed inputs and products that one block of tiles may hold (per thread).
@@ -167,20 +192,10 @@ impl<T: Real> TransformedKernels<T> {
                 },
             );
         }
+        // The rotated kernels in the input gradient's own layout, so that the transform below
+        // reads them in order.
         let taps = scheme.kernel() * scheme.kernel();
-        // The rotated kernels in the input gradient's own layout `[in, out / groups, r, r]`,
-        // in one pass over the weight, so that the transform below reads them in order.
-        let mut turned = vec![T::zero(); weight.len()];
-        for (o, kernels) in weight.chunks_exact(in_g * taps).enumerate() {
-            let (group, k) = (o / out_g, o % out_g);
-            for (ci, g) in kernels.chunks_exact(taps).enumerate() {
-                let c = group * in_g + ci;
-                let dst = &mut turned[(c * out_g + k) * taps..][..taps];
-                for (d, &v) in dst.iter_mut().zip(g.iter().rev()) {
-                    *d = v;
-                }
-            }
-        }
+        let turned = turned_kernels(weight, out, in_g, groups, taps);
         Self::build8(scheme, &turned, in_g * groups, out_g, groups).packed()
     }
 
